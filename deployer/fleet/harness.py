@@ -1,0 +1,457 @@
+"""The local fleet: real OpenSSH hosts in network + mount + UTS namespaces on this machine.
+
+Each host is a holder process (`sleep infinity`) started with
+`ip netns exec <ns> unshare --mount --uts`, which bind-mounts the host's own /srv, /tmp and
+/root, sets its hostname and starts its services (sshd; supervisord on web hosts, PostgreSQL
+on the db host, HAProxy on the lb host). Everything else enters those namespaces with
+`nsenter -t <holder pid>`. `down()` kills every process in our namespaces and deletes them,
+so nothing is left behind; `up()` starts with `down()` to clear what a crash left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import DeployerError
+from . import spec as S
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FleetError(DeployerError):
+    exit_code = 2
+
+
+def fleet_dir() -> Path:
+    return Path(os.environ.get("DEPLOYER_FLEET_DIR", ROOT / ".fleet")).resolve()
+
+
+def _run(argv: list[str], *, check: bool = True, input: str | None = None,
+         timeout: float = 60) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise FleetError(f"fleet: `{' '.join(argv)}` exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise FleetError(
+            "fleet: needs root (network namespaces, bridges and mounts); run as root, e.g. `sudo inv fleet.up`"
+        )
+    for tool in ("ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh-keygen", "haproxy"):
+        if not shutil.which(tool):
+            raise FleetError(f"fleet: `{tool}` not found; run ./bootstrap to install the fleet's packages")
+
+
+class Fleet:
+    """The local fleet, as recorded in `<fleet_dir>/fleet.json`."""
+
+    def __init__(self, directory: Path | None = None):
+        self.dir = directory or fleet_dir()
+        self.state_file = self.dir / "fleet.json"
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def state(self) -> dict:
+        if not self.state_file.exists():
+            return {}
+        return json.loads(self.state_file.read_text())
+
+    @property
+    def spec(self) -> S.FleetSpec:
+        st = self.state
+        if not st:
+            raise FleetError("fleet: not up (run `inv fleet.up`)")
+        return S.FleetSpec.of(st["web"])
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.dir / "inventory.yaml"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def repo(self) -> Path:
+        return self.dir / "demo-app"
+
+    def hostdir(self, name: str) -> Path:
+        return self.dir / "hosts" / name
+
+    def holder_pid(self, name: str) -> int:
+        return int(self.state["pids"][name])
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def up(self, web: int = 3, *, log=print) -> dict:
+        require_root()
+        spec = S.FleetSpec.of(web)
+        t0 = time.monotonic()
+        self.down(quiet=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self._client_key()
+        self._network(spec)
+        db_password = self._db_password()
+        from .demo_repo import build_demo_repo
+
+        tags = build_demo_repo(self.repo)
+        pids: dict[str, int] = {}
+        for host in spec.hosts:
+            self._prepare_host(host, spec, db_password)
+        for host in spec.hosts:
+            pids[host.name] = self._start_host(host)
+        self.state_file.write_text(json.dumps({"web": web, "pids": pids, "tags": tags}, indent=2))
+        self._wait_ready(spec)
+        self._write_known_hosts(spec)
+        self.inventory_path.write_text(S.inventory(spec, self.dir, self.repo))
+        took = time.monotonic() - t0
+        log(f"fleet: {len(spec.hosts)} hosts up ({web} web, db1, lb1) in {took:.1f}s; "
+            f"inventory {self.inventory_path}")
+        return {"hosts": len(spec.hosts), "seconds": took}
+
+    def down(self, *, quiet: bool = False) -> list[str]:
+        """Kill every process in our namespaces, delete them and the bridge. Idempotent."""
+        require_root()
+        removed: list[str] = []
+        names = [n for n in _netns_list() if n.startswith(S.NETNS_PREFIX)]
+        for ns in names:
+            pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
+            for pid in pids:
+                _kill(int(pid), signal.SIGKILL)
+        # Holders whose netns is already gone (a crash between steps) are found by their marker.
+        for pid in _marked_pids(str(self.dir)):
+            _kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        for ns in names:
+            while _run(["ip", "netns", "pids", ns], check=False).stdout.split():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            _run(["ip", "netns", "delete", ns], check=False)
+            removed.append(ns)
+        for link in _links():
+            if link.startswith(S.VETH_PREFIX) or link == S.BRIDGE:
+                _run(["ip", "link", "delete", link], check=False)
+        if self.state_file.exists():
+            self.state_file.unlink()
+        if not quiet:
+            print(f"fleet: down ({len(removed)} hosts removed)")
+        return removed
+
+    def status(self) -> list[dict]:
+        st = self.state
+        if not st:
+            return []
+        rows = []
+        for host in self.spec.hosts:
+            pid = st["pids"].get(host.name)
+            alive = pid is not None and _alive(int(pid))
+            rows.append({"name": host.name, "address": host.address, "roles": list(host.roles),
+                         "holder": pid, "alive": alive,
+                         "ssh": alive and _port_open(host.address, 22, 0.5)})
+        return rows
+
+    # -- building blocks ----------------------------------------------------------------------
+    def _client_key(self) -> None:
+        if not self.client_key.exists():
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer-fleet",
+                  "-f", str(self.client_key)])
+        shutil.copy(f"{self.client_key}.pub", self.dir / "authorized_keys")
+
+    def _db_password(self) -> str:
+        path = self.dir / "db_password"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(18))
+        return path.read_text().strip()
+
+    def _network(self, spec: S.FleetSpec) -> None:
+        _run(["ip", "link", "add", S.BRIDGE, "type", "bridge"])
+        _run(["ip", "addr", "add", f"{S.GATEWAY}/{S.SUBNET.prefixlen}", "dev", S.BRIDGE])
+        _run(["ip", "link", "set", S.BRIDGE, "up"])
+        batch = []
+        for h in spec.hosts:
+            batch += [
+                f"netns add {h.netns}",
+                f"link add {h.veth} type veth peer name eth0 netns {h.netns}",
+                f"link set {h.veth} master {S.BRIDGE} up",
+            ]
+        _run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+        for h in spec.hosts:
+            inside = [
+                f"addr add {h.address}/{S.SUBNET.prefixlen} dev eth0",
+                "link set eth0 up",
+                "link set lo up",
+                f"route add default via {S.GATEWAY}",
+            ]
+            _run(["ip", "-n", h.netns, "-batch", "-"], input="\n".join(inside) + "\n")
+
+    def _prepare_host(self, host: S.FleetHost, spec: S.FleetSpec, db_password: str) -> None:
+        d = self.hostdir(host.name)
+        for sub in ("srv", "tmp", "root"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(d / "tmp", 0o1777)
+        os.chmod(d / "srv", 0o755)
+        os.chmod(d / "root", 0o700)
+        key = d / "ssh_host_ed25519_key"
+        if not key.exists():
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key)])
+        (d / "sshd_config").write_text(S.sshd_config(d, self.dir / "authorized_keys"))
+        srv = d / "srv"
+        bindir = srv / "bin"
+        bindir.mkdir(exist_ok=True)
+        venv_bin = Path(sys.prefix) / "bin"
+        for tool in ("python", "gunicorn", "supervisorctl", "supervisord"):
+            wrapper = bindir / tool
+            wrapper.write_text(f'#!/bin/sh\nexec {venv_bin / tool} "$@"\n')
+            wrapper.chmod(0o755)
+        if "web" in host.roles:
+            (srv / "supervisor" / "log").mkdir(parents=True, exist_ok=True)
+            (srv / "supervisor" / "supervisord.conf").write_text(S.supervisord_config())
+            shared = srv / "app" / "shared"
+            for sub in ("storage/logs", "storage/cache"):
+                (shared / sub).mkdir(parents=True, exist_ok=True)
+            env_file = shared / ".env"
+            if env_file.exists():
+                env_file.unlink()
+            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(S.app_env(db_password))
+        if "lb" in host.roles:
+            (srv / "haproxy").mkdir(exist_ok=True)
+            (srv / "haproxy" / "haproxy.cfg").write_text(S.haproxy_config(spec.web_hosts))
+        if "db" in host.roles:
+            (srv / "backups").mkdir(exist_ok=True)
+            (srv / "pg" / "run").mkdir(parents=True, exist_ok=True)
+            pw = d / "pgpass"
+            pw.write_text(db_password + "\n")
+            os.chmod(pw, 0o600)
+            shutil.chown(pw, "postgres", "postgres")
+            for p in (srv / "pg", srv / "pg" / "run", srv / "backups"):
+                shutil.chown(p, "postgres", "postgres")
+        (d / "init.sh").write_text(self._init_script(host, d))
+
+    def _init_script(self, host: S.FleetHost, d: Path) -> str:
+        lines = [
+            "#!/bin/sh",
+            "set -e",
+            f"# {S.NETNS_PREFIX}marker {self.dir}",
+            f"hostname {host.name}",
+            "mkdir -p /srv /run/sshd",
+            f"mount --bind {d}/srv /srv",
+            f"mount --bind {d}/tmp /tmp",
+        ]
+        # The host's own /root, but with the Python install the fleet's tools run on (pyenv keeps
+        # it under /root on some machines) bound in, read-only.
+        base = Path(sys.base_prefix).resolve()
+        if base.is_relative_to("/root"):
+            top = Path("/root") / base.relative_to("/root").parts[0]
+            (d / "root" / top.name).mkdir(exist_ok=True)
+            lines.append(f"mount --bind -o ro {top} {d}/root/{top.name}")
+        lines.append(f"mount --rbind {d}/root /root")
+        if "db" in host.roles:
+            pg = "/usr/lib/postgresql/15/bin"
+            lines += [
+                "if [ ! -f /srv/pg/data/PG_VERSION ]; then",
+                f"  runuser -u postgres -- {pg}/initdb -A scram-sha-256 -U postgres "
+                f"--pwfile={d}/pgpass -D /srv/pg/data >/srv/pg/initdb.log 2>&1",
+                f"  echo \"host all all {S.SUBNET} scram-sha-256\" >> /srv/pg/data/pg_hba.conf",
+                "  sed -i 's/^local.*all.*all.*scram-sha-256/local all all peer/' /srv/pg/data/pg_hba.conf",
+                "  FRESH=1",
+                "fi",
+                f"runuser -u postgres -- {pg}/pg_ctl -D /srv/pg/data -l /srv/pg/postgres.log -w "
+                f"-o \"-c listen_addresses={host.address} -k /srv/pg/run -c fsync=off\" start >/dev/null",
+                'if [ -n "${FRESH:-}" ]; then',
+                f"  printf \"CREATE ROLE {S.DB_USER} LOGIN PASSWORD '%s';\" \"$(cat {d}/pgpass)\" | "
+                f"runuser -u postgres -- {pg}/psql -q -h /srv/pg/run -U postgres",
+                f"  runuser -u postgres -- {pg}/createdb -h /srv/pg/run -U postgres -O {S.DB_USER} {S.DB_NAME}",
+                "fi",
+            ]
+        if "lb" in host.roles:
+            lines.append("haproxy -D -f /srv/haproxy/haproxy.cfg")
+        if "web" in host.roles:
+            lines.append("/srv/bin/supervisord -c /srv/supervisor/supervisord.conf")
+        lines += [
+            f"/usr/sbin/sshd -f {d}/sshd_config",
+            "exec sleep infinity",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _start_host(self, host: S.FleetHost) -> int:
+        d = self.hostdir(host.name)
+        log = open(d / "init.log", "w")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "--propagation",
+             "private", "/bin/sh", str(d / "init.sh")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        return proc.pid
+
+    def _wait_ready(self, spec: S.FleetSpec, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {h.name: h for h in spec.hosts}
+        while pending:
+            for name, h in list(pending.items()):
+                if _port_open(h.address, 22, 0.2):
+                    del pending[name]
+                elif not _alive(self.holder_pid(name)):
+                    log = (self.hostdir(name) / "init.log").read_text()[-2000:]
+                    raise FleetError(f"fleet: host {name} failed to start:\n{log}")
+            if pending and time.monotonic() > deadline:
+                raise FleetError(f"fleet: hosts not answering SSH after {timeout}s: {', '.join(pending)}")
+            if pending:
+                time.sleep(0.05)
+
+    def _write_known_hosts(self, spec: S.FleetSpec) -> None:
+        lines = []
+        for h in spec.hosts:
+            pub = (self.hostdir(h.name) / "ssh_host_ed25519_key.pub").read_text().split()
+            lines.append(f"{h.address} {pub[0]} {pub[1]}")
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    # -- running things inside a host ---------------------------------------------------------
+    def nsenter(self, name: str, argv: list[str], *, check: bool = True, timeout: float = 60,
+                input: str | None = None) -> subprocess.CompletedProcess:
+        pid = self.holder_pid(name)
+        return _run(["nsenter", "-t", str(pid), "-m", "-u", "-n", "--", *argv], check=check,
+                    timeout=timeout, input=input)
+
+    def sh(self, name: str, script: str, **kw) -> subprocess.CompletedProcess:
+        return self.nsenter(name, ["/bin/sh", "-c", script], **kw)
+
+    # -- fault injection -------------------------------------------------------------------
+    def cut(self, name: str) -> None:
+        """Cut the host off the network (its cable is pulled: packets are dropped)."""
+        _run(["ip", "link", "set", self.spec.host(name).veth, "down"])
+
+    def reconnect(self, name: str) -> None:
+        _run(["ip", "link", "set", self.spec.host(name).veth, "master", S.BRIDGE, "up"])
+
+    def _sshd_pid(self, name: str) -> int:
+        return int((self.hostdir(name) / "sshd.pid").read_text())
+
+    def kill_sshd(self, name: str) -> None:
+        pid = self._sshd_pid(name)
+        _kill(pid, signal.SIGKILL)
+        (self.hostdir(name) / "sshd.pid").unlink(missing_ok=True)
+
+    def start_sshd(self, name: str) -> None:
+        self.nsenter(name, ["/usr/sbin/sshd", "-f", str(self.hostdir(name) / "sshd_config")])
+        deadline = time.monotonic() + 10
+        while not _port_open(self.spec.host(name).address, 22, 0.2):
+            if time.monotonic() > deadline:
+                raise FleetError(f"fleet: sshd on {name} did not come back")
+            time.sleep(0.05)
+
+    def freeze_sshd(self, name: str) -> None:
+        """SIGSTOP the listener: TCP connects succeed (kernel backlog) but no banner ever comes."""
+        _kill(self._sshd_pid(name), signal.SIGSTOP)
+
+    def thaw_sshd(self, name: str) -> None:
+        _kill(self._sshd_pid(name), signal.SIGCONT)
+
+    def rekey(self, name: str) -> None:
+        """Give the host a new host key (as a reinstalled or impersonated machine would have)."""
+        d = self.hostdir(name)
+        for f in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):
+            (d / f).unlink(missing_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / "ssh_host_ed25519_key")])
+        self.kill_sshd(name)
+        self.start_sshd(name)
+
+    def trust(self) -> None:
+        """Rewrite known_hosts from the hosts' current keys (after `rekey`)."""
+        self._write_known_hosts(self.spec)
+
+    def small_disk(self, name: str, path: str, size: str = "2m") -> None:
+        """Mount a size-limited filesystem at `path` inside the host (its deploy path, say)."""
+        self.sh(name, f"mkdir -p {path} && mount -t tmpfs -o size={size},mode=0755 deployer-small {path}"
+                      f" && chown --reference=$(dirname {path}) {path}")
+
+    def fill_disk(self, name: str, path: str) -> None:
+        self.sh(name, f"dd if=/dev/zero of={path}/.filler bs=64k >/dev/null 2>&1 || true")
+
+    def free_disk(self, name: str, path: str) -> None:
+        self.sh(name, f"umount {path} 2>/dev/null || true")
+
+    def hang(self, name: str, command: str) -> None:
+        """Make `command` (looked up on PATH) hang forever on that host."""
+        self.sh(name, f"printf '#!/bin/sh\\nexec sleep 3600\\n' > /srv/bin/{command} && chmod 755 /srv/bin/{command}")
+
+    def unhang(self, name: str, command: str) -> None:
+        self.sh(name, f"rm -f /srv/bin/{command}")
+
+
+def _netns_list() -> list[str]:
+    out = _run(["ip", "netns", "list"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _links() -> list[str]:
+    out = _run(["ip", "-o", "link", "show"], check=False).stdout
+    names = []
+    for line in out.splitlines():
+        parts = line.split(":")
+        if len(parts) > 1:
+            names.append(parts[1].strip().split("@")[0])
+    return names
+
+
+def _marked_pids(marker_dir: str) -> list[int]:
+    """Processes started from a fleet init script of this fleet directory."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in cmdline if a]
+        if len(args) >= 2 and args[-1].startswith(marker_dir + "/hosts/") and args[-1].endswith("init.sh"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return status != "Z"
+
+
+def _port_open(address: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
