@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS worker_heartbeats;
+DROP TABLE IF EXISTS jobs;
+DROP TABLE IF EXISTS items;
