@@ -1,0 +1,248 @@
+"""Remote commands as data: quoting and secret masking happen here and nowhere else.
+
+Templates come from our own playbooks (trusted shell text); every *value* substituted into a
+template is shell-quoted, so user input such as ``$(touch /tmp/pwned)`` stays inert.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from deployer.errors import ConfigError
+
+MASK = "***"
+
+_OPERATORS = {"&&": " && ", "||": " || ", ";": "; "}
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class Secret:
+    """A secret string: prints as ``***`` everywhere; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        if not isinstance(value, str):
+            raise TypeError("Secret wraps a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+Value = str | int | float | Secret | os.PathLike
+
+
+@dataclass(frozen=True)
+class Command:
+    """One shell script run remotely, and the same text with secrets masked."""
+
+    script: str
+    display: str
+    timeout: float | None = None
+
+    def with_timeout(self, timeout: float | None) -> Command:
+        return replace(self, timeout=timeout)
+
+    def __str__(self) -> str:
+        return self.display
+
+
+def quote(value: Value) -> tuple[str, str]:
+    """Return (quoted real value, quoted displayed value); a Secret displays as ``***``."""
+    if isinstance(value, Secret):
+        return shlex.quote(value.reveal()), MASK
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"cannot quote {value!r} as a shell word")
+    if isinstance(value, (int, float)):
+        text = str(value)
+    elif isinstance(value, os.PathLike):
+        text = os.fspath(value)
+        if isinstance(text, bytes):
+            raise TypeError("bytes paths are not supported")
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise TypeError(f"cannot quote {type(value).__name__} as a shell word")
+    quoted = shlex.quote(text)
+    return quoted, quoted
+
+
+def argv(*parts: Value) -> Command:
+    """A command from argv words, each one quoted."""
+    if not parts:
+        raise ValueError("argv() needs at least one word")
+    words = [quote(p) for p in parts]
+    return Command(" ".join(w[0] for w in words), " ".join(w[1] for w in words))
+
+
+def raw(text: str) -> Command:
+    """Trusted literal shell text, written in our own code (never user input)."""
+    return Command(text, text)
+
+
+def _parse(template: str, where: str) -> list[tuple[str, str | None]]:
+    """Split a template into (literal text, placeholder name or None) pairs."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"{_prefix(where)}invalid template: {exc}") from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None and (not _NAME_RE.match(field) or spec or conversion):
+            body = field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ConfigError(
+                f"{_prefix(where)}bad placeholder {{{body}}}: use {{name}}; write {{{{ and }}}} "
+                "for literal braces"
+            )
+        parts.append((literal, field))
+    return parts
+
+
+def _prefix(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def placeholders(template: str) -> set[str]:
+    """Names of the ``{name}`` placeholders in a template."""
+    return {name for _, name in _parse(template, "") if name is not None}
+
+
+def check_template(template: str, known: Iterable[str], *, where: str = "") -> None:
+    """Raise ConfigError unless every placeholder is known and none sits inside shell quotes."""
+    known_set = set(known)
+    state: str | None = None  # None, "'" or '"'
+    escaped = False
+    for literal, name in _parse(template, where):
+        for ch in literal:
+            if escaped:
+                escaped = False
+            elif state == "'":
+                state = None if ch == "'" else state
+            elif ch == "\\":
+                escaped = True
+            elif state == '"':
+                state = None if ch == '"' else state
+            elif ch in "'\"":
+                state = ch
+        if name is None:
+            continue
+        if name not in known_set:
+            raise ConfigError(
+                f"{_prefix(where)}unknown placeholder {{{name}}}; known: "
+                + ", ".join(sorted(known_set))
+            )
+        if state is not None or escaped:
+            raise ConfigError(
+                f"{_prefix(where)}placeholder {{{name}}} is inside quotes or after a backslash; "
+                "values are quoted for you, remove the quoting"
+            )
+
+
+def render(template: str, values: Mapping[str, object], *, where: str = "") -> Command:
+    """Fill ``{name}`` placeholders with shell-quoted values (secrets masked in the display)."""
+    check_template(template, values.keys(), where=where)
+    script: list[str] = []
+    display: list[str] = []
+    for literal, name in _parse(template, where):
+        script.append(literal)
+        display.append(literal)
+        if name is not None:
+            real, shown = quote(values[name])  # type: ignore[arg-type]
+            script.append(real)
+            display.append(shown)
+    return Command("".join(script), "".join(display))
+
+
+def fill(template: str, values: Mapping[str, object], *, where: str = "") -> str:
+    """Fill placeholders WITHOUT shell quoting, for non-shell text (URLs, names, JSON values)."""
+    out: list[str] = []
+    for literal, name in _parse(template, where):
+        out.append(literal)
+        if name is None:
+            continue
+        if name not in values:
+            raise ConfigError(
+                f"{_prefix(where)}unknown placeholder {{{name}}}; known: "
+                + ", ".join(sorted(values))
+            )
+        value = values[name]
+        if isinstance(value, Secret):
+            raise TypeError("secrets cannot be used in plain text templates")
+        out.append(str(value))
+    return "".join(out)
+
+
+def _is_compound(script: str) -> bool:
+    """True if the script has an unquoted list operator (&&, ||, ;, newline)."""
+    state: str | None = None
+    escaped = False
+    prev = ""
+    for ch in script:
+        if escaped:
+            escaped = False
+        elif state == "'":
+            state = None if ch == "'" else state
+        elif ch == "\\":
+            escaped = True
+        elif state == '"':
+            state = None if ch == '"' else state
+        elif ch in "'\"":
+            state = ch
+        elif ch in ";\n" or (ch in "&|" and prev == ch):
+            return True
+        prev = ch
+    return False
+
+
+def _group(text: str, compound: bool) -> str:
+    return f"{{ {text}; }}" if compound else text
+
+
+def chain(*cmds: Command, op: str = "&&") -> Command:
+    """Join commands with ``&&``, ``||`` or ``;``; compound parts are wrapped in ``{ ...; }``.
+
+    The result has no timeout of its own (the runner's default applies).
+    """
+    if op not in _OPERATORS:
+        raise ValueError(f"op must be one of {', '.join(_OPERATORS)}")
+    if not cmds:
+        raise ValueError("chain() needs at least one command")
+    if len(cmds) == 1:
+        return cmds[0]
+    sep = _OPERATORS[op]
+    flags = [_is_compound(c.script) for c in cmds]
+    return Command(
+        sep.join(_group(c.script, f) for c, f in zip(cmds, flags, strict=True)),
+        sep.join(_group(c.display, f) for c, f in zip(cmds, flags, strict=True)),
+    )
+
+
+def sh(cmd: Command) -> Command:
+    """Wrap as ``sh -c '<script>'`` (e.g. to run under sudo -u), keeping the display masked."""
+    return Command(
+        f"sh -c {shlex.quote(cmd.script)}", f"sh -c {shlex.quote(cmd.display)}", cmd.timeout
+    )
