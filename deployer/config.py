@@ -293,7 +293,8 @@ class Playbook(_Model):
             return list(getattr(self.stages.maintenance, sub))
         if stage == "migrate":
             if sub not in Migrate.model_fields:
-                raise ValueError(f"migrate steps need sub= one of {', '.join(Migrate.model_fields)}")
+                subs = ", ".join(Migrate.model_fields)
+                raise ValueError(f"migrate steps need sub= one of {subs}")
             step = getattr(self.stages.migrate, sub) if self.stages.migrate else None
             return [step] if step is not None else []
         if stage not in Stages.model_fields or sub is not None:
@@ -921,9 +922,11 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         playbook = load_playbook(pb_path, root=root)
         layers.append(_Layer("defaults", _label(pb_path, root),
                              _resolve_paths(playbook.defaults, pb_path.parent), "defaults."))
-    layers.append(_Layer("inventory", inv_label, _resolve_paths(inv_data, inv_path.parent.absolute())))
+    inv_dir = inv_path.parent.absolute()
+    layers.append(_Layer("inventory", inv_label, _resolve_paths(inv_data, inv_dir)))
     layers.append(_environment_layer(environ))
-    layers.append(_Layer("overrides", "overrides", _resolve_paths(_dotted(overrides or {}), Path.cwd())))
+    cli = _resolve_paths(_dotted(overrides or {}), Path.cwd())
+    layers.append(_Layer("overrides", "overrides", cli))
 
     merged: dict[str, Any] = {}
     for layer in layers:
