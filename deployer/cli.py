@@ -1,0 +1,108 @@
+"""The `deployer` command line: the same verbs as the Invoke tasks (tasks.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import verbs
+
+OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="text",
+                      help="text for humans, json: one event per line")
+ENV = click.option("--env", "-e", required=True, help="environment: hosts/<env>.yaml")
+INVENTORY = click.option("--inventory", default=None, help="inventory file instead of hosts/<env>.yaml")
+
+
+@click.group()
+@click.version_option(package_name="deployer")
+def cli() -> None:
+    """Deploy and roll back web apps over SSH, safely."""
+
+
+@cli.command()
+@ENV
+@click.option("--ref", default="main", show_default=True, help="git ref to deploy")
+@click.option("--dry-run", is_flag=True, help="print every stage x host x command; touch nothing")
+@click.option("--yes", "-y", is_flag=True, help="never prompt (implied without a TTY)")
+@click.option("--maintenance/--no-maintenance", default=None, help="force maintenance mode on/off")
+@click.option("--lock-wait", type=float, default=0.0, help="seconds to wait for the lock")
+@click.option("--reason", default="", help="why (recorded in the lock and the ledger)")
+@click.option("--verbose", "-v", is_flag=True)
+@INVENTORY
+@OUTPUT
+def deploy(env, ref, dry_run, yes, maintenance, lock_wait, reason, verbose, inventory, output):
+    """The whole pipeline, with automatic rollback when a gate fails."""
+    sys.exit(verbs.deploy(env, ref, dry_run=dry_run, inventory=inventory, output=output,
+                          maintenance=maintenance, lock_wait=lock_wait, reason=reason, verbose=verbose))
+
+
+@cli.command()
+@ENV
+@click.option("--to", default=None, help="release id, unique prefix, or the git ref it came from")
+@click.option("--restore-db", is_flag=True, help="restore the backup taken when the target was left")
+@click.option("--keep-db", is_flag=True, help="switch the code only, leave the database as it is")
+@click.option("--lock-wait", type=float, default=0.0)
+@INVENTORY
+@OUTPUT
+def rollback(env, to, restore_db, keep_db, lock_wait, inventory, output):
+    """Back to the previous good release, or to a named one."""
+    sys.exit(verbs.rollback(env, to=to, restore_db=restore_db, keep_db=keep_db, inventory=inventory,
+                            output=output, lock_wait=lock_wait))
+
+
+@cli.command()
+@ENV
+@INVENTORY
+@OUTPUT
+def releases(env, inventory, output):
+    """The history: id, ref, commit, who, when, outcome, which hosts serve it."""
+    sys.exit(verbs.releases(env, inventory=inventory, output=output))
+
+
+@cli.command()
+@ENV
+@INVENTORY
+@OUTPUT
+def status(env, inventory, output):
+    """What each host serves, the lock, any in-flight deploy, maintenance state."""
+    sys.exit(verbs.status(env, inventory=inventory, output=output))
+
+
+@cli.command()
+@ENV
+@click.option("--force", is_flag=True, help="really break the lock")
+@INVENTORY
+@OUTPUT
+def unlock(env, force, inventory, output):
+    """Break a stale lock, printing who held it."""
+    sys.exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
+
+
+@cli.group()
+def fleet() -> None:
+    """The local fleet of real SSH hosts (needs root)."""
+
+
+@fleet.command("up")
+@click.option("--web", type=int, default=3, show_default=True)
+def fleet_up(web):
+    sys.exit(verbs.fleet_up(web))
+
+
+@fleet.command("down")
+def fleet_down():
+    sys.exit(verbs.fleet_down())
+
+
+@fleet.command("status")
+def fleet_status():
+    sys.exit(verbs.fleet_status())
+
+
+def main() -> None:
+    cli(prog_name="deployer")
+
+
+if __name__ == "__main__":
+    main()

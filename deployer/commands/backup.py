@@ -1,0 +1,92 @@
+"""PostgreSQL backups: dump to a temporary name, verify, checksum, rename; all-or-nothing restore."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from ..shell import Command, quote, raw
+
+
+def q(value: object) -> str:
+    return quote(str(value))[0]
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    os_user: str
+    bin_dir: str
+    socket_dir: str | None
+    port: int
+    backup_dir: str
+
+    @classmethod
+    def of(cls, cfg) -> "Database":
+        return cls(cfg.name, cfg.os_user, cfg.bin_dir, cfg.socket_dir, cfg.port, cfg.backup_dir)
+
+    def conn_args(self) -> str:
+        args = [f"-p {q(self.port)}"]
+        if self.socket_dir:
+            args.insert(0, f"-h {q(self.socket_dir)}")
+        return " ".join(args)
+
+    def as_user(self, script: str) -> str:
+        return f"runuser -u {q(self.os_user)} -- sh -c {q(script)}"
+
+    def tool(self, name: str) -> str:
+        return q(posixpath.join(self.bin_dir, name))
+
+
+def backup_path(db: Database, env: str, release: str, kind: str = "predeploy") -> str:
+    return posixpath.join(db.backup_dir, f"{env}-{kind}-{release}.dump")
+
+
+def dump(db: Database, path: str) -> Command:
+    """pg_dump -Fc to path.partial, verified with pg_restore --list, then renamed.
+
+    Prints `sha256 size` on success; on any failure the partial file is removed.
+    """
+    tmp = path + ".partial"
+    inner = (
+        f"umask 077; rm -f {q(tmp)}; "
+        f"if {db.tool('pg_dump')} -Fc {db.conn_args()} -f {q(tmp)} {q(db.name)} "
+        f"&& {db.tool('pg_restore')} --list {q(tmp)} >/dev/null "
+        f"&& sum=$(sha256sum {q(tmp)} | cut -d' ' -f1) && size=$(stat -c %s {q(tmp)}) "
+        f"&& mv -T {q(tmp)} {q(path)}; then echo \"$sum $size\"; "
+        f"else rc=$?; rm -f {q(tmp)}; exit $rc; fi"
+    )
+    return raw(f"mkdir -p {q(db.backup_dir)} && " + db.as_user(inner))
+
+
+def parse_dump(output: str) -> tuple[str, int]:
+    parts = output.strip().split()
+    if len(parts) != 2 or len(parts[0]) != 64:
+        raise ValueError(f"backup: unexpected output {output.strip()!r}")
+    return parts[0], int(parts[1])
+
+
+def verify(db: Database, path: str, sha256: str) -> Command:
+    return raw(
+        f"test -f {q(path)} && echo {q(sha256)}' '{q(path)} | sha256sum -c --status - "
+        f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null"
+    )
+
+
+def restore(db: Database, path: str) -> Command:
+    """Replace the database's public schema by the dump's content, in one transaction.
+
+    The dump is rendered to SQL first (so a broken dump fails before anything is touched),
+    then applied with psql --single-transaction and ON_ERROR_STOP: all or nothing. Objects
+    created after the dump (new tables) go too, since the schema is rebuilt.
+    """
+    sql = path + ".restore.sql"
+    inner = (
+        f"umask 077; {{ printf 'DROP SCHEMA public CASCADE; CREATE SCHEMA public; "
+        f"ALTER SCHEMA public OWNER TO pg_database_owner; GRANT ALL ON SCHEMA public TO PUBLIC;\\n'; "
+        f"{db.tool('pg_restore')} -f - {q(path)}; }} > {q(sql)} "
+        f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null "
+        f"&& {db.tool('psql')} -X -q {db.conn_args()} --single-transaction -v ON_ERROR_STOP=1 "
+        f"-d {q(db.name)} -f {q(sql)} >/dev/null; rc=$?; rm -f {q(sql)}; exit $rc"
+    )
+    return raw(db.as_user(inner))

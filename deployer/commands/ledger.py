@@ -1,0 +1,43 @@
+"""The ledger: an append-only JSON-lines file on the ledger host, appended under flock."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+from ..shell import Command, quote, raw
+
+
+def q(value: object) -> str:
+    return quote(str(value))[0]
+
+
+def ledger_file(state_path: str) -> str:
+    return posixpath.join(state_path, "ledger.jsonl")
+
+
+def append(state_path: str) -> Command:
+    """Append the JSON lines given on stdin, atomically with respect to other writers."""
+    f = ledger_file(state_path)
+    return raw(f"mkdir -p {q(state_path)} && flock {q(f + '.lock')} sh -c {q('cat >> ' + q(f))}")
+
+
+def read(state_path: str) -> Command:
+    return raw(f"cat {q(ledger_file(state_path))} 2>/dev/null; true")
+
+
+def encode(events: list[dict]) -> str:
+    return "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in events)
+
+
+def decode(text: str) -> list[dict]:
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line after a crash: ignored, never fatal
+    return events

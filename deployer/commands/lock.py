@@ -1,0 +1,90 @@
+"""One atomic lock per env: a directory created with mkdir(2) on the ledger host."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+
+from ..shell import Command, quote, raw
+
+HELD_MARK = "@@lock-held"
+
+
+def q(value: object) -> str:
+    return quote(str(value))[0]
+
+
+def lock_dir(state_path: str) -> str:
+    return posixpath.join(state_path, "lock")
+
+
+def acquire(state_path: str) -> Command:
+    """mkdir is atomic: exactly one caller wins. The holder's details come on stdin."""
+    d = lock_dir(state_path)
+    return raw(
+        f"mkdir -p {q(state_path)} && if mkdir {q(d)} 2>/dev/null; then cat > {q(d + '/info.json')} "
+        f"&& touch {q(d + '/heartbeat')} && echo acquired; "
+        f"else echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
+        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); fi"
+    )
+
+
+def heartbeat(state_path: str, run_id: str) -> Command:
+    d = lock_dir(state_path)
+    return raw(f"grep -qF {q(run_id)} {q(d + '/info.json')} && touch {q(d + '/heartbeat')}")
+
+
+def release(state_path: str, run_id: str) -> Command:
+    """Remove the lock only if this run holds it."""
+    d = lock_dir(state_path)
+    return raw(f"if grep -qF {q(run_id)} {q(d + '/info.json')} 2>/dev/null; then rm -rf {q(d)}; fi")
+
+
+def read(state_path: str) -> Command:
+    d = lock_dir(state_path)
+    return raw(
+        f"if [ -d {q(d)} ]; then echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
+        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); fi"
+    )
+
+
+def force_release(state_path: str) -> Command:
+    return raw(f"rm -rf {q(lock_dir(state_path))}")
+
+
+@dataclass
+class LockInfo:
+    holder: str = "?"
+    host: str = "?"
+    pid: int | None = None
+    reason: str = ""
+    started: str = ""
+    run: str = ""
+    heartbeat_age: int | None = None
+
+    def describe(self) -> str:
+        age = f", last heartbeat {self.heartbeat_age}s ago" if self.heartbeat_age is not None else ""
+        return (f"{self.holder}@{self.host} pid {self.pid} since {self.started} "
+                f"({self.reason or 'no reason given'}; run {self.run}{age})")
+
+
+def parse_held(output: str) -> LockInfo | None:
+    """None when the lock was acquired / is free, else who holds it."""
+    if HELD_MARK not in output:
+        return None
+    body = output.split(HELD_MARK, 1)[1]
+    info = LockInfo()
+    for line in body.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            info = LockInfo(**{k: data.get(k) for k in ("holder", "host", "pid", "reason", "started", "run")
+                               if data.get(k) is not None})
+        elif line.startswith("heartbeat_age="):
+            value = line.split("=", 1)[1]
+            info.heartbeat_age = int(value) if value.lstrip("-").isdigit() else None
+    return info

@@ -1,0 +1,124 @@
+"""Release directories, the `current` symlink, shared links, host state."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from ..shell import Command, argv, quote, raw
+
+STATE_MARK = "@@deployer-state"
+
+
+def q(value: object) -> str:
+    return quote(str(value))[0]
+
+
+def paths(deploy_to: str, release: str | None = None) -> dict[str, str]:
+    d = {
+        "deploy_to": deploy_to,
+        "releases_path": posixpath.join(deploy_to, "releases"),
+        "shared_path": posixpath.join(deploy_to, "shared"),
+        "current_path": posixpath.join(deploy_to, "current"),
+        "state_path": posixpath.join(deploy_to, ".deployer"),
+    }
+    if release:
+        d["release_path"] = posixpath.join(d["releases_path"], release)
+    return d
+
+
+def read_state(deploy_to: str) -> Command:
+    """One command that prints everything deployer needs to know about a host."""
+    p = paths(deploy_to)
+    return raw(
+        f"echo {STATE_MARK}; "
+        f"echo current=$(readlink {q(p['current_path'])} 2>/dev/null); "
+        f"echo hostname=$(hostname); "
+        f"echo disk_kb=$(df -Pk {q(deploy_to)} 2>/dev/null | awk 'NR==2{{print $4}}' || df -Pk / | awk 'NR==2{{print $4}}'); "
+        f"echo maintenance=$(test -e {q(p['shared_path'] + '/storage/maintenance.json')} && echo on || echo off); "
+        f"ls -1 {q(p['releases_path'])} 2>/dev/null | sed 's/^/release=/'; true"
+    )
+
+
+@dataclass
+class HostState:
+    current: str | None = None  # release id the current symlink points to
+    releases: list[str] = field(default_factory=list)
+    hostname: str = ""
+    disk_kb: int | None = None
+    maintenance: bool = False
+
+
+def parse_state(output: str) -> HostState:
+    st = HostState()
+    seen = False
+    for line in output.splitlines():
+        if line == STATE_MARK:
+            seen = True
+            continue
+        key, _, value = line.partition("=")
+        if key == "current" and value:
+            st.current = posixpath.basename(value.rstrip("/"))
+        elif key == "release" and value:
+            st.releases.append(value)
+        elif key == "hostname":
+            st.hostname = value
+        elif key == "disk_kb" and value.isdigit():
+            st.disk_kb = int(value)
+        elif key == "maintenance":
+            st.maintenance = value == "on"
+    if not seen:
+        raise ValueError("host state: marker missing from output")
+    st.releases.sort()
+    return st
+
+
+def link_shared(release_path: str, shared_path: str, shared_files: list[str],
+                shared_dirs: list[str]) -> list[str]:
+    parts = []
+    for d in shared_dirs:
+        target, link = posixpath.join(shared_path, d), posixpath.join(release_path, d)
+        parts.append(f"mkdir -p {q(target)} {q(posixpath.dirname(link))} && rm -rf {q(link)} "
+                     f"&& ln -s {q(target)} {q(link)}")
+    for f in shared_files:
+        target, link = posixpath.join(shared_path, f), posixpath.join(release_path, f)
+        parts.append(f"mkdir -p {q(posixpath.dirname(link))} && rm -f {q(link)} && ln -s {q(target)} {q(link)}")
+    return parts
+
+
+def prepare(deploy_to: str, release: str, shared_files: list[str], shared_dirs: list[str],
+            release_path: str | None = None) -> Command:
+    """Link shared files and dirs into a fresh release (after the code is in place), write REVISION."""
+    p = paths(deploy_to, release)
+    rp = release_path or p["release_path"]
+    parts = link_shared(rp, p["shared_path"], shared_files, shared_dirs)
+    parts.append(f"printf '%s\\n' {q(release)} > {q(rp + '/REVISION')}")
+    return raw(" && ".join(parts))
+
+
+def remove_path(path: str) -> Command:
+    return argv("rm", "-rf", "--", path)
+
+
+def switch(deploy_to: str, release: str) -> Command:
+    """Atomic switch: a symlink under a temporary name, renamed over `current` (rename(2))."""
+    p = paths(deploy_to, release)
+    tmp = posixpath.join(deploy_to, f".current.{release}.tmp")
+    return raw(
+        f"test -d {q(p['release_path'])} && ln -sfn {q(p['release_path'])} {q(tmp)} "
+        f"&& mv -T {q(tmp)} {q(p['current_path'])}"
+    )
+
+
+def remove(deploy_to: str, releases: list[str]) -> Command:
+    p = paths(deploy_to)
+    targets = [posixpath.join(p["releases_path"], r) for r in releases]
+    return argv("rm", "-rf", "--", *targets) if targets else raw("true")
+
+
+def to_remove(releases: list[str], keep: int, protected: set[str]) -> list[str]:
+    """Releases to delete: beyond the newest `keep`, never a protected one (current, previous
+    good, referenced by a snapshot)."""
+    ordered = sorted(releases)
+    keepers = set(ordered[-keep:]) | protected
+    return [r for r in ordered if r not in keepers]

@@ -1,0 +1,86 @@
+"""The health gate: HTTP checks of each host, N consecutive passes, never a pass by default."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Sample:
+    ok: bool
+    status: int | None
+    ms: float
+    detail: str
+
+
+@dataclass
+class Verdict:
+    host: str
+    passed: bool
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        if self.passed:
+            return "passed"
+        last = self.samples[-1] if self.samples else None
+        return last.detail if last else "no sample"
+
+
+def _matches(expected: object, actual: object) -> bool:
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and _matches(v, actual[k]) for k, v in expected.items())
+    return expected == actual
+
+
+def probe(url: str, timeout: float, expect_status: int, expect_json: dict | None) -> Sample:
+    """One HTTP request; a timeout, refusal or unparsable body is a failure, never a pass."""
+    t0 = time.monotonic()
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "deployer-gate"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own hosts
+            status, body = resp.status, resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(65536)
+    except (OSError, ValueError) as exc:
+        ms = (time.monotonic() - t0) * 1000
+        return Sample(False, None, ms, f"GET {url}: {getattr(exc, 'reason', exc)}")
+    ms = (time.monotonic() - t0) * 1000
+    if status != expect_status:
+        return Sample(False, status, ms, f"GET {url}: HTTP {status}, expected {expect_status}")
+    if expect_json is not None:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return Sample(False, status, ms, f"GET {url}: body is not JSON")
+        if not _matches(expect_json, data):
+            shown = {k: data.get(k) for k in expect_json} if isinstance(data, dict) else data
+            return Sample(False, status, ms, f"GET {url}: expected {expect_json}, got {shown}")
+    return Sample(True, status, ms, f"GET {url}: HTTP {status} in {ms:.0f} ms")
+
+
+def wait_passes(host: str, url: str, *, timeout: float, expect_status: int,
+                expect_json: dict | None, passes: int, max_attempts: int, interval: float,
+                on_sample=None) -> Verdict:
+    """Probe until `passes` consecutive passes, or fail after `max_attempts` probes."""
+    verdict = Verdict(host, False)
+    streak = 0
+    for attempt in range(max_attempts):
+        sample = probe(url, timeout, expect_status, expect_json)
+        verdict.samples.append(sample)
+        if on_sample:
+            on_sample(host, sample)
+        streak = streak + 1 if sample.ok else 0
+        if streak >= passes:
+            verdict.passed = True
+            return verdict
+        # Not enough attempts left to reach the streak: give up early.
+        if passes - streak > max_attempts - attempt - 1:
+            return verdict
+        time.sleep(interval)
+    return verdict

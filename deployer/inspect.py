@@ -1,0 +1,119 @@
+"""Reading the fleet: `status`, `releases`, and breaking a stale lock with `unlock --force`."""
+
+from __future__ import annotations
+
+from .commands import lock as LK
+from .config import Config
+from .errors import ConfigError, NeedsHuman
+from .ledger import History
+from .output import Reporter
+from .session import Session
+
+
+def _rows_table(title: str, columns: list[str], rows: list[list[str]], reporter: Reporter) -> None:
+    from .output import JsonReporter
+
+    if isinstance(reporter, JsonReporter):
+        for row in rows:
+            reporter.event("row", table=title, **dict(zip(columns, row)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*row)
+    Console(file=reporter.stream, width=160).print(table)
+
+
+def status(cfg: Config, reporter: Reporter) -> int:
+    s = Session(cfg, reporter)
+    try:
+        app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+        states = s.host_states(app_hosts)
+        history = s.ledger.history()
+        lock_out = s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout
+    finally:
+        s.close()
+    held = LK.parse_held(lock_out)
+    in_flight = {}
+    for run in history.in_flight:
+        stages = [e for e in history.events if e.get("run") == run["start"].get("run") and e.get("type") == "stage"]
+        in_flight[run["start"].get("run")] = (run, stages[-1] if stages else None)
+    rows = []
+    served = set()
+    for h in app_hosts:
+        if h.name in states.failures:
+            rows.append([h.name, h.address, "UNREACHABLE", str(states.failures[h.name])[:60], ""])
+            continue
+        st = states.results[h.name]
+        served.add(st.current)
+        rec = history.releases.get(st.current or "")
+        ref = rec.ref if rec else ""
+        rows.append([h.name, h.address, st.current or "(none)", ref, "ON" if st.maintenance else "off"])
+    _rows_table(f"{cfg.env}: what each host serves", ["host", "address", "release", "ref", "maintenance"],
+                rows, reporter)
+    lines = []
+    if held:
+        lines.append(f"lock: held by {held.describe()}")
+    else:
+        lines.append("lock: free")
+    for run_id, (run, last) in in_flight.items():
+        where = f"{last['stage']} ({last['state']})" if last else "starting"
+        lines.append(f"IN-FLIGHT {run['kind']} {run_id} of {run.get('release')}: last stage {where}")
+    if len(served) > 1:
+        lines.append(f"WARNING: hosts disagree ({', '.join(sorted(str(r) for r in served))}): "
+                     f"run `inv rollback --env {cfg.env}` or redeploy to converge")
+    for line in lines:
+        reporter.event("notice", message=line)
+    if states.failures or len(served) > 1:
+        return 4
+    return 0
+
+
+def releases(cfg: Config, reporter: Reporter) -> int:
+    s = Session(cfg, reporter)
+    try:
+        app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+        states = s.host_states(app_hosts)
+        history: History = s.ledger.history()
+    finally:
+        s.close()
+    serving: dict[str, list[str]] = {}
+    for name, st in states.results.items():
+        if st.current:
+            serving.setdefault(st.current, []).append(name)
+    rows = []
+    for rid in sorted(history.releases, reverse=True):
+        rec = history.releases[rid]
+        outcome = rec.outcome + (" (BAD)" if rec.bad else "")
+        rows.append([rid, rec.ref, rec.commit[:7], rec.who, rec.at[:19], outcome,
+                     ", ".join(sorted(serving.get(rid, [])))])
+    _rows_table(f"{cfg.env}: releases", ["release", "ref", "commit", "who", "when", "outcome", "served by"],
+                rows, reporter)
+    return 0
+
+
+def unlock(cfg: Config, reporter: Reporter, force: bool) -> int:
+    if not force:
+        raise ConfigError("unlock: breaking a lock needs --force (check `inv status` first)")
+    s = Session(cfg, reporter)
+    try:
+        out = s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout
+        held = LK.parse_held(out)
+        if held is None:
+            reporter.event("notice", message=f"{cfg.env}: lock is free; nothing to do")
+            return 0
+        s.run(cfg.ledger_host, LK.force_release(s.state_path), timeout=30)
+        from .session import who
+
+        s.ledger.append({"type": "lock.broken", "run": s.run_id, "who": who(), "holder": held.__dict__})
+        reporter.event("notice", message=f"{cfg.env}: broke the lock held by {held.describe()}")
+        return 0
+    finally:
+        s.close()
+
+
+__all__ = ["status", "releases", "unlock", "NeedsHuman"]

@@ -1,0 +1,156 @@
+"""The ledger on the fleet: what happened, readable from any machine with SSH access.
+
+Events are JSON objects appended (never rewritten) to `<deploy_to>/.deployer/ledger.jsonl` on the
+ledger host. `History.fold` turns them into releases, outcomes and in-flight runs (pure).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from .commands import ledger as L
+
+SCHEMA_VERSION = 1
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class ReleaseRecord:
+    release: str
+    run: str = ""
+    ref: str = ""
+    commit: str = ""
+    who: str = ""
+    at: str = ""
+    outcome: str = "in-flight"
+    bad: bool = False
+    bad_reason: str = ""
+    schema_before: int | None = None
+    schema_after: int | None = None
+    snapshot: dict = field(default_factory=dict)  # the snapshot taken before this release's deploy
+    backup: dict | None = None  # the backup taken before this release's deploy
+
+
+@dataclass
+class History:
+    releases: dict[str, ReleaseRecord] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # releases in first-deploy order
+    runs: dict[str, dict] = field(default_factory=dict)  # run id -> start event + end/outcome
+    in_flight: list[dict] = field(default_factory=list)  # runs started, never ended
+    events: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def fold(cls, events: list[dict]) -> "History":
+        h = cls(events=events)
+        for e in events:
+            kind = e.get("type")
+            run = e.get("run", "")
+            if kind == "deploy.start":
+                rid = e["release"]
+                rec = h.releases.get(rid) or ReleaseRecord(release=rid)
+                rec.run, rec.ref, rec.commit = run, e.get("ref", ""), e.get("commit", "")
+                rec.who, rec.at, rec.outcome = e.get("who", ""), e.get("at", ""), "in-flight"
+                h.releases[rid] = rec
+                if rid not in h.order:
+                    h.order.append(rid)
+                h.runs[run] = {"kind": "deploy", "start": e, "release": rid, "end": None}
+            elif kind in ("rollback.start", "maintenance.start"):
+                h.runs[run] = {"kind": kind.split(".")[0], "start": e, "release": e.get("to"), "end": None}
+            elif kind == "snapshot":
+                rid = h.runs.get(run, {}).get("release")
+                if rid in h.releases:
+                    h.releases[rid].snapshot = e
+                    h.releases[rid].schema_before = e.get("schema")
+            elif kind == "backup":
+                rid = h.runs.get(run, {}).get("release")
+                if rid in h.releases:
+                    h.releases[rid].backup = {k: e.get(k) for k in ("path", "sha256", "size", "host")}
+            elif kind == "migrate":
+                rid = h.runs.get(run, {}).get("release")
+                if rid in h.releases:
+                    h.releases[rid].schema_after = e.get("after")
+            elif kind == "release.bad":
+                rid = e.get("release")
+                if rid in h.releases:
+                    h.releases[rid].bad = True
+                    h.releases[rid].bad_reason = e.get("reason", "")
+            elif kind in ("deploy.end", "rollback.end", "maintenance.end"):
+                if run in h.runs:
+                    h.runs[run]["end"] = e
+                rid = h.runs.get(run, {}).get("release")
+                if kind == "deploy.end" and rid in h.releases:
+                    h.releases[rid].outcome = e.get("outcome", "?")
+        h.in_flight = [r for r in h.runs.values() if r["end"] is None]
+        return h
+
+    def resolve(self, target: str) -> ReleaseRecord | None:
+        """A release by id, unique id prefix, or the git ref it was deployed from (newest)."""
+        if target in self.releases:
+            return self.releases[target]
+        by_prefix = [r for r in self.releases if r.startswith(target)]
+        if len(by_prefix) == 1:
+            return self.releases[by_prefix[0]]
+        by_ref = [r for r in reversed(self.order) if self.releases[r].ref == target
+                  or self.releases[r].commit.startswith(target) and len(target) >= 7]
+        if by_ref:
+            return self.releases[by_ref[0]]
+        return None
+
+    def schema_of(self, release: str) -> int | None:
+        """The schema version a release runs with (after its own migrations)."""
+        rec = self.releases.get(release)
+        if rec is None:
+            return None
+        return rec.schema_after if rec.schema_after is not None else rec.schema_before
+
+    def previous_good(self, current: str | None) -> ReleaseRecord | None:
+        """The newest good release older than `current` (by release id: ids sort by time)."""
+        for rid in sorted(self.releases, reverse=True):
+            rec = self.releases[rid]
+            if current is not None and rid >= current:
+                continue
+            if not rec.bad and rec.outcome in ("success",):
+                return rec
+        return None
+
+    def snapshot_releases(self) -> set[str]:
+        """Releases some snapshot refers to (never cleaned up)."""
+        keep = set()
+        for rec in self.releases.values():
+            for rel in (rec.snapshot.get("hosts") or {}).values():
+                if rel:
+                    keep.add(rel)
+        return keep
+
+    def backup_before_leaving(self, release: str) -> dict | None:
+        """The newest backup taken while the fleet was on `release` (restores its data)."""
+        for rid in reversed(self.order):
+            rec = self.releases[rid]
+            hosts = (rec.snapshot.get("hosts") or {}).values()
+            if rec.backup and release in hosts:
+                return rec.backup
+        return None
+
+
+class Ledger:
+    """Reads and appends the ledger through an open transport."""
+
+    def __init__(self, transport, endpoint, state_path: str):
+        self.transport = transport
+        self.endpoint = endpoint
+        self.state_path = state_path
+
+    def append(self, *events: dict) -> None:
+        stamped = [{"v": SCHEMA_VERSION, "at": now_iso(), **e} for e in events]
+        self.transport.run(self.endpoint, L.append(self.state_path), stdin=L.encode(stamped), timeout=30)
+
+    def read(self) -> list[dict]:
+        out = self.transport.run(self.endpoint, L.read(self.state_path), timeout=60).stdout
+        return L.decode(out)
+
+    def history(self) -> History:
+        return History.fold(self.read())

@@ -1,0 +1,61 @@
+"""What the user sees: a quiet human view, or one JSON event per line (`--output json`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from .ledger import now_iso
+
+EVENT_SCHEMA = 1
+
+
+class Reporter:
+    """Receives events from the engine. `kind` is e.g. run, stage, host, gate, rollback, outcome."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+        self.t0 = time.monotonic()
+
+    def event(self, kind: str, **fields) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+class TextReporter(Reporter):
+    def __init__(self, stream=None, verbose: bool = False):
+        super().__init__(stream)
+        self.verbose = verbose
+
+    def event(self, kind: str, **f) -> None:
+        t = f"{time.monotonic() - self.t0:6.1f}s"
+        if kind == "stage" and f.get("state") == "start":
+            self._write(f"{t}  {f['stage']:<14} {f.get('detail', '')}".rstrip())
+        elif kind == "stage" and f.get("state") == "failed":
+            self._write(f"{t}  {f['stage']:<14} FAILED: {f.get('error', '')}")
+        elif kind == "host" and (self.verbose or f.get("state") == "failed"):
+            self._write(f"{t}    {f['host']:<10} {f.get('state')}: {f.get('detail', '')}")
+        elif kind == "plan":
+            self._write(f"{f['stage']:<14} {f['host']:<10} {f['command']}")
+        elif kind in ("run", "rollback", "outcome", "notice"):
+            self._write(f"{t}  {f.get('message', '')}")
+        elif kind == "gate" and (self.verbose or not f.get("passed", True)):
+            self._write(f"{t}    {f['host']:<10} gate {'passed' if f.get('passed') else 'FAILED'}: "
+                        f"{f.get('detail', '')}")
+
+
+class JsonReporter(Reporter):
+    def event(self, kind: str, **fields) -> None:
+        self._write(json.dumps({"schema": EVENT_SCHEMA, "event": kind, "at": now_iso(), **fields},
+                               default=str, sort_keys=True))
+
+
+def reporter_for(output: str, verbose: bool = False) -> Reporter:
+    return JsonReporter() if output == "json" else TextReporter(verbose=verbose)

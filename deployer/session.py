@@ -1,0 +1,137 @@
+"""One command's session with the fleet: transport, ledger, lock and the helpers every verb uses."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Callable
+
+from .commands import lock as LK
+from .commands import releases as R
+from .config import Config, Host
+from .errors import Refused
+from .ledger import Ledger, now_iso
+from .output import Reporter
+from .shell import Command
+from .transport import Endpoint, GroupResult, SSHSettings, Transport
+
+HEARTBEAT_SECONDS = 10
+STALE_AFTER = 60
+
+
+def who() -> str:
+    user = os.environ.get("DEPLOYER_USER") or os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
+
+
+def ssh_settings(cfg: Config) -> SSHSettings:
+    s = cfg.ssh
+    jump = None
+    if s.jump:
+        user, _, rest = s.jump.partition("@")
+        host, _, port = rest.partition(":")
+        jump = Endpoint("jump", host, int(port or 22), user)
+    known = s.known_hosts
+    if known is None and s.known_hosts_data is not None:
+        known = _write_private_file("known_hosts", s.known_hosts_data.reveal())
+    return SSHSettings(
+        known_hosts=str(known), key_filename=str(s.key) if s.key else None, key_data=s.key_data,
+        jump=jump, connect_timeout=s.connect_timeout, keepalive=int(s.keepalive),
+        command_timeout=s.command_timeout,
+    )
+
+
+def _write_private_file(name: str, text: str) -> str:
+    d = os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"deployer-{os.getpid()}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    path = os.path.join(d, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+class Session:
+    def __init__(self, cfg: Config, reporter: Reporter, *, reason: str = ""):
+        self.cfg = cfg
+        self.reporter = reporter
+        self.reason = reason
+        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+        self.transport = Transport(ssh_settings(cfg), cfg.parallel)
+        self.state_path = R.paths(cfg.deploy_to)["state_path"]
+        self.ledger = Ledger(self.transport, self.ep(cfg.ledger_host), self.state_path)
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self.locked = False
+
+    def ep(self, host: Host) -> Endpoint:
+        return Endpoint(host.name, host.address, host.port, host.user)
+
+    def run(self, host: Host, cmd: Command, **kw):
+        return self.transport.run(self.ep(host), cmd, **kw)
+
+    def each(self, hosts: list[Host], fn: Callable[[Host], object]) -> GroupResult:
+        return self.transport.each(hosts, fn)
+
+    def close(self) -> None:
+        self.stop_heartbeat()
+        self.transport.close()
+
+    # -- reading state -----------------------------------------------------------------
+    def host_states(self, hosts: list[Host]) -> GroupResult:
+        return self.each(hosts, lambda h: R.parse_state(
+            self.run(h, R.read_state(self.cfg.deploy_to), timeout=30).stdout))
+
+    # -- the lock ------------------------------------------------------------------------
+    def lock_info(self) -> dict:
+        return {"holder": who().split("@")[0], "host": socket.gethostname(), "pid": os.getpid(),
+                "reason": self.reason, "started": now_iso(), "run": self.run_id}
+
+    def acquire_lock(self, wait: float = 0.0) -> None:
+        import json
+
+        deadline = time.monotonic() + wait
+        while True:
+            out = self.run(self.cfg.ledger_host, LK.acquire(self.state_path),
+                           stdin=json.dumps(self.lock_info()) + "\n", timeout=30).stdout
+            held = LK.parse_held(out)
+            if held is None:
+                self.locked = True
+                self._start_heartbeat()
+                return
+            if time.monotonic() >= deadline:
+                stale = held.heartbeat_age is not None and held.heartbeat_age > STALE_AFTER
+                hint = (" The lock looks STALE (no heartbeat): if that run is dead, break it with "
+                        f"`inv unlock --env {self.cfg.env} --force`." if stale else
+                        " Wait for it, or pass --lock-wait SECONDS.")
+                raise Refused(f"{self.cfg.env}: locked by {held.describe()}.{hint}")
+            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+    def _start_heartbeat(self) -> None:
+        def beat() -> None:
+            while not self._hb_stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    self.run(self.cfg.ledger_host, LK.heartbeat(self.state_path, self.run_id), timeout=15)
+                except Exception:  # noqa: BLE001 - a missed beat is reported by staleness
+                    pass
+
+        self._hb_stop.clear()
+        self._hb_thread = threading.Thread(target=beat, name="lock-heartbeat", daemon=True)
+        self._hb_thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._hb_stop.set()
+        if self._hb_thread:
+            self._hb_thread.join(timeout=1)
+            self._hb_thread = None
+
+    def release_lock(self) -> None:
+        if not self.locked:
+            return
+        self.stop_heartbeat()
+        self.run(self.cfg.ledger_host, LK.release(self.state_path, self.run_id), timeout=30)
+        self.locked = False

@@ -1,0 +1,281 @@
+"""The one place that touches Fabric and paramiko.
+
+One SSH connection per host per run, opened lazily and reused by every stage; strict host-key
+checking against the inventory's known_hosts (Fabric's default AutoAddPolicy is replaced by
+RejectPolicy); keepalives; per-command timeouts enforced on the remote side with timeout(1) so
+the remote process is stopped, not only the channel; a bounded thread pool for parallel work.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, TypeVar
+
+import paramiko
+from fabric import Config as FabricConfig
+from fabric import Connection
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+from .errors import CommandFailed, ConnectError
+from .shell import Command, quote
+
+T = TypeVar("T")
+
+# Grace between the remote timeout(1) firing and the channel being given up on.
+CHANNEL_GRACE = 10.0
+
+
+@dataclass
+class Result:
+    host: str
+    command: str  # the display (masked) form
+    stdout: str
+    stderr: str
+    exited: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+@dataclass
+class GroupResult:
+    """Each host's result or exception, collected after every host finished (as Fabric's)."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, BaseException] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def raise_failures(self, what: str = "") -> None:
+        if self.failures:
+            raise GroupFailed(self, what)
+
+
+class GroupFailed(CommandFailed):
+    def __init__(self, group: GroupResult, what: str = ""):
+        lines = [f"{what or 'command'} failed on {len(group.failures)} host(s)"]
+        for host, exc in sorted(group.failures.items()):
+            lines.append(f"  {host}: {exc}")
+        msg = "\n".join(lines)
+        first = next(iter(group.failures.values()))
+        super().__init__(next(iter(group.failures)), getattr(first, "command", what), None)
+        self.message = msg
+        self.args = (msg,)
+        self.group = group
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one host (taken from the validated config)."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    known_hosts: str
+    key_filename: str | None = None
+    key_data: Any = None  # shell.Secret holding a private key's text
+    jump: Endpoint | None = None
+    connect_timeout: float = 10.0
+    keepalive: int = 15
+    command_timeout: float = 600.0
+
+
+@dataclass
+class _Done:
+    stdout: str
+    stderr: str
+    exited: int
+
+
+def _exec(conn: Connection, command: str, stdin: str | None, limit: float) -> tuple[str, str, int]:
+    """Run one command on a new channel of the connection's transport.
+
+    Straight on paramiko's channel (Fabric opened the connection): Invoke's runner feeds stdin
+    one byte per 10 ms and polls for completion, which costs tenths of seconds per command.
+    """
+    chan = conn.transport.open_session(timeout=limit)
+    try:
+        chan.settimeout(limit)
+        chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin.encode())
+        chan.shutdown_write()
+        err_chunks: list[bytes] = []
+
+        def read_stderr() -> None:
+            try:
+                while True:
+                    data = chan.recv_stderr(32768)
+                    if not data:
+                        return
+                    err_chunks.append(data)
+            except (socket.timeout, OSError):
+                return
+
+        t = threading.Thread(target=read_stderr, daemon=True)
+        t.start()
+        out_chunks = []
+        while True:
+            data = chan.recv(32768)
+            if not data:
+                break
+            out_chunks.append(data)
+        exited = chan.recv_exit_status()
+        t.join(timeout=limit)
+        decode = lambda chunks: b"".join(chunks).decode("utf-8", "replace")  # noqa: E731
+        return decode(out_chunks), decode(err_chunks), exited
+    finally:
+        chan.close()
+
+
+def _load_pkey(text: str) -> paramiko.PKey:
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise ConnectError("ssh key from DEPLOYER_SSH_KEY_DATA: not a readable private key")
+
+
+class Transport:
+    """Connections to the hosts of one run."""
+
+    def __init__(self, settings: SSHSettings, parallel: int = 10):
+        self.settings = settings
+        self.parallel = max(1, parallel)
+        self._conns: dict[str, Connection] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.opened: dict[str, int] = {}  # connections opened per host, for benchmarks
+
+    # -- connections ---------------------------------------------------------------------
+    def _strict_connection(self, ep: Endpoint, gateway: Connection | None = None) -> Connection:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "allow_agent": False,
+            "look_for_keys": False,
+            "banner_timeout": s.connect_timeout,
+            "auth_timeout": s.connect_timeout,
+        }
+        if s.key_data is not None:
+            kwargs["pkey"] = _load_pkey(s.key_data.reveal())
+        elif s.key_filename:
+            kwargs["key_filename"] = s.key_filename
+        cfg = FabricConfig(overrides={"load_ssh_configs": False, "run": {"hide": True}})
+        conn = Connection(ep.address, user=ep.user, port=ep.port, config=cfg,
+                          connect_timeout=s.connect_timeout, connect_kwargs=kwargs, gateway=gateway)
+        client = paramiko.SSHClient()
+        client.load_host_keys(s.known_hosts)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        conn.client = client
+        return conn
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def connection(self, ep: Endpoint) -> Connection:
+        with self._lock(ep.name):
+            conn = self._conns.get(ep.name)
+            if conn is not None and conn.is_connected:
+                return conn
+            conn = self._open(ep)
+            self._conns[ep.name] = conn
+            return conn
+
+    @retry(retry=retry_if_exception_type((socket.timeout, ConnectionResetError, EOFError)),
+           stop=stop_after_attempt(2), wait=wait_fixed(0.5), reraise=True)
+    def _open(self, ep: Endpoint) -> Connection:
+        s = self.settings
+        gateway = self._strict_connection(s.jump) if s.jump else None
+        conn = self._strict_connection(ep, gateway)
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise ConnectError(
+                f"{ep.name} ({ep.address}): host key CHANGED (got {exc.key.get_name()} "
+                f"{exc.key.get_fingerprint().hex()}); refusing to connect. If the host was "
+                f"reinstalled, update {s.known_hosts}"
+            ) from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise ConnectError(
+                    f"{ep.name} ({ep.address}): host key unknown; add it to {s.known_hosts} "
+                    f"(strict host-key checking)"
+                ) from None
+            raise ConnectError(f"{ep.name} ({ep.address}): ssh: {exc}") from None
+        except (socket.timeout, TimeoutError) as exc:
+            raise ConnectError(f"{ep.name} ({ep.address}:{ep.port}): connection timed out "
+                               f"after {s.connect_timeout:g}s") from exc
+        except OSError as exc:
+            raise ConnectError(f"{ep.name} ({ep.address}:{ep.port}): {exc.strerror or exc}") from None
+        conn.transport.set_keepalive(s.keepalive)
+        self.opened[ep.name] = self.opened.get(ep.name, 0) + 1
+        return conn
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self._conns.clear()
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running -------------------------------------------------------------------------
+    def run(self, ep: Endpoint, cmd: Command, *, timeout: float | None = None,
+            stdin: str | None = None, check: bool = True) -> Result:
+        limit = timeout or cmd.timeout or self.settings.command_timeout
+        # timeout(1) stops the remote process group; -k kills it if TERM is ignored.
+        remote = f"timeout -k 5 {int(max(1, limit))} sh -c {quote(cmd.script)[0]}"
+        conn = self.connection(ep)
+        t0 = time.monotonic()
+        try:
+            out, err, exited = _exec(conn, remote, stdin, limit + CHANNEL_GRACE)
+        except socket.timeout:
+            raise CommandFailed(ep.name, cmd.display, None, timed_out=True) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._conns.pop(ep.name, None)
+            raise ConnectError(f"{ep.name} ({ep.address}): connection lost: {exc}") from None
+        res = _Done(out, err, exited)
+        seconds = time.monotonic() - t0
+        result = Result(ep.name, cmd.display, res.stdout, res.stderr, res.exited, seconds)
+        if check and res.exited != 0:
+            raise CommandFailed(ep.name, cmd.display, res.exited, res.stdout, res.stderr,
+                                timed_out=res.exited == 124)
+        return result
+
+    def each(self, items: Iterable[T], fn: Callable[[T], Any], *,
+             key: Callable[[T], str] = lambda item: item.name) -> GroupResult:  # type: ignore[attr-defined]
+        """Run fn on every item in the bounded pool; collect each result or exception."""
+        items = list(items)
+        group = GroupResult()
+        if not items:
+            return group
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(items))) as pool:
+            futures = {key(item): pool.submit(fn, item) for item in items}
+            for name, fut in futures.items():
+                try:
+                    group.results[name] = fut.result()
+                except BaseException as exc:  # noqa: BLE001 - reported per host
+                    group.failures[name] = exc
+        return group

@@ -1,0 +1,116 @@
+"""The verbs shared by the click CLI and the Invoke tasks; each returns the exit code."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .config import Config, load_config
+from .errors import DeployerError
+from .output import Reporter, reporter_for
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        pass
+
+
+def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool = False) -> int:
+    """Run a verb; turn errors into their exit code and a message on stderr (never a traceback)."""
+    reporter = reporter_for(output, verbose)
+    _sigterm_as_interrupt()
+    try:
+        return fn(reporter)
+    except DeployerError as exc:
+        if output == "json":
+            reporter.event("error", exit_code=exc.exit_code, message=exc.message, hint=exc.hint)
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def config(env: str, inventory: str | None = None, overrides: dict | None = None) -> Config:
+    return load_config(env, inventory=Path(inventory) if inventory else None, overrides=overrides)
+
+
+def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None = None,
+           output: str = "text", maintenance: bool | None = None, lock_wait: float = 0.0,
+           reason: str = "", verbose: bool = False) -> int:
+    def go(rep: Reporter) -> int:
+        from .pipeline import Deploy, dry_run as plan
+
+        cfg = config(env, inventory)
+        if dry_run:
+            return plan(cfg, ref, rep)
+        return Deploy(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait,
+                      reason=reason).run()
+
+    return guarded(go, output, verbose)
+
+
+def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
+             inventory: str | None = None, output: str = "text", lock_wait: float = 0.0) -> int:
+    def go(rep: Reporter) -> int:
+        from .restore import Rollback
+
+        return Rollback(config(env, inventory), rep, to=to, restore_db=restore_db, keep_db=keep_db,
+                        lock_wait=lock_wait).run()
+
+    return guarded(go, output)
+
+
+def status(env: str, *, inventory: str | None = None, output: str = "text") -> int:
+    from . import inspect
+
+    return guarded(lambda rep: inspect.status(config(env, inventory), rep), output)
+
+
+def releases(env: str, *, inventory: str | None = None, output: str = "text") -> int:
+    from . import inspect
+
+    return guarded(lambda rep: inspect.releases(config(env, inventory), rep), output)
+
+
+def unlock(env: str, *, force: bool = False, inventory: str | None = None, output: str = "text") -> int:
+    from . import inspect
+
+    return guarded(lambda rep: inspect.unlock(config(env, inventory), rep, force), output)
+
+
+def fleet_up(web: int = 3) -> int:
+    from .fleet.harness import Fleet
+
+    return guarded(lambda rep: (Fleet().up(web), 0)[1])
+
+
+def fleet_down() -> int:
+    from .fleet.harness import Fleet
+
+    return guarded(lambda rep: (Fleet().down(), 0)[1])
+
+
+def fleet_status() -> int:
+    from .fleet.harness import Fleet
+
+    def go(rep: Reporter) -> int:
+        rows = Fleet().status()
+        if not rows:
+            print("fleet: down")
+            return 0
+        for r in rows:
+            print(f"{r['name']:<8} {r['address']:<14} {','.join(r['roles']):<20} "
+                  f"{'up' if r['alive'] else 'DEAD':<5} ssh {'ok' if r['ssh'] else 'NO'}")
+        return 0 if all(r["alive"] and r["ssh"] for r in rows) else 4
+
+    return guarded(go)

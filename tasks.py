@@ -1,0 +1,90 @@
+"""Invoke tasks: `inv deploy --env prod`, `inv rollback --env prod --to v1`, `inv fleet.up`, ...
+
+The same verbs as the `deployer` CLI (deployer/cli.py); both call deployer/verbs.py.
+"""
+
+from __future__ import annotations
+
+from invoke import Collection, Exit, task
+
+from deployer import verbs
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"env": "environment (hosts/<env>.yaml)", "ref": "git ref to deploy",
+            "dry-run": "print every stage x host x command; touch nothing",
+            "yes": "never prompt", "lock-wait": "seconds to wait for the lock",
+            "maintenance": "force maintenance mode on (--maintenance) or off (--no-maintenance)",
+            "inventory": "inventory file instead of hosts/<env>.yaml", "output": "text or json"})
+def deploy(c, env, ref="main", dry_run=False, yes=False, maintenance=None, lock_wait=0.0, reason="",
+           inventory=None, output="text", verbose=False):
+    """The whole pipeline, with automatic rollback when a gate fails."""
+    _exit(verbs.deploy(env, ref, dry_run=dry_run, inventory=inventory, output=output,
+                       maintenance=maintenance, lock_wait=float(lock_wait), reason=reason,
+                       verbose=verbose))
+
+
+@task(help={"to": "release id, unique prefix, or the git ref it was deployed from",
+            "restore-db": "restore the backup taken when the target was left",
+            "keep-db": "switch the code only"})
+def rollback(c, env, to=None, restore_db=False, keep_db=False, inventory=None, output="text",
+             lock_wait=0.0):
+    """Back to the previous good release, or to a named one."""
+    _exit(verbs.rollback(env, to=to, restore_db=restore_db, keep_db=keep_db, inventory=inventory,
+                         output=output, lock_wait=float(lock_wait)))
+
+
+@task
+def releases(c, env, inventory=None, output="text"):
+    """The history: id, ref, commit, who, when, outcome, which hosts serve it."""
+    _exit(verbs.releases(env, inventory=inventory, output=output))
+
+
+@task
+def status(c, env, inventory=None, output="text"):
+    """What each host serves, the lock, in-flight deploys, maintenance state."""
+    _exit(verbs.status(env, inventory=inventory, output=output))
+
+
+@task
+def unlock(c, env, force=False, inventory=None, output="text"):
+    """Break a stale lock (--force), printing who held it."""
+    _exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
+
+
+@task(name="up", help={"web": "number of web hosts (default 3)"})
+def fleet_up(c, web=3):
+    """Bring the local fleet up (clears what a crash left first)."""
+    _exit(verbs.fleet_up(int(web)))
+
+
+@task(name="down")
+def fleet_down(c):
+    """Tear the local fleet down: no namespace, mount, bridge or process left."""
+    _exit(verbs.fleet_down())
+
+
+@task(name="status")
+def fleet_status(c):
+    """Each fleet host: alive, SSH answering."""
+    _exit(verbs.fleet_status())
+
+
+@task(help={"keep": "leave the fleet up afterwards"})
+def demo(c, keep=False):
+    """The main job: fleet up, deploy v1 then v2, then a bad release that rolls back by itself."""
+    from deployer.demo import run_demo
+
+    _exit(run_demo(keep=keep))
+
+
+fleet = Collection("fleet")
+fleet.add_task(fleet_up)
+fleet.add_task(fleet_down)
+fleet.add_task(fleet_status)
+
+ns = Collection(deploy, rollback, releases, status, unlock, demo, fleet)
