@@ -1,0 +1,393 @@
+"""Notifications: Slack-compatible incoming webhooks, generic JSON webhooks, email (SMTP).
+
+`notify_all` never raises: every notifier runs in its own thread under one bounded total
+timeout; a failing or hanging one is reported as (name, error) and logged, the others still
+deliver. Secrets never leave: message text and fields are redacted with the secret values
+given (plus the notifiers' own: webhook URLs, SMTP password), and notifier names and errors
+show a webhook as ``scheme://host/***`` only.
+
+Configuration (`notifiers_from_config`): secrets come from environment variables named in
+the config, never inline::
+
+    slack:   {url_env: SLACK_WEBHOOK_URL}
+    webhook: {url: https://example/hook | url_env: HOOK_URL, headers: {X-A: b},
+              headers_env: {Authorization: HOOK_AUTH}}
+    email:   {host: smtp.example, port: 587, from: deploy@example, to: [ops@example],
+              username: deploy | username_env: SMTP_USER, password_env: SMTP_PASSWORD,
+              starttls: true}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import smtplib
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any, Protocol, runtime_checkable
+
+from .shell import Secret
+
+MASK = "***"
+EVENTS = ("start", "success", "failure", "rollback", "pause")
+EVENT_COLOURS = {"start": "#0969da", "success": "#2da44e", "failure": "#cf222e",
+                 "rollback": "#bf8700", "pause": "#8250df"}
+DEFAULT_TOTAL_TIMEOUT = 15.0
+
+
+@dataclass
+class Message:
+    event: str  # start | success | failure | rollback | pause
+    env: str
+    release: str
+    ref: str
+    text: str
+    fields: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENTS:
+            raise ValueError(f"Message.event must be one of {', '.join(EVENTS)}, got {self.event!r}")
+
+    @property
+    def subject(self) -> str:
+        return f"[deployer] {self.env}: {self.event} {self.release} ({self.ref})"
+
+    def as_dict(self) -> dict:
+        return {"event": self.event, "env": self.env, "release": self.release, "ref": self.ref,
+                "text": self.text, "fields": dict(self.fields)}
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    def send(self, msg: Message) -> None: ...
+
+
+def _reveal(value: str | Secret | None) -> str:
+    if value is None:
+        return ""
+    return value.reveal() if isinstance(value, Secret) else str(value)
+
+
+def redact(text: str, secrets: Iterable[str | Secret]) -> str:
+    """`text` with every occurrence of every (non-empty) secret value replaced by ***."""
+    values = sorted({_reveal(s) for s in secrets if _reveal(s)}, key=len, reverse=True)
+    for value in values:
+        text = text.replace(value, MASK)
+    return text
+
+
+def mask_url(url: str) -> str:
+    """scheme://host[:port]/*** : enough to tell webhooks apart, no path, query or userinfo."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return MASK
+    return f"{parts.scheme or '?'}://{host}/{MASK}"
+
+
+def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {redact(str(k), secrets): _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v, secrets) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value), secrets)
+
+
+def redact_message(msg: Message, secrets: Iterable[str | Secret]) -> Message:
+    s = [v for v in (_reveal(x) for x in secrets) if v]
+    return dataclasses.replace(msg, env=redact(msg.env, s), release=redact(msg.release, s),
+                               ref=redact(msg.ref, s), text=redact(msg.text, s),
+                               fields=_redact_value(msg.fields, s))
+
+
+# ------------------------------------------------------------------ notifiers
+
+
+class NotifyError(Exception):
+    """A notifier failed; the message never contains a secret."""
+
+
+def _post_json(url: str, payload: dict, timeout: float, headers: Mapping[str, str]) -> None:
+    body = json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "User-Agent": "deployer-notify", **headers})
+    where = mask_url(url)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        raise NotifyError(f"POST {where}: HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:
+        raise NotifyError(f"POST {where}: {type(exc.reason).__name__}: {exc.reason}") from None
+    except (OSError, ValueError) as exc:
+        raise NotifyError(f"POST {where}: {type(exc).__name__}: {exc}") from None
+
+
+class SlackWebhook:
+    """A Slack-compatible incoming webhook: POST {"text", "attachments"}."""
+
+    def __init__(self, url: str | Secret, timeout: float = 5):
+        self._url = _reveal(url)
+        self.timeout = timeout
+        self.name = f"slack({mask_url(self._url)})"
+
+    def secret_values(self) -> list[str]:
+        return [self._url]
+
+    def payload(self, msg: Message) -> dict:
+        text = f"*{msg.env}*: {msg.event} `{msg.release}` ({msg.ref})\n{msg.text}"
+        fields = [{"title": str(k), "value": str(v), "short": len(str(v)) < 40}
+                  for k, v in msg.fields.items()]
+        return {"text": text,
+                "attachments": [{"color": EVENT_COLOURS.get(msg.event, "#57606a"),
+                                 "fallback": text, "fields": fields}]}
+
+    def send(self, msg: Message) -> None:
+        _post_json(self._url, self.payload(msg), self.timeout, {})
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class JsonWebhook:
+    """POST the message as JSON (event, env, release, ref, text, fields)."""
+
+    def __init__(self, url: str | Secret, timeout: float = 5,
+                 headers: Mapping[str, str | Secret] | None = None):
+        self._url = _reveal(url)
+        self.timeout = timeout
+        self._headers = {str(k): _reveal(v) for k, v in (headers or {}).items()}
+        self._secret_headers = [_reveal(v) for v in (headers or {}).values()
+                                if isinstance(v, Secret)]
+        self.name = f"webhook({mask_url(self._url)})"
+
+    def secret_values(self) -> list[str]:
+        return [self._url, *self._secret_headers]
+
+    def send(self, msg: Message) -> None:
+        _post_json(self._url, msg.as_dict(), self.timeout, self._headers)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Email:
+    """Plain-text email through SMTP (optionally STARTTLS and login)."""
+
+    def __init__(self, host: str, port: int, sender: str, recipients: Sequence[str],
+                 username: str | None = None, password: Secret | None = None,
+                 starttls: bool = False, timeout: float = 5):
+        if not recipients:
+            raise ValueError("Email: at least one recipient is needed")
+        if password is not None and not isinstance(password, Secret):
+            password = Secret(str(password))
+        self.host, self.port, self.sender = host, int(port), sender
+        self.recipients = list(recipients)
+        self.username, self._password = username, password
+        self.starttls, self.timeout = starttls, timeout
+        self.name = f"email({host}:{self.port})"
+
+    def secret_values(self) -> list[str]:
+        return [self._password.reveal()] if self._password else []
+
+    def build(self, msg: Message) -> EmailMessage:
+        em = EmailMessage()
+        em["Subject"] = msg.subject
+        em["From"] = self.sender
+        em["To"] = ", ".join(self.recipients)
+        lines = [msg.text, ""]
+        lines += [f"{k}: {v}" for k, v in {"env": msg.env, "release": msg.release, "ref": msg.ref,
+                                            **msg.fields}.items()]
+        em.set_content("\n".join(lines) + "\n")
+        return em
+
+    def send(self, msg: Message) -> None:
+        where = f"smtp {self.host}:{self.port}"
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls()
+                if self.username and self._password:
+                    smtp.login(self.username, self._password.reveal())
+                smtp.send_message(self.build(msg), from_addr=self.sender, to_addrs=self.recipients)
+        except (smtplib.SMTPException, OSError) as exc:
+            detail = redact(f"{type(exc).__name__}: {exc}", self.secret_values())
+            raise NotifyError(f"{where}: {detail}") from None
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def notifier_name(n: object) -> str:
+    return str(getattr(n, "name", None) or type(n).__name__)
+
+
+def notify_all(notifiers: Iterable[Notifier], msg: Message, *, log=None,
+               secrets: Iterable[str | Secret] = (),
+               timeout: float = DEFAULT_TOTAL_TIMEOUT) -> list[tuple[str, str]]:
+    """Send `msg` through every notifier in parallel; never raises.
+
+    Returns the failures as (notifier name, error); each is also logged through `log` (a
+    logging.Logger, or any callable taking one string). Notifiers still running after
+    `timeout` seconds in total are reported as timed out (their daemon threads are abandoned).
+    """
+    notifiers = list(notifiers)
+    secret_values = [_reveal(s) for s in secrets]
+    for n in notifiers:
+        try:
+            secret_values += list(getattr(n, "secret_values", list)())
+        except Exception as exc:  # noqa: BLE001 - a broken notifier must not stop the others
+            _log(log, f"notification via {notifier_name(n)}: secret_values() failed: "
+                      f"{type(exc).__name__}")
+    secret_values = [s for s in secret_values if s]
+    try:
+        safe = redact_message(msg, secret_values)
+    except Exception as exc:  # noqa: BLE001 - e.g. unprintable fields: say so, send the text only
+        safe = dataclasses.replace(msg, text=redact(str(msg.text), secret_values),
+                                   fields={"fields": f"unprintable: {type(exc).__name__}"})
+
+    results: dict[int, str | None] = {}
+    lock = threading.Lock()
+
+    def run(i: int, n: Notifier) -> None:
+        try:
+            n.send(safe)
+            err = None
+        except Exception as exc:  # noqa: BLE001 - report, never raise
+            err = str(exc) if isinstance(exc, NotifyError) else f"{type(exc).__name__}: {exc}"
+        with lock:
+            results[i] = err
+
+    threads = []
+    for i, n in enumerate(notifiers):
+        th = threading.Thread(target=run, args=(i, n), name=f"notify-{notifier_name(n)}",
+                              daemon=True)
+        th.start()
+        threads.append(th)
+    deadline = time.monotonic() + timeout
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+
+    failures: list[tuple[str, str]] = []
+    with lock:
+        for i, n in enumerate(notifiers):
+            err = results.get(i, f"timed out after {timeout:g}s")
+            if err is not None:
+                failures.append((notifier_name(n), redact(err, secret_values)))
+    for name, err in failures:
+        _log(log, f"notification via {name} failed: {err}")
+    return failures
+
+
+def _log(log, line: str) -> None:
+    if log is None:
+        return
+    with contextlib.suppress(Exception):  # logging must not break notifying
+        if hasattr(log, "warning"):
+            log.warning("%s", line)
+        else:
+            log(line)
+
+
+# ------------------------------------------------------------------ configuration
+
+
+class NotifyConfigError(ValueError):
+    pass
+
+
+def _env(environ: Mapping[str, str], section: str, key: str, name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise NotifyConfigError(f"notify.{section}.{key}: expected an environment variable name")
+    value = environ.get(name)
+    if not value:
+        raise NotifyConfigError(f"notify.{section}.{key}: environment variable {name} is not set")
+    return value
+
+
+def _timeout(section: str, conf: Mapping) -> float:
+    value = conf.get("timeout", 5)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise NotifyConfigError(f"notify.{section}.timeout: expected a positive number")
+    return float(value)
+
+
+def notifiers_from_config(data: Mapping | None, environ: Mapping[str, str]) -> list[Notifier]:
+    """Notifiers from a `notify:` mapping; secret values are read from `environ` only."""
+    if not data:
+        return []
+    if not isinstance(data, Mapping):
+        raise NotifyConfigError("notify: expected a mapping")
+    unknown = set(data) - {"slack", "webhook", "email"}
+    if unknown:
+        raise NotifyConfigError(f"notify: unknown notifier(s): {', '.join(sorted(unknown))} "
+                                "(known: slack, webhook, email)")
+    out: list[Notifier] = []
+    for section, conf in data.items():
+        if conf is None:
+            continue
+        if not isinstance(conf, Mapping):
+            raise NotifyConfigError(f"notify.{section}: expected a mapping")
+        if section == "slack":
+            if "url" in conf:
+                raise NotifyConfigError("notify.slack.url: the webhook URL is a secret; "
+                                        "name an environment variable with url_env")
+            out.append(SlackWebhook(Secret(_env(environ, section, "url_env", conf.get("url_env"))),
+                                    timeout=_timeout(section, conf)))
+        elif section == "webhook":
+            if "url_env" in conf:
+                url = _env(environ, section, "url_env", conf["url_env"])
+            elif isinstance(conf.get("url"), str) and conf["url"].startswith(("http://",
+                                                                              "https://")):
+                url = conf["url"]
+            else:
+                raise NotifyConfigError("notify.webhook: expected url (http/https) or url_env")
+            headers: dict[str, str | Secret] = {}
+            for k, v in (conf.get("headers") or {}).items():
+                headers[str(k)] = str(v)
+            for k, v in (conf.get("headers_env") or {}).items():
+                headers[str(k)] = Secret(_env(environ, section, f"headers_env.{k}", v))
+            out.append(JsonWebhook(url, timeout=_timeout(section, conf), headers=headers))
+        elif section == "email":
+            for key in ("host", "from", "to"):
+                if not conf.get(key):
+                    raise NotifyConfigError(f"notify.email.{key}: required")
+            if "password" in conf:
+                raise NotifyConfigError("notify.email.password: secrets are never inline; "
+                                        "name an environment variable with password_env")
+            to = conf["to"]
+            recipients = [to] if isinstance(to, str) else [str(r) for r in to]
+            username = conf.get("username")
+            if conf.get("username_env"):
+                username = _env(environ, section, "username_env", conf["username_env"])
+            password = (Secret(_env(environ, section, "password_env", conf["password_env"]))
+                        if conf.get("password_env") else None)
+            port = conf.get("port", 25)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise NotifyConfigError("notify.email.port: expected a port number")
+            out.append(Email(str(conf["host"]), port, str(conf["from"]), recipients,
+                             username=username, password=password,
+                             starttls=bool(conf.get("starttls", False)),
+                             timeout=_timeout(section, conf)))
+    return out
+
+
+__all__ = ["Email", "JsonWebhook", "Message", "Notifier", "NotifyConfigError", "NotifyError",
+           "SlackWebhook", "mask_url", "notifiers_from_config", "notify_all", "redact"]

@@ -1,0 +1,308 @@
+"""Notifications against real local receivers: an HTTP server and a tiny SMTP server."""
+
+import base64
+import email
+import email.policy
+import json
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from deployer.notify import (
+    Email,
+    JsonWebhook,
+    Message,
+    NotifyConfigError,
+    SlackWebhook,
+    mask_url,
+    notifiers_from_config,
+    notify_all,
+    redact,
+)
+from deployer.shell import Secret
+
+TOKEN = "T0KEN-b7f3c1d9e2a4"
+
+
+# ------------------------------------------------------------------ receivers
+
+
+class _Http(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.received.append({"path": self.path, "headers": dict(self.headers),
+                                     "body": body})
+        status = 500 if "fail" in self.path else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_receiver():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Http)
+    server.received = []
+    th = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    th.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _Smtp(socketserver.StreamRequestHandler):
+    """Enough SMTP for smtplib: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT."""
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(line.encode() + b"\r\n")
+
+    def handle(self):
+        mail = {"from": None, "to": [], "data": None, "auth": None}
+        self.reply("220 localhost test SMTP")
+        while True:
+            raw = self.rfile.readline()
+            if not raw:
+                return
+            line = raw.decode().rstrip("\r\n")
+            verb = line.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                self.reply("250-localhost")
+                self.reply("250-AUTH PLAIN")
+                self.reply("250 8BITMIME")
+            elif verb == "HELO":
+                self.reply("250 localhost")
+            elif verb == "AUTH":
+                mail["auth"] = base64.b64decode(line.split()[2]).decode()
+                self.reply("235 2.7.0 Authentication successful")
+            elif verb == "MAIL":
+                mail["from"] = line[10:].split()[0].strip("<>")
+                self.reply("250 OK")
+            elif verb == "RCPT":
+                mail["to"].append(line[8:].strip().strip("<>"))
+                self.reply("250 OK")
+            elif verb == "DATA":
+                self.reply("354 End data with <CR><LF>.<CR><LF>")
+                lines = []
+                while True:
+                    data_line = self.rfile.readline()
+                    if data_line in (b".\r\n", b""):
+                        break
+                    lines.append(data_line[1:] if data_line.startswith(b"..") else data_line)
+                mail["data"] = b"".join(lines)
+                self.server.received.append(dict(mail))
+                self.reply("250 OK queued")
+            elif verb in ("RSET", "NOOP"):
+                self.reply("250 OK")
+            elif verb == "QUIT":
+                self.reply("221 Bye")
+                return
+            else:
+                self.reply("502 not implemented")
+
+
+class _SmtpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@pytest.fixture
+def smtp_receiver():
+    server = _SmtpServer(("127.0.0.1", 0), _Smtp)
+    server.received = []
+    th = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    th.start()
+    yield server, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def dead_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def message(**kw) -> Message:
+    base = {"event": "failure", "env": "prod", "release": "20261121T120501Z-3f8cb52",
+            "ref": "v1.4.0",
+            "text": "deploy failed: gate: canary p95 412 ms vs baseline 131 ms; rolled back",
+            "fields": {"hosts": "web1, web2", "took": "31.3s"}}
+    base.update(kw)
+    return Message(**base)
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_redact_and_mask_url():
+    assert redact("a hunter2 b hunter2", ["hunter2", ""]) == "a *** b ***"
+    assert redact("pw=abcdef", [Secret("abcdef"), "abc"]) == "pw=***"  # longest first
+    assert mask_url(f"https://user:pw@hooks.example.com:8443/services/{TOKEN}?x=1") == \
+        "https://hooks.example.com:8443/***"
+    with pytest.raises(ValueError):
+        Message(event="nope", env="e", release="r", ref="x", text="t")
+
+
+def test_slack_and_json_webhooks_deliver(http_receiver):
+    server, base = http_receiver
+    slack = SlackWebhook(f"{base}/services/{TOKEN}")
+    hook = JsonWebhook(f"{base}/hook", headers={"X-Team": "ops",
+                                                "Authorization": Secret("Bearer s3cr3t")})
+    failures = notify_all([slack, hook], message(), secrets=["unused"])
+    assert failures == []
+    by_path = {r["path"]: r for r in server.received}
+    got = json.loads(by_path[f"/services/{TOKEN}"]["body"])
+    assert "prod" in got["text"] and "20261121T120501Z-3f8cb52" in got["text"]
+    assert "canary p95 412 ms" in got["text"]
+    fields = {f["title"]: f["value"] for f in got["attachments"][0]["fields"]}
+    assert fields == {"hosts": "web1, web2", "took": "31.3s"}
+    got = json.loads(by_path["/hook"]["body"])
+    assert got == {"event": "failure", "env": "prod", "release": "20261121T120501Z-3f8cb52",
+                   "ref": "v1.4.0", "text": message().text,
+                   "fields": {"hosts": "web1, web2", "took": "31.3s"}}
+    headers = by_path["/hook"]["headers"]
+    assert headers["X-Team"] == "ops" and headers["Authorization"] == "Bearer s3cr3t"
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_secrets_are_redacted_in_what_receivers_get(http_receiver, smtp_receiver):
+    server, base = http_receiver
+    smtp, port = smtp_receiver
+    url = f"{base}/services/{TOKEN}"
+    msg = message(text=f"migrate failed: password=hunter2-xyz url={url}",
+                  fields={"dsn": "postgres://app:hunter2-xyz@db/app", "n": 3})
+    failures = notify_all([SlackWebhook(url), JsonWebhook(f"{base}/hook"),
+                           Email("127.0.0.1", port, "deploy@example.test", ["ops@example.test"])],
+                          msg, secrets=["hunter2-xyz"])
+    assert failures == []
+    bodies = [r["body"].decode() for r in server.received] + [m["data"].decode()
+                                                               for m in smtp.received]
+    assert len(bodies) == 3
+    for body in bodies:
+        assert "hunter2" not in body and TOKEN not in body
+        assert "***" in body
+    hook = json.loads(next(r["body"] for r in server.received if r["path"] == "/hook"))
+    assert hook["fields"] == {"dsn": "postgres://app:***@db/app", "n": 3}
+    assert msg.text.count("hunter2") == 1  # the caller's message is not mutated
+
+
+def test_email_delivers_subject_and_body(smtp_receiver):
+    smtp, port = smtp_receiver
+    notifier = notifiers_from_config(
+        {"email": {"host": "127.0.0.1", "port": port, "from": "deploy@example.test",
+                   "to": ["ops@example.test", "dev@example.test"], "username": "deployer",
+                   "password_env": "SMTP_PASSWORD", "timeout": 5}},
+        {"SMTP_PASSWORD": "smtp-pa55word"})
+    assert notify_all(notifier, message(event="rollback", text="rolled back to OLD")) == []
+    (mail,) = smtp.received
+    assert mail["from"] == "deploy@example.test"
+    assert mail["to"] == ["ops@example.test", "dev@example.test"]
+    assert mail["auth"] == "\0deployer\0smtp-pa55word"  # AUTH PLAIN with the env password
+    parsed = email.message_from_bytes(mail["data"], policy=email.policy.default)
+    assert parsed["Subject"] == "[deployer] prod: rollback 20261121T120501Z-3f8cb52 (v1.4.0)"
+    body = parsed.get_content()
+    assert "rolled back to OLD" in body and "hosts: web1, web2" in body
+    assert "smtp-pa55word" not in mail["data"].decode()
+
+
+def test_dead_receivers_fail_without_raising(http_receiver):
+    server, base = http_receiver
+    port = dead_port()
+    lines: list[str] = []
+    notifiers = [SlackWebhook(f"http://127.0.0.1:{port}/services/{TOKEN}", timeout=2),
+                 Email("127.0.0.1", dead_port(), "a@example.test", ["b@example.test"], timeout=2),
+                 JsonWebhook(f"{base}/hook")]
+    t0 = time.monotonic()
+    failures = notify_all(notifiers, message(), log=lines.append, timeout=5)
+    assert time.monotonic() - t0 < 5
+    names = [name for name, _ in failures]
+    assert names == [f"slack(http://127.0.0.1:{port}/***)", notifiers[1].name]
+    assert "Connection" in failures[0][1] or "refused" in failures[0][1].lower()
+    assert [r["path"] for r in server.received] == ["/hook"]  # the healthy one still delivered
+    assert len(lines) == 2
+    for text in [*lines, *(e for _, e in failures)]:
+        assert TOKEN not in text
+
+
+def test_http_error_reports_masked_url(http_receiver):
+    _, base = http_receiver
+    logged = []
+
+    class Log:
+        def warning(self, fmt, *args):
+            logged.append(fmt % args)
+
+    failures = notify_all([JsonWebhook(f"{base}/fail/{TOKEN}")], message(), log=Log())
+    assert failures == [(f"webhook({base}/***)", f"POST {base}/***: HTTP 500")]
+    assert logged and TOKEN not in logged[0]
+
+
+def test_hanging_receiver_is_bounded_by_the_total_timeout():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections at the kernel level, never answers
+    port = listener.getsockname()[1]
+    try:
+        t0 = time.monotonic()
+        failures = notify_all([JsonWebhook(f"http://127.0.0.1:{port}/x", timeout=10),
+                               Email("127.0.0.1", port, "a@example.test", ["b@example.test"],
+                                     timeout=10)], message(), timeout=0.5)
+        took = time.monotonic() - t0
+    finally:
+        listener.close()
+    assert took < 2
+    assert [e for _, e in failures] == ["timed out after 0.5s"] * 2
+
+
+def test_a_buggy_notifier_does_not_stop_the_others(http_receiver):
+    server, base = http_receiver
+
+    class Broken:
+        name = "broken"
+
+        def send(self, msg):
+            raise RuntimeError(f"boom with {TOKEN}")
+
+    failures = notify_all([Broken(), JsonWebhook(f"{base}/hook")], message(), secrets=[TOKEN])
+    assert failures == [("broken", "RuntimeError: boom with ***")]
+    assert len(server.received) == 1
+
+
+def test_notifiers_from_config():
+    environ = {"SLACK_WEBHOOK_URL": f"https://hooks.example.test/services/{TOKEN}",
+               "HOOK_AUTH": "Bearer abc", "SMTP_PASSWORD": "pw"}
+    got = notifiers_from_config({
+        "slack": {"url_env": "SLACK_WEBHOOK_URL"},
+        "webhook": {"url": "https://example.test/hook", "headers": {"X-A": "b"},
+                    "headers_env": {"Authorization": "HOOK_AUTH"}},
+        "email": {"host": "smtp.example.test", "port": 587, "from": "d@example.test",
+                  "to": "ops@example.test", "password_env": "SMTP_PASSWORD", "starttls": True},
+    }, environ)
+    assert [type(n).__name__ for n in got] == ["SlackWebhook", "JsonWebhook", "Email"]
+    assert got[0].name == "slack(https://hooks.example.test/***)"
+    assert TOKEN not in repr(got) and "pw" not in repr(got[2].__dict__.get("_password"))
+    assert got[2].recipients == ["ops@example.test"] and got[2].starttls
+    assert notifiers_from_config({}, {}) == [] and notifiers_from_config(None, {}) == []
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"slack": {"url": "https://hooks.example.test/x"}}, "url_env"),
+    ({"slack": {"url_env": "MISSING"}}, "MISSING is not set"),
+    ({"email": {"host": "h", "from": "a", "to": ["b"], "password": "inline"}}, "password_env"),
+    ({"email": {"host": "h", "to": ["b"]}}, "notify.email.from"),
+    ({"webhook": {"url": "ftp://x"}}, "url"),
+    ({"pager": {}}, "unknown notifier"),
+])
+def test_notifiers_from_config_errors(data, problem):
+    with pytest.raises(NotifyConfigError, match=problem):
+        notifiers_from_config(data, {})
