@@ -11,6 +11,7 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from deployer import cron as _cron
+from deployer import retention as _retention
+from deployer import windows as _windows
 from deployer.errors import ConfigError
 from deployer.shell import Command, Secret, chain, check_template, fill, placeholders, render
 
@@ -475,6 +479,108 @@ class HostEntry(_Model):
     vars: Vars = {}
 
 
+def _cron_expr(value: Any) -> str:
+    try:
+        return _cron.validate_expression(value)
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _duration(value: Any) -> Any:
+    try:
+        return _windows.parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _time_zone(value: Any) -> str:
+    try:
+        _windows.zone(value)
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    return value
+
+
+def _date_or_time(value: Any) -> date | datetime:
+    if isinstance(value, (date, datetime)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    raise _fail(f"expected a date (2026-12-20) or an ISO datetime, got {value!r}")
+
+
+CronExpr = Annotated[str, PlainValidator(_cron_expr)]
+TimeZone = Annotated[str, Strict(), AfterValidator(_time_zone)]
+
+
+class WindowModel(_Model):
+    """A deploy window: opens when `cron` fires in `timezone`, lasts `duration`."""
+
+    name: Annotated[str, Strict(), AfterValidator(_slug("window name"))]
+    cron: CronExpr
+    duration: Annotated[Any, PlainValidator(_duration)]
+    timezone: TimeZone = "UTC"
+
+    def to_window(self) -> _windows.Window:
+        return _windows.Window(self.name, self.cron, self.duration, self.timezone)
+
+
+class FreezeModel(_Model):
+    """No deploys from `start` to `end` (dates are whole days, both inclusive)."""
+
+    start: Annotated[Any, PlainValidator(_date_or_time)]
+    end: Annotated[Any, PlainValidator(_date_or_time)]
+    reason: Annotated[str, Strict()] = ""
+    timezone: TimeZone = "UTC"
+
+    @model_validator(mode="after")
+    def _check(self) -> FreezeModel:
+        try:
+            self.to_freeze()
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        return self
+
+    def to_freeze(self) -> _windows.Freeze:
+        return _windows.make_freeze(self.start, self.end, self.reason, self.timezone)
+
+
+class ScheduleModel(_Model):
+    """A job for cron: the Invoke task `command`, run with --env when `cron` fires."""
+
+    name: Annotated[str, Strict(), AfterValidator(_slug("schedule name"))]
+    cron: CronExpr
+    command: Annotated[str, Strict(), Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleModel:
+        try:
+            self.to_schedule()
+        except ValueError as exc:
+            raise _fail(f"command: {exc}") from None
+        return self
+
+    def to_schedule(self) -> _cron.Schedule:
+        return _cron.Schedule(self.name, self.cron, self.command)
+
+
+class RetentionModel(_Model):
+    """Backup retention (see deployer.retention)."""
+
+    all_days: Annotated[Int, Field(ge=0)] = 7
+    daily_days: Annotated[Int, Field(ge=0)] = 16
+    weekly_weeks: Annotated[Int, Field(ge=0)] = 8
+    monthly_months: Annotated[Int, Field(ge=0)] = 4
+    yearly_years: Annotated[Int, Field(ge=0)] = 2
+
+    def to_policy(self) -> _retention.Policy:
+        return _retention.Policy(**self.model_dump())
+
+
 class Inventory(_Model):
     """The merged settings of one environment (all layers), before cross-checks."""
 
@@ -491,6 +597,11 @@ class Inventory(_Model):
     lock_timeout: Annotated[Float, Field(ge=0)] = 0.0
     vars: Vars = {}
     hosts: Annotated[list[HostEntry], Field(min_length=1)]
+    windows: list[WindowModel] = []
+    freezes: list[FreezeModel] = []
+    schedules: list[ScheduleModel] = []
+    retention: RetentionModel = RetentionModel()
+    maintenance_ttl: Annotated[Int, Field(ge=1)] = 900
 
     @model_validator(mode="after")
     def _last_wave(self) -> Inventory:
@@ -536,6 +647,12 @@ class Config:
     lock_timeout: float
     vars: dict[str, str]
     hosts: list[Host] = field(default_factory=list)
+    windows: list[_windows.Window] = field(default_factory=list)
+    freezes: list[_windows.Freeze] = field(default_factory=list)
+    schedules: list[_cron.Schedule] = field(default_factory=list)
+    retention: _retention.Policy = field(default_factory=_retention.Policy)
+    #: seconds after which maintenance mode switches itself off (dead-man expiry)
+    maintenance_ttl: int = 900
 
     @property
     def shared_path(self) -> str:
@@ -951,6 +1068,10 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         parallel=settings.parallel, ssh=settings.ssh, database=settings.database,
         health=settings.health, lb=settings.lb, waves=list(settings.waves),
         lock_timeout=settings.lock_timeout, vars=dict(settings.vars), hosts=hosts,
+        windows=[w.to_window() for w in settings.windows],
+        freezes=[f.to_freeze() for f in settings.freezes],
+        schedules=[s.to_schedule() for s in settings.schedules],
+        retention=settings.retention.to_policy(), maintenance_ttl=settings.maintenance_ttl,
     )
 
 
@@ -1005,6 +1126,14 @@ def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) 
         _check_plain(template, set(HEALTH_VALUES), where, layers, errors)
     if settings.lb is not None:
         _check_plain(settings.lb.server_name, set(LB_VALUES), "lb.server_name", layers, errors)
+
+    for key in ("windows", "schedules"):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(getattr(settings, key)):
+            if item.name in seen:
+                err((key, i, "name"),
+                    f"duplicate name {item.name!r} (also {key}[{seen[item.name]}])")
+            seen.setdefault(item.name, i)
 
     shared = set.intersection(*(set(h.vars) for h in settings.hosts))
     errors += playbook.check_templates(set(settings.vars) | shared)

@@ -62,7 +62,11 @@ def status(cfg: Config, reporter: Reporter) -> int:
         lines.append("lock: free")
     for run_id, (run, last) in in_flight.items():
         where = f"{last['stage']} ({last['state']})" if last else "starting"
-        lines.append(f"IN-FLIGHT {run['kind']} {run_id} of {run.get('release')}: last stage {where}")
+        if held and held.run == run_id:
+            lines.append(f"IN-FLIGHT {run['kind']} {run_id} of {run.get('release')}: stage {where}")
+        else:
+            lines.append(f"ABANDONED {run['kind']} {run_id} of {run.get('release')} (no end recorded, "
+                         f"lock not held): last stage {where}; check hosts above")
     if len(served) > 1:
         lines.append(f"WARNING: hosts disagree ({', '.join(sorted(str(r) for r in served))}): "
                      f"run `inv rollback --env {cfg.env}` or redeploy to converge")

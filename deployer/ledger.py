@@ -59,7 +59,10 @@ class History:
                     h.order.append(rid)
                 h.runs[run] = {"kind": "deploy", "start": e, "release": rid, "end": None}
             elif kind in ("rollback.start", "maintenance.start"):
-                h.runs[run] = {"kind": kind.split(".")[0], "start": e, "release": e.get("to"), "end": None}
+                if run not in h.runs:  # an automatic rollback belongs to its deploy's run
+                    to = e.get("to")
+                    h.runs[run] = {"kind": kind.split(".")[0], "start": e, "end": None,
+                                   "release": to if isinstance(to, str) else None}
             elif kind == "snapshot":
                 rid = h.runs.get(run, {}).get("release")
                 if rid in h.releases:
@@ -79,7 +82,7 @@ class History:
                     h.releases[rid].bad = True
                     h.releases[rid].bad_reason = e.get("reason", "")
             elif kind in ("deploy.end", "rollback.end", "maintenance.end"):
-                if run in h.runs:
+                if run in h.runs and kind.split(".")[0] == h.runs[run]["kind"]:
                     h.runs[run]["end"] = e
                 rid = h.runs.get(run, {}).get("release")
                 if kind == "deploy.end" and rid in h.releases:
@@ -118,12 +121,17 @@ class History:
         return None
 
     def snapshot_releases(self) -> set[str]:
-        """Releases some snapshot refers to (never cleaned up)."""
-        keep = set()
-        for rec in self.releases.values():
-            for rel in (rec.snapshot.get("hosts") or {}).values():
-                if rel:
-                    keep.add(rel)
+        """Releases a live snapshot refers to: the newest deploy's, and any unfinished run's.
+
+        Those are the snapshots a rollback (automatic, promote/abort, or a rerun after a crash)
+        can still return to; their releases are never cleaned up.
+        """
+        keep: set[str] = set()
+        live = [self.releases[r] for r in self.order[-1:]]
+        live += [self.releases[r["release"]] for r in self.in_flight
+                 if r.get("release") in self.releases]
+        for rec in live:
+            keep |= {rel for rel in (rec.snapshot.get("hosts") or {}).values() if rel}
         return keep
 
     def backup_before_leaving(self, release: str) -> dict | None:

@@ -57,6 +57,7 @@ class DeployState:
     migrated: bool = False
     schema_after: int | None = None
     switched: list[str] = field(default_factory=list)
+    drained: list[str] = field(default_factory=list)
     workers_restarted: list[str] = field(default_factory=list)
 
 
@@ -202,7 +203,9 @@ class Deploy:
         except KeyboardInterrupt:
             self.fail(st, DeployerError("interrupted (Ctrl-C)"), interrupted=True)
             return 130
-        except DeployerError as exc:
+        except Exception as exc:  # noqa: BLE001 - a bug must still take the failure path
+            if not isinstance(exc, DeployerError):
+                exc = DeployerError(f"internal error: {type(exc).__name__}: {exc}")
             if st.snapshot is None:
                 s.ledger.append({"type": "deploy.end", "run": s.run_id, "outcome": "failed",
                                  "error": exc.message[:2000]})
@@ -347,18 +350,26 @@ class Deploy:
             st.migrated = False
 
     def switch_wave(self, st: DeployState, wave: list[Host]) -> None:
+        """Per host: drain it at the load balancer, switch, reload, check it directly, put it back.
+
+        A host that fails its direct check stays drained (no user traffic reaches the bad
+        release) and fails the wave; the rollback puts it back once it is healthy again.
+        """
         cfg = self.cfg
 
         def one(h: Host) -> None:
-            drained = self.drain(h) if h.has("web") else False
+            if h.has("web") and self.drain(h):
+                st.drained.append(h.name)
             self.s.run(h, R.switch(cfg.deploy_to, st.release))
             st.switched.append(h.name)
             self.s.ledger.append({"type": "switch", "run": self.s.run_id, "host": h.name,
                                   "release": st.release})
             if h.has("web"):
                 self.steps_on(cfg.playbook.steps("reload"), [h], st, "reload")
-            if drained:
-                self.undrain(h)
+                if h.name in st.drained:
+                    self.gate(st, [h])
+                    self.undrain(h)
+                    st.drained.remove(h.name)
 
         self.s.each(wave, one).raise_failures("switch")
 
@@ -373,16 +384,11 @@ class Deploy:
             out = self.s.run(cfg.lb_host, LB.sessions(cfg.lb.socket, cfg.lb.backend, name), timeout=15)
             if out.stdout.strip() in ("", "0"):
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         return True
 
     def undrain(self, h: Host) -> None:
         cfg = self.cfg
-        # Put it back only once it answers healthy by itself.
-        hc = cfg.health
-        G.wait_passes(h.name, hc.url_for(cfg.health_values(h, "")), timeout=hc.timeout,
-                      expect_status=hc.expect_status, expect_json=None, passes=1,
-                      max_attempts=max(10, hc.max_attempts), interval=0.2)
         self.s.run(cfg.lb_host, LB.ready(cfg.lb.socket, cfg.lb.backend, cfg.lb_server_name(h)), timeout=15)
 
     def verify_workers(self, st: DeployState, workers: list[Host]) -> None:

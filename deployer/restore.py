@@ -110,6 +110,8 @@ def rollback_deploy(deploy, st, cause: DeployerError) -> None:
     for release, group in _by_release([h for h in switched if h.has("web")], snap.hosts).items():
         if release is not None:
             deploy.gate(st, group, release=release)
+    for h in [h for h in deploy.app_hosts if h.name in st.drained]:
+        deploy.undrain(h)  # healthy again on the old release: back into rotation
     if st.maintenance_on:
         deploy.maintenance(st, on=False)
     s.ledger.append({"type": "release.bad", "run": s.run_id, "release": st.release,

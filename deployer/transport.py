@@ -218,6 +218,10 @@ class Transport:
                     f"(strict host-key checking)"
                 ) from None
             raise ConnectError(f"{ep.name} ({ep.address}): ssh: {exc}") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            reasons = {e.strerror or str(e) for e in exc.errors.values()}
+            raise ConnectError(f"{ep.name} ({ep.address}:{ep.port}): {', '.join(sorted(reasons))} "
+                               "(is sshd running?)") from None
         except (socket.timeout, TimeoutError) as exc:
             raise ConnectError(f"{ep.name} ({ep.address}:{ep.port}): connection timed out "
                                f"after {s.connect_timeout:g}s") from exc

@@ -97,11 +97,15 @@ class Fleet:
         return int(self.state["pids"][name])
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def up(self, web: int = 3, *, log=print) -> dict:
+    def up(self, web: int = 3, *, keep_data: bool = False, log=print) -> dict:
+        """Bring up a fleet of `web` web hosts, db1 and lb1. Clears whatever a crash left first;
+        the hosts start empty unless keep_data (then /srv, the database and the ledger survive)."""
         require_root()
         spec = S.FleetSpec.of(web)
         t0 = time.monotonic()
         self.down(quiet=True)
+        if not keep_data and (self.dir / "hosts").exists():
+            shutil.rmtree(self.dir / "hosts")
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self._client_key()

@@ -106,7 +106,7 @@ serverurl=unix:///srv/supervisor/supervisor.sock
 [program:web]
 command=/srv/bin/gunicorn --pythonpath {DEPLOY_TO}/current --bind 0.0.0.0:{APP_PORT} --workers 2 --graceful-timeout 10 --access-logfile - app:application
 directory={DEPLOY_TO}
-autostart=false
+autostart=true
 autorestart=true
 startsecs=2
 startretries=2
@@ -119,7 +119,7 @@ stdout_logfile=/srv/supervisor/log/web.log
 [program:worker]
 command=/srv/bin/python {DEPLOY_TO}/current/worker.py
 directory={DEPLOY_TO}
-autostart=false
+autostart=true
 autorestart=true
 startsecs=2
 startretries=2

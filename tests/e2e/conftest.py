@@ -1,0 +1,115 @@
+"""The end-to-end tests run on the real local fleet: OpenSSH hosts in namespaces (needs root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from deployer.config import load_config
+from deployer.fleet.harness import Fleet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    if os.geteuid() != 0:
+        pytest.fail("the end-to-end tests need root (network namespaces): run ./bootstrap test as root")
+    f = Fleet()
+    f.up(3)
+    yield f
+    f.down()
+
+
+@pytest.fixture(scope="session")
+def inventory(fleet) -> str:
+    return str(fleet.inventory_path)
+
+
+@pytest.fixture
+def cfg(inventory):
+    return load_config("local", inventory=Path(inventory))
+
+
+class CLI:
+    """Runs `deployer` as a user would, in a subprocess: real exit codes and messages."""
+
+    def __init__(self, inventory: str):
+        self.inventory = inventory
+
+    def __call__(self, *args: str, env: dict | None = None, timeout: float = 300,
+                 check: int | None = None) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "deployer.cli", *args]
+        if "--env" in args and "--inventory" not in args and args[0] != "fleet":
+            argv += ["--inventory", self.inventory]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                              env={**os.environ, **(env or {})})
+        if check is not None:
+            assert proc.returncode == check, (
+                f"{' '.join(args)}: exit {proc.returncode}, expected {check}\n"
+                f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "deployer.cli", *args, "--inventory", self.inventory]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def cli(inventory) -> CLI:
+    return CLI(inventory)
+
+
+# -- what the fleet really serves, read without deployer's own code ------------------------------
+
+def serving(fleet: Fleet) -> dict[str, str | None]:
+    """host -> release id its `current` symlink points at (read inside the host's namespaces)."""
+    out = {}
+    for h in fleet.spec.web_hosts:
+        res = fleet.sh(h.name, "readlink /srv/app/current || true")
+        out[h.name] = Path(res.stdout.strip()).name or None
+    return out
+
+
+def health(address: str, timeout: float = 5) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://{address}:8000/health", timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read() or b"{}")
+
+
+def psql(fleet: Fleet, sql: str) -> str:
+    res = fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
+                          f"-d demo -XAtq -c {sh_quote(sql)}")
+    return res.stdout.strip()
+
+
+def sh_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def release_of_ref(cli: CLI, ref: str) -> list[str]:
+    proc = cli("releases", "--env", "local", "--output", "json", check=0)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref]
+
+
+@pytest.fixture
+def consistent(fleet):
+    """After the test: every web host serves exactly one and the same release, and answers it."""
+    yield
+    releases = serving(fleet)
+    assert len(set(releases.values())) == 1, f"hosts disagree after the test: {releases}"
+    rel = next(iter(releases.values()))
+    if rel:
+        for h in fleet.spec.web_hosts:
+            assert health(h.address).get("release") == rel, f"{h.name} does not answer {rel}"
