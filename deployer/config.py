@@ -513,6 +513,13 @@ def _date_or_time(value: Any) -> date | datetime:
     raise _fail(f"expected a date (2026-12-20) or an ISO datetime, got {value!r}")
 
 
+def _task(value: str) -> str:
+    try:
+        return _cron.validate_task(value)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
 CronExpr = Annotated[str, PlainValidator(_cron_expr)]
 TimeZone = Annotated[str, Strict(), AfterValidator(_time_zone)]
 
@@ -554,15 +561,7 @@ class ScheduleModel(_Model):
 
     name: Annotated[str, Strict(), AfterValidator(_slug("schedule name"))]
     cron: CronExpr
-    command: Annotated[str, Strict(), Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _check(self) -> ScheduleModel:
-        try:
-            self.to_schedule()
-        except ValueError as exc:
-            raise _fail(f"command: {exc}") from None
-        return self
+    command: Annotated[str, Strict(), AfterValidator(_task)]
 
     def to_schedule(self) -> _cron.Schedule:
         return _cron.Schedule(self.name, self.cron, self.command)

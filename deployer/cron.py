@@ -34,9 +34,20 @@ NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight
 _ENV_RE = re.compile(r"[a-z][a-z0-9_-]*\Z")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 _TASK_RE = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*\Z")
-# What Vixie cron/cronie accept in a field: numbers, names, *, ranges, lists and steps.
-# (croniter also knows L, W, # and H, which a real crontab would reject.)
+# What Vixie cron/cronie accept in a field: numbers, *, ranges, lists, steps, and month and
+# day names in their fields. (croniter also knows L, W, # and H, which crontab rejects.)
 _FIELD_RE = re.compile(r"[0-9A-Za-z*,/-]+\Z")
+_NAMES = {
+    3: {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"},
+    4: {"sun", "mon", "tue", "wed", "thu", "fri", "sat"},
+}
+
+
+def _field_ok(index: int, text: str) -> bool:
+    if not _FIELD_RE.match(text):
+        return False
+    words = re.findall(r"[A-Za-z]+", text)
+    return all(w.lower() in _NAMES.get(index, ()) for w in words)
 
 
 def validate_expression(expr: object) -> str:
@@ -54,7 +65,7 @@ def validate_expression(expr: object) -> str:
             raise bad
     else:
         fields = text.split(" ")
-        if len(fields) != 5 or not all(_FIELD_RE.match(f) for f in fields):
+        if len(fields) != 5 or not all(_field_ok(i, f) for i, f in enumerate(fields)):
             raise bad
         if not croniter.is_valid(text):
             raise bad
@@ -65,6 +76,14 @@ def validate_expression(expr: object) -> str:
     except (CroniterError, ValueError, KeyError, IndexError, TypeError):
         raise bad from None
     return text
+
+
+def validate_task(name: object) -> str:
+    """Return an Invoke task name such as ``backup.run``, else ValueError."""
+    if not isinstance(name, str) or not _TASK_RE.match(name):
+        raise ValueError(f"invalid task name {name!r} (expected an Invoke task such as "
+                         "backup.run)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -80,9 +99,7 @@ class Schedule:
             raise ValueError(f"invalid schedule name {self.name!r} (use lowercase letters, "
                              "digits and -)")
         object.__setattr__(self, "cron", validate_expression(self.cron))
-        if not isinstance(self.command, str) or not _TASK_RE.match(self.command):
-            raise ValueError(f"invalid task name {self.command!r} (expected an Invoke task "
-                             "such as backup.run)")
+        validate_task(self.command)
 
 
 def _abs(value: str | os.PathLike[str], what: str) -> PurePosixPath:

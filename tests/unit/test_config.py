@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ from deployer.config import (
     load_config,
     load_playbook,
 )
+from deployer.cron import Schedule
 from deployer.errors import ConfigError
+from deployer.retention import Policy
 from deployer.shell import Secret, render
+from deployer.windows import Window
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = sorted(p.stem for p in (REPO / "playbooks").glob("*.yaml"))
@@ -553,3 +557,103 @@ def test_render_hostile_values_in_shipped_playbook():
         "down --retry='60; rm -rf /'; fi"
     )
     assert render("x {a}", {"a": "y"}).script == "x y"
+
+
+# ------------------------------------------------------------------ windows, freezes, schedules
+
+
+def test_windows_freezes_schedules_retention_defaults(root: Path):
+    write(root, "local", LOCAL)
+    cfg = load_config("local", root=root, environ={})
+    assert (cfg.windows, cfg.freezes, cfg.schedules) == ([], [], [])
+    assert cfg.retention == Policy(7, 16, 8, 4, 2)
+    assert cfg.maintenance_ttl == 900
+
+
+def test_windows_freezes_schedules_retention_load(root: Path):
+    write(root, "prod", """\
+playbook: demo
+repo: ../.fleet/demo-app
+ssh: {known_hosts: ../.fleet/known_hosts}
+hosts:
+  - {name: web1, address: 10.77.0.11, roles: [web, worker, migrate]}
+windows:
+  - name: sunday-night
+    cron: "0 2 * * 0"
+    duration: 3h
+    timezone: UTC
+  - {name: wednesday, cron: "0 2 * * 3", duration: 1h30m, timezone: Europe/Paris}
+freezes:
+  - {start: 2026-12-20, end: 2027-01-03, reason: "code freeze before launch", timezone: UTC}
+  - {start: "2027-02-01T18:00:00+01:00", end: 2027-02-02T06:00:00Z}
+schedules:
+  - {name: maintenance, cron: "0 3 * * 0", command: "maintenance.run"}
+  - {name: nightly-backup, cron: "0 2 * * *", command: "backup.run"}
+retention: {daily_days: 10, yearly_years: 5}
+maintenance_ttl: 600
+""")
+    cfg = load_config("prod", root=root, environ={})
+    assert cfg.windows == [
+        Window("sunday-night", "0 2 * * 0", timedelta(hours=3), "UTC"),
+        Window("wednesday", "0 2 * * 3", timedelta(minutes=90), "Europe/Paris"),
+    ]
+    first, second = cfg.freezes
+    assert (first.start, first.end) == (datetime(2026, 12, 20, tzinfo=UTC),
+                                        datetime(2027, 1, 4, tzinfo=UTC))
+    assert first.reason == "code freeze before launch" and first.span == "2026-12-20..2027-01-03"
+    assert (second.start, second.end, second.reason) == (
+        datetime(2027, 2, 1, 17, tzinfo=UTC), datetime(2027, 2, 2, 6, tzinfo=UTC), "")
+    assert cfg.schedules == [Schedule("maintenance", "0 3 * * 0", "maintenance.run"),
+                             Schedule("nightly-backup", "0 2 * * *", "backup.run")]
+    assert cfg.retention == Policy(all_days=7, daily_days=10, weekly_weeks=8, monthly_months=4,
+                                   yearly_years=5)
+    assert cfg.maintenance_ttl == 600
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"windows": [{"name": "w", "cron": "61 * * * *", "duration": "1h"}]},
+     "windows[0].cron: invalid cron expression '61 * * * *'"),
+    ({"windows": [{"name": "w", "cron": "0 2 * * 0", "duration": "1h"},
+                  {"name": "x", "cron": "0 2 * * 3", "duration": "1h",
+                   "timezone": "Mars/Olympus"}]},
+     "windows[1].timezone: unknown time zone 'Mars/Olympus'"),
+    ({"windows": [{"name": "w", "cron": "0 0 30 2 *", "duration": "1h"}]},
+     "windows[0].cron: cron expression '0 0 30 2 *' never fires"),
+    ({"windows": [{"name": "w", "cron": "0 2 * * 0", "duration": "3 hours"}]},
+     ("windows[0].duration: invalid duration '3 hours': expected a duration like \"90m\", "
+     "\"3h\", \"1h30m\" or \"2d\"")),
+    ({"windows": [{"name": "w", "cron": "0 2 * * 0", "duration": 90}]},
+     ("windows[0].duration: expected a duration like \"90m\", \"3h\", \"1h30m\" or \"2d\", "
+     "got 90")),
+    ({"windows": [{"name": "w", "cron": "0 2 * * 0"}]},
+     "windows[0].duration: required key is missing"),
+    ({"windows": [{"name": "w", "cron": "0 2 * * 0", "duration": "1h", "tz": "UTC"}]},
+     "windows[0].tz: unknown key"),
+    ({"windows": {"name": "w"}}, "windows: expected a list"),
+    ({"windows": [{"name": "w", "cron": "0 2 * * 0", "duration": "1h"},
+                  {"name": "w", "cron": "0 2 * * 3", "duration": "1h"}]},
+     "windows[1].name: duplicate name 'w' (also windows[0])"),
+    ({"freezes": [{"start": "2027-01-03", "end": "2026-12-20"}]},
+     "freezes[0]: end is before start"),
+    ({"freezes": [{"start": "soon", "end": "2026-12-20"}]},
+     "freezes[0].start: expected a date (2026-12-20) or an ISO datetime, got 'soon'"),
+    ({"freezes": [{"start": "2026-12-20", "end": "2026-12-21", "timezone": "Mars/Olympus"}]},
+     "freezes[0].timezone: unknown time zone 'Mars/Olympus'"),
+    ({"schedules": [{"name": "backup", "cron": "0 2 * * 0 0", "command": "backup.run"}]},
+     "schedules[0].cron: invalid cron expression '0 2 * * 0 0'"),
+    ({"schedules": [{"name": "backup", "cron": "0 2 * * *", "command": "backup.run; rm -rf /"}]},
+     ("schedules[0].command: invalid task name 'backup.run; rm -rf /' (expected an Invoke task "
+     "such as backup.run)")),
+    ({"schedules": [{"name": "Backup", "cron": "0 2 * * *", "command": "backup.run"}]},
+     "schedules[0].name: invalid schedule name 'Backup' (use lowercase letters, digits and -)"),
+    ({"schedules": [{"name": "b", "cron": "0 2 * * *", "command": "backup.run"},
+                    {"name": "b", "cron": "0 3 * * *", "command": "backup.run"}]},
+     "schedules[1].name: duplicate name 'b' (also schedules[0])"),
+    ({"retention": {"daily_days": -1}}, "retention.daily_days: must be >= 0"),
+    ({"retention": {"weekly": 3}}, "retention.weekly: unknown key"),
+    ({"maintenance_ttl": 0}, "maintenance_ttl: must be >= 1"),
+    ({"maintenance_ttl": "15m"}, "maintenance_ttl: expected an integer"),
+])
+def test_window_freeze_schedule_errors(root: Path, changes: dict[str, Any], message: str):
+    write(root, "prod", local(**changes))
+    assert error_of(root) == f"hosts/prod.yaml: {message}"
