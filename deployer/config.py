@@ -421,6 +421,7 @@ class Health(_Model):
     max_attempts: Annotated[Int, Field(ge=1)] = 30
     expect_status: Annotated[Int, Field(ge=100, le=599)] = 200
     expect_json: dict[str, Any] | None = None
+    headers: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _check(self) -> Health:

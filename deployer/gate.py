@@ -38,11 +38,12 @@ def _matches(expected: object, actual: object) -> bool:
     return expected == actual
 
 
-def probe(url: str, timeout: float, expect_status: int, expect_json: dict | None) -> Sample:
+def probe(url: str, timeout: float, expect_status: int, expect_json: dict | None,
+          headers: dict | None = None) -> Sample:
     """One HTTP request; a timeout, refusal or unparsable body is a failure, never a pass."""
     t0 = time.monotonic()
     try:
-        req = urllib.request.Request(url, headers={"User-Agent": "deployer-gate"})
+        req = urllib.request.Request(url, headers={"User-Agent": "deployer-gate", **(headers or {})})
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own hosts
             status, body = resp.status, resp.read(65536)
     except urllib.error.HTTPError as exc:
@@ -66,12 +67,12 @@ def probe(url: str, timeout: float, expect_status: int, expect_json: dict | None
 
 def wait_passes(host: str, url: str, *, timeout: float, expect_status: int,
                 expect_json: dict | None, passes: int, max_attempts: int, interval: float,
-                on_sample=None) -> Verdict:
+                headers: dict | None = None, on_sample=None) -> Verdict:
     """Probe until `passes` consecutive passes, or fail after `max_attempts` probes."""
     verdict = Verdict(host, False)
     streak = 0
     for attempt in range(max_attempts):
-        sample = probe(url, timeout, expect_status, expect_json)
+        sample = probe(url, timeout, expect_status, expect_json, headers)
         verdict.samples.append(sample)
         if on_sample:
             on_sample(host, sample)

@@ -121,15 +121,14 @@ class History:
         return None
 
     def snapshot_releases(self) -> set[str]:
-        """Releases a live snapshot refers to: the newest deploy's, and any unfinished run's.
+        """Releases the snapshot of an unfinished run refers to (paused, crashed or running).
 
-        Those are the snapshots a rollback (automatic, promote/abort, or a rerun after a crash)
-        can still return to; their releases are never cleaned up.
+        A rollback (promote/abort, or a rerun after a crash) can still return to those; their
+        releases are never cleaned up. The running deploy adds its own snapshot.
         """
         keep: set[str] = set()
-        live = [self.releases[r] for r in self.order[-1:]]
-        live += [self.releases[r["release"]] for r in self.in_flight
-                 if r.get("release") in self.releases]
+        live = [self.releases[r["release"]] for r in self.in_flight
+                if r.get("release") in self.releases]
         for rec in live:
             keep |= {rel for rel in (rec.snapshot.get("hosts") or {}).values() if rel}
         return keep

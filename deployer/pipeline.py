@@ -414,7 +414,8 @@ class Deploy:
             values = cfg.health_values(h, release)
             return G.wait_passes(h.name, hc.url_for(values), timeout=hc.timeout,
                                  expect_status=hc.expect_status, expect_json=hc.expected_json(values),
-                                 passes=hc.passes, max_attempts=hc.max_attempts, interval=hc.interval)
+                                 passes=hc.passes, max_attempts=hc.max_attempts, interval=hc.interval,
+                                 headers=hc.headers)
 
         group = self.s.each(hosts, one)
         failed = {h: v.reason for h, v in group.results.items() if not v.passed}

@@ -32,7 +32,7 @@ class Database:
         return " ".join(args)
 
     def as_user(self, script: str) -> str:
-        return f"runuser -u {q(self.os_user)} -- sh -c {q(script)}"
+        return f"cd / && runuser -u {q(self.os_user)} -- sh -c {q(script)}"
 
     def tool(self, name: str) -> str:
         return q(posixpath.join(self.bin_dir, name))

@@ -386,8 +386,8 @@ class Fleet:
 
     def small_disk(self, name: str, path: str, size: str = "2m") -> None:
         """Mount a size-limited filesystem at `path` inside the host (its deploy path, say)."""
-        self.sh(name, f"mkdir -p {path} && mount -t tmpfs -o size={size},mode=0755 deployer-small {path}"
-                      f" && chown --reference=$(dirname {path}) {path}")
+        self.sh(name, f"mkdir -p {path} && owner=$(stat -c %u:%g {path}) && "
+                      f"mount -t tmpfs -o size={size},mode=0755 deployer-small {path} && chown $owner {path}")
 
     def fill_disk(self, name: str, path: str) -> None:
         self.sh(name, f"dd if=/dev/zero of={path}/.filler bs=64k >/dev/null 2>&1 || true")

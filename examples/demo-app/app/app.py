@@ -328,7 +328,9 @@ def application(environ, start_response):
     path = environ.get("PATH_INFO", "/") or "/"
     headers = [("Content-Type", "application/json")]
     maintenance = maintenance_state()
-    if maintenance is not None:
+    # The deploy gate checks the new release while maintenance mode keeps users out.
+    gate = path == "/health" and environ.get("HTTP_X_DEPLOYER_GATE") == "1"
+    if maintenance is not None and not gate:
         status = 503
         body = {"status": "maintenance", "message": maintenance["message"], "release": REVISION}
         headers.append(("Retry-After", str(maintenance["retry"])))

@@ -1,0 +1,193 @@
+"""Pure parts of the engine: command builders, parsers, wave planning, the ledger fold, the plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployer.commands import backup as B
+from deployer.commands import git as GIT
+from deployer.commands import lb as LB
+from deployer.commands import lock as LK
+from deployer.commands import releases as R
+from deployer.config import Host, load_config
+from deployer.ledger import History
+from deployer.pipeline import plan_waves
+from deployer.plan import deploy_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+REL = "20261121T120501Z-3f8cb52"
+
+
+def hosts(n: int) -> list[Host]:
+    return [Host(name=f"web{i}", address=f"192.0.2.{i}", port=22, user="root", roles=("web",))
+            for i in range(1, n + 1)]
+
+
+def test_switch_is_an_atomic_rename_of_a_temporary_symlink():
+    assert R.switch("/srv/app", REL).script == (
+        f"test -d /srv/app/releases/{REL} && ln -sfn /srv/app/releases/{REL} "
+        f"/srv/app/.current.{REL}.tmp && mv -T /srv/app/.current.{REL}.tmp /srv/app/current")
+
+
+def test_prepare_links_shared_files_and_writes_revision():
+    assert R.prepare("/srv/app", REL, [".env"], ["storage"]).script == (
+        f"mkdir -p /srv/app/shared/storage /srv/app/releases/{REL} && rm -rf /srv/app/releases/{REL}/storage "
+        f"&& ln -s /srv/app/shared/storage /srv/app/releases/{REL}/storage && "
+        f"mkdir -p /srv/app/releases/{REL} && rm -f /srv/app/releases/{REL}/.env && "
+        f"ln -s /srv/app/shared/.env /srv/app/releases/{REL}/.env && "
+        f"printf '%s\\n' {REL} > /srv/app/releases/{REL}/REVISION")
+
+
+def test_hostile_values_are_quoted_in_builders():
+    cmd = GIT.ls_remote("/repo; rm -rf /", "$(touch /tmp/pwned)")
+    assert cmd.script == ("git ls-remote -- '/repo; rm -rf /' '$(touch /tmp/pwned)' "
+                          "'refs/tags/$(touch /tmp/pwned)^{}'")
+    with pytest.raises(ValueError):
+        GIT.export("/srv/app/repo", "$(id)", "/srv/app/releases/x")
+
+
+def test_git_export_goes_through_a_partial_directory():
+    script = GIT.export("/srv/app/repo", "3f8cb52", f"/srv/app/releases/{REL}").script
+    assert script.startswith(f"rm -rf /srv/app/releases/{REL}.partial && mkdir -p")
+    assert script.endswith(f"mv -T /srv/app/releases/{REL}.partial /srv/app/releases/{REL}")
+
+
+def test_parse_ls_remote_prefers_the_peeled_tag():
+    out = ("1111111111111111111111111111111111111111\trefs/tags/v1\n"
+           "2222222222222222222222222222222222222222\trefs/tags/v1^{}\n")
+    assert GIT.parse_ls_remote(out, "v1") == "2" * 40
+    assert GIT.parse_ls_remote("3333333333333333333333333333333333333333\trefs/heads/main\n", "main") == "3" * 40
+    assert GIT.parse_ls_remote("", "nope") is None
+
+
+def test_dump_writes_a_partial_file_verifies_and_renames():
+    db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups")
+    script = B.dump(db, "/srv/backups/x.dump").script
+    assert script.startswith("mkdir -p /srv/backups && cd / && runuser -u postgres -- sh -c ")
+    assert "pg_dump -Fc -h /srv/pg/run -p 5432 -f /srv/backups/x.dump.partial demo" in script
+    assert "pg_restore --list /srv/backups/x.dump.partial" in script
+    assert "rm -f /srv/backups/x.dump.partial; exit $rc" in script
+    assert B.parse_dump("a" * 64 + " 1234\n") == ("a" * 64, 1234)
+    with pytest.raises(ValueError):
+        B.parse_dump("pg_dump: error\n")
+
+
+def test_restore_is_single_transaction_and_stops_on_error():
+    db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
+    script = B.restore(db, "/srv/backups/x.dump").script
+    assert "--single-transaction -v ON_ERROR_STOP=1" in script
+    assert "DROP SCHEMA public CASCADE" in script
+
+
+def test_host_state_parser_reads_recorded_output():
+    out = ("@@deployer-state\ncurrent=/srv/app/releases/" + REL + "\nhostname=web1\ndisk_kb=123456\n"
+           "maintenance=off\nrelease=20261120T000000Z-aaaaaaa\nrelease=" + REL + "\n")
+    st = R.parse_state(out)
+    assert (st.current, st.hostname, st.disk_kb, st.maintenance) == (REL, "web1", 123456, False)
+    assert st.releases == ["20261120T000000Z-aaaaaaa", REL]
+    empty = R.parse_state("@@deployer-state\ncurrent=\nhostname=web2\ndisk_kb=\nmaintenance=on\n")
+    assert empty.current is None and empty.releases == [] and empty.maintenance
+
+
+def test_cleanup_never_removes_protected_releases():
+    rels = [f"2026110{i}T000000Z-aaaaaaa" for i in range(1, 8)]
+    assert R.to_remove(rels, 2, {rels[0]}) == rels[1:5]
+    assert R.to_remove(rels, 10, set()) == []
+
+
+def test_lock_holder_is_parsed_from_the_refusal():
+    out = ('@@lock-held\n{"holder": "ana", "host": "laptop", "pid": 42, "reason": "deploy v2", '
+           '"started": "2026-11-21T12:00:00Z", "run": "r1"}\n\nheartbeat_age=75\n')
+    info = LK.parse_held(out)
+    assert info.describe() == ("ana@laptop pid 42 since 2026-11-21T12:00:00Z (deploy v2; run r1, "
+                               "last heartbeat 75s ago)")
+    assert LK.parse_held("acquired\n") is None
+
+
+def test_haproxy_commands_and_state_parser():
+    assert LB.drain("/srv/haproxy/admin.sock", "web", "web2").script == (
+        "echo 'set server web/web2 state drain' | socat stdio UNIX-CONNECT:/srv/haproxy/admin.sock")
+    out = ("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n"
+           "3 web 1 web1 10.77.0.101 2 0 1 1 5 6 3 4 6 0 0 0 - 8000 -\n"
+           "3 web 2 web2 10.77.0.102 2 8 1 1 5 6 3 4 6 0 0 0 - 8000 -\n")
+    assert LB.parse_states(out, "web") == {"web1": "ready", "web2": "drain"}
+
+
+@pytest.mark.parametrize("n,waves,sizes", [
+    (3, ["100%"], [3]),
+    (10, [1, "25%", "100%"], [1, 2, 7]),
+    (10, ["10%", "50%", "100%"], [1, 4, 5]),
+    (1, [1, "50%", "100%"], [1]),
+    (30, [1, "10%", "100%"], [1, 2, 27]),
+])
+def test_wave_planning(n, waves, sizes):
+    planned = plan_waves(hosts(n), waves)
+    assert [len(w) for w in planned] == sizes
+    assert [h.name for w in planned for h in w] == [h.name for h in hosts(n)]
+
+
+def _events():
+    return [
+        {"type": "deploy.start", "run": "r1", "release": "20261101T000000Z-aaaaaaa", "ref": "v1",
+         "commit": "a" * 40},
+        {"type": "snapshot", "run": "r1", "hosts": {"web1": None}, "schema": None},
+        {"type": "migrate", "run": "r1", "before": None, "after": 1},
+        {"type": "deploy.end", "run": "r1", "outcome": "success"},
+        {"type": "deploy.start", "run": "r2", "release": "20261102T000000Z-bbbbbbb", "ref": "v2",
+         "commit": "b" * 40},
+        {"type": "snapshot", "run": "r2", "hosts": {"web1": "20261101T000000Z-aaaaaaa"}, "schema": 1},
+        {"type": "backup", "run": "r2", "path": "/srv/backups/b.dump", "sha256": "c" * 64, "size": 9},
+        {"type": "migrate", "run": "r2", "before": 1, "after": 2},
+        {"type": "deploy.end", "run": "r2", "outcome": "success"},
+        {"type": "deploy.start", "run": "r3", "release": "20261103T000000Z-ccccccc", "ref": "bad",
+         "commit": "c" * 40},
+        {"type": "snapshot", "run": "r3", "hosts": {"web1": "20261102T000000Z-bbbbbbb"}, "schema": 2},
+        {"type": "rollback.start", "run": "r3", "auto": True, "to": {"web1": "20261102T000000Z-bbbbbbb"}},
+        {"type": "release.bad", "run": "r3", "release": "20261103T000000Z-ccccccc"},
+        {"type": "rollback.end", "run": "r3", "outcome": "success"},
+        {"type": "deploy.end", "run": "r3", "outcome": "rolled_back"},
+        {"type": "deploy.start", "run": "r4", "release": "20261104T000000Z-ddddddd", "ref": "v3",
+         "commit": "d" * 40},
+        '{"type": "torn',
+    ]
+
+
+def test_ledger_fold_tells_outcomes_bad_releases_and_what_to_return_to():
+    from deployer.commands import ledger as L
+
+    events = L.decode("\n".join(e if isinstance(e, str) else __import__("json").dumps(e)
+                                for e in _events()))
+    h = History.fold(events)
+    assert [h.releases[r].outcome for r in h.order] == ["success", "success", "rolled_back", "in-flight"]
+    assert h.releases["20261103T000000Z-ccccccc"].bad
+    assert h.previous_good("20261103T000000Z-ccccccc").release == "20261102T000000Z-bbbbbbb"
+    assert h.previous_good("20261102T000000Z-bbbbbbb").release == "20261101T000000Z-aaaaaaa"
+    assert h.resolve("v1").release == "20261101T000000Z-aaaaaaa"
+    assert h.resolve("20261102").release == "20261102T000000Z-bbbbbbb"
+    assert h.resolve("2026110") is None  # ambiguous prefix, no ref by that name
+    assert h.schema_of("20261101T000000Z-aaaaaaa") == 1
+    assert h.backup_before_leaving("20261101T000000Z-aaaaaaa")["path"] == "/srv/backups/b.dump"
+    assert [r["start"]["run"] for r in h.in_flight] == ["r4"]
+
+
+def test_dry_run_plan_of_the_laravel_playbook_is_the_deploy_sh_of_seed_003():
+    cfg = load_config("prod", root=ROOT)
+    steps = deploy_plan(cfg, "v2.3.0", release=REL)
+    by_stage = {}
+    for s in steps:
+        by_stage.setdefault(s.stage, []).append(s.command)
+    text = "\n".join(s.command for s in steps)
+    for expected in ("php artisan down --retry=60", "composer install --no-dev --optimize-autoloader",
+                     "npm ci", "php artisan migrate --force", "php artisan config:cache",
+                     "php artisan route:cache", "php artisan view:cache", "php artisan event:cache",
+                     "php artisan queue:restart", "php artisan horizon:terminate", "php artisan up"):
+        assert expected in text, expected
+    # ordering as the script: down, before build, before migrate, before caches, before up
+    order = [text.index(x) for x in ("artisan down", "composer install", "artisan migrate --force",
+                                      "config:cache", "queue:restart", "artisan up")]
+    assert order == sorted(order)
+    assert any("pg_dump -Fc" in c for c in by_stage["backup"])
+    # migrations run on the one migrate host only
+    assert len([s for s in steps if s.stage == "migrate"]) == 1
