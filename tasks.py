@@ -39,6 +39,18 @@ def rollback(c, env, to=None, restore_db=False, keep_db=False, inventory=None, o
 
 
 @task
+def promote(c, env, inventory=None, output="text"):
+    """Continue a paused progressive rollout (from any machine, cron included)."""
+    _exit(verbs.resume(env, "promote", inventory=inventory, output=output))
+
+
+@task
+def abort(c, env, inventory=None, output="text"):
+    """Abort a paused rollout: every host back to its snapshot."""
+    _exit(verbs.resume(env, "abort", inventory=inventory, output=output))
+
+
+@task
 def releases(c, env, inventory=None, output="text"):
     """The history: id, ref, commit, who, when, outcome, which hosts serve it."""
     _exit(verbs.releases(env, inventory=inventory, output=output))
@@ -56,10 +68,11 @@ def unlock(c, env, force=False, inventory=None, output="text"):
     _exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
 
 
-@task(name="up", help={"web": "number of web hosts (default 3)"})
-def fleet_up(c, web=3):
+@task(name="up", help={"web": "number of web hosts (default 3)",
+                       "keep-data": "keep the hosts' /srv, database and ledger"})
+def fleet_up(c, web=3, keep_data=False):
     """Bring the local fleet up (clears what a crash left first)."""
-    _exit(verbs.fleet_up(int(web)))
+    _exit(verbs.fleet_up(int(web), keep_data))
 
 
 @task(name="down")
@@ -87,4 +100,4 @@ fleet.add_task(fleet_up)
 fleet.add_task(fleet_down)
 fleet.add_task(fleet_status)
 
-ns = Collection(deploy, rollback, releases, status, unlock, demo, fleet)
+ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, demo, fleet)

@@ -55,6 +55,24 @@ def rollback(env, to, restore_db, keep_db, lock_wait, inventory, output):
 @ENV
 @INVENTORY
 @OUTPUT
+def promote(env, inventory, output):
+    """Continue a paused progressive rollout (from any machine)."""
+    sys.exit(verbs.resume(env, "promote", inventory=inventory, output=output))
+
+
+@cli.command()
+@ENV
+@INVENTORY
+@OUTPUT
+def abort(env, inventory, output):
+    """Abort a paused rollout: every host back to its snapshot."""
+    sys.exit(verbs.resume(env, "abort", inventory=inventory, output=output))
+
+
+@cli.command()
+@ENV
+@INVENTORY
+@OUTPUT
 def releases(env, inventory, output):
     """The history: id, ref, commit, who, when, outcome, which hosts serve it."""
     sys.exit(verbs.releases(env, inventory=inventory, output=output))
@@ -86,8 +104,9 @@ def fleet() -> None:
 
 @fleet.command("up")
 @click.option("--web", type=int, default=3, show_default=True)
-def fleet_up(web):
-    sys.exit(verbs.fleet_up(web))
+@click.option("--keep-data", is_flag=True, help="keep the hosts' /srv, database and ledger")
+def fleet_up(web, keep_data):
+    sys.exit(verbs.fleet_up(web, keep_data))
 
 
 @fleet.command("down")

@@ -52,7 +52,7 @@ LB_VALUES = ("address", "host")
 DEFAULT_ROLES = {
     "build": ["web"], "cache_warm": ["web"], "reload": ["web"], "finalize": ["web"],
     "worker_restart": ["worker"], "worker_verify": ["worker"], "maintenance": ["web"],
-    "maintenance_tasks": ["web"], "migrate": ["migrate"],
+    "maintenance_tasks": ["web"], "migrate": ["migrate"], "gate_checks": ["web", "worker"],
 }
 ENV_VARS = {
     "DEPLOYER_SSH_KEY": ("ssh", "key"),
@@ -260,6 +260,8 @@ class Stages(_Model):
     worker_verify: list[StepIn] = []
     finalize: list[StepIn] = []
     maintenance_tasks: list[StepIn] = []
+    #: remote checks the gate runs on every host of a wave (exit 0 = pass)
+    gate_checks: list[StepIn] = []
 
 
 def _hook_stage(value: str) -> str:
@@ -285,6 +287,8 @@ class Playbook(_Model):
     vars: Vars = {}
     shared_files: list[RelPath] = []
     shared_dirs: list[RelPath] = []
+    #: the app's log, relative to the release; the gate counts error lines written since the switch
+    log_file: RelPath | None = None
     stages: Stages = Stages()
     hooks: Hooks = Hooks()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -581,6 +585,33 @@ class RetentionModel(_Model):
         return _retention.Policy(**self.model_dump())
 
 
+class Gate(_Model):
+    """What a wave must pass beyond the health check: a bake with bounded probes, compared
+    with absolute thresholds (seed 001) and, when old-release hosts remain, against them."""
+
+    bake: Annotated[Float, Field(ge=0)] = 0.0
+    probe_url: Name | None = None  # template; default: the health url
+    probe_interval: Annotated[Float, Field(gt=0)] = 0.05
+    probe_timeout: Annotated[Float, Field(gt=0)] = 5.0
+    error_warn: Annotated[Float, Field(ge=0, le=1)] = 0.01
+    error_fail: Annotated[Float, Field(ge=0, le=1)] = 0.05
+    p95_warn_ms: Annotated[Float, Field(gt=0)] = 500.0
+    p95_fail_ms: Annotated[Float, Field(gt=0)] = 2000.0
+    min_samples: Annotated[Int, Field(ge=1)] = 20
+    max_inconclusive: Annotated[Float, Field(ge=0, le=1)] = 0.2
+    canary: Bool = True
+    alpha: Annotated[Float, Field(gt=0, lt=1)] = 0.01
+    min_effect_ms: Annotated[Float, Field(ge=0)] = 20.0
+    min_effect_ratio: Annotated[Float, Field(ge=1)] = 1.2
+    log_pattern: Name = "ERROR"
+
+
+class RolloutWave(_Model):
+    size: Wave
+    bake: Annotated[Float, Field(ge=0)] | None = None  # default: gate.bake
+    pause: Bool = False
+
+
 class Inventory(_Model):
     """The merged settings of one environment (all layers), before cross-checks."""
 
@@ -594,6 +625,9 @@ class Inventory(_Model):
     health: Health
     lb: LoadBalancer | None = None
     waves: Annotated[list[Wave], Field(min_length=1)] = ["100%"]
+    rollout: list[RolloutWave] | None = None
+    max_unavailable: Wave = "34%"
+    gate: Gate = Gate()
     lock_timeout: Annotated[Float, Field(ge=0)] = 0.0
     vars: Vars = {}
     hosts: Annotated[list[HostEntry], Field(min_length=1)]
@@ -607,7 +641,15 @@ class Inventory(_Model):
     def _last_wave(self) -> Inventory:
         if self.waves[-1] != "100%":
             raise _fail('waves: the last wave must be "100%"')
+        if self.rollout is not None and (not self.rollout or self.rollout[-1].size != "100%"):
+            raise _fail('rollout: the last wave must have size "100%"')
         return self
+
+    def rollout_waves(self) -> list[RolloutWave]:
+        if self.rollout is not None:
+            return [RolloutWave(size=w.size, bake=self.gate.bake if w.bake is None else w.bake,
+                                pause=w.pause) for w in self.rollout]
+        return [RolloutWave(size=w, bake=self.gate.bake) for w in self.waves]
 
 
 class Host(BaseModel):
@@ -653,6 +695,9 @@ class Config:
     retention: _retention.Policy = field(default_factory=_retention.Policy)
     #: seconds after which maintenance mode switches itself off (dead-man expiry)
     maintenance_ttl: int = 900
+    rollout: list[RolloutWave] = field(default_factory=list)
+    max_unavailable: int | str = "34%"
+    gate: Gate = field(default_factory=Gate)
 
     @property
     def shared_path(self) -> str:
@@ -1072,6 +1117,8 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         freezes=[f.to_freeze() for f in settings.freezes],
         schedules=[s.to_schedule() for s in settings.schedules],
         retention=settings.retention.to_policy(), maintenance_ttl=settings.maintenance_ttl,
+        rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
+        gate=settings.gate,
     )
 
 

@@ -76,6 +76,14 @@ class History:
                 rid = h.runs.get(run, {}).get("release")
                 if rid in h.releases:
                     h.releases[rid].schema_after = e.get("after")
+            elif kind == "deploy.paused":
+                rid = h.runs.get(run, {}).get("release")
+                if rid in h.releases:
+                    h.releases[rid].outcome = f"paused after wave {e.get('waves_done')}/{e.get('waves')}"
+            elif kind == "deploy.promote":
+                rid = h.runs.get(run, {}).get("release")
+                if rid in h.releases:
+                    h.releases[rid].outcome = "in-flight"
             elif kind == "release.bad":
                 rid = e.get("release")
                 if rid in h.releases:

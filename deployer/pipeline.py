@@ -23,6 +23,7 @@ from .errors import CommandFailed, ConfigError, DeployerError, DeployFailed, Nee
 from .output import Reporter
 from .release_id import new_release_id, validate_ref
 from .session import Session, who
+from .transport import GroupResult
 from .shell import Command, argv, chain
 
 STAGES = ("preflight", "lock", "snapshot", "maintenance", "backup", "pull", "migrate",
@@ -58,7 +59,15 @@ class DeployState:
     schema_after: int | None = None
     switched: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
+    log_offsets: dict[str, int] = field(default_factory=dict)
     workers_restarted: list[str] = field(default_factory=list)
+
+
+def max_unavailable(value: int | str, total: int) -> int:
+    """How many web hosts may be out of rotation at once (at least 1)."""
+    if isinstance(value, str):
+        return max(1, math.floor(total * int(value.rstrip("%")) / 100))
+    return max(1, int(value))
 
 
 def plan_waves(hosts: list[Host], waves: list[int | str]) -> list[list[Host]]:
@@ -200,6 +209,8 @@ class Deploy:
                 st.snapshot.schema = self.schema_version(st, current=True)
                 s.ledger.append({**st.snapshot.as_event(), "run": s.run_id})
             self.pipeline(st, history)
+            if self.s.keep_lock:
+                return 0  # paused: the ledger and the lock carry the rollout on
         except KeyboardInterrupt:
             self.fail(st, DeployerError("interrupted (Ctrl-C)"), interrupted=True)
             return 130
@@ -239,18 +250,55 @@ class Deploy:
             self.migrate(st)
         with self.stage("cache_warm", st):
             self.steps_on(cfg.playbook.steps("cache_warm"), self.app_hosts, st, "cache_warm")
-        waves = plan_waves(self.app_hosts, cfg.waves)
-        for i, wave in enumerate(waves, 1):
+        if self.rollout(st, start=0):
+            return
+        self.finalize(st, history)
+
+    def waves(self) -> list[list[Host]]:
+        return plan_waves(self.app_hosts, [w.size for w in self.cfg.rollout])
+
+    def rollout(self, st: DeployState, start: int) -> bool:
+        """Waves from `start` on: switch, workers, gate (+ bake). True when paused after one."""
+        cfg = self.cfg
+        waves = self.waves()
+        for i in range(start, len(waves)):
+            wave, spec = waves[i], cfg.rollout[i]
+            label = f"wave {i + 1}/{len(waves)}"
             names = ", ".join(h.name for h in wave)
-            with self.stage("switch", st, wave, detail=f"wave {i}/{len(waves)}: {names}"):
+            with self.stage("switch", st, wave, detail=f"{label}: {names}"):
                 self.switch_wave(st, wave)
-            with self.stage("worker_restart", st, wave):
+            with self.stage("worker_restart", st, wave, detail=label):
                 workers = [h for h in wave if h.has("worker")]
                 self.steps_on(cfg.playbook.steps("worker_restart"), workers, st, "worker_restart")
                 st.workers_restarted += [h.name for h in workers]
                 self.verify_workers(st, workers)
-            with self.stage("gate", st, wave, detail=f"wave {i}/{len(waves)}"):
+            with self.stage("gate", st, wave, detail=label + (f", bake {spec.bake:g}s" if spec.bake else "")):
                 self.gate(st, [h for h in wave if h.has("web")])
+                self.gate_checks(st, wave)
+                if spec.bake:
+                    self.bake(st, i + 1, spec.bake)
+            if spec.pause and i + 1 < len(waves):
+                if st.maintenance_on:
+                    self.rep.event("notice", message=f"not pausing after {label}: maintenance mode is on")
+                    continue
+                self.pause(st, i + 1, len(waves))
+                return True
+        return False
+
+    def pause(self, st: DeployState, done: int, total: int) -> None:
+        from .commands import lock as LK
+
+        self.s.ledger.append({"type": "deploy.paused", "run": self.s.run_id, "release": st.release,
+                              "waves_done": done, "waves": total})
+        self.s.run(self.cfg.ledger_host, LK.mark_paused(self.s.state_path, self.s.run_id))
+        self.s.keep_lock = True  # the lock stays with the paused rollout
+        self.rep.event("outcome", outcome="paused", release=st.release,
+                       message=f"paused after wave {done}/{total} ({', '.join(st.switched)} on "
+                               f"{st.release}); continue with `inv promote --env {self.cfg.env}` or "
+                               f"roll back with `inv abort --env {self.cfg.env}`, from any machine")
+
+    def finalize(self, st: DeployState, history) -> None:
+        cfg = self.cfg
         with self.stage("finalize", st):
             if st.maintenance_on:
                 self.maintenance(st, on=False)
@@ -360,6 +408,10 @@ class Deploy:
         def one(h: Host) -> None:
             if h.has("web") and self.drain(h):
                 st.drained.append(h.name)
+            if h.has("web") and cfg.playbook.log_file:
+                log = R.paths(cfg.deploy_to, st.release)["release_path"] + "/" + cfg.playbook.log_file
+                size = self.s.run(h, R.file_size(log), timeout=30).stdout.strip()
+                st.log_offsets[h.name] = int(size) if size.isdigit() else 0
             self.s.run(h, R.switch(cfg.deploy_to, st.release))
             st.switched.append(h.name)
             self.s.ledger.append({"type": "switch", "run": self.s.run_id, "host": h.name,
@@ -371,7 +423,14 @@ class Deploy:
                     self.undrain(h)
                     st.drained.remove(h.name)
 
-        self.s.each(wave, one).raise_failures("switch")
+        self.each_unavailable(wave, one).raise_failures("switch")
+
+    def each_unavailable(self, hosts: list[Host], fn) -> GroupResult:
+        """Run fn on hosts taken out of rotation, never more than max_unavailable at once."""
+        if not (self.cfg.lb and self.cfg.lb_host):
+            return self.s.each(hosts, fn)
+        web_total = len([h for h in self.app_hosts if h.has("web")])
+        return self.s.each(hosts, fn, limit=max_unavailable(self.cfg.max_unavailable, web_total))
 
     def drain(self, h: Host) -> bool:
         cfg = self.cfg
@@ -424,6 +483,59 @@ class Deploy:
             self.rep.event("gate", host=h, passed=v.passed, detail=v.reason, release=release)
         if failed:
             raise GateFailed(failed)
+
+    def gate_checks(self, st: DeployState, wave: list[Host]) -> None:
+        """Remote checks of the playbook, and error lines in the app's log since the switch."""
+        cfg = self.cfg
+        self.steps_on(cfg.playbook.steps("gate_checks"), wave, st, "gate")
+        log = cfg.playbook.log_file
+        if not log:
+            return
+        path = R.paths(cfg.deploy_to, st.release)["release_path"] + "/" + log
+
+        def count(h: Host) -> None:
+            offset = st.log_offsets.get(h.name, 0)
+            out = self.s.run(h, R.log_errors(path, offset, cfg.gate.log_pattern), timeout=30).stdout
+            lines = [line for line in out.splitlines() if line.strip()]
+            if lines:
+                raise DeployFailed(f"{h.name}: {len(lines)} new line(s) matching "
+                                   f"{cfg.gate.log_pattern!r} in {log} since the switch, e.g. "
+                                   f"{lines[0][:200]}")
+
+        self.s.each([h for h in wave if h.has("web")], count).raise_failures("gate: log errors")
+
+    def bake(self, st: DeployState, wave_no: int, seconds: float) -> None:
+        """Bounded probes of every new-release web host against the old-release ones."""
+        from . import bake as BK
+
+        cfg = self.cfg
+        web = [h for h in self.app_hosts if h.has("web")]
+        new = [h for h in web if h.name in st.switched]
+        old = [h for h in web if h.name not in st.switched]
+        url = cfg.gate.probe_url or cfg.health.url
+
+        def url_for(h: Host) -> str:
+            from .shell import fill
+
+            return fill(url, cfg.health_values(h, st.release), where="gate.probe_url")
+
+        targets = [(h.name, "canary", url_for(h)) for h in new] + \
+                  [(h.name, "baseline", url_for(h)) for h in old]
+        probes = BK.run_bake(targets, seconds, cfg.gate.probe_interval, cfg.gate.probe_timeout,
+                             cfg.health.headers)
+        result = BK.judge(BK.BakeResult(probes=probes), cfg.gate, has_baseline=bool(old))
+        events = [{"type": "gate.sample", "run": self.s.run_id, "wave": wave_no, "host": p.host,
+                   "role": p.role, "t": p.t, "ms": p.ms, "ok": p.ok, "release": st.release}
+                  for p in probes]
+        events.append({"type": "gate.verdict", "run": self.s.run_id, "wave": wave_no,
+                        "status": result.status, "reasons": result.reasons,
+                        "metrics": [v.metrics for v in result.verdicts]})
+        self.s.ledger.append(*events)
+        summary = "; ".join(result.reasons) or "all within thresholds"
+        self.rep.event("gate", host=f"wave {wave_no}", passed=result.status != "fail",
+                       detail=f"bake {seconds:g}s, {len(probes)} probes: {result.status}: {summary}")
+        if result.status == "fail":
+            raise GateFailed({f"wave {wave_no}": summary})
 
     def cleanup(self, st: DeployState, history) -> None:
         cfg = self.cfg

@@ -26,7 +26,7 @@ def _by_release(hosts: list[Host], target: dict[str, str | None]) -> dict[str | 
     return groups
 
 
-def switch_back(deploy, hosts: list[Host], target: dict[str, str | None]) -> None:
+def switch_back(deploy, hosts: list[Host], target: dict[str, str | None], deploy_state=None) -> None:
     """Point each host's `current` at its target release and reload its web server."""
     from .pipeline import DeployState
 
@@ -39,13 +39,19 @@ def switch_back(deploy, hosts: list[Host], target: dict[str, str | None]) -> Non
         old = DeployState(release=release, commit="", ref="")
 
         def one(h: Host, release=release, old=old) -> None:
+            # A host still in rotation is drained first, checked, and put back: no request lost.
+            drained = h.has("web") and h.name not in getattr(deploy_state, "drained", []) \
+                and deploy.drain(h)
             s.run(h, R.switch(cfg.deploy_to, release))
             s.ledger.append({"type": "switch", "run": s.run_id, "host": h.name, "release": release,
                              "rollback": True})
             if h.has("web"):
                 deploy.steps_on(cfg.playbook.steps("reload"), [h], old, "reload")
+                if drained:
+                    deploy.gate(old, [h], release=release)
+                    deploy.undrain(h)
 
-        s.each(group, one).raise_failures("rollback switch")
+        deploy.each_unavailable(group, one).raise_failures("rollback switch")
 
 
 def restart_workers(deploy, hosts: list[Host], target: dict[str, str | None]) -> None:
@@ -100,7 +106,7 @@ def rollback_deploy(deploy, st, cause: DeployerError) -> None:
                      "from": st.release, "to": snap.hosts, "cause": cause.message[:500]})
     t0 = time.monotonic()
     switched = [h for h in deploy.app_hosts if h.name in st.switched]
-    switch_back(deploy, switched, snap.hosts)
+    switch_back(deploy, switched, snap.hosts, st)
     if st.migrated:
         deploy.rep.event("rollback", message=restore_database(deploy, st, cause.message[:200]))
     restarted = [h for h in deploy.app_hosts if h.name in st.workers_restarted]

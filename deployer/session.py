@@ -67,6 +67,7 @@ class Session:
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self.locked = False
+        self.keep_lock = False  # a paused rollout leaves the lock to promote/abort
 
     def ep(self, host: Host) -> Endpoint:
         return Endpoint(host.name, host.address, host.port, host.user)
@@ -74,8 +75,8 @@ class Session:
     def run(self, host: Host, cmd: Command, **kw):
         return self.transport.run(self.ep(host), cmd, **kw)
 
-    def each(self, hosts: list[Host], fn: Callable[[Host], object]) -> GroupResult:
-        return self.transport.each(hosts, fn)
+    def each(self, hosts: list[Host], fn: Callable[[Host], object], limit: int | None = None) -> GroupResult:
+        return self.transport.each(hosts, fn, limit=limit)
 
     def close(self) -> None:
         self.stop_heartbeat()
@@ -104,7 +105,8 @@ class Session:
                 self._start_heartbeat()
                 return
             if time.monotonic() >= deadline:
-                stale = held.heartbeat_age is not None and held.heartbeat_age > STALE_AFTER
+                stale = (not held.paused and held.heartbeat_age is not None
+                         and held.heartbeat_age > STALE_AFTER)
                 hint = (" The lock looks STALE (no heartbeat): if that run is dead, break it with "
                         f"`inv unlock --env {self.cfg.env} --force`." if stale else
                         " Wait for it, or pass --lock-wait SECONDS.")
@@ -130,8 +132,8 @@ class Session:
             self._hb_thread = None
 
     def release_lock(self) -> None:
-        if not self.locked:
-            return
         self.stop_heartbeat()
+        if not self.locked or self.keep_lock:
+            return
         self.run(self.cfg.ledger_host, LK.release(self.state_path, self.run_id), timeout=30)
         self.locked = False

@@ -269,13 +269,15 @@ class Transport:
         return result
 
     def each(self, items: Iterable[T], fn: Callable[[T], Any], *,
-             key: Callable[[T], str] = lambda item: item.name) -> GroupResult:  # type: ignore[attr-defined]
+             key: Callable[[T], str] = lambda item: item.name,  # type: ignore[attr-defined]
+             limit: int | None = None) -> GroupResult:
         """Run fn on every item in the bounded pool; collect each result or exception."""
         items = list(items)
         group = GroupResult()
         if not items:
             return group
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(items))) as pool:
+        workers = min(self.parallel, limit or self.parallel, len(items))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {key(item): pool.submit(fn, item) for item in items}
             for name, fut in futures.items():
                 try:

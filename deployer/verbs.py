@@ -70,6 +70,15 @@ def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_
     return guarded(go, output)
 
 
+def resume(env: str, action: str, *, inventory: str | None = None, output: str = "text") -> int:
+    def go(rep: Reporter) -> int:
+        from .resume import Resume
+
+        return Resume(config(env, inventory), rep, action).run()
+
+    return guarded(go, output)
+
+
 def status(env: str, *, inventory: str | None = None, output: str = "text") -> int:
     from . import inspect
 
@@ -88,10 +97,10 @@ def unlock(env: str, *, force: bool = False, inventory: str | None = None, outpu
     return guarded(lambda rep: inspect.unlock(config(env, inventory), rep, force), output)
 
 
-def fleet_up(web: int = 3) -> int:
+def fleet_up(web: int = 3, keep_data: bool = False) -> int:
     from .fleet.harness import Fleet
 
-    return guarded(lambda rep: (Fleet().up(web), 0)[1])
+    return guarded(lambda rep: (Fleet().up(web, keep_data=keep_data), 0)[1])
 
 
 def fleet_down() -> int:

@@ -26,7 +26,8 @@ def acquire(state_path: str) -> Command:
         f"mkdir -p {q(state_path)} && if mkdir {q(d)} 2>/dev/null; then cat > {q(d + '/info.json')} "
         f"&& touch {q(d + '/heartbeat')} && echo acquired; "
         f"else echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
-        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); fi"
+        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); "
+        f"if [ -e {q(d + '/paused')} ]; then echo paused=1; fi; fi"
     )
 
 
@@ -45,7 +46,8 @@ def read(state_path: str) -> Command:
     d = lock_dir(state_path)
     return raw(
         f"if [ -d {q(d)} ]; then echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
-        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); fi"
+        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); "
+        f"if [ -e {q(d + '/paused')} ]; then echo paused=1; fi; fi"
     )
 
 
@@ -62,9 +64,12 @@ class LockInfo:
     started: str = ""
     run: str = ""
     heartbeat_age: int | None = None
+    paused: bool = False
 
     def describe(self) -> str:
         age = f", last heartbeat {self.heartbeat_age}s ago" if self.heartbeat_age is not None else ""
+        if self.paused:
+            age = ", PAUSED rollout (promote or abort it)"
         return (f"{self.holder}@{self.host} pid {self.pid} since {self.started} "
                 f"({self.reason or 'no reason given'}; run {self.run}{age})")
 
@@ -84,7 +89,23 @@ def parse_held(output: str) -> LockInfo | None:
                 continue
             info = LockInfo(**{k: data.get(k) for k in ("holder", "host", "pid", "reason", "started", "run")
                                if data.get(k) is not None})
+        elif line == "paused=1":
+            info.paused = True
         elif line.startswith("heartbeat_age="):
             value = line.split("=", 1)[1]
             info.heartbeat_age = int(value) if value.lstrip("-").isdigit() else None
     return info
+
+
+def mark_paused(state_path: str, run_id: str) -> Command:
+    """A paused rollout keeps the lock; the mark tells it is not stale."""
+    d = lock_dir(state_path)
+    return raw(f"grep -qF {q(run_id)} {q(d + '/info.json')} && touch {q(d + '/paused')}")
+
+
+def adopt(state_path: str, run_id: str) -> Command:
+    """Take over the lock of a paused run (promote/abort from another machine); details on stdin."""
+    d = lock_dir(state_path)
+    return raw(f"grep -qF {q(run_id)} {q(d + '/info.json')} && test -e {q(d + '/paused')} && "
+               f"cat > {q(d + '/info.json.new')} && mv -f {q(d + '/info.json.new')} {q(d + '/info.json')} "
+               f"&& rm -f {q(d + '/paused')} && touch {q(d + '/heartbeat')}")

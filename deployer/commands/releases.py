@@ -122,3 +122,12 @@ def to_remove(releases: list[str], keep: int, protected: set[str]) -> list[str]:
     ordered = sorted(releases)
     keepers = set(ordered[-keep:]) | protected
     return [r for r in ordered if r not in keepers]
+
+
+def file_size(path: str) -> Command:
+    return raw(f"stat -c %s {q(path)} 2>/dev/null || echo 0")
+
+
+def log_errors(path: str, offset: int, pattern: str) -> Command:
+    """Lines matching pattern written to path after byte `offset` (at most 20)."""
+    return raw(f"tail -c +{int(offset) + 1} {q(path)} 2>/dev/null | grep -F -- {q(pattern)} | head -n 20; true")
