@@ -71,7 +71,14 @@ def wait_passes(host: str, url: str, *, timeout: float, expect_status: int,
     """Probe until `passes` consecutive passes, or fail after `max_attempts` probes."""
     verdict = Verdict(host, False)
     streak = 0
+    # A time budget too: probes that time out must not stretch the gate to attempts x timeout.
+    deadline = time.monotonic() + max_attempts * interval + passes * timeout
     for attempt in range(max_attempts):
+        if time.monotonic() > deadline:
+            verdict.samples.append(Sample(False, None, 0.0, f"GET {url}: no {passes} consecutive "
+                                          f"passes within {max_attempts * interval + passes * timeout:.0f}s"
+                                          f" (last: {verdict.samples[-1].detail if verdict.samples else '-'})"))
+            return verdict
         sample = probe(url, timeout, expect_status, expect_json, headers)
         verdict.samples.append(sample)
         if on_sample:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -51,10 +52,10 @@ def _on_v2(fleet, cli):
 
 @pytest.mark.parametrize("ref,why", [
     ("bad-health", "health gate failed"),
-    ("bad-slow", "bake"),
+    ("bad-slow", "timed out|bake|p95"),
     ("bad-boot", "health gate failed"),
     ("bad-migration", "migrate"),
-    ("bad-worker", "does not report release"),
+    ("bad-worker", "does not report release|restart worker"),
 ])
 def test_each_bad_release_is_caught_and_everything_returns(fleet, cli, tmp_path, ref, why, consistent):
     good = _on_v2(fleet, cli)
@@ -62,7 +63,7 @@ def test_each_bad_release_is_caught_and_everything_returns(fleet, cli, tmp_path,
     inv = variant(fleet, tmp_path, CANARY)
     proc = cli("deploy", "--env", "local", "--ref", ref, "--inventory", inv, check=1)
     assert "failed and was rolled back" in proc.stderr
-    assert why in proc.stdout + proc.stderr
+    assert re.search(why, proc.stdout + proc.stderr)
     assert set(serving(fleet).values()) == {good}
     for h in fleet.spec.web_hosts:
         assert health(h.address)["release"] == good
