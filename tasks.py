@@ -21,11 +21,13 @@ def _exit(code: int) -> None:
             "maintenance": "force maintenance mode on (--maintenance) or off (--no-maintenance)",
             "inventory": "inventory file instead of hosts/<env>.yaml", "output": "text or json"})
 def deploy(c, env, ref="main", dry_run=False, yes=False, maintenance=None, lock_wait=0.0, reason="",
-           inventory=None, output="text", verbose=False):
+           force=False, inventory=None, output="text", verbose=False):
     """The whole pipeline, with automatic rollback when a gate fails."""
+    if isinstance(maintenance, str):
+        maintenance = maintenance.lower() in ("1", "true", "on", "yes")
     _exit(verbs.deploy(env, ref, dry_run=dry_run, inventory=inventory, output=output,
                        maintenance=maintenance, lock_wait=float(lock_wait), reason=reason,
-                       verbose=verbose))
+                       verbose=verbose, force=force))
 
 
 @task(help={"to": "release id, unique prefix, or the git ref it was deployed from",
@@ -95,9 +97,56 @@ def demo(c, keep=False):
     _exit(run_demo(keep=keep))
 
 
+@task(name="on", help={"ttl": "switch itself off after SECONDS (default: never)"})
+def maintenance_on(c, env, message="Down for maintenance", retry=60, ttl=None, inventory=None,
+                   output="text"):
+    """Maintenance mode on, by hand."""
+    _exit(verbs.maintenance_mode(env, True, message=message, retry=int(retry),
+                                 ttl=float(ttl) if ttl else None, inventory=inventory, output=output))
+
+
+@task(name="off")
+def maintenance_off(c, env, inventory=None, output="text"):
+    """Maintenance mode off, by hand."""
+    _exit(verbs.maintenance_mode(env, False, inventory=inventory, output=output))
+
+
+@task(name="run", help={"promote": "also promote a paused rollout"})
+def maintenance_run(c, env, promote=False, force=False, reason="", inventory=None, output="text"):
+    """The scheduled maintenance job (cron): window, lock, backup + retention, tasks, gate."""
+    _exit(verbs.maintenance_run(env, promote=promote, force=force, reason=reason,
+                                inventory=inventory, output=output))
+
+
+@task(name="show")
+def cron_show(c, env, inventory=None):
+    """The crontab lines of the env's scheduled jobs."""
+    _exit(verbs.cron(env, "show", inventory=inventory))
+
+
+@task(name="install")
+def cron_install(c, env, inventory=None):
+    """Install them in this machine's crontab (a marked block, idempotent)."""
+    _exit(verbs.cron(env, "install", inventory=inventory))
+
+
+@task(name="remove")
+def cron_remove(c, env, inventory=None):
+    """Remove the env's block from this machine's crontab."""
+    _exit(verbs.cron(env, "remove", inventory=inventory))
+
+
+maintenance = Collection("maintenance")
+for t in (maintenance_on, maintenance_off, maintenance_run):
+    maintenance.add_task(t)
+cron = Collection("cron")
+for t in (cron_show, cron_install, cron_remove):
+    cron.add_task(t)
+
 fleet = Collection("fleet")
 fleet.add_task(fleet_up)
 fleet.add_task(fleet_down)
 fleet.add_task(fleet_status)
 
-ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, demo, fleet)
+ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, demo, fleet, maintenance,
+                cron)

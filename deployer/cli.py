@@ -28,13 +28,15 @@ def cli() -> None:
 @click.option("--maintenance/--no-maintenance", default=None, help="force maintenance mode on/off")
 @click.option("--lock-wait", type=float, default=0.0, help="seconds to wait for the lock")
 @click.option("--reason", default="", help="why (recorded in the lock and the ledger)")
+@click.option("--force", is_flag=True, help="deploy outside a window or in a freeze (needs --reason)")
 @click.option("--verbose", "-v", is_flag=True)
 @INVENTORY
 @OUTPUT
-def deploy(env, ref, dry_run, yes, maintenance, lock_wait, reason, verbose, inventory, output):
+def deploy(env, ref, dry_run, yes, maintenance, lock_wait, reason, force, verbose, inventory, output):
     """The whole pipeline, with automatic rollback when a gate fails."""
     sys.exit(verbs.deploy(env, ref, dry_run=dry_run, inventory=inventory, output=output,
-                          maintenance=maintenance, lock_wait=lock_wait, reason=reason, verbose=verbose))
+                          maintenance=maintenance, lock_wait=lock_wait, reason=reason, verbose=verbose,
+                          force=force))
 
 
 @cli.command()
@@ -95,6 +97,70 @@ def status(env, inventory, output):
 def unlock(env, force, inventory, output):
     """Break a stale lock, printing who held it."""
     sys.exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
+
+
+@cli.group()
+def maintenance() -> None:
+    """Maintenance mode by hand, and the scheduled maintenance job."""
+
+
+@maintenance.command("on")
+@ENV
+@click.option("--message", default="Down for maintenance", show_default=True)
+@click.option("--retry", type=int, default=60, show_default=True, help="Retry-After seconds")
+@click.option("--ttl", type=float, default=None, help="switch itself off after SECONDS")
+@INVENTORY
+@OUTPUT
+def maintenance_on(env, message, retry, ttl, inventory, output):
+    sys.exit(verbs.maintenance_mode(env, True, message=message, retry=retry, ttl=ttl,
+                                    inventory=inventory, output=output))
+
+
+@maintenance.command("off")
+@ENV
+@INVENTORY
+@OUTPUT
+def maintenance_off(env, inventory, output):
+    sys.exit(verbs.maintenance_mode(env, False, inventory=inventory, output=output))
+
+
+@maintenance.command("run")
+@ENV
+@click.option("--promote", is_flag=True, help="also promote a paused rollout")
+@click.option("--force", is_flag=True, help="run outside a window (needs --reason)")
+@click.option("--reason", default="")
+@INVENTORY
+@OUTPUT
+def maintenance_run(env, promote, force, reason, inventory, output):
+    """The job cron runs inside a window: backup + retention, maintenance tasks, gate."""
+    sys.exit(verbs.maintenance_run(env, promote=promote, force=force, reason=reason,
+                                   inventory=inventory, output=output))
+
+
+@cli.group("cron")
+def cron_group() -> None:
+    """Crontab lines of an env's scheduled jobs."""
+
+
+@cron_group.command("show")
+@ENV
+@INVENTORY
+def cron_show(env, inventory):
+    sys.exit(verbs.cron(env, "show", inventory=inventory))
+
+
+@cron_group.command("install")
+@ENV
+@INVENTORY
+def cron_install(env, inventory):
+    sys.exit(verbs.cron(env, "install", inventory=inventory))
+
+
+@cron_group.command("remove")
+@ENV
+@INVENTORY
+def cron_remove(env, inventory):
+    sys.exit(verbs.cron(env, "remove", inventory=inventory))
 
 
 @cli.group()

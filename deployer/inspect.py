@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from .commands import lock as LK
 from .config import Config
 from .errors import ConfigError, NeedsHuman
@@ -15,7 +17,7 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]], reporter:
 
     if isinstance(reporter, JsonReporter):
         for row in rows:
-            reporter.event("row", table=title, **dict(zip(columns, row)))
+            reporter.event("row", table=title, **dict(zip(columns, row, strict=False)))
         return
     from rich.console import Console
     from rich.table import Table
@@ -52,7 +54,14 @@ def status(cfg: Config, reporter: Reporter) -> int:
         served.add(st.current)
         rec = history.releases.get(st.current or "")
         ref = rec.ref if rec else ""
-        rows.append([h.name, h.address, st.current or "(none)", ref, "ON" if st.maintenance else "off"])
+        if st.maintenance:
+            exp = (st.maintenance_info or {}).get("expires_at")
+            maint = "ON (no expiry)" if exp is None else f"ON (expires in {int(exp - time.time())}s)"
+            if (st.maintenance_info or {}).get("message", "").startswith("Upgrading the database"):
+                maint = "ON: DATABASE MID-MIGRATION (no expiry)"
+        else:
+            maint = "off (expired flag)" if st.maintenance_expired else "off"
+        rows.append([h.name, h.address, st.current or "(none)", ref, maint])
     _rows_table(f"{cfg.env}: what each host serves", ["host", "address", "release", "ref", "maintenance"],
                 rows, reporter)
     lines = []

@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -44,7 +44,7 @@ class History:
     events: list[dict] = field(default_factory=list)
 
     @classmethod
-    def fold(cls, events: list[dict]) -> "History":
+    def fold(cls, events: list[dict]) -> History:
         h = cls(events=events)
         for e in events:
             kind = e.get("type")

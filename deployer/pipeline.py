@@ -23,13 +23,12 @@ from .errors import CommandFailed, ConfigError, DeployerError, DeployFailed, Nee
 from .output import Reporter
 from .release_id import new_release_id, validate_ref
 from .session import Session, who
-from .transport import GroupResult
 from .shell import Command, argv, chain
+from .transport import GroupResult
 
 STAGES = ("preflight", "lock", "snapshot", "maintenance", "backup", "pull", "migrate",
           "cache_warm", "switch", "worker_restart", "gate", "finalize")
 MIN_FREE_KB = 100 * 1024
-MAINTENANCE_TTL = 900
 
 
 @dataclass
@@ -60,6 +59,7 @@ class DeployState:
     switched: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     log_offsets: dict[str, int] = field(default_factory=dict)
+    maintenance_refreshed: float = 0.0
     workers_restarted: list[str] = field(default_factory=list)
 
 
@@ -91,11 +91,14 @@ def plan_waves(hosts: list[Host], waves: list[int | str]) -> list[list[Host]]:
 
 class Deploy:
     def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
-                 lock_wait: float = 0.0, reason: str = ""):
+                 lock_wait: float = 0.0, reason: str = "", force: bool = False):
         self.cfg = cfg
         self.rep = reporter
         self.ref = validate_ref(ref)
         self.force_maintenance = maintenance
+        from .maintenance import check_window
+
+        self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
         self.lock_wait = lock_wait or cfg.lock_timeout
         self.s = Session(cfg, reporter, reason=reason or f"deploy {ref}")
         self.app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
@@ -141,6 +144,7 @@ class Deploy:
         class _Stage:
             def __enter__(self_inner):
                 deploy.journal(name, "start", detail=detail)
+                deploy.refresh_maintenance(st)
                 deploy.hooks("before", name, st, hosts or deploy.app_hosts)
                 self_inner.t = time.monotonic()
                 return self_inner
@@ -160,10 +164,9 @@ class Deploy:
 
     # -- the pipeline ----------------------------------------------------------------------
     def run(self) -> int:
-        cfg = self.cfg
         try:
             commit, states = self.preflight()
-            release = new_release_id(dt.datetime.now(dt.timezone.utc), commit)
+            release = new_release_id(dt.datetime.now(dt.UTC), commit)
             st = DeployState(release=release, commit=commit, ref=self.ref)
             self.s.acquire_lock(self.lock_wait)
             try:
@@ -201,7 +204,8 @@ class Deploy:
         cfg, s = self.cfg, self.s
         history = s.ledger.history()
         s.ledger.append({"type": "deploy.start", "run": s.run_id, "env": cfg.env, "release": st.release,
-                         "ref": st.ref, "commit": st.commit, "who": who(), "reason": s.reason})
+                         "ref": st.ref, "commit": st.commit, "who": who(), "reason": s.reason,
+                         "forced": getattr(self, "forced", None)})
         try:
             with self.stage("snapshot", st):
                 st.snapshot = Snapshot(hosts={h.name: states[h.name].current for h in self.app_hosts},
@@ -354,16 +358,28 @@ class Deploy:
                            + ", ".join(str(m.get("name", m.get("version"))) for m in st_breaking))
         return bool(st_breaking)
 
-    def maintenance(self, st: DeployState, on: bool, message: str = "Deploying, back shortly") -> None:
+    def maintenance(self, st: DeployState, on: bool, message: str = "Deploying, back shortly",
+                    retry: int = 60, ttl: float | None | str = "default") -> None:
+        """Maintenance mode on the web hosts. A deploy's has a dead-man expiry (maintenance_ttl):
+        if the orchestrator dies, the site comes back by itself. ttl=None: no expiry (by hand,
+        or while the database is mid-migration)."""
         steps = self.cfg.playbook.steps("maintenance", "on" if on else "off")
-        expires = time.time() + MAINTENANCE_TTL
+        if ttl == "default":
+            ttl = self.cfg.maintenance_ttl
+        expires = f"{time.time() + float(ttl):.0f}" if ttl else ""
         hosts = [h for h in self.app_hosts if h.has("web")]
         if on:
             st.maintenance_on = True  # set first: a partial 'on' is undone by the failure path
-        self.steps_on(steps, hosts, st, "maintenance", message=message, retry=60,
-                      expires_at=f"{expires:.0f}")
+            st.maintenance_refreshed = time.monotonic()
+        self.steps_on(steps, hosts, st, "maintenance", message=message, retry=retry,
+                      expires_at=expires)
         if not on:
             st.maintenance_on = False
+
+    def refresh_maintenance(self, st: DeployState) -> None:
+        """Push the dead-man expiry forward while the deploy is alive and well."""
+        if st.maintenance_on and time.monotonic() - st.maintenance_refreshed > self.cfg.maintenance_ttl / 3:
+            self.maintenance(st, on=True)
 
     def pull(self, st: DeployState) -> None:
         cfg = self.cfg
@@ -386,8 +402,15 @@ class Deploy:
         host = cfg.migrate_host
         if not steps or host is None:
             return
-        before = st.snapshot.schema if st.snapshot else None
+        # Read with the new code (the database's version does not depend on which code asks):
+        # on a first deploy there is no current release to ask.
+        before = self.schema_version(st, current=False)
+        if st.snapshot is not None and st.snapshot.schema is None:
+            st.snapshot.schema = before
         st.migrated = True  # a failing migration may still have applied earlier ones
+        if st.maintenance_on:
+            # Mid-migration the site must not come back by itself on the old code: no expiry.
+            self.maintenance(st, on=True, message="Upgrading the database, back shortly", ttl=None)
         try:
             self.s.run(host, steps[0].command(self.values(host, st)))
         finally:
@@ -396,6 +419,8 @@ class Deploy:
                                   "after": st.schema_after})
         if st.schema_after == before:
             st.migrated = False
+        if st.maintenance_on:
+            self.maintenance(st, on=True)  # migrated: the dead-man expiry again
 
     def switch_wave(self, st: DeployState, wave: list[Host]) -> None:
         """Per host: drain it at the load balancer, switch, reload, check it directly, put it back.
@@ -511,7 +536,9 @@ class Deploy:
         cfg = self.cfg
         web = [h for h in self.app_hosts if h.has("web")]
         new = [h for h in web if h.name in st.switched]
-        old = [h for h in web if h.name not in st.switched]
+        # The baseline: hosts still serving the release of the snapshot (none on a first deploy).
+        old = [h for h in web if h.name not in st.switched
+               and st.snapshot and st.snapshot.hosts.get(h.name)]
         url = cfg.gate.probe_url or cfg.health.url
 
         def url_for(h: Host) -> str:

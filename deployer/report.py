@@ -374,7 +374,7 @@ def _render_errors(samples: list[dict]) -> str:
         out.append(f'<polyline class="series" data-role="{esc(role)}" points="'
                    + " ".join(f"{sx(t):.1f},{sy(r):.1f}" for t, r in mid)
                    + f'" fill="none" stroke="{colour}"/>')
-        for b, (t, r) in zip(pts, mid):
+        for b, (t, r) in zip(pts, mid, strict=False):
             out.append(
                 f'<circle class="point" data-role="{esc(role)}" data-t0="{_fmt(round(b["t0"], 3))}"'
                 f' data-t1="{_fmt(round(b["t1"], 3))}" data-n="{b["n"]}" '

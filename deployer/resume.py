@@ -54,8 +54,9 @@ class Resume:
         self.cfg, self.rep, self.action = cfg, reporter, action
         self.deploy = Deploy.__new__(Deploy)
         # A Deploy without __init__'s ref handling: everything else comes from the ledger.
-        from .session import Session
         import time
+
+        from .session import Session
 
         self.deploy.cfg, self.deploy.rep = cfg, reporter
         self.deploy.force_maintenance, self.deploy.lock_wait = None, 0.0

@@ -8,7 +8,7 @@ import secrets
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .commands import lock as LK
 from .commands import releases as R

@@ -12,9 +12,10 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import paramiko
 from fabric import Config as FabricConfig
@@ -123,7 +124,7 @@ def _exec(conn: Connection, command: str, stdin: str | None, limit: float) -> tu
                     if not data:
                         return
                     err_chunks.append(data)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 return
 
         t = threading.Thread(target=read_stderr, daemon=True)
@@ -222,7 +223,7 @@ class Transport:
             reasons = {e.strerror or str(e) for e in exc.errors.values()}
             raise ConnectError(f"{ep.name} ({ep.address}:{ep.port}): {', '.join(sorted(reasons))} "
                                "(is sshd running?)") from None
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise ConnectError(f"{ep.name} ({ep.address}:{ep.port}): connection timed out "
                                f"after {s.connect_timeout:g}s") from exc
         except OSError as exc:
@@ -239,7 +240,7 @@ class Transport:
                 pass
         self._conns.clear()
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Transport:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -255,7 +256,7 @@ class Transport:
         t0 = time.monotonic()
         try:
             out, err, exited = _exec(conn, remote, stdin, limit + CHANNEL_GRACE)
-        except socket.timeout:
+        except TimeoutError:
             raise CommandFailed(ep.name, cmd.display, None, timed_out=True) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self._conns.pop(ep.name, None)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import Config, load_config
 from .errors import DeployerError
@@ -46,15 +46,16 @@ def config(env: str, inventory: str | None = None, overrides: dict | None = None
 
 def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None = None,
            output: str = "text", maintenance: bool | None = None, lock_wait: float = 0.0,
-           reason: str = "", verbose: bool = False) -> int:
+           reason: str = "", verbose: bool = False, force: bool = False) -> int:
     def go(rep: Reporter) -> int:
-        from .pipeline import Deploy, dry_run as plan
+        from .pipeline import Deploy
+        from .pipeline import dry_run as plan
 
         cfg = config(env, inventory)
         if dry_run:
             return plan(cfg, ref, rep)
         return Deploy(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait,
-                      reason=reason).run()
+                      reason=reason, force=force).run()
 
     return guarded(go, output, verbose)
 
@@ -121,5 +122,36 @@ def fleet_status() -> int:
             print(f"{r['name']:<8} {r['address']:<14} {','.join(r['roles']):<20} "
                   f"{'up' if r['alive'] else 'DEAD':<5} ssh {'ok' if r['ssh'] else 'NO'}")
         return 0 if all(r["alive"] and r["ssh"] for r in rows) else 4
+
+    return guarded(go)
+
+
+def maintenance_mode(env: str, on: bool, *, message: str = "Down for maintenance", retry: int = 60,
+                     ttl: float | None = None, inventory: str | None = None, output: str = "text") -> int:
+    from . import maintenance as M
+
+    return guarded(lambda rep: M.set_mode(config(env, inventory), rep, on=on, message=message,
+                                          retry=retry, ttl=ttl), output)
+
+
+def maintenance_run(env: str, *, promote: bool = False, force: bool = False, reason: str = "",
+                    inventory: str | None = None, output: str = "text") -> int:
+    from . import maintenance as M
+
+    return guarded(lambda rep: M.run_window(config(env, inventory), rep, promote=promote, force=force,
+                                            reason=reason), output)
+
+
+def cron(env: str, action: str, *, inventory: str | None = None) -> int:
+    from . import maintenance as M
+
+    def go(rep: Reporter) -> int:
+        cfg = config(env, inventory)
+        if action == "show":
+            from .cron import render_block
+
+            print(render_block(env, M.cron_block(cfg)), end="")
+            return 0
+        return (M.cron_install if action == "install" else M.cron_remove)(cfg, rep)
 
     return guarded(go)

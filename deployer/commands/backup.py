@@ -22,7 +22,7 @@ class Database:
     backup_dir: str
 
     @classmethod
-    def of(cls, cfg) -> "Database":
+    def of(cls, cfg) -> Database:
         return cls(cfg.name, cfg.os_user, cfg.bin_dir, cfg.socket_dir, cfg.port, cfg.backup_dir)
 
     def conn_args(self) -> str:

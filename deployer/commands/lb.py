@@ -35,7 +35,6 @@ def states(socket: str) -> Command:
 
 def parse_states(output: str, backend: str) -> dict[str, str]:
     """server name -> 'ready' | 'drain' | 'maint' (from `show servers state`)."""
-    admin = {0: "ready", 1: "maint", 2: "maint", 8: "drain", 16: "maint", 32: "maint"}
     result = {}
     for line in output.splitlines():
         parts = line.split()

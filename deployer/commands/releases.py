@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ def read_state(deploy_to: str) -> Command:
         f"echo hostname=$(hostname); "
         f"echo disk_kb=$(df -Pk {q(deploy_to)} 2>/dev/null | awk 'NR==2{{print $4}}' || df -Pk / | awk 'NR==2{{print $4}}'); "
         f"echo maintenance=$(test -e {q(p['shared_path'] + '/storage/maintenance.json')} && echo on || echo off); "
+        f"echo maintenance_json=$(head -c 2000 {q(p['shared_path'] + '/storage/maintenance.json')} 2>/dev/null | tr -d '\\n'); "
+        f"echo now=$(date +%s); "
         f"ls -1 {q(p['releases_path'])} 2>/dev/null | sed 's/^/release=/'; true"
     )
 
@@ -47,11 +50,14 @@ class HostState:
     hostname: str = ""
     disk_kb: int | None = None
     maintenance: bool = False
+    maintenance_info: dict | None = None  # the flag file: message, retry, expires_at
+    maintenance_expired: bool = False
 
 
 def parse_state(output: str) -> HostState:
     st = HostState()
     seen = False
+    now: int | None = None
     for line in output.splitlines():
         if line == STATE_MARK:
             seen = True
@@ -67,8 +73,19 @@ def parse_state(output: str) -> HostState:
             st.disk_kb = int(value)
         elif key == "maintenance":
             st.maintenance = value == "on"
+        elif key == "maintenance_json" and value:
+            try:
+                st.maintenance_info = json.loads(value)
+            except ValueError:
+                st.maintenance_info = {"unreadable": True}
+        elif key == "now" and value.isdigit():
+            now = int(value)
     if not seen:
         raise ValueError("host state: marker missing from output")
+    expires = (st.maintenance_info or {}).get("expires_at")
+    if st.maintenance and isinstance(expires, (int, float)) and now is not None and expires <= now:
+        st.maintenance = False  # expired: the app serves again (dead-man expiry)
+        st.maintenance_expired = True
     st.releases.sort()
     return st
 

@@ -76,7 +76,7 @@ class Load:
                 if version:
                     self.result.versions[version] = self.result.versions.get(version, 0) + 1
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for w in range(self.workers):
             t = threading.Thread(target=self._worker, args=(w / self.rate,), daemon=True)
             t.start()

@@ -42,7 +42,7 @@ class FleetSpec:
     hosts: tuple[FleetHost, ...] = field(default=())
 
     @classmethod
-    def of(cls, web: int) -> "FleetSpec":
+    def of(cls, web: int) -> FleetSpec:
         if not 1 <= web <= MAX_WEB:
             raise ValueError(f"--web {web}: expected 1..{MAX_WEB} web hosts")
         hosts = [FleetHost("lb1", LB_ADDRESS, ("lb",)), FleetHost("db1", DB_ADDRESS, ("db", "ledger"))]
@@ -192,6 +192,8 @@ def inventory(spec: FleetSpec, fleet_dir: Path, repo: Path) -> str:
         "  kind: haproxy",
         "  backend: web",
         "  socket: /srv/haproxy/admin.sock",
+        "schedules:",
+        '  - {name: maintenance, cron: "0 3 * * 0", command: maintenance.run}',
         "hosts:",
     ]
     for h in spec.hosts:

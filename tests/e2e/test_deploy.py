@@ -148,7 +148,7 @@ def test_lock_of_a_killed_deploy_is_reported_and_broken_only_with_force(fleet, c
     no_force = cli("unlock", "--env", "local", check=2)
     assert "needs --force" in no_force.stderr
     broken = cli("unlock", "--env", "local", "--force", check=0)
-    assert f"broke the lock held by" in broken.stdout and f"pid {victim.pid}" in broken.stdout
+    assert "broke the lock held by" in broken.stdout and f"pid {victim.pid}" in broken.stdout
     cli("deploy", "--env", "local", "--ref", "v2", check=0)  # converges
 
 

@@ -13,7 +13,6 @@ import pytest
 from deployer.errors import CommandFailed, ConnectError
 from deployer.fleet import spec as S
 from deployer.fleet.harness import Fleet
-from deployer.session import ssh_settings
 from deployer.shell import raw
 from deployer.transport import Endpoint, SSHSettings, Transport
 

@@ -25,11 +25,10 @@ import urllib.request
 from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
+import psycopg  # noqa: E402 - the fleet extra; a missing driver must fail, not skip
 import pytest
 
-psycopg = pytest.importorskip("psycopg")
-
-from deployer.fleet.demo_repo import VERSIONS, build_demo_repo
+from deployer.fleet.demo_repo import VERSIONS, build_demo_repo  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PY = sys.executable

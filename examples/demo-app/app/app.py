@@ -211,7 +211,7 @@ def read_body(environ):
         try:
             data = json.loads(text or "{}")
         except ValueError:
-            raise BadRequest("invalid JSON body")
+            raise BadRequest("invalid JSON body") from None
         if not isinstance(data, dict):
             raise BadRequest("JSON body must be an object")
         return data

@@ -1,0 +1,198 @@
+"""Maintenance mode, windows, the scheduled job and cron, on the fleet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import croniter
+import pytest
+
+from deployer import cron as CR
+from deployer.fleet.load import Load
+
+from .conftest import ROOT, health, psql, serving
+from .test_rollout import _last_run, _on_v2, variant
+
+
+def _lb_status(fleet) -> int:
+    try:
+        with urllib.request.urlopen(f"http://{fleet.spec.host('lb1').address}/", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _wait(pred, timeout: float, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def test_deploy_without_breaking_migrations_never_enters_maintenance(fleet, cli, consistent):
+    _on_v2(fleet, cli)
+    load = Load(f"http://{fleet.spec.host('lb1').address}/", rate=50, seconds=90).start()
+    try:
+        cli("deploy", "--env", "local", "--ref", "v2", check=0)
+    finally:
+        result = load.stop()
+    assert result.failed == 0 and not [f for f in result.failures if "503" in f]
+    stages = [e for e in _last_run(fleet) if e["type"] == "stage" and e["stage"] == "maintenance"]
+    assert stages[0]["detail"] == "not needed"
+
+
+def test_deploy_with_a_breaking_migration_enters_maintenance_and_leaves_it(fleet, cli, consistent):
+    _on_v2(fleet, cli)
+    seen = []
+    proc = cli.popen("deploy", "--env", "local", "--ref", "v3")
+    while proc.poll() is None:
+        seen.append(_lb_status(fleet))
+        time.sleep(0.1)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert 503 in seen  # users saw the maintenance page while the schema changed
+    _wait(lambda: _lb_status(fleet) == 200, 10, 0.1)
+    assert psql(fleet, "select max(version) from schema_migrations") == "3"
+    for h in fleet.spec.web_hosts:
+        assert fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json",
+                        check=False).returncode == 1
+    stages = [e for e in _last_run(fleet) if e["type"] == "stage" and e["stage"] == "maintenance"]
+    assert stages[0]["detail"] == "on"
+    # back to v2's schema for the next tests: v3's down migration, through a rollback
+    cli("rollback", "--env", "local", "--to", "v2", "--restore-db", check=0)
+
+
+def test_crashed_deploy_in_maintenance_lets_the_site_serve_after_the_expiry(fleet, cli, tmp_path, consistent):
+    _on_v2(fleet, cli)
+    inv = variant(fleet, tmp_path, "\nmaintenance_ttl: 6\n")
+    proc = cli.popen("deploy", "--env", "local", "--ref", "v3", "--inventory", inv)
+    try:
+        _wait(lambda: fleet.sh("web1", "test -e /srv/app/shared/storage/maintenance.json",
+                               check=False).returncode == 0, 60, 0.01)
+        proc.send_signal(signal.SIGSTOP)  # the orchestrator is frozen: no cleanup will run
+        assert _lb_status(fleet) == 503
+        t0 = time.monotonic()
+        _wait(lambda: _lb_status(fleet) == 200, 30, 0.2)
+        assert time.monotonic() - t0 < 15
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    status = cli("status", "--env", "local", "--inventory", inv)
+    assert "expired flag" in status.stdout or "off" in status.stdout
+    cli("unlock", "--env", "local", "--force", "--inventory", inv, check=0)
+    # converge: whatever the killed run left, a new deploy of v2 brings one release back
+    cli("deploy", "--env", "local", "--ref", "v2", check=0)
+
+
+def test_deploy_outside_every_window_is_refused_with_the_next_start(fleet, cli, tmp_path, consistent):
+    now = dt.datetime.now(dt.UTC)
+    start = (now + dt.timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    inv = variant(fleet, tmp_path, f"""
+windows:
+  - {{name: later, cron: "0 {start.hour} * * *", duration: 30m, timezone: UTC}}
+""")
+    before = serving(fleet)
+    proc = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", inv, check=3)
+    assert f"local: outside every deploy window; next window 'later' starts {start.isoformat()}" \
+        in proc.stderr
+    assert serving(fleet) == before
+    missing = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", inv, "--force", check=2)
+    assert "--reason is required" in missing.stderr
+    cli("deploy", "--env", "local", "--ref", "v2", "--inventory", inv, "--force", "--reason",
+        "hotfix INC-42", check=0)
+    start_event = [e for e in _last_run(fleet) if e["type"] == "deploy.start"][0]
+    assert "hotfix INC-42" in start_event["forced"]
+
+
+def test_scheduled_maintenance_backs_up_applies_retention_and_keeps_what_a_snapshot_needs(fleet, cli, consistent):
+    _on_v2(fleet, cli)
+    needed = [e for e in _last_run(fleet) if e["type"] == "backup"][-1]["path"].rsplit("/", 1)[1]
+    # two years of nightly backups, already on the db host (tiny files, real names)
+    now = dt.datetime.now(dt.UTC)
+    names = [f"local-nightly-{(now - dt.timedelta(days=d)).strftime('%Y%m%dT020000Z')}.dump"
+             for d in range(1, 731)]
+    fleet.sh("db1", "cd /srv/backups && touch " + " ".join(names))
+    proc = cli("maintenance", "run", "--env", "local", check=0)
+    assert "scheduled maintenance done" in proc.stdout
+    left = set(fleet.sh("db1", "ls /srv/backups").stdout.split())
+    assert needed in left
+    nightly = sorted(n for n in left if "-nightly-" in n)
+    kept_fake = [n for n in nightly if n in set(names)]
+    # GFS: 7 + 16 daily + 8 weekly + 4 monthly + 2 yearly at most, from the fake ones
+    assert 20 <= len(kept_fake) <= 7 + 16 + 8 + 4 + 2
+    assert names[0] in left and names[-1] not in left
+    ledger = [e for e in _ledger_all(fleet) if e["type"] == "retention"][-1]
+    assert needed in ledger["protected"]
+
+
+def _ledger_all(fleet):
+    text = fleet.sh("db1", "cat /srv/app/.deployer/ledger.jsonl").stdout
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_maintenance_by_hand_on_and_off(fleet, cli, consistent):
+    _on_v2(fleet, cli)
+    cli("maintenance", "on", "--env", "local", "--message", "Back at 3", "--retry", "120", check=0)
+    try:
+        h = fleet.spec.web_hosts[0]
+        req = urllib.request.Request(f"http://{h.address}:8000/")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 503 and err.value.headers["Retry-After"] == "120"
+        assert json.loads(err.value.read())["message"] == "Back at 3"
+        assert "ON (no expiry)" in cli("status", "--env", "local").stdout
+    finally:
+        cli("maintenance", "off", "--env", "local", check=0)
+    assert health(fleet.spec.web_hosts[0].address)["status"] == "ok"
+
+
+CRON_ENV = {"SHELL": "/bin/sh", "PATH": "/usr/bin:/bin", "HOME": "/root", "LOGNAME": "root"}
+
+
+def test_every_cron_line_is_valid_and_runs_under_crons_bare_environment(fleet, cli, tmp_path, consistent):
+    shown = cli("cron", "show", "--env", "local", check=0).stdout
+    jobs = [line for line in shown.splitlines() if line and not line.startswith(("#", "PATH=", "SHELL="))]
+    assert jobs
+    for line in jobs:
+        expr = " ".join(line.split()[:5])
+        assert croniter.croniter.is_valid(expr), line
+        command = line.split(None, 5)[5].replace("\\%", "%")
+        log = command.rsplit(">>", 1)[1].split()[0]
+        proc = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in CRON_ENV.items()], "/bin/sh", "-c",
+                               command], cwd="/", capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (line, Path(log).read_text()[-2000:] if Path(log).exists() else "")
+
+
+def test_real_cron_daemon_runs_an_installed_schedule(fleet, tmp_path, consistent):
+    if not shutil.which("cron"):
+        pytest.fail("Debian's cron is not installed (./bootstrap installs it)")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = CR.cron_lines("local", [CR.Schedule("probe", "* * * * *", "status")], project_dir=ROOT,
+                          inv_path=ROOT / ".venv" / "bin" / "inv", log_dir=logs, lock_dir=tmp_path)
+    old = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    existing = old.stdout if old.returncode == 0 else ""
+    subprocess.run(["crontab", "-"], input=CR.install_block(existing, "local", lines), text=True, check=True)
+    daemon = subprocess.Popen(["cron", "-f", "-L", "15"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = logs / "deployer-local-probe.log"
+        _wait(lambda: log.exists() and "what each host serves" in log.read_text(), 130, 1)
+        assert "web1" in log.read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=10)
+        if existing:
+            subprocess.run(["crontab", "-"], input=existing, text=True, check=True)
+        else:
+            subprocess.run(["crontab", "-r"], capture_output=True)
+    assert os.path.exists(logs / "deployer-local-probe.log")
