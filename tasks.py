@@ -58,6 +58,18 @@ def releases(c, env, inventory=None, output="text"):
     _exit(verbs.releases(env, inventory=inventory, output=output))
 
 
+@task(help={"app-env": "the APP_ENV value the app's .env must have (default production)"})
+def preflight(c, env, app_env="production", inventory=None, output="text"):
+    """The go-live checklist as checks, with a pass/fail table (exit 3 on a failure)."""
+    _exit(verbs.preflight(env, inventory=inventory, output=output, expect_app_env=app_env))
+
+
+@task(help={"release": "release id, prefix or ref (default: the newest)", "out": "file to write"})
+def report(c, env, release=None, out=None, inventory=None):
+    """Write a self-contained HTML report of a deploy (timeline, gate samples, outcome)."""
+    _exit(verbs.report(env, release=release, out=out, inventory=inventory))
+
+
 @task
 def status(c, env, inventory=None, output="text"):
     """What each host serves, the lock, in-flight deploys, maintenance state."""
@@ -148,5 +160,5 @@ fleet.add_task(fleet_up)
 fleet.add_task(fleet_down)
 fleet.add_task(fleet_status)
 
-ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, demo, fleet, maintenance,
-                cron)
+ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, preflight, report, demo,
+                fleet, maintenance, cron)

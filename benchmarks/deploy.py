@@ -40,6 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     fleet = Fleet()
     rows = []
+    print(f"{'web hosts':>9} {'deploy s':>9} {'cpu s':>6} {'conns/host':>10} {'rollback s':>10} "
+          f"{'auto-rollback s':>15}", flush=True)
     try:
         for n in [int(x) for x in args.sizes.split(",")]:
             fleet.up(n, log=lambda *_: None)
@@ -76,14 +78,11 @@ def main() -> None:
 
             auto = ts(back_at) - ts(failed_at)
             rows.append((n, wall, cpus, per_host, rb_wall, auto))
+            print(f"{n:>9} {wall:>9.1f} {cpus:>6.2f} {','.join(map(str, per_host)):>10} {rb_wall:>10.1f} "
+                  f"{auto:>15.1f}", flush=True)
             fleet.down(quiet=True)
     finally:
         fleet.down(quiet=True)
-    print(f"{'web hosts':>9} {'deploy s':>9} {'cpu s':>6} {'conns/host':>10} {'rollback s':>10} "
-          f"{'auto-rollback s':>15}")
-    for n, wall, cpus, per_host, rb, auto in rows:
-        print(f"{n:>9} {wall:>9.1f} {cpus:>6.2f} {','.join(map(str, per_host)):>10} {rb:>10.1f} "
-              f"{auto:>15.1f}")
 
 
 if __name__ == "__main__":

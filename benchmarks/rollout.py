@@ -67,13 +67,14 @@ def main() -> None:
                 run = [json.loads(line) for line in text.splitlines() if d.s.run_id in line]
                 failed = next(e["at"] for e in run if e["type"] == "stage" and e["state"] == "failed")
                 last = [e["at"] for e in run if e["type"] == "switch" and e.get("rollback")][-1]
-                back = f"{ts(last) - ts(failed):.2f}"
+                done = next(e["at"] for e in run if e["type"] == "rollback.end")
+                back = f"{ts(last) - ts(failed):.2f} / {ts(done) - ts(failed):.2f}"
             rows.append((phase, result.sent, result.failed, result.p95_ms, back))
     finally:
         fleet.down(quiet=True)
-    print(f"{'phase':<34} {'sent':>6} {'failed':>6} {'p95 ms':>7} {'gate fail -> last host back s':>30}")
+    print(f"{'phase':<34} {'sent':>6} {'failed':>6} {'p95 ms':>7} {'gate fail -> last host back / healthy s':>40}")
     for phase, sent, failed, p95, back in rows:
-        print(f"{phase:<34} {sent:>6} {failed:>6} {p95:>7.1f} {back:>30}")
+        print(f"{phase:<34} {sent:>6} {failed:>6} {p95:>7.1f} {back:>40}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,27 @@ def releases(env, inventory, output):
 
 @cli.command()
 @ENV
+@click.option("--app-env", default="production", show_default=True,
+              help="the APP_ENV value the app's .env must have")
+@INVENTORY
+@OUTPUT
+def preflight(env, app_env, inventory, output):
+    """The go-live checklist as checks, with a pass/fail table (exit 3 on a failure)."""
+    sys.exit(verbs.preflight(env, inventory=inventory, output=output, expect_app_env=app_env))
+
+
+@cli.command()
+@ENV
+@click.option("--release", default=None, help="release id, prefix or ref (default: the newest)")
+@click.option("--out", default=None, help="file to write (default: reports/<env>-<release>.html)")
+@INVENTORY
+def report(env, release, out, inventory):
+    """Write a self-contained HTML report of a deploy: timeline, gate samples, outcome."""
+    sys.exit(verbs.report(env, release=release, out=out, inventory=inventory))
+
+
+@cli.command()
+@ENV
 @INVENTORY
 @OUTPUT
 def status(env, inventory, output):

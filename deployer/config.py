@@ -627,6 +627,7 @@ class Inventory(_Model):
     waves: Annotated[list[Wave], Field(min_length=1)] = ["100%"]
     rollout: list[RolloutWave] | None = None
     max_unavailable: Wave = "34%"
+    notify: dict[str, Any] | None = None  # slack / webhook / email; secrets from env vars only
     gate: Gate = Gate()
     lock_timeout: Annotated[Float, Field(ge=0)] = 0.0
     vars: Vars = {}
@@ -698,6 +699,7 @@ class Config:
     rollout: list[RolloutWave] = field(default_factory=list)
     max_unavailable: int | str = "34%"
     gate: Gate = field(default_factory=Gate)
+    notify: dict | None = None
 
     @property
     def shared_path(self) -> str:
@@ -1100,6 +1102,13 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
     assert playbook is not None  # a valid inventory names an existing playbook
 
     errors = _cross_check(settings, playbook, layers)
+    if settings.notify:
+        from .notify import NotifyConfigError, notifiers_from_config
+
+        try:
+            notifiers_from_config(settings.notify, environ)
+        except NotifyConfigError as exc:
+            errors.append(f"{_label(inv_path, root)}: {exc}")
     if errors:
         raise ConfigError("\n".join(errors))
     hosts = [
@@ -1118,7 +1127,7 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         schedules=[s.to_schedule() for s in settings.schedules],
         retention=settings.retention.to_policy(), maintenance_ttl=settings.maintenance_ttl,
         rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
-        gate=settings.gate,
+        gate=settings.gate, notify=settings.notify,
     )
 
 

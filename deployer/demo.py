@@ -22,12 +22,13 @@ def _through_lb(fleet: Fleet, n: int = 9) -> dict[str, str]:
 def run_demo(keep: bool = False) -> int:
     fleet = Fleet()
     fleet.up(3)
-    inv = str(fleet.inventory_path)
+    inv = None  # hosts/local.yaml: the committed inventory of this 3-web-host fleet
     ok = True
     try:
         steps = [("v1", 0, "the first release"),
                  ("v2", 0, "adds a table and a column (online-safe migration)"),
-                 ("bad-health", 1, "health answers 500: the gate fails, the fleet rolls back by itself")]
+                 ("bad-health", 1, "health answers 500: the canary's gate fails, it rolls back by itself"),
+                 ("bad-canary", 1, "150 ms slower than v2: the canary analysis catches it")]
         for ref, expected, what in steps:
             print(f"\n=== deploy {ref}: {what}")
             rc = verbs.deploy("local", ref, inventory=inv)

@@ -130,3 +130,69 @@ def unlock(cfg: Config, reporter: Reporter, force: bool) -> int:
 
 
 __all__ = ["status", "releases", "unlock", "NeedsHuman"]
+
+
+def preflight(cfg: Config, reporter: Reporter, *, expect_app_env: str | None = "production") -> int:
+    """The go-live checklist as checks on the fleet: a PASS/FAIL table and exit 0 or 3."""
+    from . import preflight as PF
+
+    checks = PF.checks_for(cfg, expect_app_env=expect_app_env)
+    by_name = {h.name: h for h in cfg.hosts}
+    results = []
+    s = Session(cfg, reporter)
+    try:
+        for check in checks:
+            if check.local:
+                results += check.run_local()
+                continue
+            hosts = [by_name[n] for n in check.hosts if n in by_name]
+
+            def one(h, check=check):
+                try:
+                    out = s.run(h, check.command, check=False, timeout=60)
+                except Exception as exc:  # noqa: BLE001 - an unreachable host is a failed check
+                    return check.error(h.name, str(exc))
+                return check.result(h.name, out.stdout, out.exited)
+
+            group = s.each(hosts, one)
+            results += [group.results[h.name] for h in hosts if h.name in group.results]
+    finally:
+        s.close()
+    _rows_table(f"{cfg.env}: preflight", ["host", "check", "result", "detail"], PF.table(results),
+                reporter)
+    code = PF.exit_code(results)
+    failed = [r for r in results if r.status == "FAIL"]
+    reporter.event("notice", message=f"preflight: {len(results) - len(failed)} passed, {len(failed)} failed")
+    if code:
+        from .errors import Refused
+
+        raise Refused("preflight failed: " + "; ".join(f"{r.host} {r.check}: {r.detail}" for r in failed))
+    return 0
+
+
+def report(cfg: Config, reporter: Reporter, *, release: str | None = None, out: str | None = None) -> int:
+    """Write the self-contained HTML report of a deploy (default: the newest)."""
+    from pathlib import Path
+
+    from . import report as RP
+
+    s = Session(cfg, reporter)
+    try:
+        history = s.ledger.history()
+    finally:
+        s.close()
+    if release:
+        rec = history.resolve(release)
+        if rec is None:
+            raise ConfigError(f"--release {release!r}: no such release in the ledger")
+        release = rec.release
+    elif history.order:
+        release = history.order[-1]
+    else:
+        raise ConfigError(f"{cfg.env}: the ledger has no deploy to report on")
+    html = RP.render(history.events, env=cfg.env, release=release)
+    path = Path(out) if out else cfg.root / "reports" / f"{cfg.env}-{release}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    reporter.event("notice", message=f"report: {path}")
+    return 0

@@ -57,5 +57,47 @@ class JsonReporter(Reporter):
                                default=str, sort_keys=True))
 
 
-def reporter_for(output: str, verbose: bool = False) -> Reporter:
-    return JsonReporter() if output == "json" else TextReporter(verbose=verbose)
+class Recorder(Reporter):
+    """Forwards every event to the user's reporter, keeps them (for the CI step summary), and
+    sends notifications on start, success, failure, rollback and pause. A failing notifier is
+    reported as a notice; it never changes the outcome."""
+
+    def __init__(self, inner: Reporter):
+        super().__init__(inner.stream)
+        self.inner = inner
+        self.events: list[dict] = []
+        self.notifiers: list = []
+        self.context: dict = {"env": "", "ref": "", "release": ""}
+        self._rolled_back_notified = False
+
+    def event(self, kind: str, **fields) -> None:
+        self.inner.event(kind, **fields)
+        self.events.append({"schema": EVENT_SCHEMA, "event": kind, "at": now_iso(), **fields})
+        if kind == "run" and fields.get("message", "").startswith("deploying"):
+            self._notify("start", fields["message"])
+        elif kind == "rollback" and not self._rolled_back_notified:
+            self._rolled_back_notified = True
+            self._notify("rollback", fields.get("message", ""))
+        elif kind == "outcome":
+            self.context["release"] = fields.get("release", "")
+            event = {"success": "success", "paused": "pause"}.get(fields.get("outcome"))
+            if event:
+                self._notify(event, fields.get("message", ""))
+
+    def failed(self, exit_code: int, message: str) -> None:
+        if exit_code in (1, 4, 130):
+            self._notify("failure", f"exit {exit_code}: {message}")
+
+    def _notify(self, event: str, text: str) -> None:
+        if not self.notifiers:
+            return
+        from .notify import Message, notify_all
+
+        msg = Message(event=event, env=self.context["env"], release=self.context.get("release", ""),
+                      ref=self.context.get("ref", ""), text=text)
+        for name, error in notify_all(self.notifiers, msg, timeout=15):
+            self.inner.event("notice", message=f"notification via {name} failed: {error}")
+
+
+def reporter_for(output: str, verbose: bool = False) -> Recorder:
+    return Recorder(JsonReporter() if output == "json" else TextReporter(verbose=verbose))

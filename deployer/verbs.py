@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -22,22 +23,45 @@ def _sigterm_as_interrupt() -> None:
         pass
 
 
-def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool = False) -> int:
-    """Run a verb; turn errors into their exit code and a message on stderr (never a traceback)."""
+def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool = False,
+            command: str = "") -> int:
+    """Run a verb; turn errors into their exit code and a message on stderr (never a traceback).
+    On GitHub Actions ($GITHUB_STEP_SUMMARY), the run's summary is appended to the job's page."""
     reporter = reporter_for(output, verbose)
     _sigterm_as_interrupt()
+    code = 0
     try:
-        return fn(reporter)
+        code = fn(reporter)
+        return code
     except DeployerError as exc:
+        code = exc.exit_code
         if output == "json":
             reporter.event("error", exit_code=exc.exit_code, message=exc.message, hint=exc.hint)
+        else:
+            reporter.events.append({"event": "error", "exit_code": exc.exit_code,
+                                    "message": exc.message, "hint": exc.hint})
+        reporter.failed(exc.exit_code, exc.message)
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        code = 130
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if command and os.environ.get("GITHUB_STEP_SUMMARY"):
+            from .summary import markdown, write_step_summary
+
+            write_step_summary(markdown(reporter.events, env=reporter.context.get("env", ""),
+                                        command=command, exit_code=code))
+
+
+def with_notifiers(rep: Reporter, cfg: Config, ref: str = "") -> None:
+    from .notify import notifiers_from_config
+
+    rep.context.update(env=cfg.env, ref=ref)
+    rep.notifiers = notifiers_from_config(cfg.notify, os.environ)
 
 
 def config(env: str, inventory: str | None = None, overrides: dict | None = None) -> Config:
@@ -52,12 +76,13 @@ def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None =
         from .pipeline import dry_run as plan
 
         cfg = config(env, inventory)
+        with_notifiers(rep, cfg, ref)
         if dry_run:
             return plan(cfg, ref, rep)
         return Deploy(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait,
                       reason=reason, force=force).run()
 
-    return guarded(go, output, verbose)
+    return guarded(go, output, verbose, command="deploy")
 
 
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
@@ -65,19 +90,38 @@ def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_
     def go(rep: Reporter) -> int:
         from .restore import Rollback
 
-        return Rollback(config(env, inventory), rep, to=to, restore_db=restore_db, keep_db=keep_db,
+        cfg = config(env, inventory)
+        with_notifiers(rep, cfg, to or "")
+        return Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
                         lock_wait=lock_wait).run()
 
-    return guarded(go, output)
+    return guarded(go, output, command="rollback")
 
 
 def resume(env: str, action: str, *, inventory: str | None = None, output: str = "text") -> int:
     def go(rep: Reporter) -> int:
         from .resume import Resume
 
-        return Resume(config(env, inventory), rep, action).run()
+        cfg = config(env, inventory)
+        with_notifiers(rep, cfg)
+        return Resume(cfg, rep, action).run()
 
-    return guarded(go, output)
+    return guarded(go, output, command=action)
+
+
+def preflight(env: str, *, inventory: str | None = None, output: str = "text",
+              expect_app_env: str | None = "production") -> int:
+    from . import inspect
+
+    return guarded(lambda rep: inspect.preflight(config(env, inventory), rep,
+                                                 expect_app_env=expect_app_env), output)
+
+
+def report(env: str, *, release: str | None = None, out: str | None = None,
+           inventory: str | None = None) -> int:
+    from . import inspect
+
+    return guarded(lambda rep: inspect.report(config(env, inventory), rep, release=release, out=out))
 
 
 def status(env: str, *, inventory: str | None = None, output: str = "text") -> int:

@@ -280,7 +280,7 @@ class Fleet:
                 "  FRESH=1",
                 "fi",
                 f"runuser -u postgres -- {pg}/pg_ctl -D /srv/pg/data -l /srv/pg/postgres.log -w "
-                f"-o \"-c listen_addresses={host.address} -k /srv/pg/run -c fsync=off\" start >/dev/null",
+                f"-o \"-c listen_addresses={host.address} -k /srv/pg/run -c fsync=off -c max_connections=600\" start >/dev/null",
                 'if [ -n "${FRESH:-}" ]; then',
                 f"  printf \"CREATE ROLE {S.DB_USER} LOGIN PASSWORD '%s';\" \"$(cat {d}/pgpass)\" | "
                 f"runuser -u postgres -- {pg}/psql -q -h /srv/pg/run -U postgres",

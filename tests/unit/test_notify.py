@@ -1,17 +1,14 @@
 """Notifications against real local receivers: an HTTP server and a tiny SMTP server."""
 
-import base64
 import email
 import email.policy
 import json
 import socket
-import socketserver
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from deployer.fleet.receivers import dead_port, start_http, start_smtp, stop
 from deployer.notify import (
     Email,
     JsonWebhook,
@@ -31,105 +28,18 @@ TOKEN = "T0KEN-b7f3c1d9e2a4"
 # ------------------------------------------------------------------ receivers
 
 
-class _Http(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.received.append({"path": self.path, "headers": dict(self.headers),
-                                     "body": body})
-        status = 500 if "fail" in self.path else 200
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def http_receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Http)
-    server.received = []
-    th = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    th.start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class _Smtp(socketserver.StreamRequestHandler):
-    """Enough SMTP for smtplib: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT."""
-
-    def reply(self, line: str) -> None:
-        self.wfile.write(line.encode() + b"\r\n")
-
-    def handle(self):
-        mail = {"from": None, "to": [], "data": None, "auth": None}
-        self.reply("220 localhost test SMTP")
-        while True:
-            raw = self.rfile.readline()
-            if not raw:
-                return
-            line = raw.decode().rstrip("\r\n")
-            verb = line.split(" ", 1)[0].upper()
-            if verb == "EHLO":
-                self.reply("250-localhost")
-                self.reply("250-AUTH PLAIN")
-                self.reply("250 8BITMIME")
-            elif verb == "HELO":
-                self.reply("250 localhost")
-            elif verb == "AUTH":
-                mail["auth"] = base64.b64decode(line.split()[2]).decode()
-                self.reply("235 2.7.0 Authentication successful")
-            elif verb == "MAIL":
-                mail["from"] = line[10:].split()[0].strip("<>")
-                self.reply("250 OK")
-            elif verb == "RCPT":
-                mail["to"].append(line[8:].strip().strip("<>"))
-                self.reply("250 OK")
-            elif verb == "DATA":
-                self.reply("354 End data with <CR><LF>.<CR><LF>")
-                lines = []
-                while True:
-                    data_line = self.rfile.readline()
-                    if data_line in (b".\r\n", b""):
-                        break
-                    lines.append(data_line[1:] if data_line.startswith(b"..") else data_line)
-                mail["data"] = b"".join(lines)
-                self.server.received.append(dict(mail))
-                self.reply("250 OK queued")
-            elif verb in ("RSET", "NOOP"):
-                self.reply("250 OK")
-            elif verb == "QUIT":
-                self.reply("221 Bye")
-                return
-            else:
-                self.reply("502 not implemented")
-
-
-class _SmtpServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+    server, url = start_http()
+    yield server, url
+    stop(server)
 
 
 @pytest.fixture
 def smtp_receiver():
-    server = _SmtpServer(("127.0.0.1", 0), _Smtp)
-    server.received = []
-    th = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    th.start()
-    yield server, server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def dead_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    server, port = start_smtp()
+    yield server, port
+    stop(server)
 
 
 def message(**kw) -> Message:
