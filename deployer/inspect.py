@@ -76,12 +76,16 @@ def status(cfg: Config, reporter: Reporter) -> int:
         else:
             lines.append(f"ABANDONED {run['kind']} {run_id} of {run.get('release')} (no end recorded, "
                          f"lock not held): last stage {where}; check hosts above")
-    if len(served) > 1:
+    paused = bool(held and held.paused)
+    if len(served) > 1 and paused:
+        lines.append("hosts serve two releases: a rollout is paused between waves "
+                     f"(`inv promote --env {cfg.env}` or `inv abort --env {cfg.env}`)")
+    elif len(served) > 1:
         lines.append(f"WARNING: hosts disagree ({', '.join(sorted(str(r) for r in served))}): "
                      f"run `inv rollback --env {cfg.env}` or redeploy to converge")
     for line in lines:
         reporter.event("notice", message=line)
-    if states.failures or len(served) > 1:
+    if states.failures or (len(served) > 1 and not paused):
         return 4
     return 0
 

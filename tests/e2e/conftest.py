@@ -57,7 +57,9 @@ class CLI:
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "deployer.cli", *args, "--inventory", self.inventory]
+        argv = [sys.executable, "-m", "deployer.cli", *args]
+        if "--inventory" not in args:
+            argv += ["--inventory", self.inventory]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
