@@ -15,7 +15,7 @@ from .session import Session
 def _rows_table(title: str, columns: list[str], rows: list[list[str]], reporter: Reporter) -> None:
     from .output import JsonReporter
 
-    if isinstance(reporter, JsonReporter):
+    if isinstance(getattr(reporter, "inner", reporter), JsonReporter):
         for row in rows:
             reporter.event("row", table=title, **dict(zip(columns, row, strict=False)))
         return

@@ -89,6 +89,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
     maintenance tasks, optionally promote a paused rollout, the gate; ledger and notices."""
     forced = check_window(cfg, force=force, reason=reason, now=now)
     d, DeployState = _deploy_like(cfg, rep, "scheduled maintenance")
+    rep.event("run", message=f"scheduled maintenance of {cfg.env}" + (f" ({forced})" if forced else ""))
     s = d.s
     try:
         s.acquire_lock(0)

@@ -73,8 +73,8 @@ class Recorder(Reporter):
     def event(self, kind: str, **fields) -> None:
         self.inner.event(kind, **fields)
         self.events.append({"schema": EVENT_SCHEMA, "event": kind, "at": now_iso(), **fields})
-        if kind == "run" and fields.get("message", "").startswith("deploying"):
-            self._notify("start", fields["message"])
+        if kind == "run":
+            self._notify("start", fields.get("message", ""))
         elif kind == "rollback" and not self._rolled_back_notified:
             self._rolled_back_notified = True
             self._notify("rollback", fields.get("message", ""))

@@ -234,7 +234,7 @@ class Rollback:
             if backup:
                 d.maintenance(st, on=True, message="Restoring, back shortly")
                 db = B.Database.of(cfg.database)
-                safety = B.backup_path(db, cfg.env, s.run_id, kind="prerollback")
+                safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
                 s.run(cfg.db_host, B.dump(db, safety), timeout=cfg.ssh.command_timeout)
                 s.run(cfg.db_host, B.restore(db, backup["path"]), timeout=cfg.ssh.command_timeout)
                 s.ledger.append({"type": "db.restore", "run": s.run_id, "path": backup["path"],

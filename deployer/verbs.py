@@ -182,8 +182,12 @@ def maintenance_run(env: str, *, promote: bool = False, force: bool = False, rea
                     inventory: str | None = None, output: str = "text") -> int:
     from . import maintenance as M
 
-    return guarded(lambda rep: M.run_window(config(env, inventory), rep, promote=promote, force=force,
-                                            reason=reason), output)
+    def go(rep: Reporter) -> int:
+        cfg = config(env, inventory)
+        with_notifiers(rep, cfg)
+        return M.run_window(cfg, rep, promote=promote, force=force, reason=reason)
+
+    return guarded(go, output, command="maintenance.run")
 
 
 def cron(env: str, action: str, *, inventory: str | None = None) -> int:

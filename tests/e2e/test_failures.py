@@ -1,0 +1,61 @@
+"""Failure paths: an unreachable host, Ctrl-C mid-deploy, a changed host key, bad config."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from .conftest import serving
+from .test_rollout import _ledger, _on_v2
+
+
+def test_unreachable_host_refuses_the_deploy_before_any_change(fleet, cli, consistent):
+    _on_v2(fleet, cli)
+    before, n = serving(fleet), len(_ledger(fleet))
+    fleet.cut("web3")
+    try:
+        proc = cli("deploy", "--env", "local", "--ref", "v1", check=3)
+    finally:
+        fleet.reconnect("web3")
+    assert "preflight: hosts not reachable or not trusted" in proc.stderr and "web3" in proc.stderr
+    assert serving(fleet) == before and len(_ledger(fleet)) == n
+
+
+def test_changed_host_key_refuses_the_deploy(fleet, cli, consistent):
+    _on_v2(fleet, cli)
+    before = serving(fleet)
+    fleet.rekey("web2")
+    try:
+        proc = cli("deploy", "--env", "local", "--ref", "v1", check=3)
+        assert "web2 (10.77.0.102): host key CHANGED" in proc.stderr
+        assert serving(fleet) == before
+    finally:
+        fleet.trust()
+
+
+def test_ctrl_c_mid_deploy_rolls_back_releases_the_lock_and_exits_130(fleet, cli, consistent):
+    old = _on_v2(fleet, cli)
+    proc = cli.popen("deploy", "--env", "local", "--ref", "v1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = fleet.sh("db1", "tail -n 3 /srv/app/.deployer/ledger.jsonl").stdout
+        if '"stage":"pull"' in text or '"stage":"switch"' in text:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert set(serving(fleet).values()) == {old}
+    assert fleet.sh("db1", "test -d /srv/app/.deployer/lock", check=False).returncode == 1
+    last = json.loads(fleet.sh("db1", "tail -n 1 /srv/app/.deployer/ledger.jsonl").stdout)
+    assert last["type"] == "deploy.end" and last["outcome"] == "interrupted"
+
+
+def test_bad_inventory_is_refused_with_file_key_and_problem_and_touches_nothing(fleet, cli, tmp_path, consistent):
+    before = serving(fleet)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(fleet.inventory_path.read_text().replace("roles: [web, worker]", "roles: web", 1))
+    proc = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", str(bad), check=2)
+    assert "hosts[3].roles: expected a list" in proc.stderr
+    assert serving(fleet) == before
