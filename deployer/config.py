@@ -234,6 +234,8 @@ class Maintenance(_Model):
     when: Literal["auto", "always", "never"] = "auto"
     on: list[StepIn] = []
     off: list[StepIn] = []
+    #: the file whose presence means "in maintenance", relative to shared/ (status reads it)
+    flag: RelPath | None = None
 
     @model_validator(mode="after")
     def _needs_off(self) -> Maintenance:
@@ -729,6 +731,11 @@ class Config:
             f"{_label(self.inventory_path, self.root)}: no host named {name!r} "
             f"(hosts: {', '.join(h.name for h in self.hosts)})"
         )
+
+    @property
+    def app_hosts(self) -> list[Host]:
+        """Hosts that run the app's code: role web or worker."""
+        return [h for h in self.hosts if h.has("web") or h.has("worker")]
 
     @property
     def web_hosts(self) -> list[Host]:

@@ -33,7 +33,7 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]], reporter:
 def status(cfg: Config, reporter: Reporter) -> int:
     s = Session(cfg, reporter)
     try:
-        app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+        app_hosts = cfg.app_hosts
         states = s.host_states(app_hosts)
         history = s.ledger.history()
         lock_out = s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout
@@ -93,7 +93,7 @@ def status(cfg: Config, reporter: Reporter) -> int:
 def releases(cfg: Config, reporter: Reporter) -> int:
     s = Session(cfg, reporter)
     try:
-        app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+        app_hosts = cfg.app_hosts
         states = s.host_states(app_hosts)
         history: History = s.ledger.history()
     finally:

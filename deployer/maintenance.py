@@ -47,12 +47,7 @@ def _deploy_like(cfg: Config, rep: Reporter, reason: str):
     from .pipeline import Deploy, DeployState
     from .session import Session
 
-    d = Deploy.__new__(Deploy)
-    d.cfg, d.rep, d.force_maintenance, d.lock_wait = cfg, rep, None, 0.0
-    d.s = Session(cfg, rep, reason=reason)
-    d.app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
-    d.t0 = time.monotonic()
-    return d, DeployState
+    return Deploy.helpers(cfg, rep, Session(cfg, rep, reason=reason)), DeployState
 
 
 def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for maintenance",

@@ -30,25 +30,43 @@ class Reporter:
 
 
 class TextReporter(Reporter):
+    """A quiet, line-per-transition view for humans (colours on a terminal, via rich): stages
+    as they start, waves and their hosts, gate verdicts, the failing host's stderr tail."""
+
     def __init__(self, stream=None, verbose: bool = False):
         super().__init__(stream)
         self.verbose = verbose
+        from rich.console import Console
+
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+
+    def _say(self, markup: str) -> None:
+        with self._lock:
+            self.console.print(markup)
 
     def event(self, kind: str, **f) -> None:
-        t = f"{time.monotonic() - self.t0:6.1f}s"
+        from rich.markup import escape
+
+        t = f"[dim]{time.monotonic() - self.t0:6.1f}s[/dim]"
+        e = {k: escape(str(v)) for k, v in f.items()}
         if kind == "stage" and f.get("state") == "start":
-            self._write(f"{t}  {f['stage']:<14} {f.get('detail', '')}".rstrip())
+            self._say(f"{t}  [bold]{e['stage']:<14}[/bold] {e.get('detail', '')}".rstrip())
         elif kind == "stage" and f.get("state") == "failed":
-            self._write(f"{t}  {f['stage']:<14} FAILED: {f.get('error', '')}")
+            self._say(f"{t}  [bold red]{e['stage']:<14} FAILED[/bold red]: {e.get('error', '')}")
         elif kind == "host" and (self.verbose or f.get("state") == "failed"):
-            self._write(f"{t}    {f['host']:<10} {f.get('state')}: {f.get('detail', '')}")
+            self._say(f"{t}    {e['host']:<10} {e.get('state')}: {e.get('detail', '')}")
         elif kind == "plan":
-            self._write(f"{f['stage']:<14} {f['host']:<10} {f['command']}")
-        elif kind in ("run", "rollback", "outcome", "notice"):
-            self._write(f"{t}  {f.get('message', '')}")
+            self._say(f"[cyan]{e['stage']:<14}[/cyan] {e['host']:<10} {e['command']}")
+        elif kind == "outcome":
+            colour = "green" if f.get("outcome") == "success" else "yellow"
+            self._say(f"{t}  [bold {colour}]{e.get('message', '')}[/bold {colour}]")
+        elif kind == "rollback":
+            self._say(f"{t}  [bold yellow]{e.get('message', '')}[/bold yellow]")
+        elif kind in ("run", "notice"):
+            self._say(f"{t}  {e.get('message', '')}")
         elif kind == "gate" and (self.verbose or not f.get("passed", True)):
-            self._write(f"{t}    {f['host']:<10} gate {'passed' if f.get('passed') else 'FAILED'}: "
-                        f"{f.get('detail', '')}")
+            verdict = "[green]passed[/green]" if f.get("passed") else "[red]FAILED[/red]"
+            self._say(f"{t}    {e['host']:<10} gate {verdict}: {e.get('detail', '')}")
 
 
 class JsonReporter(Reporter):

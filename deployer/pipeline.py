@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import gate as G
@@ -92,17 +93,28 @@ def plan_waves(hosts: list[Host], waves: list[int | str]) -> list[list[Host]]:
 class Deploy:
     def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
                  lock_wait: float = 0.0, reason: str = "", force: bool = False):
-        self.cfg = cfg
-        self.rep = reporter
-        self.ref = validate_ref(ref)
-        self.force_maintenance = maintenance
         from .maintenance import check_window
 
+        self.ref = validate_ref(ref)
+        self._setup(cfg, reporter, Session(cfg, reporter, reason=reason or f"deploy {ref}"))
+        self.force_maintenance = maintenance
         self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
         self.lock_wait = lock_wait or cfg.lock_timeout
-        self.s = Session(cfg, reporter, reason=reason or f"deploy {ref}")
-        self.app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+
+    def _setup(self, cfg: Config, reporter: Reporter, session: Session) -> None:
+        self.cfg, self.rep, self.s = cfg, reporter, session
+        self.force_maintenance, self.forced, self.lock_wait = None, None, 0.0
+        self.app_hosts = cfg.app_hosts
         self.t0 = time.monotonic()
+
+    @classmethod
+    def helpers(cls, cfg: Config, reporter: Reporter, session: Session) -> Deploy:
+        """The pipeline's stage helpers (steps, maintenance, gate, drain) for a command that is
+        not a deploy of a ref: rollback, promote/abort, maintenance."""
+        d = cls.__new__(cls)
+        d.ref = ""
+        d._setup(cfg, reporter, session)
+        return d
 
     # -- values and steps ----------------------------------------------------------------
     def values(self, host: Host, st: DeployState, **extra) -> dict:
@@ -137,30 +149,23 @@ class Deploy:
                               **fields})
         self.rep.event("stage", stage=stage, state=state, **fields)
 
+    @contextmanager
     def stage(self, name: str, st: DeployState, hosts: list[Host] | None = None, detail: str = ""):
-        """Context: journal start, hooks before/after, journal done or failed."""
-        deploy = self
-
-        class _Stage:
-            def __enter__(self_inner):
-                deploy.journal(name, "start", detail=detail)
-                deploy.refresh_maintenance(st)
-                deploy.hooks("before", name, st, hosts or deploy.app_hosts)
-                self_inner.t = time.monotonic()
-                return self_inner
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                if exc is None:
-                    deploy.hooks("after", name, st, hosts or deploy.app_hosts)
-                    deploy.journal(name, "done", seconds=round(time.monotonic() - self_inner.t, 3))
-                else:
-                    try:
-                        deploy.journal(name, "failed", error=str(exc)[:2000])
-                    except Exception:  # noqa: BLE001 - the ledger host may be the one failing
-                        pass
-                return False
-
-        return _Stage()
+        """Journal the start, run the hooks before and after, journal done or failed."""
+        self.journal(name, "start", detail=detail)
+        self.refresh_maintenance(st)
+        self.hooks("before", name, st, hosts or self.app_hosts)
+        t0 = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                self.journal(name, "failed", error=str(exc)[:2000])
+            except Exception:  # noqa: BLE001 - the ledger host may be the one failing
+                pass
+            raise
+        self.hooks("after", name, st, hosts or self.app_hosts)
+        self.journal(name, "done", seconds=round(time.monotonic() - t0, 3))
 
     # -- the pipeline ----------------------------------------------------------------------
     def run(self) -> int:
@@ -570,7 +575,7 @@ class Deploy:
         protected = history.snapshot_releases() | {st.release}
 
         def one(h: Host) -> list[str]:
-            state = R.parse_state(self.s.run(h, R.read_state(cfg.deploy_to)).stdout)
+            state = R.parse_state(self.s.run(h, R.read_state(cfg.deploy_to, cfg.playbook.stages.maintenance.flag)).stdout)
             prev = st.snapshot.hosts.get(h.name) if st.snapshot else None
             keep_set = protected | ({prev} if prev else set()) | ({state.current} if state.current else set())
             good = [r for r in state.releases if r not in bad and not r.endswith(".partial")]

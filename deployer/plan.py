@@ -30,7 +30,7 @@ def deploy_plan(cfg: Config, ref: str, release: str | None = None) -> list[PlanS
     commit = ref if GIT.SHA_RE.match(ref) else DRY_COMMIT
     p = R.paths(cfg.deploy_to, release)
     mirror = cfg.deploy_to + "/repo"
-    app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+    app_hosts = cfg.app_hosts
     steps: list[PlanStep] = []
     pb = cfg.playbook
 
@@ -53,7 +53,7 @@ def deploy_plan(cfg: Config, ref: str, release: str | None = None) -> list[PlanS
     def hooks(when: str, stage: str) -> None:
         playbook_steps(f"{when}:{stage}", pb.hooks_for(when, stage), app_hosts)
 
-    add("preflight", cfg.hosts, lambda h: R.read_state(cfg.deploy_to))
+    add("preflight", cfg.hosts, lambda h: R.read_state(cfg.deploy_to, cfg.playbook.stages.maintenance.flag))
     if cfg.ledger_host:
         from .commands import lock as LK
         add("lock", [cfg.ledger_host], lambda h: LK.acquire(p["state_path"]))

@@ -348,7 +348,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
     else:
         clock = now or _utc_now
     app_roles = ("web", "worker")
-    app = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+    app = cfg.app_hosts
     p = R.paths(cfg.deploy_to)
     mirror = posixpath.join(cfg.deploy_to, "repo")
     out: list[Check] = [

@@ -149,7 +149,7 @@ class Rollback:
 
         cfg, s = self.cfg, self.s
         try:
-            app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
+            app_hosts = cfg.app_hosts
             states = s.host_states(app_hosts)
             if states.failures:
                 raise Refused("rollback: hosts not reachable: " + "; ".join(
@@ -206,8 +206,6 @@ class Rollback:
         return target
 
     def schemas(self, history: History, target: str) -> tuple[int | None, int | None]:
-        from .pipeline import Deploy
-
         host = self.cfg.migrate_host
         steps = self.cfg.playbook.steps("migrate", "version")
         if not steps or host is None:
@@ -215,7 +213,6 @@ class Rollback:
         values = self.cfg.template_values(host, release_path=self.cfg.current_path)
         out = self.s.run(host, steps[0].command(values), timeout=120).stdout.strip()
         now = int(out.splitlines()[-1]) if out and out.splitlines()[-1].isdigit() else None
-        del Deploy
         return now, history.schema_of(target)
 
     def execute(self, target, current, backup, app_hosts, Deploy, DeployState) -> int:
@@ -225,9 +222,7 @@ class Rollback:
                          "to": target, "who": who(), "restore_db": self.restore_db,
                          "keep_db": self.keep_db})
         self.rep.event("rollback", message=f"rolling back {cfg.env}: {current} -> {target}")
-        # Reuse the pipeline's helpers (steps, gate, maintenance) with this session.
-        d = Deploy.__new__(Deploy)
-        d.cfg, d.rep, d.s, d.app_hosts = cfg, self.rep, s, app_hosts
+        d = Deploy.helpers(cfg, self.rep, s)
         st = DeployState(release=target, commit="", ref="")
         targets = {h.name: target for h in app_hosts}
         try:

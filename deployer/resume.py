@@ -52,17 +52,10 @@ def rebuild(events: list[dict]) -> DeployState:
 class Resume:
     def __init__(self, cfg: Config, reporter: Reporter, action: str):
         self.cfg, self.rep, self.action = cfg, reporter, action
-        self.deploy = Deploy.__new__(Deploy)
-        # A Deploy without __init__'s ref handling: everything else comes from the ledger.
-        import time
-
         from .session import Session
 
-        self.deploy.cfg, self.deploy.rep = cfg, reporter
-        self.deploy.force_maintenance, self.deploy.lock_wait = None, 0.0
-        self.deploy.s = Session(cfg, reporter, reason=f"{action} paused rollout")
-        self.deploy.app_hosts = [h for h in cfg.hosts if h.has("web") or h.has("worker")]
-        self.deploy.t0 = time.monotonic()
+        # The ref, commit and everything else come from the ledger.
+        self.deploy = Deploy.helpers(cfg, reporter, Session(cfg, reporter, reason=f"{action} paused rollout"))
 
     def run(self) -> int:
         d, s = self.deploy, self.deploy.s

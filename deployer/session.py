@@ -85,7 +85,7 @@ class Session:
     # -- reading state -----------------------------------------------------------------
     def host_states(self, hosts: list[Host]) -> GroupResult:
         return self.each(hosts, lambda h: R.parse_state(
-            self.run(h, R.read_state(self.cfg.deploy_to), timeout=30).stdout))
+            self.run(h, R.read_state(self.cfg.deploy_to, self.cfg.playbook.stages.maintenance.flag), timeout=30).stdout))
 
     # -- the lock ------------------------------------------------------------------------
     def lock_info(self) -> dict:

@@ -28,16 +28,18 @@ def paths(deploy_to: str, release: str | None = None) -> dict[str, str]:
     return d
 
 
-def read_state(deploy_to: str) -> Command:
-    """One command that prints everything deployer needs to know about a host."""
+def read_state(deploy_to: str, flag: str | None = "storage/maintenance.json") -> Command:
+    """One command that prints everything deployer needs to know about a host. `flag`: the
+    maintenance flag file, relative to shared/ (its JSON, when it is JSON, tells the expiry)."""
     p = paths(deploy_to)
+    flag_path = posixpath.join(p["shared_path"], flag or ".deployer-no-maintenance-flag")
     return raw(
         f"echo {STATE_MARK}; "
         f"echo current=$(readlink {q(p['current_path'])} 2>/dev/null); "
         f"echo hostname=$(hostname); "
         f"echo disk_kb=$(df -Pk {q(deploy_to)} 2>/dev/null | awk 'NR==2{{print $4}}' || df -Pk / | awk 'NR==2{{print $4}}'); "
-        f"echo maintenance=$(test -e {q(p['shared_path'] + '/storage/maintenance.json')} && echo on || echo off); "
-        f"echo maintenance_json=$(head -c 2000 {q(p['shared_path'] + '/storage/maintenance.json')} 2>/dev/null | tr -d '\\n'); "
+        f"echo maintenance=$(test -e {q(flag_path)} && echo on || echo off); "
+        f"echo maintenance_json=$(head -c 2000 {q(flag_path)} 2>/dev/null | tr -d '\\n'); "
         f"echo now=$(date +%s); "
         f"ls -1 {q(p['releases_path'])} 2>/dev/null | sed 's/^/release=/'; true"
     )
