@@ -608,6 +608,31 @@ class Gate(_Model):
     log_pattern: Name = "ERROR"
 
 
+class SecretFile(_Model):
+    """A secret file written into shared/ on every app host at each deploy, mode 0600 from
+    creation; its content comes from an environment variable or a local file, never the YAML."""
+
+    path: RelPath
+    from_env: Name | None = None
+    from_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretFile:
+        if (self.from_env is None) == (self.from_file is None):
+            raise _fail("give exactly one of from_env, from_file")
+        return self
+
+    def read(self, environ: Mapping[str, str]) -> Secret:
+        if self.from_env is not None:
+            if self.from_env not in environ:
+                raise ConfigError(f"secret_files: {self.path}: environment variable {self.from_env} is not set")
+            return Secret(environ[self.from_env])
+        try:
+            return Secret(Path(self.from_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"secret_files: {self.path}: cannot read {self.from_file}: {exc.strerror}") from None
+
+
 class RolloutWave(_Model):
     size: Wave
     bake: Annotated[Float, Field(ge=0)] | None = None  # default: gate.bake
@@ -630,6 +655,7 @@ class Inventory(_Model):
     rollout: list[RolloutWave] | None = None
     max_unavailable: Wave = "34%"
     notify: dict[str, Any] | None = None  # slack / webhook / email; secrets from env vars only
+    secret_files: list[SecretFile] = []
     gate: Gate = Gate()
     lock_timeout: Annotated[Float, Field(ge=0)] = 0.0
     vars: Vars = {}
@@ -702,6 +728,7 @@ class Config:
     max_unavailable: int | str = "34%"
     gate: Gate = field(default_factory=Gate)
     notify: dict | None = None
+    secret_files: list[SecretFile] = field(default_factory=list)
 
     @property
     def shared_path(self) -> str:
@@ -1134,7 +1161,7 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         schedules=[s.to_schedule() for s in settings.schedules],
         retention=settings.retention.to_policy(), maintenance_ttl=settings.maintenance_ttl,
         rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
-        gate=settings.gate, notify=settings.notify,
+        gate=settings.gate, notify=settings.notify, secret_files=list(settings.secret_files),
     )
 
 

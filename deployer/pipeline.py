@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,10 +100,13 @@ class Deploy:
         self._setup(cfg, reporter, Session(cfg, reporter, reason=reason or f"deploy {ref}"))
         self.force_maintenance = maintenance
         self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
+        # Read before anything is touched: a missing secret is bad input (exit 2).
+        self.secret_files = [(f.path, f.read(os.environ)) for f in cfg.secret_files]
         self.lock_wait = lock_wait or cfg.lock_timeout
 
     def _setup(self, cfg: Config, reporter: Reporter, session: Session) -> None:
         self.cfg, self.rep, self.s = cfg, reporter, session
+        self.secret_files = []
         self.force_maintenance, self.forced, self.lock_wait = None, None, 0.0
         self.app_hosts = cfg.app_hosts
         self.t0 = time.monotonic()
@@ -397,8 +401,13 @@ class Deploy:
             self.s.run(h, GIT.export(mirror, st.commit, p["release_path"]))
             self.s.run(h, R.prepare(cfg.deploy_to, st.release, cfg.playbook.shared_files,
                                     cfg.playbook.shared_dirs))
+            for rel, secret in self.secret_files:
+                self.s.run(h, R.write_secret(cfg.shared_path, rel), stdin=secret.reveal(), timeout=60)
 
         self.s.each(self.app_hosts, one).raise_failures("pull")
+        if self.secret_files:
+            self.s.ledger.append({"type": "secret_files", "run": self.s.run_id,
+                                  "paths": [rel for rel, _ in self.secret_files]})
         self.steps_on(cfg.playbook.steps("build"), self.app_hosts, st, "build", cwd=p["release_path"])
 
     def migrate(self, st: DeployState) -> None:

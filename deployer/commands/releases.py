@@ -150,3 +150,11 @@ def file_size(path: str) -> Command:
 def log_errors(path: str, offset: int, pattern: str) -> Command:
     """Lines matching pattern written to path after byte `offset` (at most 20)."""
     return raw(f"tail -c +{int(offset) + 1} {q(path)} 2>/dev/null | grep -F -- {q(pattern)} | head -n 20; true")
+
+
+def write_secret(shared_path: str, rel: str) -> Command:
+    """Write stdin to shared/<rel>: mode 0600 from creation (umask), replaced atomically.
+    The content never appears in the command line."""
+    path = posixpath.join(shared_path, rel)
+    return raw(f"umask 077 && mkdir -p {q(posixpath.dirname(path))} && tmp={q(path + '.tmp.')}$$ && "
+               f'cat > "$tmp" && mv -f "$tmp" {q(path)}')

@@ -193,3 +193,21 @@ def test_cleanup_keeps_the_right_releases(fleet, cli, tmp_path, consistent):
         kept = fleet.sh(h.name, "ls /srv/app/releases").stdout.split()
         # the current one and the previous good one (also the last snapshot's), nothing older
         assert kept == sorted(deployed[-2:]), (h.name, kept, deployed)
+
+
+def test_secret_files_are_written_0600_and_never_shown(fleet, cli, tmp_path, consistent):
+    secret = "s3cr3t-token-Zq81"
+    inv = tmp_path / "secrets.yaml"
+    inv.write_text(fleet.inventory_path.read_text()
+                   + "\nsecret_files:\n  - {path: keys/api.token, from_env: TEST_API_TOKEN}\n")
+    missing = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", str(inv), check=2)
+    assert "environment variable TEST_API_TOKEN is not set" in missing.stderr
+    proc = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", str(inv),
+               env={"TEST_API_TOKEN": secret}, check=0)
+    for h in fleet.spec.web_hosts:
+        out = fleet.sh(h.name, "stat -c '%a %U' /srv/app/shared/keys/api.token; "
+                               "cat /srv/app/shared/keys/api.token").stdout
+        assert out == f"600 root\n{secret}"
+    assert secret not in proc.stdout + proc.stderr
+    assert secret not in fleet.sh("db1", "cat /srv/app/.deployer/ledger.jsonl").stdout
+    assert [e for e in _ledger(fleet) if e["type"] == "secret_files"][-1]["paths"] == ["keys/api.token"]

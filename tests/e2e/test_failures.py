@@ -59,3 +59,24 @@ def test_bad_inventory_is_refused_with_file_key_and_problem_and_touches_nothing(
     proc = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", str(bad), check=2)
     assert "hosts[3].roles: expected a list" in proc.stderr
     assert serving(fleet) == before
+
+
+def test_rollback_killed_halfway_converges_when_run_again(fleet, cli, consistent):
+    cli("deploy", "--env", "local", "--ref", "v1", check=0)
+    v1 = serving(fleet)["web1"]
+    cli("deploy", "--env", "local", "--ref", "v2", check=0)
+    proc = cli.popen("rollback", "--env", "local", "--to", v1, "--keep-db")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if '"rollback":true' in fleet.sh("db1", "tail -n 2 /srv/app/.deployer/ledger.jsonl").stdout:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    status = cli("status", "--env", "local")
+    assert f"pid {proc.pid}" in status.stdout  # the dead rollback's lock is reported
+    cli("unlock", "--env", "local", "--force", check=0)
+    cli("rollback", "--env", "local", "--to", v1, "--keep-db", check=0)
+    assert set(serving(fleet).values()) == {v1}
+    cli("rollback", "--env", "local", "--to", v1, "--keep-db", check=0)  # and again: a no-op
+    assert set(serving(fleet).values()) == {v1}

@@ -191,3 +191,25 @@ def test_dry_run_plan_of_the_laravel_playbook_is_the_deploy_sh_of_seed_003():
     assert any("pg_dump -Fc" in c for c in by_stage["backup"])
     # migrations run on the one migrate host only
     assert len([s for s in steps if s.stage == "migrate"]) == 1
+
+
+def test_secret_file_is_written_from_stdin_with_a_0600_umask():
+    cmd = R.write_secret("/srv/app/shared", "keys/api token")
+    assert cmd.script == ("umask 077 && mkdir -p /srv/app/shared/keys && "
+                          "tmp='/srv/app/shared/keys/api token.tmp.'$$ && cat > \"$tmp\" && "
+                          "mv -f \"$tmp\" '/srv/app/shared/keys/api token'")
+
+
+def test_secret_file_needs_exactly_one_source(tmp_path):
+    import shutil
+
+    from deployer.errors import ConfigError
+
+    shutil.copytree(ROOT / "playbooks", tmp_path / "playbooks")
+    (tmp_path / "hosts").mkdir()
+    shutil.copy(ROOT / "hosts" / "known_hosts.example", tmp_path / "hosts")
+    text = (ROOT / "hosts" / "staging.yaml").read_text()
+    (tmp_path / "hosts" / "staging.yaml").write_text(text + "\nsecret_files:\n  - {path: .env}\n")
+    with pytest.raises(ConfigError, match=r"hosts/staging.yaml: secret_files\[0\]: give exactly one of "
+                                          r"from_env, from_file"):
+        load_config("staging", root=tmp_path, environ={})
