@@ -380,10 +380,29 @@ class Deploy:
         if on:
             st.maintenance_on = True  # set first: a partial 'on' is undone by the failure path
             st.maintenance_refreshed = time.monotonic()
+        else:
+            self.watchdog(st, hosts, None)
         self.steps_on(steps, hosts, st, "maintenance", message=message, retry=retry,
                       expires_at=expires)
-        if not on:
+        if on:
+            self.watchdog(st, hosts, float(ttl) if ttl else None)
+        else:
             st.maintenance_on = False
+
+    def watchdog(self, st: DeployState, hosts: list[Host], ttl: float | None) -> None:
+        """Arm (ttl) or disarm (None) the host-side dead-man switch of maintenance mode."""
+        off = self.cfg.playbook.steps("maintenance", "off")
+        state_path = R.paths(self.cfg.deploy_to)["state_path"]
+
+        def one(h: Host) -> None:
+            if ttl is None or not off:
+                self.s.run(h, R.watchdog_stop(state_path), timeout=30)
+                return
+            vals = self.values(h, st, message="", retry=0, expires_at="")
+            script = chain(*[in_dir(None, step.command(vals)) for step in off], op=";")
+            self.s.run(h, R.watchdog_start(state_path, ttl, script), timeout=30)
+
+        self.s.each(hosts, one).raise_failures("maintenance watchdog")
 
     def refresh_maintenance(self, st: DeployState) -> None:
         """Push the dead-man expiry forward while the deploy is alive and well."""

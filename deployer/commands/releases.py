@@ -158,3 +158,23 @@ def write_secret(shared_path: str, rel: str) -> Command:
     path = posixpath.join(shared_path, rel)
     return raw(f"umask 077 && mkdir -p {q(posixpath.dirname(path))} && tmp={q(path + '.tmp.')}$$ && "
                f'cat > "$tmp" && mv -f "$tmp" {q(path)}')
+
+
+def watchdog_start(state_path: str, seconds: float, off: Command) -> Command:
+    """The dead-man switch of maintenance mode, on the host itself: a detached process (its own
+    session, so neither the SSH session nor timeout(1) ends it) that runs the playbook's 'off'
+    after `seconds` unless it is re-armed or stopped first. Works for any app (artisan up...)."""
+    pidfile = posixpath.join(state_path, "maintenance-watchdog.pid")
+    body = f"sleep {int(seconds)}; {off.script}; rm -f {q(pidfile)}"
+    return raw(
+        f"mkdir -p {q(state_path)} || exit 1; "
+        f"if [ -f {q(pidfile)} ]; then kill -- -$(cat {q(pidfile)}) 2>/dev/null; fi; "
+        f"setsid sh -c {q(body)} </dev/null >/dev/null 2>&1 & "
+        f"echo $! > {q(pidfile)}"
+    )
+
+
+def watchdog_stop(state_path: str) -> Command:
+    pidfile = posixpath.join(state_path, "maintenance-watchdog.pid")
+    return raw(f"if [ -f {q(pidfile)} ]; then kill -- -$(cat {q(pidfile)}) 2>/dev/null; "
+               f"rm -f {q(pidfile)}; fi; true")

@@ -90,6 +90,9 @@ def test_crashed_deploy_in_maintenance_lets_the_site_serve_after_the_expiry(flee
             stages = [(e.get("stage"), e.get("state")) for e in _last_run(fleet) if e["type"] == "stage"]
             raise AssertionError(f"site still down: flags {flags}, stages {stages}") from None
         assert time.monotonic() - t0 < 15
+        # the host-side dead-man switch ran the playbook's 'off' too: no flag left anywhere
+        _wait(lambda: all(fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json",
+                                   check=False).returncode == 1 for h in fleet.spec.web_hosts), 20, 0.2)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

@@ -213,3 +213,15 @@ def test_secret_file_needs_exactly_one_source(tmp_path):
     with pytest.raises(ConfigError, match=r"hosts/staging.yaml: secret_files\[0\]: give exactly one of "
                                           r"from_env, from_file"):
         load_config("staging", root=tmp_path, environ={})
+
+
+def test_maintenance_watchdog_runs_the_off_steps_detached_after_the_ttl():
+    from deployer.shell import raw
+
+    cmd = R.watchdog_start("/srv/app/.deployer", 900, raw("php artisan up"))
+    assert cmd.script == (
+        "mkdir -p /srv/app/.deployer || exit 1; "
+        "if [ -f /srv/app/.deployer/maintenance-watchdog.pid ]; then "
+        "kill -- -$(cat /srv/app/.deployer/maintenance-watchdog.pid) 2>/dev/null; fi; "
+        "setsid sh -c 'sleep 900; php artisan up; rm -f /srv/app/.deployer/maintenance-watchdog.pid' "
+        "</dev/null >/dev/null 2>&1 & echo $! > /srv/app/.deployer/maintenance-watchdog.pid")
