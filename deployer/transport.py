@@ -280,9 +280,16 @@ class Transport:
         workers = min(self.parallel, limit or self.parallel, len(items))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {key(item): pool.submit(fn, item) for item in items}
-            for name, fut in futures.items():
-                try:
-                    group.results[name] = fut.result()
-                except BaseException as exc:  # noqa: BLE001 - reported per host
-                    group.failures[name] = exc
+            try:
+                for name, fut in futures.items():
+                    try:
+                        group.results[name] = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - reported per host
+                        group.failures[name] = exc
+            except KeyboardInterrupt:
+                # Ctrl-C reaches the main thread while it waits: stop queueing hosts, let the
+                # running commands end (each has its remote timeout), and let the caller clean up.
+                for fut in futures.values():
+                    fut.cancel()
+                raise
         return group

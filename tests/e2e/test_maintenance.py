@@ -77,7 +77,9 @@ def test_crashed_deploy_in_maintenance_lets_the_site_serve_after_the_expiry(flee
     inv = variant(fleet, tmp_path, "\nmaintenance_ttl: 6\n")
     proc = cli.popen("deploy", "--env", "local", "--ref", "v3", "--inventory", inv)
     try:
-        _wait(lambda: all(fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json",
+        # in maintenance on every web host, its dead-man switch armed
+        _wait(lambda: all(fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json && "
+                                           "test -s /srv/app/.deployer/maintenance-watchdog.pid",
                                    check=False).returncode == 0 for h in fleet.spec.web_hosts), 60, 0.01)
         proc.send_signal(signal.SIGSTOP)  # the orchestrator is frozen: no cleanup will run
         _wait(lambda: _lb_status(fleet) == 503, 3, 0.05)
@@ -93,12 +95,12 @@ def test_crashed_deploy_in_maintenance_lets_the_site_serve_after_the_expiry(flee
         # the host-side dead-man switch ran the playbook's 'off' too: no flag left anywhere
         _wait(lambda: all(fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json",
                                    check=False).returncode == 1 for h in fleet.spec.web_hosts), 20, 0.2)
+        status = cli("status", "--env", "local", "--inventory", inv)
+        assert "expired flag" in status.stdout or "off" in status.stdout
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    status = cli("status", "--env", "local", "--inventory", inv)
-    assert "expired flag" in status.stdout or "off" in status.stdout
-    cli("unlock", "--env", "local", "--force", "--inventory", inv, check=0)
+        cli("unlock", "--env", "local", "--force", "--inventory", inv, check=0)
     # converge: whatever the killed run left, a new deploy of v2 brings one release back
     cli("deploy", "--env", "local", "--ref", "v2", check=0)
 
