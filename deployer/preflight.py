@@ -31,7 +31,7 @@ from .commands import lock as LK
 from .commands import releases as R
 from .config import Config, Host
 from .errors import ConfigError
-from .shell import Command, quote, raw
+from .shell import Command, q, raw
 
 PASS, FAIL, WARN = "PASS", "FAIL", "WARN"
 LOCAL = "(local)"
@@ -49,9 +49,6 @@ NO_RELEASE = "@@no-release"
 
 Parse = Callable[[str, "int | None"], tuple[bool, str]]
 
-
-def q(value: object) -> str:
-    return quote(str(value))[0]
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,13 @@ def quote(value: Value) -> tuple[str, str]:
     return quoted, quoted
 
 
+def q(value: object) -> str:
+    """One word quoted for the shell (str() of the value; never a Secret: use quote())."""
+    if isinstance(value, Secret):
+        raise TypeError("q() does not take secrets; use quote() to keep them masked")
+    return shlex.quote(str(value))
+
+
 def argv(*parts: Value) -> Command:
     """A command from argv words, each one quoted."""
     if not parts:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from ..shell import Command, quote, raw
+from ..shell import Command, q, raw
 
-
-def q(value: object) -> str:
-    return quote(str(value))[0]
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import re
 
-from ..shell import Command, quote, raw
+from ..shell import Command, q, raw
 
 SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
 
-
-def q(value: object) -> str:
-    return quote(str(value))[0]
 
 
 def ls_remote(repo: str, ref: str) -> Command:

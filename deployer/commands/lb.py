@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from ..shell import Command, quote, raw
+from ..shell import Command, q, raw
 
-
-def q(value: object) -> str:
-    return quote(str(value))[0]
 
 
 def _api(socket: str, command: str) -> Command:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import posixpath
 
-from ..shell import Command, quote, raw
+from ..shell import Command, q, raw
 
-
-def q(value: object) -> str:
-    return quote(str(value))[0]
 
 
 def ledger_file(state_path: str) -> str:

@@ -6,13 +6,10 @@ import json
 import posixpath
 from dataclasses import dataclass
 
-from ..shell import Command, quote, raw
+from ..shell import Command, q, raw
 
 HELD_MARK = "@@lock-held"
 
-
-def q(value: object) -> str:
-    return quote(str(value))[0]
 
 
 def lock_dir(state_path: str) -> str:

@@ -6,13 +6,10 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 
-from ..shell import Command, argv, quote, raw
+from ..shell import Command, argv, q, raw
 
 STATE_MARK = "@@deployer-state"
 
-
-def q(value: object) -> str:
-    return quote(str(value))[0]
 
 
 def paths(deploy_to: str, release: str | None = None) -> dict[str, str]:
