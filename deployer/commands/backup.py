@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from ..shell import Command, q, raw
 
 
-
 @dataclass(frozen=True)
 class Database:
     name: str

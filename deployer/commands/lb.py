@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..shell import Command, q, raw
 
 
-
 def _api(socket: str, command: str) -> Command:
     return raw(f"echo {q(command)} | socat stdio {q('UNIX-CONNECT:' + socket)}")
 

@@ -8,7 +8,6 @@ import posixpath
 from ..shell import Command, q, raw
 
 
-
 def ledger_file(state_path: str) -> str:
     return posixpath.join(state_path, "ledger.jsonl")
 
