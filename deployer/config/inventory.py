@@ -1,0 +1,329 @@
+"""Inventory models (hosts/<env>.yaml): connection, database, health, load balancer, hosts,
+windows, freezes, schedules, retention, gate, secret files and rollout waves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, PlainValidator, Strict, model_validator
+
+from deployer import cron as _cron
+from deployer import retention as _retention
+from deployer import windows as _windows
+from deployer.errors import ConfigError
+from deployer.shell import Secret, fill
+
+from .types import (
+    _JUMP_RE,
+    AbsPath,
+    Bool,
+    Float,
+    Int,
+    Name,
+    Port,
+    RelPath,
+    Roles,
+    Vars,
+    Wave,
+    _address,
+    _env_only,
+    _fail,
+    _Model,
+    _slug,
+    _user,
+)
+
+
+class SSH(_Model):
+    user: Annotated[str, AfterValidator(_user)] = "root"
+    port: Port = 22
+    key: Path | None = None
+    key_data: Annotated[Any, PlainValidator(_env_only("DEPLOYER_SSH_KEY_DATA"))] = None
+    known_hosts: Path | None = None
+    known_hosts_data: Annotated[Any, PlainValidator(_env_only("DEPLOYER_KNOWN_HOSTS_DATA"))] = None
+    jump: str | None = None
+    connect_timeout: Annotated[Float, Field(gt=0)] = 10.0
+    keepalive: Annotated[Float, Field(gt=0)] = 15.0
+    command_timeout: Annotated[Float, Field(gt=0)] = 600.0
+
+    @model_validator(mode="after")
+    def _check(self) -> SSH:
+        if self.jump is not None and not _JUMP_RE.match(self.jump):
+            raise _fail(f"jump: expected user@host:port, got {self.jump!r}")
+        return self
+
+
+class Database(_Model):
+    kind: Literal["postgresql"] = "postgresql"
+    name: Name
+    os_user: Annotated[str, AfterValidator(_user)] = "postgres"
+    bin_dir: AbsPath | None = None
+    socket_dir: AbsPath | None = None
+    port: Port = 5432
+    backup_dir: AbsPath = "/srv/backups"
+
+
+class Health(_Model):
+    url: Name
+    timeout: Annotated[Float, Field(gt=0)] = 5.0
+    interval: Annotated[Float, Field(ge=0)] = 1.0
+    passes: Annotated[Int, Field(ge=1)] = 3
+    max_attempts: Annotated[Int, Field(ge=1)] = 30
+    expect_status: Annotated[Int, Field(ge=100, le=599)] = 200
+    expect_json: dict[str, Any] | None = None
+    headers: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> Health:
+        if self.max_attempts < self.passes:
+            raise _fail(f"max_attempts ({self.max_attempts}) must be >= passes ({self.passes})")
+        return self
+
+    def templates(self) -> list[tuple[str, str]]:
+        """(key path, template) pairs: the url and every string in expect_json."""
+        out = [("health.url", self.url)]
+
+        def walk(value: Any, path: str) -> None:
+            if isinstance(value, str):
+                out.append((path, value))
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, f"{path}.{k}")
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(v, f"{path}[{i}]")
+
+        walk(self.expect_json, "health.expect_json")
+        return out
+
+    def url_for(self, values: Mapping[str, object]) -> str:
+        return fill(self.url, values, where="health.url")
+
+    def expected_json(self, values: Mapping[str, object]) -> dict[str, Any] | None:
+        """expect_json with its string values filled in (not shell-quoted)."""
+
+        def walk(value: Any) -> Any:
+            if isinstance(value, str):
+                return fill(value, values, where="health.expect_json")
+            if isinstance(value, dict):
+                return {k: walk(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [walk(v) for v in value]
+            return value
+
+        return walk(self.expect_json) if self.expect_json is not None else None
+
+
+class LoadBalancer(_Model):
+    kind: Literal["haproxy"] = "haproxy"
+    backend: Name
+    socket: AbsPath
+    server_name: Name = "{host}"
+
+
+class HostEntry(_Model):
+    name: Annotated[str, Strict(), AfterValidator(_slug("host name"))]
+    address: Annotated[str, Strict(), AfterValidator(_address)]
+    port: Port | None = None
+    user: Annotated[str, AfterValidator(_user)] | None = None
+    roles: Roles
+    vars: Vars = {}
+
+
+def _cron_expr(value: Any) -> str:
+    try:
+        return _cron.validate_expression(value)
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _duration(value: Any) -> Any:
+    try:
+        return _windows.parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _time_zone(value: Any) -> str:
+    try:
+        _windows.zone(value)
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    return value
+
+
+def _date_or_time(value: Any) -> date | datetime:
+    if isinstance(value, (date, datetime)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    raise _fail(f"expected a date (2026-12-20) or an ISO datetime, got {value!r}")
+
+
+def _task(value: str) -> str:
+    try:
+        return _cron.validate_task(value)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+CronExpr = Annotated[str, PlainValidator(_cron_expr)]
+TimeZone = Annotated[str, Strict(), AfterValidator(_time_zone)]
+
+
+class WindowModel(_Model):
+    """A deploy window: opens when `cron` fires in `timezone`, lasts `duration`."""
+
+    name: Annotated[str, Strict(), AfterValidator(_slug("window name"))]
+    cron: CronExpr
+    duration: Annotated[Any, PlainValidator(_duration)]
+    timezone: TimeZone = "UTC"
+
+    def to_window(self) -> _windows.Window:
+        return _windows.Window(self.name, self.cron, self.duration, self.timezone)
+
+
+class FreezeModel(_Model):
+    """No deploys from `start` to `end` (dates are whole days, both inclusive)."""
+
+    start: Annotated[Any, PlainValidator(_date_or_time)]
+    end: Annotated[Any, PlainValidator(_date_or_time)]
+    reason: Annotated[str, Strict()] = ""
+    timezone: TimeZone = "UTC"
+
+    @model_validator(mode="after")
+    def _check(self) -> FreezeModel:
+        try:
+            self.to_freeze()
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        return self
+
+    def to_freeze(self) -> _windows.Freeze:
+        return _windows.make_freeze(self.start, self.end, self.reason, self.timezone)
+
+
+class ScheduleModel(_Model):
+    """A job for cron: the Invoke task `command`, run with --env when `cron` fires."""
+
+    name: Annotated[str, Strict(), AfterValidator(_slug("schedule name"))]
+    cron: CronExpr
+    command: Annotated[str, Strict(), AfterValidator(_task)]
+
+    def to_schedule(self) -> _cron.Schedule:
+        return _cron.Schedule(self.name, self.cron, self.command)
+
+
+class RetentionModel(_Model):
+    """Backup retention (see deployer.retention)."""
+
+    all_days: Annotated[Int, Field(ge=0)] = 7
+    daily_days: Annotated[Int, Field(ge=0)] = 16
+    weekly_weeks: Annotated[Int, Field(ge=0)] = 8
+    monthly_months: Annotated[Int, Field(ge=0)] = 4
+    yearly_years: Annotated[Int, Field(ge=0)] = 2
+
+    def to_policy(self) -> _retention.Policy:
+        return _retention.Policy(**self.model_dump())
+
+
+class Gate(_Model):
+    """What a wave must pass beyond the health check: a bake with bounded probes, compared
+    with absolute thresholds (seed 001) and, when old-release hosts remain, against them."""
+
+    bake: Annotated[Float, Field(ge=0)] = 0.0
+    probe_url: Name | None = None  # template; default: the health url
+    probe_interval: Annotated[Float, Field(gt=0)] = 0.05
+    probe_timeout: Annotated[Float, Field(gt=0)] = 5.0
+    error_warn: Annotated[Float, Field(ge=0, le=1)] = 0.01
+    error_fail: Annotated[Float, Field(ge=0, le=1)] = 0.05
+    p95_warn_ms: Annotated[Float, Field(gt=0)] = 500.0
+    p95_fail_ms: Annotated[Float, Field(gt=0)] = 2000.0
+    min_samples: Annotated[Int, Field(ge=1)] = 20
+    max_inconclusive: Annotated[Float, Field(ge=0, le=1)] = 0.2
+    canary: Bool = True
+    alpha: Annotated[Float, Field(gt=0, lt=1)] = 0.01
+    min_effect_ms: Annotated[Float, Field(ge=0)] = 20.0
+    min_effect_ratio: Annotated[Float, Field(ge=1)] = 1.2
+    log_pattern: Name = "ERROR"
+
+
+class SecretFile(_Model):
+    """A secret file written into shared/ on every app host at each deploy, mode 0600 from
+    creation; its content comes from an environment variable or a local file, never the YAML."""
+
+    path: RelPath
+    from_env: Name | None = None
+    from_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretFile:
+        if (self.from_env is None) == (self.from_file is None):
+            raise _fail("give exactly one of from_env, from_file")
+        return self
+
+    def read(self, environ: Mapping[str, str]) -> Secret:
+        if self.from_env is not None:
+            if self.from_env not in environ:
+                raise ConfigError(f"secret_files: {self.path}: environment variable {self.from_env} is not set")
+            return Secret(environ[self.from_env])
+        try:
+            return Secret(Path(self.from_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"secret_files: {self.path}: cannot read {self.from_file}: {exc.strerror}") from None
+
+
+class RolloutWave(_Model):
+    size: Wave
+    bake: Annotated[Float, Field(ge=0)] | None = None  # default: gate.bake
+    pause: Bool = False
+
+
+class Inventory(_Model):
+    """The merged settings of one environment (all layers), before cross-checks."""
+
+    playbook: Annotated[str, Strict(), AfterValidator(_slug("playbook name"))]
+    repo: Name
+    deploy_to: AbsPath = "/srv/app"
+    keep_releases: Annotated[Int, Field(ge=2)] = 5
+    parallel: Annotated[Int, Field(ge=1, le=500)] = 10
+    ssh: SSH = SSH()
+    database: Database | None = None
+    health: Health
+    lb: LoadBalancer | None = None
+    waves: Annotated[list[Wave], Field(min_length=1)] = ["100%"]
+    rollout: list[RolloutWave] | None = None
+    max_unavailable: Wave = "34%"
+    notify: dict[str, Any] | None = None  # slack / webhook / email; secrets from env vars only
+    secret_files: list[SecretFile] = []
+    gate: Gate = Gate()
+    lock_timeout: Annotated[Float, Field(ge=0)] = 0.0
+    vars: Vars = {}
+    hosts: Annotated[list[HostEntry], Field(min_length=1)]
+    windows: list[WindowModel] = []
+    freezes: list[FreezeModel] = []
+    schedules: list[ScheduleModel] = []
+    retention: RetentionModel = RetentionModel()
+    maintenance_ttl: Annotated[Int, Field(ge=1)] = 900
+
+    @model_validator(mode="after")
+    def _last_wave(self) -> Inventory:
+        if self.waves[-1] != "100%":
+            raise _fail('waves: the last wave must be "100%"')
+        if self.rollout is not None and (not self.rollout or self.rollout[-1].size != "100%"):
+            raise _fail('rollout: the last wave must have size "100%"')
+        return self
+
+    def rollout_waves(self) -> list[RolloutWave]:
+        if self.rollout is not None:
+            return [RolloutWave(size=w.size, bake=self.gate.bake if w.bake is None else w.bake,
+                                pause=w.pause) for w in self.rollout]
+        return [RolloutWave(size=w, bake=self.gate.bake) for w in self.waves]
+

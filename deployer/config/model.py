@@ -1,0 +1,154 @@
+"""The runtime view of a validated environment: `Host` and `Config`."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from deployer import cron as _cron
+from deployer import retention as _retention
+from deployer import windows as _windows
+from deployer.errors import ConfigError
+from deployer.shell import fill
+
+from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile
+from .playbook import Playbook
+from .types import ROLES, _label
+
+
+class Host(BaseModel):
+    """A host of the fleet, with port and user resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    address: str
+    port: int
+    user: str
+    roles: tuple[str, ...]
+    vars: dict[str, str] = {}
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated environment: inventory settings, hosts and playbook."""
+
+    env: str
+    root: Path
+    inventory_path: Path
+    playbook_path: Path
+    playbook: Playbook
+    repo: str
+    deploy_to: str
+    keep_releases: int
+    parallel: int
+    ssh: SSH
+    database: Database | None
+    health: Health
+    lb: LoadBalancer | None
+    waves: list[int | str]
+    lock_timeout: float
+    vars: dict[str, str]
+    hosts: list[Host] = field(default_factory=list)
+    windows: list[_windows.Window] = field(default_factory=list)
+    freezes: list[_windows.Freeze] = field(default_factory=list)
+    schedules: list[_cron.Schedule] = field(default_factory=list)
+    retention: _retention.Policy = field(default_factory=_retention.Policy)
+    #: seconds after which maintenance mode switches itself off (dead-man expiry)
+    maintenance_ttl: int = 900
+    rollout: list[RolloutWave] = field(default_factory=list)
+    max_unavailable: int | str = "34%"
+    gate: Gate = field(default_factory=Gate)
+    notify: dict | None = None
+    secret_files: list[SecretFile] = field(default_factory=list)
+
+    @property
+    def shared_path(self) -> str:
+        return posixpath.join(self.deploy_to, "shared")
+
+    @property
+    def current_path(self) -> str:
+        return posixpath.join(self.deploy_to, "current")
+
+    @property
+    def releases_path(self) -> str:
+        return posixpath.join(self.deploy_to, "releases")
+
+    def release_path(self, release: str) -> str:
+        return posixpath.join(self.releases_path, release)
+
+    def hosts_with(self, role: str) -> list[Host]:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        return [h for h in self.hosts if h.has(role)]
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise ConfigError(
+            f"{_label(self.inventory_path, self.root)}: no host named {name!r} "
+            f"(hosts: {', '.join(h.name for h in self.hosts)})"
+        )
+
+    @property
+    def app_hosts(self) -> list[Host]:
+        """Hosts that run the app's code: role web or worker."""
+        return [h for h in self.hosts if h.has("web") or h.has("worker")]
+
+    @property
+    def web_hosts(self) -> list[Host]:
+        return self.hosts_with("web")
+
+    @property
+    def migrate_host(self) -> Host | None:
+        return next(iter(self.hosts_with("migrate")), None)
+
+    @property
+    def db_host(self) -> Host | None:
+        return next(iter(self.hosts_with("db")), None)
+
+    @property
+    def lb_host(self) -> Host | None:
+        return next(iter(self.hosts_with("lb")), None)
+
+    @property
+    def ledger_host(self) -> Host:
+        """The first host with role ledger, else the migrate host, else the first host."""
+        return next(iter(self.hosts_with("ledger")), None) or self.migrate_host or self.hosts[0]
+
+    def template_values(self, host: Host | str, **extra: object) -> dict[str, object]:
+        """Values for playbook templates on `host`; `extra` gives release, release_path, ..."""
+        if isinstance(host, str):
+            host = self.host(host)
+        values: dict[str, object] = {
+            "env": self.env,
+            "host": host.name,
+            "address": host.address,
+            "deploy_to": self.deploy_to,
+            "shared_path": self.shared_path,
+            "current_path": self.current_path,
+            "releases_path": self.releases_path,
+        }
+        values.update(self.playbook.vars)
+        values.update(self.vars)
+        values.update(host.vars)
+        values.update(extra)
+        return values
+
+    def health_values(self, host: Host, release: str) -> dict[str, object]:
+        """Values for health templates: address, host, release, port (the host's SSH port)."""
+        return {"address": host.address, "host": host.name, "release": release, "port": host.port}
+
+    def lb_server_name(self, host: Host) -> str:
+        if self.lb is None:
+            raise ValueError("no lb configured")
+        return fill(self.lb.server_name, {"host": host.name, "address": host.address},
+                    where="lb.server_name")
+

@@ -1,0 +1,230 @@
+"""Playbooks (playbooks/<name>.yaml): how one kind of application is built, migrated, reloaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, Strict, model_validator
+
+from deployer.errors import ConfigError
+from deployer.shell import Command, chain, check_template, render
+
+from .types import (
+    DEFAULT_ROLES,
+    HOOK_STAGES,
+    TEMPLATE_VALUES,
+    Bool,
+    Name,
+    RelPath,
+    Roles,
+    Vars,
+    _fail,
+    _Model,
+    _no_bool,
+    _slug,
+)
+
+
+def _step_input(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"run": value}
+    if not isinstance(value, dict):
+        raise _fail("expected a command string or a mapping with run:")
+    return value
+
+
+class Step(_Model):
+    """One command of a stage. `roles` is always filled after loading."""
+
+    run: Name
+    roles: Roles | None = None
+    once: Bool = False
+    timeout: Annotated[float, BeforeValidator(_no_bool), Strict(), Field(gt=0)] | None = None
+    cwd: Name | None = None
+    _where: str = PrivateAttr(default="")
+    _short: bool = PrivateAttr(default=False)
+
+    @property
+    def where(self) -> str:
+        """Where this step was defined, e.g. ``playbooks/demo.yaml: stages.build[0]``."""
+        return self._where
+
+    def templates(self) -> list[tuple[str, str]]:
+        """(where, template) pairs of this step."""
+        if self._short:
+            return [(self._where, self.run)]
+        out = [(f"{self._where}.run", self.run)]
+        if self.cwd is not None:
+            out.append((f"{self._where}.cwd", self.cwd))
+        return out
+
+    def command(self, values: Mapping[str, object]) -> Command:
+        """The command to run, placeholders filled and quoted; prefixed by cd when cwd is set."""
+        where = self._where if self._short else f"{self._where}.run"
+        cmd = render(self.run, values, where=where)
+        if self.cwd is not None:
+            cd = render("cd " + self.cwd, values, where=f"{self._where}.cwd")
+            cmd = chain(cd, cmd)
+        return cmd.with_timeout(self.timeout)
+
+
+StepIn = Annotated[Step, BeforeValidator(_step_input)]
+
+
+class Maintenance(_Model):
+    when: Literal["auto", "always", "never"] = "auto"
+    on: list[StepIn] = []
+    off: list[StepIn] = []
+    #: the file whose presence means "in maintenance", relative to shared/ (status reads it)
+    flag: RelPath | None = None
+
+    @model_validator(mode="after")
+    def _needs_off(self) -> Maintenance:
+        if self.on and not self.off:
+            raise _fail("'off' steps are required when 'on' steps are set")
+        return self
+
+
+class Migrate(_Model):
+    run: StepIn
+    version: StepIn
+    pending: StepIn
+    down: StepIn | None = None
+    can_down: StepIn | None = None
+
+
+class Stages(_Model):
+    maintenance: Maintenance = Maintenance()
+    build: list[StepIn] = []
+    migrate: Migrate | None = None
+    cache_warm: list[StepIn] = []
+    reload: list[StepIn] = []
+    worker_restart: list[StepIn] = []
+    worker_verify: list[StepIn] = []
+    finalize: list[StepIn] = []
+    maintenance_tasks: list[StepIn] = []
+    #: remote checks the gate runs on every host of a wave (exit 0 = pass)
+    gate_checks: list[StepIn] = []
+
+
+def _hook_stage(value: str) -> str:
+    if value not in HOOK_STAGES:
+        raise _fail(f"unknown stage {value!r} (valid: {', '.join(HOOK_STAGES)})")
+    return value
+
+
+HookStage = Annotated[str, AfterValidator(_hook_stage)]
+
+
+class Hooks(_Model):
+    before: dict[HookStage, list[StepIn]] = {}
+    after: dict[HookStage, list[StepIn]] = {}
+
+
+class Playbook(_Model):
+    """A playbook: how one kind of application is built, migrated, reloaded."""
+
+    name: Annotated[str, Strict(), AfterValidator(_slug("playbook name"))]
+    description: str = ""
+    defaults: dict[str, Any] = {}
+    vars: Vars = {}
+    shared_files: list[RelPath] = []
+    shared_dirs: list[RelPath] = []
+    #: the app's log, relative to the release; the gate counts error lines written since the switch
+    log_file: RelPath | None = None
+    stages: Stages = Stages()
+    hooks: Hooks = Hooks()
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def steps(self, stage: str, sub: str | None = None) -> list[Step]:
+        """Steps of a stage: steps("build"), steps("maintenance", "on"), steps("migrate", "run")."""
+        if stage == "maintenance":
+            if sub not in ("on", "off"):
+                raise ValueError("maintenance steps need sub='on' or sub='off'")
+            return list(getattr(self.stages.maintenance, sub))
+        if stage == "migrate":
+            if sub not in Migrate.model_fields:
+                subs = ", ".join(Migrate.model_fields)
+                raise ValueError(f"migrate steps need sub= one of {subs}")
+            step = getattr(self.stages.migrate, sub) if self.stages.migrate else None
+            return [step] if step is not None else []
+        if stage not in Stages.model_fields or sub is not None:
+            raise ValueError(f"unknown stage {stage!r}")
+        return list(getattr(self.stages, stage))
+
+    def hooks_for(self, when: Literal["before", "after"], stage: str) -> list[Step]:
+        """Hook steps run before/after an engine stage."""
+        if stage not in HOOK_STAGES:
+            raise ValueError(f"unknown hook stage {stage!r}")
+        return list(getattr(self.hooks, when).get(stage, []))
+
+    def all_steps(self) -> list[Step]:
+        """Every step of the playbook (stages and hooks)."""
+        out: list[Step] = []
+        for name in Stages.model_fields:
+            if name == "maintenance":
+                out += self.stages.maintenance.on + self.stages.maintenance.off
+            elif name == "migrate":
+                if self.stages.migrate:
+                    out += [s for sub in Migrate.model_fields
+                            if (s := getattr(self.stages.migrate, sub)) is not None]
+            else:
+                out += getattr(self.stages, name)
+        for hooks in (self.hooks.before, self.hooks.after):
+            for steps in hooks.values():
+                out += steps
+        return out
+
+    def check_templates(self, extra_vars: Iterable[str] = ()) -> list[str]:
+        """Error lines for unknown placeholders (or quoted ones) in every template."""
+        known = set(TEMPLATE_VALUES) | set(self.vars) | set(extra_vars)
+        errors: list[str] = []
+        for step in self.all_steps():
+            for where, template in step.templates():
+                try:
+                    check_template(template, known, where=where)
+                except ConfigError as exc:
+                    errors.append(exc.message)
+        return errors
+
+
+def _label_steps(playbook: Playbook, label: str) -> None:
+    """Record where each step was defined and fill in default roles."""
+
+    def mark(step: Step | None, path: str, default_roles: list[str], short: bool) -> None:
+        if step is None:
+            return
+        step._where = f"{label}: {path}"
+        step._short = short
+        if step.roles is None:
+            step.roles = list(default_roles)
+
+    def mark_list(steps: list[Step], raw: Any, path: str, roles: list[str]) -> None:
+        for i, step in enumerate(steps):
+            item = raw[i] if isinstance(raw, list) and i < len(raw) else None
+            mark(step, f"{path}[{i}]", roles, isinstance(item, str))
+
+    raw = playbook._raw
+    stages_raw = raw.get("stages") or {}
+    maint_raw = stages_raw.get("maintenance") or {}
+    for sub in ("on", "off"):
+        mark_list(getattr(playbook.stages.maintenance, sub), maint_raw.get(sub),
+                  f"stages.maintenance.{sub}", DEFAULT_ROLES["maintenance"])
+    if playbook.stages.migrate:
+        mig_raw = stages_raw.get("migrate") or {}
+        for sub in Migrate.model_fields:
+            mark(getattr(playbook.stages.migrate, sub), f"stages.migrate.{sub}",
+                 DEFAULT_ROLES["migrate"], isinstance(mig_raw.get(sub), str))
+    for name in Stages.model_fields:
+        if name not in ("maintenance", "migrate"):
+            mark_list(getattr(playbook.stages, name), stages_raw.get(name), f"stages.{name}",
+                      DEFAULT_ROLES[name])
+    for when in ("before", "after"):
+        hooks_raw = (raw.get("hooks") or {}).get(when) or {}
+        for stage, steps in getattr(playbook.hooks, when).items():
+            mark_list(steps, hooks_raw.get(stage), f"hooks.{when}.{stage}", ["web"])
+    for step in playbook.stages.build:
+        if step.cwd is None:
+            step.cwd = "{release_path}"
+
