@@ -6,6 +6,9 @@ Each host is a holder process (`sleep infinity`) started with
 on the db host, HAProxy on the lb host). Everything else enters those namespaces with
 `nsenter -t <holder pid>`. `down()` kills every process in our namespaces and deletes them,
 so nothing is left behind; `up()` starts with `down()` to clear what a crash left.
+
+Fault injection (`fleet.cut(host)`, `kill_sshd`, `fill_disk`, ...) lives in `faults.py`, a
+mixin of `Fleet`; running commands and finding processes on this machine in `procs.py`.
 """
 
 from __future__ import annotations
@@ -15,32 +18,20 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..errors import DeployerError
 from . import spec as S
+from .faults import Faults
+from .procs import FleetError, _alive, _kill, _links, _marked_pids, _netns_list, _port_open, _run
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class FleetError(DeployerError):
-    exit_code = 2
-
-
 def fleet_dir() -> Path:
     return Path(os.environ.get("DEPLOYER_FLEET_DIR", ROOT / ".fleet")).resolve()
-
-
-def _run(argv: list[str], *, check: bool = True, input: str | None = None,
-         timeout: float = 60) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise FleetError(f"fleet: `{' '.join(argv)}` exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc
 
 
 def require_root() -> None:
@@ -53,7 +44,7 @@ def require_root() -> None:
             raise FleetError(f"fleet: `{tool}` not found; run ./bootstrap to install the fleet's packages")
 
 
-class Fleet:
+class Fleet(Faults):
     """The local fleet, as recorded in `<fleet_dir>/fleet.json`."""
 
     def __init__(self, directory: Path | None = None):
@@ -339,123 +330,3 @@ class Fleet:
 
     def sh(self, name: str, script: str, **kw) -> subprocess.CompletedProcess:
         return self.nsenter(name, ["/bin/sh", "-c", script], **kw)
-
-    # -- fault injection -------------------------------------------------------------------
-    def cut(self, name: str) -> None:
-        """Cut the host off the network (its cable is pulled: packets are dropped)."""
-        _run(["ip", "link", "set", self.spec.host(name).veth, "down"])
-
-    def reconnect(self, name: str) -> None:
-        _run(["ip", "link", "set", self.spec.host(name).veth, "master", S.BRIDGE, "up"])
-
-    def _sshd_pid(self, name: str) -> int:
-        return int((self.hostdir(name) / "sshd.pid").read_text())
-
-    def kill_sshd(self, name: str) -> None:
-        pid = self._sshd_pid(name)
-        _kill(pid, signal.SIGKILL)
-        (self.hostdir(name) / "sshd.pid").unlink(missing_ok=True)
-
-    def start_sshd(self, name: str) -> None:
-        self.nsenter(name, ["/usr/sbin/sshd", "-f", str(self.hostdir(name) / "sshd_config")])
-        deadline = time.monotonic() + 10
-        while not _port_open(self.spec.host(name).address, 22, 0.2):
-            if time.monotonic() > deadline:
-                raise FleetError(f"fleet: sshd on {name} did not come back")
-            time.sleep(0.05)
-
-    def freeze_sshd(self, name: str) -> None:
-        """SIGSTOP the listener: TCP connects succeed (kernel backlog) but no banner ever comes."""
-        _kill(self._sshd_pid(name), signal.SIGSTOP)
-
-    def thaw_sshd(self, name: str) -> None:
-        _kill(self._sshd_pid(name), signal.SIGCONT)
-
-    def rekey(self, name: str) -> None:
-        """Give the host a new host key (as a reinstalled or impersonated machine would have)."""
-        d = self.hostdir(name)
-        for f in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):
-            (d / f).unlink(missing_ok=True)
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / "ssh_host_ed25519_key")])
-        self.kill_sshd(name)
-        self.start_sshd(name)
-
-    def trust(self) -> None:
-        """Rewrite known_hosts from the hosts' current keys (after `rekey`)."""
-        self._write_known_hosts(self.spec)
-
-    def small_disk(self, name: str, path: str, size: str = "2m") -> None:
-        """Mount a size-limited filesystem at `path` inside the host (its deploy path, say)."""
-        self.sh(name, f"mkdir -p {path} && owner=$(stat -c %u:%g {path}) && "
-                      f"mount -t tmpfs -o size={size},mode=0755 deployer-small {path} && chown $owner {path}")
-
-    def fill_disk(self, name: str, path: str) -> None:
-        self.sh(name, f"dd if=/dev/zero of={path}/.filler bs=64k >/dev/null 2>&1 || true")
-
-    def free_disk(self, name: str, path: str) -> None:
-        self.sh(name, f"umount {path} 2>/dev/null || true")
-
-    def hang(self, name: str, command: str) -> None:
-        """Make `command` (looked up on PATH) hang forever on that host."""
-        self.sh(name, f"printf '#!/bin/sh\\nexec sleep 3600\\n' > /srv/bin/{command} && chmod 755 /srv/bin/{command}")
-
-    def unhang(self, name: str, command: str) -> None:
-        self.sh(name, f"rm -f /srv/bin/{command}")
-
-
-def _netns_list() -> list[str]:
-    out = _run(["ip", "netns", "list"], check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def _links() -> list[str]:
-    out = _run(["ip", "-o", "link", "show"], check=False).stdout
-    names = []
-    for line in out.splitlines():
-        parts = line.split(":")
-        if len(parts) > 1:
-            names.append(parts[1].strip().split("@")[0])
-    return names
-
-
-def _marked_pids(marker_dir: str) -> list[int]:
-    """Processes started from a fleet init script of this fleet directory."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        args = [a.decode(errors="replace") for a in cmdline if a]
-        if len(args) >= 2 and args[-1].startswith(marker_dir + "/hosts/") and args[-1].endswith("init.sh"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return status != "Z"
-
-
-def _port_open(address: str, port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
