@@ -38,13 +38,25 @@ def _matches(expected: object, actual: object) -> bool:
     return expected == actual
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is an answer like any other, compared with expect_status: `/up -> 302 /login`
+    must not pass the gate because the login page answers 200."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError(3xx)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def probe(url: str, timeout: float, expect_status: int, expect_json: dict | None,
           headers: dict | None = None) -> Sample:
-    """One HTTP request; a timeout, refusal or unparsable body is a failure, never a pass."""
+    """One HTTP request, redirects not followed; a timeout, refusal or unparsable body is a
+    failure, never a pass."""
     t0 = time.monotonic()
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "deployer-gate", **(headers or {})})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own hosts
+        with _OPENER.open(req, timeout=timeout) as resp:  # noqa: S310 - our own hosts
             status, body = resp.status, resp.read(65536)
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read(65536)
