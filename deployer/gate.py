@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
+import socket
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass, field
 
 
@@ -38,31 +40,132 @@ def _matches(expected: object, actual: object) -> bool:
     return expected == actual
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A 3xx is an answer like any other, compared with expect_status: `/up -> 302 /login`
-    must not pass the gate because the login page answers 200."""
+class _Deadline:
+    """An HTTP connection under one total deadline: connect, TLS handshake, request, status
+    line, headers and body. Each blocking socket call gets only the time left, so a server that
+    trickles one byte per second cannot stretch `timeout` (a per-read limit in urllib)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # urllib then raises HTTPError(3xx)
+    def __init__(self, *args, deadline: float, **kwargs):
+        super().__init__(*args, timeout=max(deadline - time.monotonic(), 0.001), **kwargs)
+        self.deadline = deadline
+        self._create_connection = self._connect_by_deadline
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
+
+    def _connect_by_deadline(self, address, timeout=None, source_address=None) -> socket.socket:
+        error: OSError | None = None
+        for family, kind, proto, _, addr in socket.getaddrinfo(*address, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            try:
+                if source_address:
+                    sock.bind(source_address)
+                sock.settimeout(self._left())
+                sock.connect(addr)
+                sock.settimeout(self._left())  # what a TLS handshake may take, in total
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error or OSError(f"no address for {address[0]}")
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self._left)
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _DeadlineHTTP(_Deadline, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPS(_Deadline, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineSocket:
+    """The few socket methods http.client uses, each bounded by the time left."""
+
+    def __init__(self, sock: socket.socket, left):
+        self._sock, self._left = sock, left
+
+    def sendall(self, data) -> None:
+        self._sock.settimeout(self._left())
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args, **kwargs):
+        if mode != "rb":
+            raise ValueError(f"makefile({mode!r}): only 'rb' is supported")
+        # the socket's own unbuffered reader keeps it open until the response is closed
+        raw = self._sock.makefile("rb", buffering=0)
+        return io.BufferedReader(_DeadlineReader(raw, self._sock, self._left))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, raw, sock: socket.socket, left):
+        super().__init__()
+        self._raw, self._sock, self._left = raw, sock, left
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        self._sock.settimeout(self._left())
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _connection(url: str, deadline: float) -> tuple[http.client.HTTPConnection, str]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unknown url type: {scheme or url!r}")
+    if not parts.hostname:
+        raise ValueError("no host in the url")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the url are not supported (use health.headers)")
+    port = parts.port  # ValueError when not a number
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    cls = _DeadlineHTTPS if scheme == "https" else _DeadlineHTTP
+    return cls(parts.hostname, port, deadline=deadline), target
 
 
 def probe(url: str, timeout: float, expect_status: int, expect_json: dict | None,
           headers: dict | None = None) -> Sample:
-    """One HTTP request, redirects not followed; a timeout, refusal or unparsable body is a
-    failure, never a pass."""
+    """One HTTP GET under a total deadline of `timeout` seconds (connect, headers and body
+    together), redirects not followed (a 3xx is compared with `expect_status` like any status).
+    A timeout, refusal or unparsable body is a failure, never a pass."""
     t0 = time.monotonic()
+    deadline = t0 + timeout
+    conn = None
     try:
-        req = urllib.request.Request(url, headers={"User-Agent": "deployer-gate", **(headers or {})})
-        with _OPENER.open(req, timeout=timeout) as resp:  # noqa: S310 - our own hosts
-            status, body = resp.status, resp.read(65536)
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read(65536)
-    except (OSError, ValueError) as exc:
+        conn, target = _connection(url, deadline)
+        conn.request("GET", target, headers={"User-Agent": "deployer-gate",
+                                             "Connection": "close", **(headers or {})})
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read(65536)
+        if time.monotonic() > deadline:  # e.g. a slow name lookup, which no socket bounds
+            raise TimeoutError("timed out")
+    except TimeoutError:
         ms = (time.monotonic() - t0) * 1000
-        return Sample(False, None, ms, f"GET {url}: {getattr(exc, 'reason', exc)}")
+        return Sample(False, None, ms, f"GET {url}: timed out after {timeout:g}s")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        ms = (time.monotonic() - t0) * 1000
+        return Sample(False, None, ms, f"GET {url}: {exc or type(exc).__name__}")
+    finally:
+        if conn is not None:
+            conn.close()
     ms = (time.monotonic() - t0) * 1000
     if status != expect_status:
         return Sample(False, status, ms, f"GET {url}: HTTP {status}, expected {expect_status}")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from deployer import bake as BK
 from deployer import gate as G
 
 MAX_HANDLER_SECONDS = 30  # every handler gives up after this, even if the test forgot to stop it
@@ -97,6 +99,30 @@ def timed(fn, *args, **kw):
     return out, time.monotonic() - t0
 
 
+# ------------------------------------------------------------------ 1. a total deadline per request
+
+
+def test_trickled_headers_fail_within_the_timeout(server):
+    sample, took = timed(G.probe, f"{server.base}/trickle-headers", 2, 200, None)
+    assert not sample.ok and sample.status is None
+    assert "timed out after 2s" in sample.detail
+    assert took < 2 + 1
+
+
+def test_trickled_body_fails_within_the_timeout(server):
+    sample, took = timed(G.probe, f"{server.base}/trickle-body", 1, 200, {"status": "ok"})
+    assert not sample.ok
+    assert "timed out after 1s" in sample.detail
+    assert took < 1 + 1
+
+
+def test_bake_probes_of_a_trickling_host_are_bounded(server):
+    targets = [("web1", "canary", f"{server.base}/trickle-headers")]
+    probes, took = timed(BK.run_bake, targets, 1.0, 0.2, 1.0)
+    assert took < 1.0 + 1.0 + 1
+    assert probes and all(p.ms is None and not p.ok for p in probes)
+
+
 # ------------------------------------------------------------------ 2. redirects are not followed
 
 
@@ -112,3 +138,30 @@ def test_redirect_fails_the_gate(server):
     verdict = G.wait_passes("web1", f"{server.base}/up", timeout=1, expect_status=200,
                             expect_json={"status": "ok"}, passes=1, max_attempts=2, interval=0)
     assert not verdict.passed and "HTTP 302" in verdict.reason
+
+
+# ------------------------------------------------------------------ the probe still does its job
+
+
+def test_probe_passes_checks_json_and_sends_headers(server):
+    sample = G.probe(f"{server.base}/health", 2, 200, {"status": "ok", "db": {"ok": True}},
+                     {"X-Probe": "1"})
+    assert sample.ok and sample.status == 200 and sample.ms >= 0
+    assert server.requests[-1]["headers"]["X-Probe"] == "1"
+    assert server.requests[-1]["headers"]["User-Agent"] == "deployer-gate"
+    bad = G.probe(f"{server.base}/health", 2, 200, {"release": "r2"})
+    assert not bad.ok and "expected {'release': 'r2'}, got {'release': 'r1'}" in bad.detail
+    missing = G.probe(f"{server.base}/nope", 2, 200, None)
+    assert not missing.ok and missing.status == 404
+
+
+def test_refused_and_bad_urls_are_failures():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    refused = G.probe(f"http://127.0.0.1:{port}/health", 1, 200, None)
+    assert not refused.ok and refused.status is None and "refused" in refused.detail.lower()
+    for url in ("ftp://127.0.0.1/x", "not a url", "http://127.0.0.1:notaport/x"):
+        bad = G.probe(url, 1, 200, None)
+        assert not bad.ok and bad.status is None and bad.detail.startswith(f"GET {url}: ")
