@@ -1,92 +1,18 @@
-"""The go-live checklist as checks (`inv preflight --env E`): pure definitions, no I/O.
-
-Each `Check` has a name, the remote `Command` it runs (built like deployer/commands: every
-value quoted), the roles it is meant for, the hosts it runs on (resolved from the config),
-and a pure ``parse(stdout, exit_status) -> (ok, detail)``. A runner (not here) runs
-``check.command`` on each of ``check.hosts`` through the transport and turns the answer into a
-`Result` with ``check.result(host, stdout, exit_status)``; a connection or timeout failure
-becomes ``check.error(host, message)``. A check whose ``command`` is None is local (the deploy
-window): ``check.run_local()`` gives its results.
-
-A failed check is FAIL, or WARN when the check is not ``blocking`` (informational ones).
-``exit_code(results)`` is 0 when nothing FAILed, 3 (refused) otherwise.
-
-Checks: ``ssh`` (``true``; the caller verifies the host key when it connects), ``disk``
-(free MiB from ``df -Pk``), ``binaries`` (per role), ``app_env`` (the shared ``.env``:
-APP_DEBUG, APP_ENV, mode, not in git; never prints its content), ``pending_migrations``
-(informational), ``lock`` (free or held) and ``window`` (deploy windows and freezes).
-"""
+"""The checks that run on the hosts: for each, the remote `Command` (every value quoted) and
+its pure parser ``(stdout, exit_status) -> (ok, detail)``."""
 
 from __future__ import annotations
 
 import json
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
 
-from . import windows as W
-from .commands import lock as LK
-from .commands import releases as R
-from .config import Config, Host
-from .errors import ConfigError
-from .shell import Command, q, raw
+from ..commands import lock as LK
+from ..shell import Command, q, raw
+from .model import Parse
 
-PASS, FAIL, WARN = "PASS", "FAIL", "WARN"
-LOCAL = "(local)"
-#: `Check.roles` of the checks that run on every host
-ALL = ("*",)
-#: Same threshold as the deploy's own preflight (deployer.pipeline.MIN_FREE_KB).
-DEFAULT_MIN_FREE_MIB = 100
-APP_BINARIES = ("git", "tar", "timeout", "flock", "sha256sum")
-DB_TOOLS = ("pg_dump", "pg_restore", "psql")
-#: the backup stage also needs these on the db host (deployer.commands.backup)
-DB_BINARIES = ("sha256sum", "runuser")
-LB_BINARIES = ("socat",)
-LEDGER_BINARIES = ("flock",)
 NO_RELEASE = "@@no-release"
-
-Parse = Callable[[str, "int | None"], tuple[bool, str]]
-
-
-
-@dataclass(frozen=True)
-class Result:
-    host: str
-    check: str
-    status: str  # PASS, FAIL or WARN
-    detail: str
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    command: Command | None
-    roles: tuple[str, ...]
-    parse: Parse
-    hosts: tuple[str, ...] = ()
-    blocking: bool = True
-    #: what the check is about, for --help style listings
-    about: str = ""
-
-    @property
-    def local(self) -> bool:
-        return self.command is None
-
-    def result(self, host: str, stdout: str, exit_status: int | None) -> Result:
-        ok, detail = self.parse(stdout, exit_status)
-        return Result(host, self.name, PASS if ok else (FAIL if self.blocking else WARN), detail)
-
-    def error(self, host: str, message: str) -> Result:
-        """The check could not run on `host` (unreachable, timeout, ...)."""
-        first = message.strip().splitlines()[0] if message.strip() else "error"
-        return Result(host, self.name, FAIL if self.blocking else WARN, f"could not run: {first}")
-
-    def run_local(self) -> list[Result]:
-        if not self.local:
-            raise ValueError(f"check {self.name!r} runs on hosts; use result()")
-        return [self.result(LOCAL, "", 0)]
 
 
 # ---------------------------------------------------------------- ssh
@@ -306,111 +232,3 @@ def parse_lock(stdout: str, exit_status: int | None) -> tuple[bool, str]:
     if held is None:
         return True, "free"
     return False, f"held by {held.describe()}"
-
-
-# ---------------------------------------------------------------- window
-
-
-def window_parse(windows: Sequence[W.Window], freezes: Sequence[W.Freeze],
-                 now: Callable[[], datetime]) -> Parse:
-    def parse(stdout: str, exit_status: int | None) -> tuple[bool, str]:
-        decision = W.decide(windows, freezes, now())
-        return decision.allowed, decision.reason
-
-    return parse
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-# ---------------------------------------------------------------- the checklist
-
-
-def _names(hosts: Iterable[Host]) -> tuple[str, ...]:
-    return tuple(h.name for h in hosts)
-
-
-def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
-               expect_app_env: str | None = "production", release_path: str | None = None,
-               now: Callable[[], datetime] | datetime | None = None) -> list[Check]:
-    """The checks of `cfg`'s environment, in the order of a report.
-
-    `release_path`: where pending migrations are listed (default: the live release,
-    ``<deploy_to>/current``). `now`: the clock of the window check (default: UTC now).
-    """
-    if isinstance(now, datetime):
-        fixed = now
-        clock: Callable[[], datetime] = lambda: fixed  # noqa: E731
-    else:
-        clock = now or _utc_now
-    app_roles = ("web", "worker")
-    app = cfg.app_hosts
-    p = R.paths(cfg.deploy_to)
-    mirror = posixpath.join(cfg.deploy_to, "repo")
-    out: list[Check] = [
-        Check("ssh", ssh_command(), ALL, parse_ssh, _names(cfg.hosts),
-              about="reachable over SSH with a verified host key"),
-        Check("disk", disk_command(cfg.deploy_to), ALL, parse_disk(cfg.deploy_to, min_free_mib),
-              _names(cfg.hosts), about=f"free space under {cfg.deploy_to}"),
-    ]
-    if cfg.database is not None and cfg.db_host is not None:
-        backups = cfg.database.backup_dir
-        out.append(Check("disk", disk_command(backups), ("db",),
-                         parse_disk(backups, min_free_mib), (cfg.db_host.name,),
-                         about=f"free space for backups under {backups}"))
-    out.append(Check("binaries", binaries_command(APP_BINARIES), app_roles,
-                     parse_binaries(APP_BINARIES), _names(app), about="tools of the pull stage"))
-    if cfg.database is not None and cfg.db_host is not None:
-        bin_dir = cfg.database.bin_dir
-        tools = tuple(posixpath.join(bin_dir, t) if bin_dir else t for t in DB_TOOLS) + DB_BINARIES
-        out.append(Check("binaries", binaries_command(tools), ("db",), parse_binaries(tools),
-                         (cfg.db_host.name,), about="PostgreSQL client tools for backups"))
-    if cfg.lb is not None and cfg.lb_host is not None:
-        out.append(Check("binaries", binaries_command(LB_BINARIES), ("lb",),
-                         parse_binaries(LB_BINARIES), (cfg.lb_host.name,),
-                         about="socat, to drive the HAProxy admin socket"))
-    ledger = cfg.ledger_host
-    if ledger not in app:
-        out.append(Check("binaries", binaries_command(LEDGER_BINARIES), ("ledger",),
-                         parse_binaries(LEDGER_BINARIES), (ledger.name,),
-                         about="flock, to append to the ledger"))
-    if ".env" in cfg.playbook.shared_files:
-        env_file = posixpath.join(cfg.shared_path, ".env")
-        out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), app_roles,
-                         parse_app_env(env_file, expect_app_env), _names(app),
-                         about="the shared .env: APP_DEBUG, APP_ENV, mode 0600, not in git"))
-    pending = cfg.playbook.steps("migrate", "pending")
-    host = cfg.migrate_host
-    if pending and host is not None:
-        path = release_path or cfg.current_path
-        try:
-            step = pending[0].command(cfg.template_values(host, release_path=path))
-        except ConfigError as exc:
-            msg = exc.message
-            out.append(Check("pending_migrations", None, ("migrate",),
-                             lambda s, e, msg=msg: (False, f"cannot render migrate.pending: {msg}"),
-                             blocking=False))
-        else:
-            out.append(Check("pending_migrations", pending_command(step, path), ("migrate",),
-                             parse_pending, (host.name,), blocking=False,
-                             about=f"pending migrations of {path}"))
-    out.append(Check("lock", LK.read(p["state_path"]), ("ledger",), parse_lock, (ledger.name,),
-                     about="the env lock is free"))
-    out.append(Check("window", None, (), window_parse(cfg.windows, cfg.freezes, clock),
-                     about="inside a deploy window, outside every freeze"))
-    return out
-
-
-def table(results: Iterable[Result]) -> list[list[str]]:
-    """Rows [host, check, PASS/FAIL/WARN, detail], in the order given."""
-    return [[r.host, r.check, r.status, r.detail] for r in results]
-
-
-def exit_code(results: Iterable[Result]) -> int:
-    """0 when no check FAILed (WARN is fine), 3 (refused) otherwise."""
-    return 3 if any(r.status == FAIL for r in results) else 0
-
-
-__all__ = ["Check", "DEFAULT_MIN_FREE_MIB", "FAIL", "LOCAL", "PASS", "Result", "WARN",
-           "checks_for", "exit_code", "table"]

@@ -1,0 +1,131 @@
+"""The go-live checklist of an environment (`checks_for`): which checks run on which hosts,
+from the config, and the local one (the deploy window)."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+
+from .. import windows as W
+from ..commands import lock as LK
+from ..commands import releases as R
+from ..config import Config, Host
+from ..errors import ConfigError
+from .model import ALL, Check, Parse
+from .remote import (
+    app_env_command,
+    binaries_command,
+    disk_command,
+    parse_app_env,
+    parse_binaries,
+    parse_disk,
+    parse_lock,
+    parse_pending,
+    parse_ssh,
+    pending_command,
+    ssh_command,
+)
+
+#: Same threshold as the deploy's own preflight (deployer.pipeline.MIN_FREE_KB).
+DEFAULT_MIN_FREE_MIB = 100
+APP_BINARIES = ("git", "tar", "timeout", "flock", "sha256sum")
+DB_TOOLS = ("pg_dump", "pg_restore", "psql")
+#: the backup stage also needs these on the db host (deployer.commands.backup)
+DB_BINARIES = ("sha256sum", "runuser")
+LB_BINARIES = ("socat",)
+LEDGER_BINARIES = ("flock",)
+
+
+# ---------------------------------------------------------------- window
+
+
+def window_parse(windows: Sequence[W.Window], freezes: Sequence[W.Freeze],
+                 now: Callable[[], datetime]) -> Parse:
+    def parse(stdout: str, exit_status: int | None) -> tuple[bool, str]:
+        decision = W.decide(windows, freezes, now())
+        return decision.allowed, decision.reason
+
+    return parse
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- the checklist
+
+
+def _names(hosts: Iterable[Host]) -> tuple[str, ...]:
+    return tuple(h.name for h in hosts)
+
+
+def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
+               expect_app_env: str | None = "production", release_path: str | None = None,
+               now: Callable[[], datetime] | datetime | None = None) -> list[Check]:
+    """The checks of `cfg`'s environment, in the order of a report.
+
+    `release_path`: where pending migrations are listed (default: the live release,
+    ``<deploy_to>/current``). `now`: the clock of the window check (default: UTC now).
+    """
+    if isinstance(now, datetime):
+        fixed = now
+        clock: Callable[[], datetime] = lambda: fixed  # noqa: E731
+    else:
+        clock = now or _utc_now
+    app_roles = ("web", "worker")
+    app = cfg.app_hosts
+    p = R.paths(cfg.deploy_to)
+    mirror = posixpath.join(cfg.deploy_to, "repo")
+    out: list[Check] = [
+        Check("ssh", ssh_command(), ALL, parse_ssh, _names(cfg.hosts),
+              about="reachable over SSH with a verified host key"),
+        Check("disk", disk_command(cfg.deploy_to), ALL, parse_disk(cfg.deploy_to, min_free_mib),
+              _names(cfg.hosts), about=f"free space under {cfg.deploy_to}"),
+    ]
+    if cfg.database is not None and cfg.db_host is not None:
+        backups = cfg.database.backup_dir
+        out.append(Check("disk", disk_command(backups), ("db",),
+                         parse_disk(backups, min_free_mib), (cfg.db_host.name,),
+                         about=f"free space for backups under {backups}"))
+    out.append(Check("binaries", binaries_command(APP_BINARIES), app_roles,
+                     parse_binaries(APP_BINARIES), _names(app), about="tools of the pull stage"))
+    if cfg.database is not None and cfg.db_host is not None:
+        bin_dir = cfg.database.bin_dir
+        tools = tuple(posixpath.join(bin_dir, t) if bin_dir else t for t in DB_TOOLS) + DB_BINARIES
+        out.append(Check("binaries", binaries_command(tools), ("db",), parse_binaries(tools),
+                         (cfg.db_host.name,), about="PostgreSQL client tools for backups"))
+    if cfg.lb is not None and cfg.lb_host is not None:
+        out.append(Check("binaries", binaries_command(LB_BINARIES), ("lb",),
+                         parse_binaries(LB_BINARIES), (cfg.lb_host.name,),
+                         about="socat, to drive the HAProxy admin socket"))
+    ledger = cfg.ledger_host
+    if ledger not in app:
+        out.append(Check("binaries", binaries_command(LEDGER_BINARIES), ("ledger",),
+                         parse_binaries(LEDGER_BINARIES), (ledger.name,),
+                         about="flock, to append to the ledger"))
+    if ".env" in cfg.playbook.shared_files:
+        env_file = posixpath.join(cfg.shared_path, ".env")
+        out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), app_roles,
+                         parse_app_env(env_file, expect_app_env), _names(app),
+                         about="the shared .env: APP_DEBUG, APP_ENV, mode 0600, not in git"))
+    pending = cfg.playbook.steps("migrate", "pending")
+    host = cfg.migrate_host
+    if pending and host is not None:
+        path = release_path or cfg.current_path
+        try:
+            step = pending[0].command(cfg.template_values(host, release_path=path))
+        except ConfigError as exc:
+            msg = exc.message
+            out.append(Check("pending_migrations", None, ("migrate",),
+                             lambda s, e, msg=msg: (False, f"cannot render migrate.pending: {msg}"),
+                             blocking=False))
+        else:
+            out.append(Check("pending_migrations", pending_command(step, path), ("migrate",),
+                             parse_pending, (host.name,), blocking=False,
+                             about=f"pending migrations of {path}"))
+    out.append(Check("lock", LK.read(p["state_path"]), ("ledger",), parse_lock, (ledger.name,),
+                     about="the env lock is free"))
+    out.append(Check("window", None, (), window_parse(cfg.windows, cfg.freezes, clock),
+                     about="inside a deploy window, outside every freeze"))
+    return out
