@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import math
 import socket
 import time
 import urllib.parse
@@ -182,19 +183,39 @@ def probe(url: str, timeout: float, expect_status: int, expect_json: dict | None
 
 def wait_passes(host: str, url: str, *, timeout: float, expect_status: int,
                 expect_json: dict | None, passes: int, max_attempts: int, interval: float,
-                headers: dict | None = None, on_sample=None) -> Verdict:
-    """Probe until `passes` consecutive passes, or fail after `max_attempts` probes."""
+                headers: dict | None = None, on_sample=None, budget: float | None = None,
+                poll_interval: float | None = None) -> Verdict:
+    """Probe until `passes` consecutive passes; fail after `max_attempts` probes, as soon as the
+    streak is out of reach, or when the time budget is spent.
+
+    `budget`: total seconds, by default ``max_attempts * interval + passes * timeout``. Nothing
+    runs past it: each probe's timeout is cut to the time left, and so is each pause.
+    `poll_interval`: the pause between probes (default: `interval`) while the budget stays the
+    same, so a caller can poll fast; the number of probes is then bounded by the budget,
+    ``ceil(budget / poll_interval) + passes`` (and at least `max_attempts`).
+    """
+    if budget is None:
+        budget = max_attempts * interval + passes * timeout
+    if budget <= 0:
+        raise ValueError(f"wait_passes: budget must be positive, got {budget!r}")
+    if poll_interval is None:
+        pause, limit = interval, max_attempts
+    elif poll_interval < 0:
+        raise ValueError(f"wait_passes: poll_interval must be >= 0, got {poll_interval!r}")
+    else:
+        pause = poll_interval
+        limit = max(max_attempts, math.ceil(budget / max(poll_interval, 0.01)) + passes)
     verdict = Verdict(host, False)
     streak = 0
-    # A time budget too: probes that time out must not stretch the gate to attempts x timeout.
-    deadline = time.monotonic() + max_attempts * interval + passes * timeout
-    for attempt in range(max_attempts):
-        if time.monotonic() > deadline:
+    deadline = time.monotonic() + budget
+    for attempt in range(limit):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            last = verdict.samples[-1].detail if verdict.samples else "-"
             verdict.samples.append(Sample(False, None, 0.0, f"GET {url}: no {passes} consecutive "
-                                          f"passes within {max_attempts * interval + passes * timeout:.0f}s"
-                                          f" (last: {verdict.samples[-1].detail if verdict.samples else '-'})"))
+                                          f"passes within {budget:g}s (last: {last})"))
             return verdict
-        sample = probe(url, timeout, expect_status, expect_json, headers)
+        sample = probe(url, min(timeout, left), expect_status, expect_json, headers)
         verdict.samples.append(sample)
         if on_sample:
             on_sample(host, sample)
@@ -203,7 +224,7 @@ def wait_passes(host: str, url: str, *, timeout: float, expect_status: int,
             verdict.passed = True
             return verdict
         # Not enough attempts left to reach the streak: give up early.
-        if passes - streak > max_attempts - attempt - 1:
+        if passes - streak > limit - attempt - 1:
             return verdict
-        time.sleep(interval)
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
     return verdict

@@ -165,3 +165,46 @@ def test_refused_and_bad_urls_are_failures():
     for url in ("ftp://127.0.0.1/x", "not a url", "http://127.0.0.1:notaport/x"):
         bad = G.probe(url, 1, 200, None)
         assert not bad.ok and bad.status is None and bad.detail.startswith(f"GET {url}: ")
+
+
+# ------------------------------------------------------------------ 3. wait_passes is bounded by a budget
+
+
+def test_wait_passes_never_overruns_its_budget_when_every_probe_times_out(server):
+    # Default budget: max_attempts x interval + passes x timeout = 10 x 0.4 + 1 x 1 = 5 s.
+    verdict, took = timed(G.wait_passes, "web1", f"{server.base}/hang", timeout=1,
+                          expect_status=200, expect_json=None, passes=1, max_attempts=10,
+                          interval=0.4)
+    assert not verdict.passed
+    assert took <= 5 + 0.25
+    assert "timed out" in verdict.samples[0].detail
+    assert "within 5s" in verdict.reason
+
+
+def test_wait_passes_explicit_budget_cuts_a_probe_short(server):
+    verdict, took = timed(G.wait_passes, "web1", f"{server.base}/hang", timeout=5,
+                          expect_status=200, expect_json=None, passes=2, max_attempts=30,
+                          interval=1, budget=1.5)
+    assert not verdict.passed
+    assert took <= 1.5 + 0.25
+    assert "within 1.5s" in verdict.reason
+
+
+def test_wait_passes_polls_fast_with_a_short_poll_interval(server):
+    server.started, server.warm_after = time.monotonic(), 0.6
+    verdict, took = timed(G.wait_passes, "web1", f"{server.base}/warming", timeout=1,
+                          expect_status=200, expect_json={"status": "ok"}, passes=3,
+                          max_attempts=5, interval=1, poll_interval=0.05)
+    # interval=1 alone would need >= 2 s after warming; polling every 0.05 s passes soon after.
+    assert verdict.passed
+    assert took < 1.5
+    assert [s.status for s in verdict.samples[-3:]] == [200, 200, 200]
+    assert verdict.samples[0].status == 503
+    assert len(verdict.samples) <= 1 + int(took / 0.05) + 1
+
+
+def test_wait_passes_gives_up_when_the_streak_is_out_of_reach(server):
+    verdict, took = timed(G.wait_passes, "web1", f"{server.base}/nope", timeout=1,
+                          expect_status=200, expect_json=None, passes=3, max_attempts=4,
+                          interval=0.01)
+    assert not verdict.passed and len(verdict.samples) == 2 and took < 1
