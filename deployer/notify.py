@@ -2,8 +2,10 @@
 
 `notify_all` never raises: every notifier runs in its own thread under one bounded total
 timeout; a failing or hanging one is reported as (name, error) and logged, the others still
-deliver. Secrets never leave: message text and fields are redacted with the secret values
-given (plus the notifiers' own: webhook URLs, SMTP password), and notifier names and errors
+deliver. Secrets never leave: every message (text, fields, env, release, ref) and every error
+is redacted with `deployer.redact` before it is sent or logged: the secret values given (a
+`Redactor` of the run, or values) plus the notifiers' own (webhook URLs, SMTP password), and
+the generic patterns (``PASSWORD=...``, ``scheme://user:pass@``); notifier names and errors
 show a webhook as ``scheme://host/***`` only.
 
 Configuration (`notifiers_from_config`): secrets come from environment variables named in
@@ -33,9 +35,9 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol, runtime_checkable
 
+from .redact import MASK, Redactor
 from .shell import Secret
 
-MASK = "***"
 EVENTS = ("start", "success", "failure", "rollback", "pause")
 EVENT_COLOURS = {"start": "#0969da", "success": "#2da44e", "failure": "#cf222e",
                  "rollback": "#bf8700", "pause": "#8250df"}
@@ -75,12 +77,20 @@ def _reveal(value: str | Secret | None) -> str:
     return value.reveal() if isinstance(value, Secret) else str(value)
 
 
-def redact(text: str, secrets: Iterable[str | Secret]) -> str:
-    """`text` with every occurrence of every (non-empty) secret value replaced by ***."""
-    values = sorted({_reveal(s) for s in secrets if _reveal(s)}, key=len, reverse=True)
-    for value in values:
-        text = text.replace(value, MASK)
-    return text
+Secrets = Iterable[str | Secret] | Redactor
+
+
+def _redactor(secrets: Secrets) -> Redactor:
+    """A Redactor of its own: a copy of the one given, or one of the values given."""
+    if isinstance(secrets, Redactor):
+        return secrets.copy()
+    return Redactor(secrets or ())
+
+
+def redact(text: str, secrets: Secrets) -> str:
+    """`text` with every secret value (of at least 4 characters) and every secret-looking value
+    (deployer.redact's patterns) replaced by ***."""
+    return _redactor(secrets).redact(text)
 
 
 def mask_url(url: str) -> str:
@@ -95,25 +105,25 @@ def mask_url(url: str) -> str:
     return f"{parts.scheme or '?'}://{host}/{MASK}"
 
 
-def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
+def _redact_value(value: Any, r: Redactor) -> Any:
     if isinstance(value, Secret):
         return MASK
     if isinstance(value, str):
-        return redact(value, secrets)
+        return r.redact(value)
     if isinstance(value, Mapping):
-        return {redact(str(k), secrets): _redact_value(v, secrets) for k, v in value.items()}
+        return {r.redact(str(k)): _redact_value(v, r) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_redact_value(v, secrets) for v in value]
+        return [_redact_value(v, r) for v in value]
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    return redact(str(value), secrets)
+    return r.redact(str(value))
 
 
-def redact_message(msg: Message, secrets: Iterable[str | Secret]) -> Message:
-    s = [v for v in (_reveal(x) for x in secrets) if v]
-    return dataclasses.replace(msg, env=redact(msg.env, s), release=redact(msg.release, s),
-                               ref=redact(msg.ref, s), text=redact(msg.text, s),
-                               fields=_redact_value(msg.fields, s))
+def redact_message(msg: Message, secrets: Secrets) -> Message:
+    r = _redactor(secrets)
+    return dataclasses.replace(msg, env=r.redact(msg.env), release=r.redact(msg.release),
+                               ref=r.redact(msg.ref), text=r.redact(msg.text),
+                               fields=_redact_value(msg.fields, r))
 
 
 # ------------------------------------------------------------------ notifiers
@@ -228,7 +238,7 @@ class Email:
                     smtp.login(self.username, self._password.reveal())
                 smtp.send_message(self.build(msg), from_addr=self.sender, to_addrs=self.recipients)
         except (smtplib.SMTPException, OSError) as exc:
-            detail = redact(f"{type(exc).__name__}: {exc}", self.secret_values())
+            detail = Redactor(self.secret_values()).redact(f"{type(exc).__name__}: {exc}")
             raise NotifyError(f"{where}: {detail}") from None
 
     def __repr__(self) -> str:
@@ -240,27 +250,32 @@ def notifier_name(n: object) -> str:
 
 
 def notify_all(notifiers: Iterable[Notifier], msg: Message, *, log=None,
-               secrets: Iterable[str | Secret] = (),
+               secrets: Secrets = (),
                timeout: float = DEFAULT_TOTAL_TIMEOUT) -> list[tuple[str, str]]:
     """Send `msg` through every notifier in parallel; never raises.
+
+    `secrets`: the run's Redactor (copied, never changed) or secret values; the message and
+    the errors are redacted with them, the notifiers' own secrets and the generic patterns.
 
     Returns the failures as (notifier name, error); each is also logged through `log` (a
     logging.Logger, or any callable taking one string). Notifiers still running after
     `timeout` seconds in total are reported as timed out (their daemon threads are abandoned).
     """
     notifiers = list(notifiers)
-    secret_values = [_reveal(s) for s in secrets]
+    redactor = _redactor(secrets)
     for n in notifiers:
         try:
-            secret_values += list(getattr(n, "secret_values", list)())
+            redactor.update(getattr(n, "secret_values", list)())
         except Exception as exc:  # noqa: BLE001 - a broken notifier must not stop the others
             _log(log, f"notification via {notifier_name(n)}: secret_values() failed: "
                       f"{type(exc).__name__}")
-    secret_values = [s for s in secret_values if s]
     try:
-        safe = redact_message(msg, secret_values)
+        safe = redact_message(msg, redactor)
     except Exception as exc:  # noqa: BLE001 - e.g. unprintable fields: say so, send the text only
-        safe = dataclasses.replace(msg, text=redact(str(msg.text), secret_values),
+        safe = dataclasses.replace(msg, env=redactor.redact(str(msg.env)),
+                                   release=redactor.redact(str(msg.release)),
+                                   ref=redactor.redact(str(msg.ref)),
+                                   text=redactor.redact(str(msg.text)),
                                    fields={"fields": f"unprintable: {type(exc).__name__}"})
 
     results: dict[int, str | None] = {}
@@ -290,7 +305,7 @@ def notify_all(notifiers: Iterable[Notifier], msg: Message, *, log=None,
         for i, n in enumerate(notifiers):
             err = results.get(i, f"timed out after {timeout:g}s")
             if err is not None:
-                failures.append((notifier_name(n), redact(err, secret_values)))
+                failures.append((notifier_name(n), redactor.redact(err)))
     for name, err in failures:
         _log(log, f"notification via {name} failed: {err}")
     return failures

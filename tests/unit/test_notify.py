@@ -20,6 +20,7 @@ from deployer.notify import (
     notify_all,
     redact,
 )
+from deployer.redact import Redactor
 from deployer.shell import Secret
 
 TOKEN = "T0KEN-b7f3c1d9e2a4"
@@ -104,6 +105,23 @@ def test_secrets_are_redacted_in_what_receivers_get(http_receiver, smtp_receiver
     hook = json.loads(next(r["body"] for r in server.received if r["path"] == "/hook"))
     assert hook["fields"] == {"dsn": "postgres://app:***@db/app", "n": 3}
     assert msg.text.count("hunter2") == 1  # the caller's message is not mutated
+
+
+def test_secret_looking_values_are_redacted_even_when_not_given(http_receiver):
+    server, base = http_receiver
+    run_secrets = Redactor(["known-to-the-run-1234"])  # what the engine knows, e.g. .env values
+    msg = message(text="migrate failed:\nDB_PASSWORD=unlisted-pa55 in .env\n"
+                       "stderr: auth known-to-the-run-1234 rejected",
+                  fields={"dsn": "postgres://app:unlisted-dsn-pw@db/app", "n": 3})
+    assert notify_all([JsonWebhook(f"{base}/hook")], msg, secrets=run_secrets) == []
+    body = server.received[0]["body"].decode()
+    for leaked in ("unlisted-pa55", "unlisted-dsn-pw", "known-to-the-run-1234"):
+        assert leaked not in body
+    got = json.loads(body)
+    assert got["text"] == "migrate failed:\nDB_PASSWORD=*** in .env\nstderr: auth *** rejected"
+    assert got["fields"] == {"dsn": "postgres://app:***@db/app", "n": 3}
+    assert run_secrets.redact("known-to-the-run-1234") == "***"
+    assert redact("TOKEN=abc hunter2", ["hunter2"]) == "TOKEN=*** ***"  # notify.redact: same rules
 
 
 def test_email_delivers_subject_and_body(smtp_receiver):
