@@ -16,7 +16,13 @@ the config, never inline::
               headers_env: {Authorization: HOOK_AUTH}}
     email:   {host: smtp.example, port: 587, from: deploy@example, to: [ops@example],
               username: deploy | username_env: SMTP_USER, password_env: SMTP_PASSWORD,
-              starttls: true}
+              starttls: true, implicit_tls: false, tls_ca_file: /etc/ssl/private-ca.pem}
+
+Email is encrypted by default: STARTTLS (required, not opportunistic) with a verifying TLS
+context (the system's CAs, or `tls_ca_file` for a private CA), or implicit TLS
+(`implicit_tls: true`, the default on port 465, and port 465 the default with it).
+`starttls: false` (plain SMTP) is accepted only without a password, and the password is never
+sent over an unencrypted connection.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import smtplib
+import ssl
 import threading
 import time
 import urllib.error
@@ -133,6 +141,10 @@ class NotifyError(Exception):
     """A notifier failed; the message never contains a secret."""
 
 
+class NotifyConfigError(ValueError):
+    """A notifier's configuration is wrong (also raised by the notifiers' constructors)."""
+
+
 def _post_json(url: str, payload: dict, timeout: float, headers: Mapping[str, str]) -> None:
     body = json.dumps(payload).encode()
     req = urllib.request.Request(url, data=body, method="POST",
@@ -199,11 +211,13 @@ class JsonWebhook:
 
 
 class Email:
-    """Plain-text email through SMTP (optionally STARTTLS and login)."""
+    """Plain-text email through SMTP: STARTTLS (the default) or implicit TLS, both verified;
+    login only inside TLS. Plain SMTP (`starttls=False`) only without a password."""
 
     def __init__(self, host: str, port: int, sender: str, recipients: Sequence[str],
                  username: str | None = None, password: Secret | None = None,
-                 starttls: bool = False, timeout: float = 5):
+                 starttls: bool = True, timeout: float = 5, *, implicit_tls: bool | None = None,
+                 tls_ca_file: str | None = None):
         if not recipients:
             raise ValueError("Email: at least one recipient is needed")
         if password is not None and not isinstance(password, Secret):
@@ -211,7 +225,21 @@ class Email:
         self.host, self.port, self.sender = host, int(port), sender
         self.recipients = list(recipients)
         self.username, self._password = username, password
-        self.starttls, self.timeout = starttls, timeout
+        self.implicit_tls = self.port == 465 if implicit_tls is None else bool(implicit_tls)
+        self.starttls = bool(starttls) and not self.implicit_tls
+        if password is not None and not (self.starttls or self.implicit_tls):
+            raise NotifyConfigError(
+                "notify.email.starttls: false would send the SMTP password in clear; keep "
+                "STARTTLS on, use implicit_tls (port 465), or configure no password")
+        self.tls_ca_file = tls_ca_file
+        self._context: ssl.SSLContext | None = None
+        if self.starttls or self.implicit_tls:
+            try:  # verifies the certificate and the host name
+                self._context = ssl.create_default_context(cafile=tls_ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise NotifyConfigError(f"notify.email.tls_ca_file: cannot load {tls_ca_file}: "
+                                        f"{exc}") from None
+        self.timeout = timeout
         self.name = f"email({host}:{self.port})"
 
     def secret_values(self) -> list[str]:
@@ -228,13 +256,27 @@ class Email:
         em.set_content("\n".join(lines) + "\n")
         return em
 
+    def _connect(self) -> smtplib.SMTP:
+        if self.implicit_tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=self._context)
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        if self.starttls:
+            try:  # required: a server without STARTTLS is an error, never a plain fallback
+                smtp.starttls(context=self._context)
+            except BaseException:
+                smtp.close()
+                raise
+        return smtp
+
     def send(self, msg: Message) -> None:
         where = f"smtp {self.host}:{self.port}"
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
-                    smtp.starttls()
+            with self._connect() as smtp:
                 if self.username and self._password:
+                    if not isinstance(smtp.sock, ssl.SSLSocket):
+                        raise NotifyError(f"{where}: refusing to log in over an unencrypted "
+                                          "connection")
                     smtp.login(self.username, self._password.reveal())
                 smtp.send_message(self.build(msg), from_addr=self.sender, to_addrs=self.recipients)
         except (smtplib.SMTPException, OSError) as exc:
@@ -324,10 +366,6 @@ def _log(log, line: str) -> None:
 # ------------------------------------------------------------------ configuration
 
 
-class NotifyConfigError(ValueError):
-    pass
-
-
 def _env(environ: Mapping[str, str], section: str, key: str, name: object) -> str:
     if not isinstance(name, str) or not name:
         raise NotifyConfigError(f"notify.{section}.{key}: expected an environment variable name")
@@ -394,13 +432,20 @@ def notifiers_from_config(data: Mapping | None, environ: Mapping[str, str]) -> l
                 username = _env(environ, section, "username_env", conf["username_env"])
             password = (Secret(_env(environ, section, "password_env", conf["password_env"]))
                         if conf.get("password_env") else None)
-            port = conf.get("port", 25)
+            for key in ("starttls", "implicit_tls"):
+                if key in conf and not isinstance(conf[key], bool):
+                    raise NotifyConfigError(f"notify.email.{key}: expected true or false")
+            implicit_tls = conf.get("implicit_tls")
+            port = conf.get("port", 465 if implicit_tls else 25)
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 raise NotifyConfigError("notify.email.port: expected a port number")
+            ca_file = conf.get("tls_ca_file")
+            if ca_file is not None and not (isinstance(ca_file, str) and os.path.isfile(ca_file)):
+                raise NotifyConfigError(f"notify.email.tls_ca_file: {ca_file!r} is not a file")
             out.append(Email(str(conf["host"]), port, str(conf["from"]), recipients,
                              username=username, password=password,
-                             starttls=bool(conf.get("starttls", False)),
-                             timeout=_timeout(section, conf)))
+                             starttls=conf.get("starttls", True), implicit_tls=implicit_tls,
+                             tls_ca_file=ca_file, timeout=_timeout(section, conf)))
     return out
 
 
