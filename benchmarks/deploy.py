@@ -25,8 +25,8 @@ from deployer.config import load_config  # noqa: E402
 from deployer.errors import DeployFailed  # noqa: E402
 from deployer.fleet.harness import Fleet  # noqa: E402
 from deployer.output import JsonReporter  # noqa: E402
-from deployer.pipeline import Deploy  # noqa: E402
-from deployer.restore import Rollback  # noqa: E402
+from deployer.engine.deploy import DeployRun as Deploy  # noqa: E402
+from deployer.engine.rollback import Rollback  # noqa: E402
 
 
 def cpu() -> float:

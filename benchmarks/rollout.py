@@ -25,7 +25,7 @@ from deployer.errors import DeployFailed  # noqa: E402
 from deployer.fleet.harness import Fleet  # noqa: E402
 from deployer.fleet.load import Load  # noqa: E402
 from deployer.output import JsonReporter  # noqa: E402
-from deployer.pipeline import Deploy  # noqa: E402
+from deployer.engine.deploy import DeployRun as Deploy  # noqa: E402
 
 WAVES = """
 rollout:
@@ -66,7 +66,7 @@ def main() -> None:
                 text = fleet.sh("db1", "cat /srv/app/.deployer/ledger.jsonl").stdout
                 run = [json.loads(line) for line in text.splitlines() if d.s.run_id in line]
                 failed = next(e["at"] for e in run if e["type"] == "stage" and e["state"] == "failed")
-                last = [e["at"] for e in run if e["type"] == "switch" and e.get("rollback")][-1]
+                last = [e["at"] for e in run if e["type"] == "effect" and e.get("effect") == "undrained"][-1]
                 done = next(e["at"] for e in run if e["type"] == "rollback.end")
                 back = f"{ts(last) - ts(failed):.2f} / {ts(done) - ts(failed):.2f}"
             rows.append((phase, result.sent, result.failed, result.p95_ms, back))

@@ -111,6 +111,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "host": _f(STR, "host the command would run on"),
         "command": _f(STR, "the command, secrets masked as ***"),
     },
+    "command": {
+        "stage": _f(STR, "stage of the command being run, as `plan` names it"),
+        "host": _f(STR, "host it runs on (or is checked over HTTP)"),
+        "command": _f(STR, "the command, secrets masked as ***; the same text `plan` printed"),
+    },
     "row": {
         "table": _f(STR, "title of the table (status, releases); the other fields are its "
                          "columns, with string values"),

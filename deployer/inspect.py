@@ -35,7 +35,7 @@ def status(cfg: Config, reporter: Reporter) -> int:
     try:
         app_hosts = cfg.app_hosts
         states = s.host_states(app_hosts)
-        history = s.ledger.history()
+        history = s.history()
         lock_out = s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout
     finally:
         s.close()
@@ -83,6 +83,9 @@ def status(cfg: Config, reporter: Reporter) -> int:
     elif len(served) > 1:
         lines.append(f"WARNING: hosts disagree ({', '.join(sorted(str(r) for r in served))}): "
                      f"run `inv rollback --env {cfg.env}` or redeploy to converge")
+    for run_id in history.local_only:
+        lines.append(f"run {run_id}: its record is still LOCAL ONLY (the ledger host did not answer); "
+                     "it is shipped by the next command that reaches the ledger")
     for line in lines:
         reporter.event("notice", message=line)
     if states.failures or (len(served) > 1 and not paused):
@@ -95,7 +98,7 @@ def releases(cfg: Config, reporter: Reporter) -> int:
     try:
         app_hosts = cfg.app_hosts
         states = s.host_states(app_hosts)
-        history: History = s.ledger.history()
+        history: History = s.history()
     finally:
         s.close()
     serving: dict[str, list[str]] = {}
@@ -110,6 +113,8 @@ def releases(cfg: Config, reporter: Reporter) -> int:
                      ", ".join(sorted(serving.get(rid, [])))])
     _rows_table(f"{cfg.env}: releases", ["release", "ref", "commit", "who", "when", "outcome", "served by"],
                 rows, reporter)
+    for run_id in history.local_only:
+        reporter.event("notice", message=f"run {run_id}: record still local only (ledger not reachable)")
     return 0
 
 
@@ -182,7 +187,7 @@ def report(cfg: Config, reporter: Reporter, *, release: str | None = None, out: 
 
     s = Session(cfg, reporter)
     try:
-        history = s.ledger.history()
+        history = s.history()
     finally:
         s.close()
     if release:

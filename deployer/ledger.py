@@ -43,58 +43,61 @@ class History:
     in_flight: list[dict] = field(default_factory=list)  # runs started, never ended
     events: list[dict] = field(default_factory=list)
 
+    local_only: list[str] = field(default_factory=list)  # runs whose record is not shipped yet
+
     @classmethod
     def fold(cls, events: list[dict]) -> History:
+        """Releases, outcomes and unfinished runs, from the typed records of the ledger."""
+        from .engine import records as REC
+
         h = cls(events=events)
-        for e in events:
-            kind = e.get("type")
-            run = e.get("run", "")
-            if kind == "deploy.start":
-                rid = e["release"]
-                rec = h.releases.get(rid) or ReleaseRecord(release=rid)
-                rec.run, rec.ref, rec.commit = run, e.get("ref", ""), e.get("commit", "")
-                rec.who, rec.at, rec.outcome = e.get("who", ""), e.get("at", ""), "in-flight"
-                h.releases[rid] = rec
-                if rid not in h.order:
-                    h.order.append(rid)
-                h.runs[run] = {"kind": "deploy", "start": e, "release": rid, "end": None}
-            elif kind in ("rollback.start", "maintenance.start"):
+        for d in events:
+            e = REC.parse(d)
+            run = e.run
+            rid = h.runs.get(run, {}).get("release")
+            rec = h.releases.get(rid) if rid else None
+            if isinstance(e, REC.RunStarted):
+                rec = h.releases.get(e.release) or ReleaseRecord(release=e.release)
+                rec.run, rec.ref, rec.commit = run, e.ref, e.commit
+                rec.who, rec.at, rec.outcome = e.who, e.at, "in-flight"
+                h.releases[e.release] = rec
+                if e.release not in h.order:
+                    h.order.append(e.release)
+                h.runs[run] = {"kind": "deploy", "start": d, "release": e.release, "end": None}
+            elif isinstance(e, (REC.RollbackStarted, REC.MaintenanceStarted)):
                 if run not in h.runs:  # an automatic rollback belongs to its deploy's run
-                    to = e.get("to")
-                    h.runs[run] = {"kind": kind.split(".")[0], "start": e, "end": None,
+                    to = getattr(e, "to", None)
+                    h.runs[run] = {"kind": e.type.split(".")[0], "start": d, "end": None,
                                    "release": to if isinstance(to, str) else None}
-            elif kind == "snapshot":
-                rid = h.runs.get(run, {}).get("release")
-                if rid in h.releases:
-                    h.releases[rid].snapshot = e
-                    h.releases[rid].schema_before = e.get("schema")
-            elif kind == "backup":
-                rid = h.runs.get(run, {}).get("release")
-                if rid in h.releases:
-                    h.releases[rid].backup = {k: e.get(k) for k in ("path", "sha256", "size", "host")}
-            elif kind == "migrate":
-                rid = h.runs.get(run, {}).get("release")
-                if rid in h.releases:
-                    h.releases[rid].schema_after = e.get("after")
-            elif kind == "deploy.paused":
-                rid = h.runs.get(run, {}).get("release")
-                if rid in h.releases:
-                    h.releases[rid].outcome = f"paused after wave {e.get('waves_done')}/{e.get('waves')}"
-            elif kind == "deploy.promote":
-                rid = h.runs.get(run, {}).get("release")
-                if rid in h.releases:
-                    h.releases[rid].outcome = "in-flight"
-            elif kind == "release.bad":
-                rid = e.get("release")
-                if rid in h.releases:
-                    h.releases[rid].bad = True
-                    h.releases[rid].bad_reason = e.get("reason", "")
-            elif kind in ("deploy.end", "rollback.end", "maintenance.end"):
-                if run in h.runs and kind.split(".")[0] == h.runs[run]["kind"]:
-                    h.runs[run]["end"] = e
-                rid = h.runs.get(run, {}).get("release")
-                if kind == "deploy.end" and rid in h.releases:
-                    h.releases[rid].outcome = e.get("outcome", "?")
+            elif rec is None:
+                if isinstance(e, REC.ReleaseBad) and e.release in h.releases:
+                    h.releases[e.release].bad, h.releases[e.release].bad_reason = True, e.reason
+                elif isinstance(e, (REC.RunEnded, REC.MaintenanceEnded)) and run in h.runs \
+                        and e.type.split(".")[0] == h.runs[run]["kind"]:
+                    h.runs[run]["end"] = d
+            elif isinstance(e, REC.Snapshot):
+                rec.snapshot = d
+                rec.schema_before = e.schema
+            elif isinstance(e, REC.Backup):
+                if e.kind == "predeploy" and rec.backup is None:
+                    rec.backup = e.info()
+            elif isinstance(e, REC.Migrated):
+                rec.schema_after = e.after
+                if rec.schema_before is None:
+                    rec.schema_before = e.before
+            elif isinstance(e, REC.Paused):
+                rec.outcome = f"paused after wave {e.waves_done}/{e.waves}"
+            elif isinstance(e, REC.Resumed):
+                rec.outcome = "in-flight"
+            elif isinstance(e, REC.ReleaseBad):
+                target = h.releases.get(e.release)
+                if target is not None:
+                    target.bad, target.bad_reason = True, e.reason
+            elif isinstance(e, (REC.RunEnded, REC.MaintenanceEnded)):
+                if run in h.runs and e.type.split(".")[0] == h.runs[run]["kind"]:
+                    h.runs[run]["end"] = d
+                if isinstance(e, REC.RunEnded) and e.type == "deploy.end":
+                    rec.outcome = e.outcome or "?"
         h.in_flight = [r for r in h.runs.values() if r["end"] is None]
         return h
 
@@ -105,8 +108,9 @@ class History:
         by_prefix = [r for r in self.releases if r.startswith(target)]
         if len(by_prefix) == 1:
             return self.releases[by_prefix[0]]
-        by_ref = [r for r in reversed(self.order) if self.releases[r].ref == target
-                  or self.releases[r].commit.startswith(target) and len(target) >= 7]
+        by_ref = [r for r in reversed(self.order) if not self.releases[r].bad
+                  and (self.releases[r].ref == target
+                       or self.releases[r].commit.startswith(target) and len(target) >= 7)]
         if by_ref:
             return self.releases[by_ref[0]]
         return None

@@ -42,113 +42,118 @@ def check_window(cfg: Config, *, force: bool, reason: str, now: dt.datetime | No
     return W.forced_note(decision, reason)
 
 
-def _deploy_like(cfg: Config, rep: Reporter, reason: str):
-    """A Deploy object for its helpers (steps, maintenance, gate) without a ref."""
-    from .pipeline import Deploy, DeployState
-    from .session import Session
-
-    return Deploy.helpers(cfg, rep, Session(cfg, rep, reason=reason)), DeployState
-
-
 def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for maintenance",
              retry: int = 60, ttl: float | None = None) -> int:
     """`maintenance.on/off` by hand. Without --ttl, maintenance set by hand does not expire."""
-    from .session import who
+    from .engine import records as REC
+    from .engine.maint_plan import mode_plan
+    from .engine.runs import Run
+    from .engine.state import RunState
+    from .session import Session, who
 
-    d, DeployState = _deploy_like(cfg, rep, f"maintenance {'on' if on else 'off'} by hand")
+    s = Session(cfg, rep, reason=f"maintenance {'on' if on else 'off'} by hand")
     try:
-        states = d.s.host_states(d.app_hosts)
-        states.raise_failures("maintenance")
-        current = {h: s.current for h, s in states.results.items()}
-        st = DeployState(release=next((r for r in current.values() if r), ""), commit="", ref="")
-        d.maintenance(st, on=on, message=message, retry=retry, ttl=ttl)
-        d.s.ledger.append({"type": "maintenance.manual", "run": d.s.run_id, "on": on, "who": who(),
-                           "message": message, "ttl": ttl})
-        rep.event("outcome", outcome="success", release=st.release,
+        facts = s.facts(cfg.app_hosts)
+        if facts.unreachable:
+            raise Refused("maintenance: hosts not reachable: " + "; ".join(
+                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        release = next((st.current for st in facts.hosts.values() if st.current), "")
+        plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, now=time.time(), release=release)
+        run = Run(s, rep, RunState(run=s.run_id, release=release))
+        try:
+            run.ex.run(plan)
+            run.write(REC.MaintenanceManual(on=on, who=who(), message=message, ttl=ttl))
+        finally:
+            run.close()
+        rep.event("outcome", outcome="success", release=release,
                   message=f"{cfg.env}: maintenance {'ON' if on else 'off'} on "
-                          f"{len([h for h in d.app_hosts if h.has('web')])} web host(s)"
+                          f"{len([h for h in cfg.app_hosts if h.has('web')])} web host(s)"
                           + (f", expires in {ttl:g}s" if on and ttl else ""))
         return 0
     finally:
-        d.s.close()
-
-
-def backup_names(cfg: Config, d) -> list[str]:
-    out = d.s.run(cfg.db_host, argv("ls", "-1", cfg.database.backup_dir), check=False).stdout
-    return [n for n in out.split() if n.endswith(".dump")]
+        s.close()
 
 
 def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool = False,
                reason: str = "", now: dt.datetime | None = None) -> int:
     """`maintenance.run`, the job cron runs: window, lock, backup with retention, the playbook's
     maintenance tasks, optionally promote a paused rollout, the gate; ledger and notices."""
+    from .engine import records as REC
+    from .engine.maint_plan import window_plan
+    from .engine.rollback import Resume, paused_run
+    from .engine.runs import Run
+    from .engine.state import RunState
+    from .session import Session
+
     forced = check_window(cfg, force=force, reason=reason, now=now)
-    d, DeployState = _deploy_like(cfg, rep, "scheduled maintenance")
     rep.event("run", message=f"scheduled maintenance of {cfg.env}" + (f" ({forced})" if forced else ""))
-    s = d.s
+    s = Session(cfg, rep, reason="scheduled maintenance")
+    has_paused = False
     try:
-        s.acquire_lock(0)
+        history = s.history()
+        has_paused = paused_run(history) is not None
+        if has_paused:
+            # A paused rollout holds the lock: the nightly backup still runs, without the lock.
+            rep.event("notice", message=f"{cfg.env}: a rollout is paused; the backup and tasks run, "
+                                        "the lock stays with the rollout")
+        else:
+            s.acquire_lock(0)
+        facts = s.facts(cfg.app_hosts)
+        if facts.unreachable:
+            raise Refused("maintenance.run: hosts not reachable: " + "; ".join(
+                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        current = sorted({st.current for st in facts.hosts.values() if st.current})
+        release = current[-1] if current else ""
+        path, removed, kept, unknown, protected = None, [], [], [], set()
+        if cfg.database and cfg.db_host:
+            db = B.Database.of(cfg.database)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
+            protected = {posixpath.basename(r.backup["path"]) for r in history.releases.values()
+                         if r.backup and r.release in set(current) | history.snapshot_releases()}
+            # the backup of the newest deploy is what its rollback would restore
+            if history.order and history.releases[history.order[-1]].backup:
+                protected.add(posixpath.basename(history.releases[history.order[-1]].backup["path"]))
+            names = backup_names(cfg, s) + [posixpath.basename(path)]
+            kept, removed, unknown = RT.plan(names, now or dt.datetime.now(dt.UTC), cfg.retention,
+                                             protected | {posixpath.basename(path)})
+        plan = window_plan(cfg, backup_path=path, remove=removed, release=release,
+                           gate_release=release if len(current) <= 1 else None)
+        run = Run(s, rep, RunState(run=s.run_id, release=release))
+        done = []
         try:
-            s.ledger.append({"type": "maintenance.start", "run": s.run_id, "forced": forced})
-            history = s.ledger.history()
-            states = s.host_states(d.app_hosts)
-            states.raise_failures("maintenance.run")
-            current = sorted({st.current for st in states.results.values() if st.current})
-            st = DeployState(release=current[-1] if current else "", commit="", ref="")
-            done = []
-            if cfg.database and cfg.db_host:
-                db = B.Database.of(cfg.database)
-                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
-                sha, size = B.parse_dump(s.run(cfg.db_host, B.dump(db, path),
-                                               timeout=cfg.ssh.command_timeout).stdout)
-                s.ledger.append({"type": "backup", "run": s.run_id, "path": path, "sha256": sha,
-                                 "size": size, "host": cfg.db_host.name, "kind": "nightly"})
-                protected = {posixpath.basename(r.backup["path"]) for r in history.releases.values()
-                             if r.backup and r.release in set(current) | history.snapshot_releases()}
-                # the backup of the newest deploy is what its rollback would restore
-                if history.order and history.releases[history.order[-1]].backup:
-                    protected.add(posixpath.basename(history.releases[history.order[-1]].backup["path"]))
-                kept, removed, unknown = RT.plan(backup_names(cfg, d), now or dt.datetime.now(dt.UTC),
-                                                 cfg.retention, protected)
-                if removed:
-                    s.run(cfg.db_host, argv("rm", "-f", "--",
-                                            *[posixpath.join(db.backup_dir, n) for n in removed]))
-                s.ledger.append({"type": "retention", "run": s.run_id, "kept": kept, "removed": removed,
-                                 "unknown": unknown, "protected": sorted(protected)})
+            run.write(REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id))
+            try:
+                run.ex.run(plan)
+            except DeployerError as exc:
+                run.write(REC.MaintenanceEnded(outcome="failed", error=exc.message[:2000]))
+                raise
+            if path:
+                run.write(REC.Retention(kept=kept, removed=removed, unknown=unknown, protected=sorted(protected)))
+                size = run.st.backup["size"] if run.st.backup else 0
                 done.append(f"backup {posixpath.basename(path)} ({size} bytes), retention kept "
                             f"{len(kept)}, removed {len(removed)}")
-            d.steps_on(cfg.playbook.steps("maintenance_tasks"), d.app_hosts, st, "maintenance_tasks",
-                       release_path=cfg.current_path)
             done.append(f"{len(cfg.playbook.steps('maintenance_tasks'))} maintenance task(s)")
-            web = [h for h in d.app_hosts if h.has("web")]
-            if st.release:
-                d.gate(st, web, release=None if len(current) > 1 else st.release)
+            if release:
                 done.append("gate passed")
-            s.ledger.append({"type": "maintenance.end", "run": s.run_id, "outcome": "success",
-                             "done": done})
-        except DeployerError as exc:
-            s.ledger.append({"type": "maintenance.end", "run": s.run_id, "outcome": "failed",
-                             "error": exc.message[:2000]})
-            raise
+            run.write(REC.MaintenanceEnded(outcome="success", done=done))
         finally:
-            s.release_lock()
+            run.close()
     finally:
-        s.close()
-    rep.event("outcome", outcome="success", release=st.release,
-              message=f"{cfg.env}: scheduled maintenance done: " + "; ".join(done))
-    if promote:
-        from .resume import Resume, paused_run
-        from .session import Session
-
-        probe = Session(cfg, rep)
         try:
-            has_paused = paused_run(probe.ledger.history()) is not None
+            s.release_lock()
         finally:
-            probe.close()
-        if has_paused:
-            return Resume(cfg, rep, "promote").run()
+            s.close()
+    rep.event("outcome", outcome="success", release=release,
+              message=f"{cfg.env}: scheduled maintenance done: " + "; ".join(done))
+    if promote and has_paused:
+        return Resume(cfg, rep, "promote").run()
     return 0
+
+
+def backup_names(cfg: Config, s) -> list[str]:
+    out = s.run(cfg.db_host, argv("ls", "-1", cfg.database.backup_dir), check=False).stdout
+    return [n for n in out.split() if n.endswith(".dump")]
 
 
 def _paths() -> dict[str, Path]:

@@ -46,10 +46,16 @@ def ssh_settings(cfg: Config) -> SSHSettings:
 
 
 def _write_private_file(name: str, text: str) -> str:
-    d = os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"deployer-{os.getpid()}")
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    """A private copy of data given in the environment: a fresh 0700 directory with a random
+    name (never a predictable path a planted symlink could redirect), removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="deployer-", dir=os.environ.get("XDG_RUNTIME_DIR") or None)
+    atexit.register(shutil.rmtree, d, True)
     path = os.path.join(d, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return path
@@ -75,6 +81,59 @@ class Session:
     def run(self, host: Host, cmd: Command, **kw):
         return self.transport.run(self.ep(host), cmd, **kw)
 
+    def run_on(self, name: str, cmd: Command, **kw):
+        return self.transport.run(self.ep(self.cfg.host(name)), cmd, **kw)
+
+    @property
+    def ledger_id(self) -> str:
+        """Where this env's ledger lives: journals are shipped only there."""
+        h = self.cfg.ledger_host
+        return f"{h.address}:{h.port}:{self.state_path}"
+
+    def ship(self, text: str) -> None:
+        """Append journal lines to the ledger (raises when the ledger host is unreachable)."""
+        from .commands import ledger as L
+
+        self.transport.run(self.ep(self.cfg.ledger_host), L.append(self.state_path), stdin=text,
+                           timeout=15)
+
+    def history(self, ship_first: bool = True):
+        """The ledger's history, with this machine's records not shipped yet (shipped first when
+        the ledger answers). `local_only` lists the runs whose record is still only local."""
+        from .engine import journal as J
+        from .engine.records import dedupe
+        from .ledger import History
+
+        if ship_first:
+            J.ship_pending(self.cfg.env, self.ledger_id, self.ship)
+        events = self.ledger.read()
+        local = J.local_only(self.cfg.env, self.ledger_id)
+        for path in local:
+            events += J.read_records(path)
+        h = History.fold(dedupe(events))
+        h.local_only = sorted({p.stem for p in local})
+        return h
+
+    def facts(self, hosts: list[Host], ref: str | None = None):
+        """Read every host's facts in one command each, in parallel."""
+        from .engine import facts as F
+
+        out = F.Facts()
+
+        def one(h: Host):
+            res = self.run(h, F.command(self.cfg, h, ref), timeout=60)
+            return F.parse(self.cfg, h, res.stdout, ref)
+
+        group = self.each(hosts, one)
+        for name, (state, extras) in group.results.items():
+            out.hosts[name] = state
+            if "commit" in extras:
+                out.commit = extras["commit"]
+            if "schema" in extras:
+                out.schema = extras["schema"]
+        out.unreachable = {h: str(e) for h, e in group.failures.items()}
+        return out
+
     def each(self, hosts: list[Host], fn: Callable[[Host], object], limit: int | None = None) -> GroupResult:
         return self.transport.each(hosts, fn, limit=limit)
 
@@ -92,9 +151,11 @@ class Session:
         return {"holder": who().split("@")[0], "host": socket.gethostname(), "pid": os.getpid(),
                 "reason": self.reason, "started": now_iso(), "run": self.run_id}
 
-    def acquire_lock(self, wait: float = 0.0) -> None:
+    def acquire_lock(self, wait: float = 0.0) -> bool:
+        """Take the env's lock, waiting up to `wait` s. True when it had to wait for it."""
         import json
 
+        waited = False
         deadline = time.monotonic() + wait
         while True:
             out = self.run(self.cfg.ledger_host, LK.acquire(self.state_path),
@@ -103,7 +164,8 @@ class Session:
             if held is None:
                 self.locked = True
                 self._start_heartbeat()
-                return
+                return waited
+            waited = True
             if time.monotonic() >= deadline:
                 stale = (not held.paused and held.heartbeat_age is not None
                          and held.heartbeat_age > STALE_AFTER)

@@ -253,3 +253,37 @@ def sh(cmd: Command) -> Command:
     return Command(
         f"sh -c {shlex.quote(cmd.script)}", f"sh -c {shlex.quote(cmd.display)}", cmd.timeout
     )
+
+
+STEP_MARK = "@@deployer-step"
+
+
+def batch(*cmds: Command) -> Command:
+    """Several commands as ONE remote script (one round trip): each runs in order in its own
+    subshell, preceded by a marker line on stdout and on stderr; the first failure ends the
+    script with that step's exit code. `step_outputs` splits the output back per step, so a
+    failure still names its step and shows that step's own stderr tail.
+    """
+    if not cmds:
+        raise ValueError("batch() needs at least one command")
+    if len(cmds) == 1:
+        return cmds[0]
+    script = []
+    for i, c in enumerate(cmds):
+        script.append(f"echo {STEP_MARK} {i}; echo {STEP_MARK} {i} >&2; ( {c.script}\n) || exit $?")
+    return Command("\n".join(script), " ;; ".join(c.display for c in cmds))
+
+
+def step_outputs(text: str) -> dict[int, str]:
+    """Output of a batch() script, per step index (text before the first marker goes to -1)."""
+    out: dict[int, list[str]] = {}
+    current = -1
+    for line in text.splitlines():
+        if line.startswith(STEP_MARK + " "):
+            tail = line[len(STEP_MARK) + 1:].strip()
+            if tail.isdigit():
+                current = int(tail)
+                out.setdefault(current, [])
+                continue
+        out.setdefault(current, []).append(line)
+    return {k: "\n".join(v) for k, v in out.items()}

@@ -72,15 +72,13 @@ def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None =
            output: str = "text", maintenance: bool | None = None, lock_wait: float = 0.0,
            reason: str = "", verbose: bool = False, force: bool = False) -> int:
     def go(rep: Reporter) -> int:
-        from .pipeline import Deploy
-        from .pipeline import dry_run as plan
+        from .engine.deploy import DeployRun
 
         cfg = config(env, inventory)
         with_notifiers(rep, cfg, ref)
-        if dry_run:
-            return plan(cfg, ref, rep)
-        return Deploy(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait,
-                      reason=reason, force=force).run()
+        d = DeployRun(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait, reason=reason,
+                      force=force or dry_run)
+        return d.dry_run() if dry_run else d.run()
 
     return guarded(go, output, verbose, command="deploy")
 
@@ -88,7 +86,7 @@ def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None =
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
              inventory: str | None = None, output: str = "text", lock_wait: float = 0.0) -> int:
     def go(rep: Reporter) -> int:
-        from .restore import Rollback
+        from .engine.rollback import Rollback
 
         cfg = config(env, inventory)
         with_notifiers(rep, cfg, to or "")
@@ -100,7 +98,7 @@ def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_
 
 def resume(env: str, action: str, *, inventory: str | None = None, output: str = "text") -> int:
     def go(rep: Reporter) -> int:
-        from .resume import Resume
+        from .engine.rollback import Resume
 
         cfg = config(env, inventory)
         with_notifiers(rep, cfg)

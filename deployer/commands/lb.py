@@ -38,3 +38,36 @@ def parse_states(output: str, backend: str) -> dict[str, str]:
             adm = int(parts[6])
             result[parts[3]] = "drain" if adm & 8 else ("maint" if adm else "ready")
     return result
+
+
+def drain_and_wait(socket: str, backend: str, server: str, wait: float = 15) -> Command:
+    """Drain one server and wait (bounded) for its sessions to end, in one round trip. An
+    unknown server is an error (HAProxy answers "No such server." with exit 0)."""
+    sock = q("UNIX-CONNECT:" + socket)
+    return raw(
+        f"out=$(echo {q(f'set server {backend}/{server} state drain')} | socat stdio {sock}) || exit 1; "
+        f"case \"$out\" in *[Nn]o\\ such*|*[Uu]nknown*) echo \"haproxy: $out\" >&2; exit 3;; esac; "
+        f"i=0; while [ $i -lt {int(wait * 10)} ]; do "
+        f"n=$(echo 'show stat' | socat stdio {sock} | awk -F, -v b={q(backend)} -v s={q(server)} "
+        f"'$1==b && $2==s {{print $5}}'); "
+        f"if [ -z \"$n\" ] || [ \"$n\" = 0 ]; then exit 0; fi; sleep 0.1; i=$((i+1)); done; true"
+    )
+
+
+def ready_and_wait_up(socket: str, backend: str, server: str, wait: float = 10) -> Command:
+    """Put one server back and wait (bounded) until the load balancer itself sees it UP: a host
+    HAProxy's own health check marks DOWN is not back, whatever a direct check said. wait=0:
+    do not wait (in maintenance mode the load balancer's checks fail by design)."""
+    sock = q("UNIX-CONNECT:" + socket)
+    ready = (f"out=$(echo {q(f'set server {backend}/{server} state ready')} | socat stdio {sock}) || exit 1; "
+             f"case \"$out\" in *[Nn]o\\ such*|*[Uu]nknown*) echo \"haproxy: $out\" >&2; exit 3;; esac")
+    if not wait:
+        return raw(ready)
+    return raw(
+        f"{ready}; i=0; while [ $i -lt {int(wait * 10)} ]; do "
+        f"st=$(echo {q(f'show servers state {backend}')} | socat stdio {sock} | "
+        f"awk -v s={q(server)} '$4==s {{print $6}}'); "
+        f"[ \"$st\" = 2 ] && exit 0; sleep 0.1; i=$((i+1)); done; "
+        f"printf '%s is not UP at the load balancer after %ss (operational state %s)\\n' {q(server)} "
+        f"{q(f'{wait:g}')} \"$st\" >&2; exit 1"
+    )

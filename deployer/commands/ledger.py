@@ -15,7 +15,9 @@ def ledger_file(state_path: str) -> str:
 def append(state_path: str) -> Command:
     """Append the JSON lines given on stdin, atomically with respect to other writers."""
     f = ledger_file(state_path)
-    return raw(f"mkdir -p {q(state_path)} && flock {q(f + '.lock')} sh -c {q('cat >> ' + q(f))}")
+    # A torn last line (a writer killed mid-write) is closed first, so it cannot swallow ours.
+    inner = f'if [ -s {q(f)} ] && [ -n "$(tail -c 1 {q(f)})" ]; then echo >> {q(f)}; fi; cat >> {q(f)}'
+    return raw(f"mkdir -p {q(state_path)} && flock {q(f + '.lock')} sh -c {q(inner)}")
 
 
 def read(state_path: str) -> Command:

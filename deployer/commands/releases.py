@@ -175,3 +175,29 @@ def watchdog_stop(state_path: str) -> Command:
     pidfile = posixpath.join(state_path, "maintenance-watchdog.pid")
     return raw(f"if [ -f {q(pidfile)} ]; then kill -- -$(cat {q(pidfile)}) 2>/dev/null; "
                f"rm -f {q(pidfile)}; fi; true")
+
+
+def _log_mark(deploy_to: str, release: str) -> str:
+    return posixpath.join(paths(deploy_to)["state_path"], f"log-offset-{release}")
+
+
+def mark_log_offset(deploy_to: str, release: str, log_rel: str) -> Command:
+    """Remember how long the release's log is at the switch (new lines are judged by the gate)."""
+    log = posixpath.join(paths(deploy_to, release)["release_path"], log_rel)
+    mark = _log_mark(deploy_to, release)
+    return raw(f"mkdir -p {q(posixpath.dirname(mark))} && "
+               f"{{ stat -L -c %s {q(log)} 2>/dev/null || echo 0; }} > {q(mark)}")
+
+
+def log_errors_since_mark(deploy_to: str, release: str, log_rel: str, pattern: str) -> Command:
+    """Fails, printing up to 20 of them, when lines matching `pattern` were written to the
+    release's log since the switch."""
+    log = posixpath.join(paths(deploy_to, release)["release_path"], log_rel)
+    mark = _log_mark(deploy_to, release)
+    return raw(
+        f"off=$(cat {q(mark)} 2>/dev/null || echo 0); "
+        f"found=$(tail -c +$((off + 1)) {q(log)} 2>/dev/null | grep -F -- {q(pattern)} | head -n 20); "
+        f"if [ -n \"$found\" ]; then printf '%s new line(s) matching %s in %s since the switch:\\n' "
+        f"\"$(printf '%s\\n' \"$found\" | wc -l)\" {q(pattern)} {q(log_rel)} >&2; "
+        f"printf '%s\\n' \"$found\" >&2; exit 1; fi"
+    )

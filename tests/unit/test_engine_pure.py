@@ -12,9 +12,10 @@ from deployer.commands import lb as LB
 from deployer.commands import lock as LK
 from deployer.commands import releases as R
 from deployer.config import Host, load_config
+from deployer.engine.deploy_plan import DeployInputs, deploy_plan
+from deployer.engine.facts import Facts
+from deployer.engine.ops import plan_waves
 from deployer.ledger import History
-from deployer.pipeline import plan_waves
-from deployer.plan import deploy_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 REL = "20261121T120501Z-3f8cb52"
@@ -172,25 +173,40 @@ def test_ledger_fold_tells_outcomes_bad_releases_and_what_to_return_to():
     assert [r["start"]["run"] for r in h.in_flight] == ["r4"]
 
 
+def canned_facts(cfg, current: str | None = "20261101T000000Z-aaaaaaa") -> Facts:
+    facts = Facts(commit="3f8cb52" + "0" * 33, schema=1)
+    for h in cfg.hosts:
+        facts.hosts[h.name] = R.HostState(current=current, releases=[current] if current else [],
+                                          hostname=h.name, disk_kb=10 ** 7)
+    return facts
+
+
 def test_dry_run_plan_of_the_laravel_playbook_is_the_deploy_sh_of_seed_003():
     cfg = load_config("prod", root=ROOT)
-    steps = deploy_plan(cfg, "v2.3.0", release=REL)
+    facts = canned_facts(cfg)
+    plan = deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref="v2.3.0",
+                                                 maintenance=True, now=0.0))
+    rows = plan.rows()
     by_stage = {}
-    for s in steps:
-        by_stage.setdefault(s.stage, []).append(s.command)
-    text = "\n".join(s.command for s in steps)
+    for stage, _host, command in rows:
+        by_stage.setdefault(stage.split()[0], []).append(command)
+    text = "\n".join(c for _, _, c in rows)
     for expected in ("php artisan down --retry=60", "composer install --no-dev --optimize-autoloader",
                      "npm ci", "php artisan migrate --force", "php artisan config:cache",
                      "php artisan route:cache", "php artisan view:cache", "php artisan event:cache",
                      "php artisan queue:restart", "php artisan horizon:terminate", "php artisan up"):
         assert expected in text, expected
     # ordering as the script: down, before build, before migrate, before caches, before up
+    # (the dead-man switch armed with maintenance mode carries `artisan up` too: the last one is
+    # finalize's)
     order = [text.index(x) for x in ("artisan down", "composer install", "artisan migrate --force",
-                                      "config:cache", "queue:restart", "artisan up")]
+                                      "config:cache", "queue:restart")] + [text.rindex("artisan up")]
     assert order == sorted(order)
+    assert [st.name for st in plan.stages if st.name in ("maintenance", "finalize")] == ["maintenance", "finalize"]
     assert any("pg_dump -Fc" in c for c in by_stage["backup"])
     # migrations run on the one migrate host only
-    assert len([s for s in steps if s.stage == "migrate"]) == 1
+    migrations = [a for st in plan.stages for a in st.actions() if a.what == "migrate"]
+    assert [a.host for a in migrations] == [cfg.migrate_host.name]
 
 
 def test_secret_file_is_written_from_stdin_with_a_0600_umask():

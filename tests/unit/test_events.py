@@ -189,5 +189,5 @@ def test_docs_describe_every_kind_and_field():
 def test_event_kinds_match_the_schema():
     assert E.EVENT_KINDS == tuple(E.SCHEMA)
     assert set(E.EVENT_KINDS) == {"run", "stage", "host", "gate", "rollback", "outcome",
-                                  "notice", "plan", "row", "error"}
+                                  "notice", "plan", "command", "row", "error"}
     assert E.SCHEMA_VERSION == 1

@@ -12,7 +12,7 @@ import pytest
 from deployer import preflight as P
 from deployer import windows as W
 from deployer.config import load_config
-from deployer.pipeline import MIN_FREE_KB
+from deployer.engine.deploy import MIN_FREE_KB
 
 SUNDAY_3AM = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

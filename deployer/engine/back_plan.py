@@ -1,0 +1,130 @@
+"""Plans that go back: the automatic rollback of a failed run (also `abort` and `recover`), and
+`rollback` by hand. Pure functions of config, the run's state and facts, like the deploy plan."""
+
+from __future__ import annotations
+
+from ..commands import backup as B
+from ..commands import releases as R
+from ..config import Config, Host
+from ..shell import raw
+from . import ops
+from .plan import Action, Lane, Plan, Stage
+from .state import RunState
+
+DOWN_REFUSED = 97  # exit status of the down-migration action when they cannot all run
+
+
+def _workers(cfg: Config, hosts: list[Host], target: dict[str, str | None]) -> tuple[Lane, ...]:
+    pairs = []
+    for h in hosts:
+        rel = target.get(h.name)
+        if not h.has("worker") or rel is None:
+            continue
+        vals = ops.values(cfg, h, rel)
+        pairs.append((h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals),
+                                  what="workers")]))
+    return ops.lanes(pairs)
+
+
+def _limit(cfg: Config) -> int | None:
+    web_total = len([h for h in cfg.app_hosts if h.has("web")])
+    return ops.max_unavailable(cfg.max_unavailable, web_total) if cfg.lb and cfg.lb_host else None
+
+
+def database_stage(cfg: Config, st: RunState) -> Stage:
+    """Undo the run's migrations: restore the backup when that loses nothing (maintenance held
+    since the dump), else down migrations when all exist, else stop and say what to do."""
+    before = st.schema_before
+    if st.backup and st.maintenance_on and cfg.database and cfg.db_host:
+        db = B.Database.of(cfg.database)
+        act = Action(host=cfg.db_host.name, what="restore database", effect="db_restored",
+                     command=raw(B.verify(db, st.backup["path"], st.backup["sha256"]).script + " && "
+                                 + B.restore(db, st.backup["path"]).script),
+                     timeout=cfg.ssh.command_timeout)
+        return Stage("database", f"restore {st.backup['path']}", (Lane(cfg.db_host.name, (act,)),))
+    host = cfg.migrate_host
+    down = cfg.playbook.steps("migrate", "down")
+    can = cfg.playbook.steps("migrate", "can_down")
+    backup = st.backup["path"] if st.backup else "(no backup was taken)"
+    refusal = (
+        f"the database was migrated ({before} -> {st.schema_after}) without maintenance mode and "
+        f"the down migrations are missing, so restoring the backup could lose writes made since. "
+        f"The code is back on the previous release. To finish: check the data written since the "
+        f"deploy, then either write the down migrations, or restore {backup} on "
+        f"{cfg.db_host.name if cfg.db_host else 'the db host'} with `inv rollback --env {cfg.env} "
+        f"--restore-db`")
+    if not down or host is None or before is None:
+        return Stage("database", "needs a human", refuse=refusal)
+    prev = st.snapshot.get(host.name) or st.release
+    vals = ops.values(cfg, host, st.release, target_version=before,
+                      previous_release=prev)
+    run = down[0].command(vals)
+    script = run.script
+    if can:
+        check = can[0].command(vals)
+        script = (f"if {{ {check.script}\n}}; then {{ {run.script}\n}}; "
+                  f"else echo 'down migrations missing' >&2; exit {DOWN_REFUSED}; fi")
+    from ..shell import Command
+
+    act = Action(host=host.name, command=Command(script, run.display), what="down migrations",
+                 effect="db_restored", timeout=cfg.ssh.command_timeout)
+    return Stage("database", f"down migrations to schema {before}", (Lane(host.name, (act,)),),
+                 refuse_on=(DOWN_REFUSED, refusal))
+
+
+def rollback_plan(cfg: Config, st: RunState) -> Plan:
+    """Every host the run touched back to its snapshot: code (drained, switched, reloaded,
+    checked, put back: no request lost), then the database when it changed, workers, maintenance
+    off, and the failed release removed where it was pulled."""
+    app = cfg.app_hosts
+    snap = st.snapshot
+    touched = [h for h in app if h.name in st.switched or h.name in st.drained]
+    lanes = []
+    for h in touched:
+        if h.name in st.switched:
+            lanes.append(ops.switch_lane(cfg, h, snap.get(h.name), drained=h.name in st.drained,
+                                         effect="unswitched", maintenance=st.maintenance_on))
+        elif ops.behind_lb(cfg, h):
+            lanes.append(Lane(h.name, (ops.undrain(cfg, h, wait_up=not st.maintenance_on),)))
+    stages = [Stage("switch", "back to the snapshot", tuple(lanes), limit=_limit(cfg))]
+    migrated = st.migrated and st.schema_after != st.schema_before or (st.migrated and st.schema_after is None)
+    if migrated:
+        stages.append(database_stage(cfg, st))
+    restarted = [h for h in app if h.name in st.workers_restarted or (migrated and h.has("worker"))]
+    stages.append(Stage("worker_restart", "snapshot release", _workers(cfg, restarted, snap)))
+    if st.maintenance_on:
+        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
+                                        what="maintenance off", effect="maintenance_off")])
+                           for h in app if h.has("web")])
+        stages.append(Stage("maintenance", "off", lanes))
+    leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
+    rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
+                    for h in leftovers])
+    stages.append(Stage("finalize", f"{st.release} marked bad", rm))
+    return Plan("rollback", st.release, tuple(stages))
+
+
+def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: dict | None,
+                         safety_path: str | None, now: float) -> Plan:
+    """`rollback --to`: every app host to `target`; with a backup, the database too, under
+    maintenance (a safety dump first)."""
+    web = [h for h in hosts if h.has("web")]
+    stages: list[Stage] = []
+    if backup is not None:
+        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
+            cfg, h, True, ttl=cfg.maintenance_ttl, message="Restoring, back shortly", now=now,
+            release=target), what="maintenance on", effect="maintenance_on")]) for h in web])
+        stages.append(Stage("maintenance", "on", lanes))
+        db = B.Database.of(cfg.database)
+        act = Action(host=cfg.db_host.name, what="restore database", effect="db_restored",
+                     command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup["path"]).script),
+                     timeout=cfg.ssh.command_timeout, records=((0, "backup:" + safety_path),))
+        stages.append(Stage("database", f"restore {backup['path']}", (Lane(cfg.db_host.name, (act,)),)))
+    lanes = tuple(ops.switch_lane(cfg, h, target, maintenance=backup is not None) for h in hosts)
+    stages.append(Stage("switch", f"to {target}", lanes, limit=_limit(cfg)))
+    stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
+    if backup is not None:
+        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
+                                        what="maintenance off", effect="maintenance_off")]) for h in web])
+        stages.append(Stage("maintenance", "off", lanes))
+    return Plan("rollback", target, tuple(stages))

@@ -1,0 +1,184 @@
+"""`deploy`: read the facts, take the lock, build the plan, run it; on any failure, the rollback
+plan. `--dry-run` reads the same facts and prints the same plan, changing nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+
+from ..config import Config
+from ..errors import ConfigError, DeployerError, Refused
+from ..output import Reporter
+from ..release_id import new_release_id, validate_ref
+from ..session import Session, who
+from . import facts as F
+from . import records as REC
+from .deploy_plan import DeployInputs, deploy_plan
+from .plan import Plan
+from .runs import Run
+from .state import RunState
+
+MIN_FREE_KB = 100 * 1024
+
+
+def read_facts(s: Session, cfg: Config, ref: str, rep: Reporter) -> F.Facts:
+    facts = s.facts(cfg.hosts, ref)
+    if facts.unreachable:
+        lines = [f"  {h}: {e}" for h, e in sorted(facts.unreachable.items())]
+        raise Refused("preflight: hosts not reachable or not trusted:\n" + "\n".join(lines))
+    low = [f"{h} ({st.disk_kb // 1024} MiB free)" for h, st in facts.hosts.items()
+           if st.disk_kb is not None and st.disk_kb < MIN_FREE_KB]
+    if low:
+        raise Refused(f"preflight: not enough disk under {cfg.deploy_to} on: {', '.join(low)}")
+    if F._is_full_sha(ref):
+        facts.commit = ref
+    elif facts.commit is None:
+        raise ConfigError(f"--ref {ref!r}: not found in {cfg.repo}")
+    return facts
+
+
+def decide_maintenance(s: Session, cfg: Config, facts: F.Facts, forced: bool | None, rep: Reporter) -> bool:
+    if forced is not None:
+        return forced
+    when = cfg.playbook.stages.maintenance.when
+    if when != "auto":
+        return when == "always"
+    cmd = F.pending_command(cfg, facts.commit, f"{s.state_path}/probe-{s.run_id}")
+    if cmd is None:
+        return False
+    out = s.run(cfg.migrate_host, cmd, timeout=cfg.ssh.command_timeout).stdout
+    try:
+        facts.pending = F.parse_pending(out)
+    except ValueError as exc:
+        raise DeployerError(f"migrate.pending: output is not a JSON list: {out[-200:]!r}") from exc
+    breaking = [m for m in facts.pending if not m.get("online_safe")]
+    if breaking:
+        rep.event("notice", message="maintenance needed: migrations not online-safe: "
+                  + ", ".join(str(m.get("name", m.get("version"))) for m in breaking))
+    return bool(breaking)
+
+
+class DeployRun:
+    def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
+                 lock_wait: float = 0.0, reason: str = "", force: bool = False):
+        from ..maintenance import check_window
+
+        self.cfg, self.rep = cfg, reporter
+        self.ref = validate_ref(ref)
+        self.force_maintenance = maintenance
+        self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
+        # Read before anything is touched: a missing secret is bad input (exit 2).
+        self.secret_files = tuple((f.path, f.read(os.environ)) for f in cfg.secret_files)
+        self.lock_wait = lock_wait or cfg.lock_timeout
+        self.s = Session(cfg, reporter, reason=reason or f"deploy {ref}")
+
+    def plan(self, facts: F.Facts, history, release: str, maintenance: bool) -> Plan:
+        bad = frozenset(r for r, rec in history.releases.items() if rec.bad) if history else frozenset()
+        protected = frozenset(history.snapshot_releases()) if history else frozenset()
+        return deploy_plan(self.cfg, facts, DeployInputs(
+            release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance, now=time.time(),
+            secret_files=self.secret_files, protected=protected, bad=bad))
+
+    def prepare(self) -> tuple[F.Facts, str]:
+        cfg = self.cfg
+        self.rep.event("stage", stage="preflight", state="start",
+                       detail=f"{len(cfg.hosts)} hosts, ref {self.ref}")
+        facts = read_facts(self.s, cfg, self.ref, self.rep)
+        release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
+        return facts, release
+
+    def dry_run(self) -> int:
+        try:
+            facts, release = self.prepare()
+            history = self.s.history()
+            maintenance = decide_maintenance(self.s, self.cfg, facts, self.force_maintenance, self.rep)
+            plan = self.plan(facts, history, release, maintenance)
+            for stage, host, command in plan.rows():
+                self.rep.event("plan", stage=stage, host=host, command=command)
+            for host, cmd in plan.keepalive.items():
+                self.rep.event("plan", stage="keepalive", host=host,
+                               command=f"every {self.cfg.maintenance_ttl / 3:g}s while maintenance is on: "
+                                       f"{cmd.display}")
+            return 0
+        finally:
+            self.s.close()
+
+    def run(self) -> int:
+        cfg, s = self.cfg, self.s
+        run: Run | None = None
+        try:
+            facts, release = self.prepare()
+            if s.acquire_lock(self.lock_wait):
+                # Another run held the lock: what it did is the truth now, not what we read.
+                facts = read_facts(s, cfg, self.ref, self.rep)
+            try:
+                history = s.history()
+                maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)
+                plan = self.plan(facts, history, release, maintenance)
+                app = cfg.app_hosts
+                st = RunState(run=s.run_id, release=release, commit=facts.commit, ref=self.ref,
+                              snapshot=facts.snapshot_hosts(app), schema_before=facts.schema)
+                run = Run(s, self.rep, st)
+                run.write(REC.RunStarted(env=cfg.env, release=release, ref=self.ref, commit=facts.commit,
+                                         who=who(), reason=s.reason, forced=self.forced, ledger=s.ledger_id))
+                self.rep.event("run", message=f"deploying {self.ref} ({facts.commit[:7]}) to {cfg.env}: "
+                                              f"{len(app)} app hosts")
+                run.write(REC.Snapshot(hosts=st.snapshot, schema=facts.schema,
+                                       maintenance=any(facts.hosts[h.name].maintenance for h in app)))
+                if self.secret_files:
+                    run.write(REC.SecretFiles(paths=[p for p, _ in self.secret_files]))
+                return self.execute(run, plan)
+            finally:
+                if run is not None:
+                    run.close()
+                self.release_lock()
+        finally:
+            s.close()
+
+    def release_lock(self) -> None:
+        try:
+            self.s.release_lock()
+        except DeployerError as exc:
+            self.rep.event("notice", message=f"lock NOT released ({exc.message.splitlines()[0]}): it "
+                                             f"is held by run {self.s.run_id}, which has ended; "
+                                             f"`inv recover --env {self.cfg.env}` frees it")
+
+    def execute(self, run: Run, plan: Plan) -> int:
+        try:
+            outcome = run.ex.run(plan)
+        except KeyboardInterrupt:
+            return run.roll_back(DeployerError("interrupted (Ctrl-C)"), interrupted=True)
+        except Exception as exc:  # noqa: BLE001 - a bug must still take the failure path
+            if not isinstance(exc, DeployerError):
+                exc = DeployerError(f"internal error: {type(exc).__name__}: {exc}")
+            return run.roll_back(exc)
+        if outcome == "paused":
+            return pause(run, self.cfg, self.rep, plan)
+        return succeed(run, self.cfg, self.rep)
+
+
+def pause(run: Run, cfg: Config, rep: Reporter, plan: Plan) -> int:
+    from ..commands import lock as LK
+
+    st = run.st
+    done = run.ex.stage.wave if run.ex.stage is not None else 0
+    total = max((s.wave for s in plan.stages), default=done)
+    run.write(REC.Paused(release=st.release, waves_done=done, waves=total))
+    run.s.run(cfg.ledger_host, LK.mark_paused(run.s.state_path, run.s.run_id))
+    run.s.keep_lock = True  # the lock stays with the paused rollout
+    rep.event("outcome", outcome="paused", release=st.release,
+              message=f"paused after wave {done}/{total} ({', '.join(st.switched)} on {st.release}); "
+                      f"continue with `inv promote --env {cfg.env}` or roll back with "
+                      f"`inv abort --env {cfg.env}`, from any machine")
+    return 0
+
+
+def succeed(run: Run, cfg: Config, rep: Reporter, verb: str = "deployed") -> int:
+    st = run.st
+    took = time.monotonic() - run.t0
+    hosts = {h.name: st.release for h in cfg.app_hosts}
+    run.write(REC.RunEnded(outcome="success", seconds=round(took, 3), hosts=hosts))
+    rep.event("outcome", outcome="success", release=st.release,
+              message=f"{verb} {st.release} ({st.ref}) to {len(hosts)} hosts in {took:.1f}s")
+    return 0

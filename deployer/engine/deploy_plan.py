@@ -1,0 +1,213 @@
+"""The plan of a deploy (and of `promote`, its tail): a pure function of config, facts and inputs.
+
+Stage order is STAGES (stages.py); hooks run before and after any stage, on its hosts. The plan
+is the only description of a deploy: `--dry-run` prints it, the executor runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..commands import backup as B
+from ..commands import git as GIT
+from ..commands import releases as R
+from ..config import Config, Host
+from ..shell import Secret
+from . import ops
+from .facts import Facts
+from .plan import Action, Lane, Plan, Stage
+
+MAINTENANCE_MESSAGE = "Deploying, back shortly"
+MIGRATION_MESSAGE = "Upgrading the database, back shortly"
+
+
+@dataclass(frozen=True)
+class DeployInputs:
+    release: str
+    commit: str
+    ref: str
+    maintenance: bool
+    now: float  # when the plan is built: the dead-man expiry counts from it
+    secret_files: tuple[tuple[str, Secret], ...] = ()
+    protected: frozenset[str] = frozenset()  # releases a live snapshot refers to
+    bad: frozenset[str] = frozenset()  # releases marked bad in the ledger
+    start_wave: int = 0  # promote: waves already done
+    snapshot: dict[str, str | None] = field(default_factory=dict)  # promote: the run's snapshot
+
+
+def hooks(cfg: Config, when: str, stage: str, hosts: list[Host], release: str, vals: dict,
+          wave: int = 0) -> list[Stage]:
+    steps = cfg.playbook.hooks_for(when, stage)
+    if not steps:
+        return []
+    lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, steps, h, ops.values(cfg, h, release, **vals)),
+                                    what=f"{when} {stage}")]) for h in hosts])
+    return [Stage(f"{when}:{stage}", lanes=lanes, wave=wave)] if lanes else []
+
+
+def around(cfg: Config, stage: Stage, hosts: list[Host], release: str, vals: dict) -> list[Stage]:
+    return (hooks(cfg, "before", stage.name, hosts, release, vals, stage.wave) + [stage]
+            + hooks(cfg, "after", stage.name, hosts, release, vals, stage.wave))
+
+
+def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
+    app = cfg.app_hosts
+    web = [h for h in app if h.has("web")]
+    rel = inp.release
+    p = R.paths(cfg.deploy_to, rel)
+    snapshot = inp.snapshot or facts.snapshot_hosts(app)
+    common = dict(commit=inp.commit, ref=inp.ref)
+
+    def vals(h: Host, **extra) -> dict:
+        prev = snapshot.get(h.name) or ""
+        return ops.values(cfg, h, rel, commit=inp.commit, ref=inp.ref, previous_release=prev,
+                          previous_path=R.paths(cfg.deploy_to, prev or "none")["release_path"], **extra)
+
+    stages: list[Stage] = []
+    ttl = cfg.maintenance_ttl
+    if inp.start_wave == 0:
+        for name in ("preflight", "lock"):
+            stages += hooks(cfg, "before", name, app, rel, common) + hooks(cfg, "after", name, app, rel, common)
+        stages += around(cfg, Stage("snapshot"), app, rel, common)
+        # maintenance: only when needed; the dead-man switch brings the site back if we die
+        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
+            cfg, h, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now, release=rel),
+            what="maintenance on", effect="maintenance_on")]) for h in web]) if inp.maintenance else ()
+        stages += around(cfg, Stage("maintenance", "on" if inp.maintenance else "not needed", lanes),
+                         app, rel, common)
+        stages += around(cfg, backup_stage(cfg, rel), app, rel, common)
+        stages += around(cfg, pull_stage(cfg, app, inp, vals, p["release_path"]), app, rel, common)
+        stages += around(cfg, migrate_stage(cfg, web, inp, vals), app, rel, common)
+        warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
+                                       what="cache warm")]) for h in app])
+        stages += around(cfg, Stage("cache_warm", lanes=warm), app, rel, common)
+    stages += wave_stages(cfg, inp, vals)
+    stages += around(cfg, finalize_stage(cfg, facts, inp, vals, snapshot), app, rel, common)
+    keepalive = {}
+    if inp.maintenance and ttl:
+        keepalive = {h.name: ops.watchdog(cfg, h, ttl, rel) for h in web}
+    return Plan("deploy", rel, tuple(stages), keepalive=keepalive)
+
+
+def backup_stage(cfg: Config, release: str) -> Stage:
+    if not (cfg.database and cfg.db_host):
+        return Stage("backup", "no database")
+    db = B.Database.of(cfg.database)
+    path = B.backup_path(db, cfg.env, release)
+    act = Action(host=cfg.db_host.name, command=B.dump(db, path), timeout=cfg.ssh.command_timeout,
+                 records=((0, "backup:" + path),), what="backup")
+    return Stage("backup", path, (Lane(cfg.db_host.name, (act,)),))
+
+
+def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals, release_path: str) -> Stage:
+    mirror = cfg.deploy_to + "/repo"
+    pb = cfg.playbook
+    pairs = []
+    for h in app:
+        code = [GIT.fetch(cfg.repo, mirror), GIT.export(mirror, inp.commit, release_path),
+                R.prepare(cfg.deploy_to, inp.release, pb.shared_files, pb.shared_dirs)]
+        build = ops.step_commands(cfg, pb.steps("build"), h, vals(h), cwd=release_path)
+        secrets = [Action(host=h.name, command=R.write_secret(cfg.shared_path, rel), stdin=secret,
+                          timeout=60, what=f"secret file {rel}") for rel, secret in inp.secret_files]
+        if secrets:  # each secret goes on stdin: its own round trip, before the build reads it
+            acts = [ops.run(h, code, what="pull", effect="pulled", timeout=cfg.ssh.command_timeout),
+                    *secrets, ops.run(h, build, what="build")]
+        else:
+            acts = [ops.run(h, code + build, what="pull", effect="pulled")]
+        pairs.append((h, acts))
+    return Stage("pull", inp.commit[:12], ops.lanes(pairs))
+
+
+def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stage:
+    steps = cfg.playbook.steps("migrate", "run")
+    host = cfg.migrate_host
+    if not steps or host is None:
+        return Stage("migrate", "nothing to migrate")
+    version = cfg.playbook.steps("migrate", "version")
+    cmds = [steps[0].command(vals(host))]
+    records: tuple = ()
+    if version:
+        v = version[0].command(vals(host))
+        cmds = [v, cmds[0], v]
+        records = ((0, "schema_before"), (2, "schema_after"))
+    acts: list[Action | None] = []
+    if inp.maintenance:
+        # Mid-migration the site must not come back by itself on the old code: no expiry.
+        acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=None, message=MIGRATION_MESSAGE,
+                                                 release=inp.release), what="maintenance: migrating")
+                 for h in web]
+    acts.append(ops.run(host, cmds, what="migrate", effect="migrated", records=records,
+                        timeout=cfg.ssh.command_timeout))
+    if inp.maintenance:
+        acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=cfg.maintenance_ttl,
+                                                 message=MAINTENANCE_MESSAGE, now=inp.now,
+                                                 release=inp.release), what="maintenance: migrated")
+                 for h in web]
+    return Stage("migrate", host.name, (Lane(host.name, tuple(a for a in acts if a)),))
+
+
+def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
+    app = cfg.app_hosts
+    web_total = len([h for h in app if h.has("web")])
+    limit = ops.max_unavailable(cfg.max_unavailable, web_total) if cfg.lb and cfg.lb_host else None
+    waves = ops.plan_waves(app, [w.size for w in cfg.rollout])
+    log = cfg.playbook.log_file
+    out: list[Stage] = []
+    common = dict(commit=inp.commit, ref=inp.ref)
+    for i in range(inp.start_wave, len(waves)):
+        wave, spec, n = waves[i], cfg.rollout[i], i + 1
+        label = f"wave {n}/{len(waves)}: {', '.join(h.name for h in wave)}"
+        lanes = tuple(ops.switch_lane(cfg, h, inp.release, log_mark=log, maintenance=inp.maintenance)
+                      for h in wave)
+        out += around(cfg, Stage("switch", label, lanes, limit=limit, stop_on_failure=True, wave=n),
+                      wave, inp.release, common)
+        workers = [(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals(h))
+                                + ops.step_commands(cfg, cfg.playbook.steps("worker_verify"), h, vals(h)),
+                                what="workers", effect="workers_restarted")]) for h in wave]
+        out += around(cfg, Stage("worker_restart", label, ops.lanes(workers), wave=n),
+                      wave, inp.release, common)
+        checks = []
+        for h in wave:
+            cmds = ops.step_commands(cfg, cfg.playbook.steps("gate_checks"), h, vals(h))
+            if log and h.has("web"):
+                cmds.append(R.log_errors_since_mark(cfg.deploy_to, inp.release, log, cfg.gate.log_pattern))
+            checks.append((h, [ops.run(h, cmds, what="gate checks")]))
+        bake = spec.bake or 0.0
+        pause = bool(spec.pause) and n < len(waves) and not inp.maintenance
+        out += around(cfg, Stage("gate", label + (f", bake {bake:g}s" if bake else ""), ops.lanes(checks),
+                                 wave=n, bake=bake, pause_after=pause), wave, inp.release, common)
+    return out
+
+
+def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict) -> dict[str, list[str]]:
+    """Per host, the releases to remove: beyond keep_releases, never the new one, the one of the
+    snapshot, the one served, or one a live snapshot refers to; bad and partial ones go first."""
+    out = {}
+    for h in cfg.app_hosts:
+        st = facts.hosts.get(h.name)
+        if st is None:
+            continue
+        keep = set(inp.protected) | {inp.release}
+        keep |= {r for r in (snapshot.get(h.name), st.current) if r}
+        on_disk = sorted(set(st.releases) | {inp.release})
+        good = [r for r in on_disk if r not in inp.bad and not r.endswith(".partial")]
+        doomed = R.to_remove(good, cfg.keep_releases, keep)
+        doomed += [r for r in on_disk if (r in inp.bad or r.endswith(".partial")) and r not in keep]
+        if doomed:
+            out[h.name] = sorted(set(doomed))
+    return out
+
+
+def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot: dict) -> Stage:
+    doomed = cleanup_targets(cfg, facts, inp, snapshot)
+    pairs = []
+    for h in cfg.app_hosts:
+        cmds = []
+        if inp.maintenance and h.has("web"):
+            cmds += ops.maintenance_cmds(cfg, h, False, ttl=None, release=inp.release)
+        cmds += ops.step_commands(cfg, cfg.playbook.steps("finalize"), h, vals(h))
+        if doomed.get(h.name):
+            cmds.append(R.remove(cfg.deploy_to, doomed[h.name]))
+        effect = "maintenance_off" if inp.maintenance and h.has("web") else ""
+        pairs.append((h, [ops.run(h, cmds, what="finalize", effect=effect)]))
+    return Stage("finalize", "", ops.lanes(pairs))

@@ -1,0 +1,275 @@
+"""The executor: runs a plan exactly as built, and keeps the run's state in one place.
+
+For each stage: journal its start, run its lanes (in parallel, at most `limit` at once; a
+switch wave schedules no new host after its first failure), journal each effect before the
+change it names, parse what actions record, journal the end, ask the shipper to ship. It never
+builds a command: everything it runs comes from the plan.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from .. import gate as G
+from ..commands import backup as B
+from ..errors import CommandFailed, DeployerError, DeployFailed, NeedsHuman
+from ..shell import STEP_MARK, step_outputs
+from . import records as REC
+from .facts import parse_schema
+from .plan import Action, Lane, Plan, Stage
+from .state import RunState
+
+REMOVES = ("undrained", "unswitched", "maintenance_off", "db_restored")
+
+
+class GateFailed(DeployFailed):
+    def __init__(self, failed: dict[str, str]):
+        lines = "; ".join(f"{h}: {r}" for h, r in sorted(failed.items()))
+        super().__init__(f"health gate failed on {len(failed)} host(s): {lines}")
+        self.failed = failed
+
+
+class StageFailed(DeployFailed):
+    """Some lanes of a stage failed: the map of host -> error, raised once after all ended."""
+
+    def __init__(self, stage: str, failures: dict[str, BaseException]):
+        lines = [f"{stage} failed on {len(failures)} host(s)"]
+        for host, exc in sorted(failures.items()):
+            lines.append(f"  {host}: {getattr(exc, 'message', str(exc))}")
+        super().__init__("\n".join(lines))
+        self.failures = failures
+
+
+class Executor:
+    def __init__(self, session, journal, reporter, state: RunState, *, redact=None):
+        self.s = session
+        self.journal = journal
+        self.rep = reporter
+        self.st = state
+        self.redact = redact or (lambda text: text)
+        self._state_lock = threading.Lock()
+        self._keepalive_stop = threading.Event()
+        self.first_failure_at: float | None = None
+        self.stage: Stage | None = None
+
+    # -- the journal ----------------------------------------------------------------------
+    def write(self, rec: REC.Record) -> dict:
+        return self.journal.write(rec)
+
+    def effect(self, effect: str, host: str, release: str = "") -> None:
+        with self._state_lock:
+            self.write(REC.Effect(host=host, effect=effect, release=release or self.st.release))
+            self.st.apply(effect, host)
+
+    # -- plans ----------------------------------------------------------------------------
+    def run(self, plan: Plan, *, on_stage=None) -> str:
+        """Run every stage; 'done', or 'paused' after a stage that pauses the rollout."""
+        keep = self._start_keepalive(plan)
+        try:
+            for stage in plan.stages:
+                self.stage = stage
+                if on_stage:
+                    on_stage(stage)
+                self.run_stage(stage, plan)
+                if stage.pause_after:
+                    return "paused"
+            return "done"
+        finally:
+            keep()
+
+    def run_stage(self, stage: Stage, plan: Plan) -> None:
+        label = f"{stage.name}" + (f" (wave {stage.wave})" if stage.wave else "")
+        self.write(REC.Stage(stage=stage.name, state="start", detail=stage.detail, wave=stage.wave))
+        self.rep.event("stage", stage=stage.name, state="start", detail=stage.detail)
+        t0 = time.monotonic()
+        try:
+            if stage.refuse:
+                raise NeedsHuman(stage.refuse)
+            failures = self.run_lanes(stage, plan)
+            if failures:
+                for exc in failures.values():
+                    refused = self._refusal(stage, exc)
+                    if refused:
+                        raise NeedsHuman(refused)
+                if len(failures) == 1:
+                    raise next(iter(failures.values()))
+                raise StageFailed(label, failures)
+            if stage.bake:
+                self.bake(stage)
+        except BaseException as exc:
+            msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            self.write(REC.Stage(stage=stage.name, state="failed", wave=stage.wave,
+                                 error=self.redact(msg)[:2000]))
+            self.rep.event("stage", stage=stage.name, state="failed", error=self.redact(msg)[:2000])
+            self.journal.request_ship()
+            raise
+        took = round(time.monotonic() - t0, 3)
+        self.write(REC.Stage(stage=stage.name, state="done", wave=stage.wave, seconds=took))
+        self.journal.request_ship()
+
+    def _refusal(self, stage: Stage, exc: BaseException) -> str | None:
+        if stage.refuse_on and isinstance(exc, CommandFailed) and exc.exit_status == stage.refuse_on[0]:
+            return stage.refuse_on[1]
+        return None
+
+    def run_lanes(self, stage: Stage, plan: Plan) -> dict[str, BaseException]:
+        lanes = list(stage.lanes)
+        failures: dict[str, BaseException] = {}
+        if not lanes:
+            return failures
+        width = max(1, min(stage.limit or self.s.transport.parallel, self.s.transport.parallel, len(lanes)))
+        stop = threading.Event()
+        it = iter(lanes)
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix=stage.name) as pool:
+            running: dict = {}
+
+            def submit() -> None:
+                if stop.is_set():
+                    return
+                lane = next(it, None)
+                if lane is not None:
+                    running[pool.submit(self.run_lane, stage, lane)] = lane
+
+            for _ in range(width):
+                submit()
+            while running:
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    lane = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is not None:
+                        failures[lane.subject] = exc
+                        if self.first_failure_at is None:
+                            self.first_failure_at = time.monotonic()
+                        if stage.stop_on_failure:
+                            stop.set()  # no new host gets the release after a failed one
+                    submit()
+        return failures
+
+    def run_lane(self, stage: Stage, lane: Lane) -> None:
+        for action in lane.actions:
+            self.run_action(stage, lane.subject, action)
+
+    def run_action(self, stage: Stage, subject: str, a: Action) -> None:
+        label = f"{stage.name} w{stage.wave}" if stage.wave else stage.name
+        self.rep.event("command", stage=label, host=a.host, command=a.display())
+        if a.effect and a.effect not in REMOVES:
+            self.effect(a.effect, subject)  # journaled before the change it names
+        if a.http is not None:
+            self.check(a)
+        else:
+            self.remote(a)
+        if a.effect in REMOVES:
+            self.effect(a.effect, subject)
+
+    def remote(self, a: Action) -> None:
+        deadline = time.monotonic() + a.retry_for
+        while True:
+            try:
+                res = self.s.run_on(a.host, a.command, timeout=a.timeout,
+                                    stdin=a.stdin.reveal() if a.stdin is not None else None)
+                break
+            except CommandFailed as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                raise self._explain(a, exc) from None
+        if a.records:
+            self._records(a, res.stdout)
+        self.rep.event("host", stage=a.what, host=a.host, state="done", detail=a.what)
+
+    def _explain(self, a: Action, exc: CommandFailed) -> CommandFailed:
+        """Name the failing step of a batched script and show that step's own stderr."""
+        steps = a.command.display.split(" ;; ")
+        idx = 0
+        if STEP_MARK in exc.stderr:
+            per = step_outputs(exc.stderr)
+            idx = max(k for k in per if k >= 0) if any(k >= 0 for k in per) else 0
+            err = per.get(idx, "")
+        else:
+            err = exc.stderr
+        step = steps[idx] if idx < len(steps) else a.command.display
+        out = CommandFailed(a.host, self.redact(step), exc.exit_status, exc.stdout, self.redact(err),
+                            timed_out=exc.timed_out)
+        if len(steps) > 1:
+            out.message = f"{a.what}: step {idx + 1}/{len(steps)}: " + out.message
+        return out
+
+    def _records(self, a: Action, stdout: str) -> None:
+        per = step_outputs(stdout) if STEP_MARK in stdout else {0: stdout}
+        for i, key in a.records:
+            text = per.get(i, "")
+            if key.startswith("backup:"):
+                sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
+                rec = REC.Backup(path=key.split(":", 1)[1], sha256=sha, size=size, host=a.host)
+                self.write(rec)
+                if self.st.backup is None:
+                    self.st.record("backup", rec.info())
+            else:
+                with self._state_lock:
+                    self.st.record(key, parse_schema(text))
+        if any(k == "schema_after" for _, k in a.records):
+            self.write(REC.Migrated(before=self.st.schema_before, after=self.st.schema_after))
+
+    def check(self, a: Action) -> None:
+        hc = a.http
+        attempts = max(hc.passes, math.ceil(hc.budget / max(hc.interval, 0.01)))
+        verdict = G.wait_passes(a.host, hc.url, timeout=hc.timeout, expect_status=hc.expect_status,
+                                expect_json=hc.expect_json, passes=hc.passes, max_attempts=attempts,
+                                interval=hc.interval, headers=hc.headers)
+        self.rep.event("gate", host=a.host, passed=verdict.passed, detail=verdict.reason, release=hc.release)
+        if not verdict.passed:
+            raise GateFailed({a.host: verdict.reason})
+
+    def bake(self, stage: Stage) -> None:
+        from .. import bake as BK
+        from ..shell import fill
+
+        cfg = self.s.cfg
+        web = [h for h in cfg.app_hosts if h.has("web")]
+        new = [h for h in web if h.name in self.st.switched]
+        old = [h for h in web if h.name not in self.st.switched and self.st.snapshot.get(h.name)]
+        url = cfg.gate.probe_url or cfg.health.url
+
+        def url_for(h) -> str:
+            return fill(url, cfg.health_values(h, self.st.release), where="gate.probe_url")
+
+        targets = [(h.name, "canary", url_for(h)) for h in new] + [(h.name, "baseline", url_for(h)) for h in old]
+        probes = BK.run_bake(targets, stage.bake, cfg.gate.probe_interval, cfg.gate.probe_timeout,
+                             cfg.health.headers)
+        result = BK.judge(BK.BakeResult(probes=probes), cfg.gate, has_baseline=bool(old))
+        for p in probes:
+            self.write(REC.GateSample(wave=stage.wave, host=p.host, role=p.role, t=p.t, ms=p.ms, ok=p.ok,
+                                      release=self.st.release))
+        self.write(REC.GateVerdict(wave=stage.wave, status=result.status, reasons=result.reasons,
+                                   metrics=[v.metrics for v in result.verdicts]))
+        summary = "; ".join(result.reasons) or "all within thresholds"
+        self.rep.event("gate", host=f"wave {stage.wave}", passed=result.status != "fail",
+                       detail=f"bake {stage.bake:g}s, {len(probes)} probes: {result.status}: {summary}")
+        if result.status == "fail":
+            raise GateFailed({f"wave {stage.wave}": summary})
+
+    # -- the dead-man switch of maintenance mode, kept alive while we are --------------------
+    def _start_keepalive(self, plan: Plan):
+        if not plan.keepalive:
+            return lambda: None
+        ttl = self.s.cfg.maintenance_ttl
+        every = max(1.0, ttl / 3)
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every):
+                if not self.st.maintenance_on or (self.stage and self.stage.name == "migrate"):
+                    continue
+                for host, cmd in plan.keepalive.items():
+                    try:
+                        self.s.run_on(host, cmd, timeout=30)
+                    except DeployerError:
+                        pass  # the next beat retries; the host-side expiry is the safety net
+
+        t = threading.Thread(target=loop, name="maintenance-keepalive", daemon=True)
+        t.start()
+        return lambda: (stop.set(), t.join(timeout=2))

@@ -1,0 +1,54 @@
+"""Plans of maintenance mode by hand and of the scheduled maintenance job (pure)."""
+
+from __future__ import annotations
+
+import posixpath
+
+from ..commands import backup as B
+from ..config import Config
+from ..shell import argv
+from . import ops
+from .plan import Action, Lane, Plan, Stage
+
+
+def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None, now: float,
+              release: str) -> Plan:
+    web = [h for h in cfg.app_hosts if h.has("web")]
+    lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, on, ttl=ttl, message=message,
+                                                             retry=retry, now=now, release=release),
+                                    what=f"maintenance {'on' if on else 'off'}",
+                                    effect="maintenance_on" if on else "maintenance_off")]) for h in web])
+    return Plan("maintenance", release, (Stage("maintenance", "on" if on else "off", lanes),))
+
+
+def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], release: str,
+                gate_release: str | None) -> Plan:
+    """The scheduled job: a nightly backup, retention, the playbook's maintenance tasks, the gate."""
+    stages = []
+    if backup_path and cfg.database and cfg.db_host:
+        db = B.Database.of(cfg.database)
+        act = Action(host=cfg.db_host.name, command=B.dump(db, backup_path), timeout=cfg.ssh.command_timeout,
+                     records=((0, "backup:" + backup_path),), what="nightly backup")
+        stages.append(Stage("backup", backup_path, (Lane(cfg.db_host.name, (act,)),)))
+        if remove:
+            rm = Action(host=cfg.db_host.name, what="retention",
+                        command=argv("rm", "-f", "--", *[posixpath.join(db.backup_dir, n) for n in remove]))
+            stages.append(Stage("retention", f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
+    tasks = cfg.playbook.steps("maintenance_tasks")
+    lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, tasks, h, ops.values(
+        cfg, h, release, release_path=cfg.current_path)), what="maintenance tasks")]) for h in cfg.app_hosts])
+    stages.append(Stage("maintenance_tasks", f"{len(tasks)} task(s)", lanes))
+    if release:
+        checks = tuple(Lane(h.name, (ops.check(cfg, h, gate_release or release),))
+                       for h in cfg.app_hosts if h.has("web"))
+        if gate_release is None:  # hosts disagree: check each answers, whatever its release
+            checks = tuple(Lane(h.name, (_any_release(ops.check(cfg, h, release)),))
+                           for h in cfg.app_hosts if h.has("web"))
+        stages.append(Stage("gate", "", checks))
+    return Plan("maintenance", release, tuple(stages))
+
+
+def _any_release(a: Action) -> Action:
+    from dataclasses import replace
+
+    return replace(a, http=replace(a.http, expect_json=None))

@@ -1,0 +1,178 @@
+"""Host operations as actions: the parts every plan is built from (deploy, rollback, promote,
+abort, maintenance, recover). Pure: they build values, they never run anything."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..commands import lb as LB
+from ..commands import releases as R
+from ..config import Config, Host
+from ..shell import Command, batch, chain, raw
+from .plan import Action, HttpCheck, Lane
+
+FAST_POLL = 0.05  # health checks poll this often within the configured budget
+
+
+def values(cfg: Config, host: Host, release: str = "", **extra) -> dict:
+    p = R.paths(cfg.deploy_to, release or "none")
+    base = dict(release=release, release_path=p["release_path"], commit="", ref="",
+                previous_release="", previous_path=R.paths(cfg.deploy_to, "none")["release_path"])
+    base.update(extra)
+    return cfg.template_values(host, **base)
+
+
+def step_commands(cfg: Config, steps, host: Host, vals: dict, cwd: str | None = None) -> list[Command]:
+    """The playbook steps that apply to `host` (by role), filled in."""
+    out = []
+    for step in steps:
+        if not any(host.has(r) for r in (step.roles or [])):
+            continue
+        if step.once and _first_with_roles(cfg, step.roles) != host.name:
+            continue
+        cmd = step.command(vals)
+        out.append(chain(raw(f"cd {_q(cwd)}"), cmd).with_timeout(cmd.timeout) if cwd else cmd)
+    return out
+
+
+def _first_with_roles(cfg: Config, roles) -> str | None:
+    return next((h.name for h in cfg.hosts if any(h.has(r) for r in (roles or []))), None)
+
+
+def _q(text: str) -> str:
+    from ..shell import q
+
+    return q(text)
+
+
+def run(host: Host, cmds: list[Command], *, what: str, effect: str = "", timeout: float | None = None,
+        records: tuple = (), retry_for: float = 0.0) -> Action | None:
+    """One action running `cmds` on `host` as one script; None when there is nothing to run."""
+    if not cmds:
+        return None
+    limits = [c.timeout for c in cmds if c.timeout]
+    limit = timeout or (sum(limits) if limits and len(limits) == len(cmds) else None)
+    return Action(host=host.name, command=batch(*cmds), timeout=limit, effect=effect,
+                  records=records, what=what, retry_for=retry_for)
+
+
+def lanes(pairs: list[tuple[Host, list[Action | None]]]) -> tuple[Lane, ...]:
+    out = []
+    for host, actions in pairs:
+        acts = tuple(a for a in actions if a is not None)
+        if acts:
+            out.append(Lane(host.name, acts))
+    return tuple(out)
+
+
+# -- the load balancer ------------------------------------------------------------------------
+def behind_lb(cfg: Config, host: Host) -> bool:
+    return bool(cfg.lb and cfg.lb_host and host.has("web"))
+
+
+def drain(cfg: Config, host: Host) -> Action:
+    name = cfg.lb_server_name(host)
+    return Action(host=cfg.lb_host.name, command=LB.drain_and_wait(cfg.lb.socket, cfg.lb.backend, name),
+                  timeout=30, effect="drained", what=f"drain {name}")
+
+
+def undrain(cfg: Config, host: Host, wait_up: bool = True) -> Action:
+    """Put the host back; unless in maintenance mode (where the load balancer's own health
+    checks fail by design), wait until the load balancer sees it UP."""
+    name = cfg.lb_server_name(host)
+    return Action(host=cfg.lb_host.name,
+                  command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10 if wait_up else 0),
+                  timeout=30, effect="undrained", what=f"put back {name}")
+
+
+def max_unavailable(value: int | str, total: int) -> int:
+    """How many web hosts may be out of rotation at once (at least 1)."""
+    if isinstance(value, str):
+        return max(1, math.floor(total * int(value.rstrip("%")) / 100))
+    return max(1, int(value))
+
+
+def plan_waves(hosts: list[Host], waves: list[int | str]) -> list[list[Host]]:
+    """Split hosts into waves: ints are host counts, 'N%' cumulative percentages (ceil)."""
+    result: list[list[Host]] = []
+    done = 0
+    total = len(hosts)
+    for w in waves:
+        if isinstance(w, str):
+            upto = math.ceil(total * int(w.rstrip("%")) / 100)
+        else:
+            upto = done + int(w)
+        upto = min(max(upto, done + 1 if done < total else done), total)
+        if upto > done:
+            result.append(hosts[done:upto])
+            done = upto
+    if done < total:
+        result.append(hosts[done:])
+    return result
+
+
+# -- switching --------------------------------------------------------------------------------
+def check(cfg: Config, host: Host, release: str) -> Action:
+    """The health gate of one host on `release`, from the orchestrator."""
+    hc = cfg.health
+    vals = cfg.health_values(host, release)
+    budget = hc.max_attempts * hc.interval + hc.passes * hc.timeout
+    return Action(host=host.name, what="health", http=HttpCheck(
+        url=hc.url_for(vals), release=release, expect_status=hc.expect_status,
+        expect_json=hc.expected_json(vals), passes=hc.passes, interval=min(hc.interval, FAST_POLL) or FAST_POLL,
+        budget=budget, timeout=hc.timeout, headers=dict(hc.headers)))
+
+
+def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool = False,
+                log_mark: str | None = None, effect: str = "switched", gate: bool = True,
+                maintenance: bool = False) -> Lane:
+    """Drain (unless already drained), switch `current` atomically, reload, check the host
+    directly, put it back and wait until the load balancer sees it UP. `release=None`: the host
+    served nothing before, so `current` is removed again."""
+    lb = behind_lb(cfg, host)
+    acts: list[Action | None] = []
+    if lb and not drained:
+        acts.append(drain(cfg, host))
+    vals = values(cfg, host, release or "")
+    cmds: list[Command] = []
+    if log_mark and host.has("web"):
+        cmds.append(R.mark_log_offset(cfg.deploy_to, release or "", log_mark))
+    if release is None:
+        cmds.append(R.remove_path(cfg.current_path))
+    else:
+        cmds.append(R.switch(cfg.deploy_to, release))
+        if host.has("web"):
+            cmds += step_commands(cfg, cfg.playbook.steps("reload"), host, vals)
+    acts.append(run(host, cmds, what="switch", effect=effect))
+    if host.has("web") and release is not None and gate:
+        acts.append(check(cfg, host, release))
+    if lb:
+        acts.append(undrain(cfg, host, wait_up=not maintenance))
+    return Lane(host.name, tuple(a for a in acts if a is not None))
+
+
+# -- maintenance mode -------------------------------------------------------------------------
+def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, message: str = "",
+                     retry: int = 60, now: float | None = None, release: str = "") -> list[Command]:
+    """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`)."""
+    state_path = R.paths(cfg.deploy_to)["state_path"]
+    if not on:
+        return [R.watchdog_stop(state_path)] + step_commands(
+            cfg, cfg.playbook.steps("maintenance", "off"), host,
+            values(cfg, host, release, message="", retry=0, expires_at=""))
+    expires = f"{(now or time.time()) + float(ttl):.0f}" if ttl else ""
+    vals = values(cfg, host, release, message=message, retry=retry, expires_at=expires)
+    cmds = step_commands(cfg, cfg.playbook.steps("maintenance", "on"), host, vals)
+    cmds.append(watchdog(cfg, host, ttl, release))
+    return cmds
+
+
+def watchdog(cfg: Config, host: Host, ttl: float | None, release: str = "") -> Command:
+    """Arm (ttl) or disarm (None) the dead-man switch of maintenance mode on one host."""
+    state_path = R.paths(cfg.deploy_to)["state_path"]
+    off = step_commands(cfg, cfg.playbook.steps("maintenance", "off"), host,
+                        values(cfg, host, release, message="", retry=0, expires_at=""))
+    if ttl is None or not off:
+        return R.watchdog_stop(state_path)
+    return R.watchdog_start(state_path, ttl, chain(*off, op=";"))

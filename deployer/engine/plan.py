@@ -1,0 +1,110 @@
+"""A plan is a value: stages of lanes of actions, built by pure functions, printed by `--dry-run`
+and run, unchanged, by the executor.
+
+- An **Action** is one thing done to one host: a remote script (the commands of one stage on
+  one host go as one script where the playbook allows), or an HTTP check made from the
+  orchestrator. It says what it changes (`effect`) and what its output records (`records`),
+  so the executor updates the run's state in one place without knowing any stage.
+- A **Lane** is the actions about one subject host, run in order (drain at the load balancer,
+  switch, reload, check, put back). Lanes of a stage run in parallel, at most `limit` at once.
+- A **Stage** is one of the named stages of DESIGN.md (or a hook around one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..shell import Command, Secret
+
+# Effects an action has on the run's state (applied by the executor, journaled first).
+EFFECTS = ("pulled", "switched", "unswitched", "drained", "undrained", "maintenance_on",
+           "maintenance_off", "migrated", "workers_restarted", "db_restored")
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """The health gate on one host: N consecutive passes within a time budget."""
+
+    url: str
+    release: str
+    expect_status: int
+    expect_json: dict | None
+    passes: int
+    interval: float
+    budget: float
+    timeout: float
+    headers: dict = field(default_factory=dict)
+
+    def display(self) -> str:
+        return (f"GET {self.url} (expect {self.expect_status}"
+                + (f" and {self.expect_json}" if self.expect_json else "")
+                + f", {self.passes} consecutive passes within {self.budget:g}s)")
+
+
+@dataclass(frozen=True)
+class Action:
+    host: str  # the host it runs on (or is checked over HTTP)
+    command: Command | None = None
+    http: HttpCheck | None = None
+    stdin: Secret | None = None  # secret content, never in argv or output
+    timeout: float | None = None
+    retry_for: float = 0.0  # re-run until it succeeds, for at most this many seconds
+    effect: str = ""  # one of EFFECTS, applied to the subject host
+    records: tuple[tuple[int, str], ...] = ()  # (step index in the batch, what it records)
+    what: str = ""  # short name for messages: "pull", "switch", "drain", ...
+
+    def __post_init__(self) -> None:
+        if (self.command is None) == (self.http is None):
+            raise ValueError("an action is a remote command or an HTTP check")
+        if self.effect and self.effect not in EFFECTS:
+            raise ValueError(f"unknown effect {self.effect!r}")
+
+    def display(self) -> str:
+        return self.command.display if self.command is not None else self.http.display()
+
+
+@dataclass(frozen=True)
+class Lane:
+    subject: str  # the host this lane is about
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # a name of STAGES, or "before:<stage>" / "after:<stage>" for hooks
+    detail: str = ""
+    lanes: tuple[Lane, ...] = ()
+    limit: int | None = None  # lanes at once (max_unavailable for switches)
+    stop_on_failure: bool = False  # a wave schedules no new lane after its first failed host
+    wave: int = 0  # 1-based wave number for the per-wave stages
+    pause_after: bool = False  # a progressive rollout pauses here (promote/abort from anywhere)
+    bake: float = 0.0  # seconds of canary-against-baseline probes after this stage
+    refuse: str = ""  # reaching this stage stops the run: a human must act (the message says how)
+    refuse_on: tuple = ()  # (exit status, message): an action exiting so needs a human
+
+    def actions(self) -> list[Action]:
+        return [a for lane in self.lanes for a in lane.actions]
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # deploy | rollback | promote | abort | maintenance | recover
+    release: str
+    stages: tuple[Stage, ...]
+    keepalive: dict[str, Command] = field(default_factory=dict)  # host -> re-arm the dead-man
+    notes: tuple[str, ...] = ()
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(stage, host, command) in execution order, as `--dry-run` prints them."""
+        rows = []
+        for st in self.stages:
+            label = f"{st.name} w{st.wave}" if st.wave else st.name
+            for a in st.actions():
+                rows.append((label, a.host, a.display()))
+        return rows
+
+    def per_host(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for _, host, cmd in self.rows():
+            out.setdefault(host, []).append(cmd)
+        return out

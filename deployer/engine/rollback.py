@@ -1,0 +1,203 @@
+"""`rollback` by hand (to the previous good release, or `--to` a named one), and `promote` /
+`abort` of a paused rollout: each reads the facts and the ledger, builds its plan, runs it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ..commands import backup as B
+from ..commands import lock as LK
+from ..config import Config
+from ..errors import CommandFailed, ConfigError, DeployerError, NeedsHuman, Refused
+from ..ledger import History
+from ..output import Reporter
+from ..release_id import validate_release_id
+from ..session import Session, who
+from . import records as REC
+from .back_plan import manual_rollback_plan
+from .deploy import read_facts, succeed
+from .deploy_plan import DeployInputs, deploy_plan
+from .runs import Run
+from .state import RunState
+
+
+def pick(history: History, to: str | None, current: str | None, facts) -> str:
+    if to:
+        rec = history.resolve(to)
+        target = rec.release if rec else None
+        if target is None:
+            try:
+                target = validate_release_id(to)
+            except ConfigError:
+                raise ConfigError(f"--to {to!r}: no release, release prefix or deployed ref "
+                                  "by that name in the ledger") from None
+    else:
+        rec = history.previous_good(current)
+        if rec is None:
+            raise Refused(f"rollback: no good release older than {current} in the ledger")
+        target = rec.release
+    missing = [h for h, st in facts.hosts.items() if target not in st.releases]
+    if missing:
+        raise Refused(f"rollback to {target}: release missing on {', '.join(sorted(missing))}; nothing changed")
+    return target
+
+
+class Rollback:
+    def __init__(self, cfg: Config, reporter: Reporter, *, to: str | None = None,
+                 restore_db: bool = False, keep_db: bool = False, lock_wait: float = 0.0):
+        if restore_db and keep_db:
+            raise ConfigError("--restore-db and --keep-db: choose one")
+        self.cfg, self.rep = cfg, reporter
+        self.to, self.restore_db, self.keep_db = to, restore_db, keep_db
+        self.lock_wait = lock_wait
+        self.s = Session(cfg, reporter, reason=f"rollback {to or '(previous good)'}")
+
+    def run(self) -> int:
+        cfg, s = self.cfg, self.s
+        try:
+            app = cfg.app_hosts
+            facts = s.facts(app)
+            if facts.unreachable:
+                raise Refused("rollback: hosts not reachable: " + "; ".join(
+                    f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+            if s.acquire_lock(self.lock_wait):
+                facts = s.facts(app)
+            try:
+                return self.locked(app, facts)
+            finally:
+                s.release_lock()
+        finally:
+            s.close()
+
+    def locked(self, app, facts) -> int:
+        cfg, s = self.cfg, self.s
+        history = s.history()
+        serving = [st.current for st in facts.hosts.values() if st.current]
+        current = max(serving) if serving else None
+        target = pick(history, self.to, current, facts)
+        schema_now, schema_target = facts.schema, history.schema_of(target)
+        if schema_now != schema_target and not (self.restore_db or self.keep_db):
+            raise Refused(
+                f"rollback to {target}: its schema version is {schema_target} but the database "
+                f"is at {schema_now}. Pass --restore-db to restore the backup taken before it was "
+                f"left (data written since is lost), or --keep-db to switch the code only.")
+        backup = None
+        if self.restore_db:
+            backup = history.backup_before_leaving(target)
+            if backup is None:
+                raise Refused(f"rollback to {target} --restore-db: no backup of that release's "
+                              "database is recorded in the ledger")
+            db = B.Database.of(cfg.database)
+            try:
+                s.run(cfg.db_host, B.verify(db, backup["path"], backup["sha256"]), timeout=300)
+            except CommandFailed as exc:
+                raise Refused(f"rollback --restore-db: backup {backup['path']} on {cfg.db_host.name} "
+                              "is missing or corrupt (sha256 mismatch)") from exc
+        safety = None
+        if backup is not None:
+            db = B.Database.of(cfg.database)
+            safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
+        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety, now=time.time())
+        st = RunState(run=s.run_id, release=target, snapshot=facts.snapshot_hosts(app))
+        run = Run(s, self.rep, st)
+        try:
+            run.write(REC.RollbackStarted(auto=False, to=target, who=who(), restore_db=self.restore_db,
+                                          keep_db=self.keep_db, ledger=s.ledger_id))
+            self.rep.event("rollback", message=f"rolling back {cfg.env}: {current} -> {target}")
+            try:
+                run.ex.run(plan)
+            except (DeployerError, KeyboardInterrupt) as exc:
+                msg = getattr(exc, "message", "interrupted")
+                run.write(REC.RollbackEnded(outcome="failed", error=msg[:2000]))
+                raise NeedsHuman(f"rollback to {target} failed: {msg}",
+                                 hint=f"run `inv status --env {cfg.env}` and `inv rollback` again "
+                                      "(it converges)") from None
+            if backup is not None:
+                run.write(REC.DbRestored(path=backup["path"], sha256=backup["sha256"], safety_backup=safety))
+            took = time.monotonic() - run.t0
+            targets = {h.name: target for h in app}
+            run.write(REC.RollbackEnded(outcome="success", seconds=round(took, 3), hosts=targets))
+            self.rep.event("outcome", outcome="success", release=target,
+                           message=f"rolled back {cfg.env} to {target} on {len(app)} hosts in {took:.1f}s")
+            return 0
+        finally:
+            run.close()
+
+
+def paused_run(history: History) -> tuple[str, list[dict]] | None:
+    """The run id and records of a paused, unfinished deploy, if any."""
+    for r in reversed(history.in_flight):
+        run_id = r["start"].get("run")
+        events = [e for e in history.events if e.get("run") == run_id]
+        if any(e.get("type") == "deploy.paused" for e in events):
+            return run_id, events
+    return None
+
+
+class Resume:
+    """`promote` or `abort` a paused rollout, from any machine: the run's state comes from its
+    typed records in the ledger; the lock is adopted; the plan is the deploy's tail, or its
+    rollback."""
+
+    def __init__(self, cfg: Config, reporter: Reporter, action: str):
+        self.cfg, self.rep, self.action = cfg, reporter, action
+        self.s = Session(cfg, reporter, reason=f"{action} paused rollout")
+
+    def run(self) -> int:
+        cfg, s = self.cfg, self.s
+        try:
+            history = s.history()
+            found = paused_run(history)
+            if found is None:
+                raise Refused(f"{cfg.env}: no paused rollout to {self.action}")
+            run_id, events = found
+            s.run_id = run_id  # the resumed run keeps its id: one story in the ledger
+            info = dict(s.lock_info(), run=run_id)
+            out = s.run(cfg.ledger_host, LK.adopt(s.state_path, run_id), stdin=json.dumps(info) + "\n",
+                        check=False, timeout=30)
+            if not out.ok:
+                held = LK.parse_held(s.run(cfg.ledger_host, LK.read(s.state_path)).stdout)
+                raise Refused(f"{cfg.env}: cannot take over the paused rollout's lock "
+                              f"(held by {held.describe() if held else 'nobody'})")
+            s.locked = True
+            s._start_heartbeat()
+            try:
+                return self.resume(run_id, events, history, info)
+            finally:
+                s.release_lock()
+        finally:
+            s.close()
+
+    def resume(self, run_id: str, events: list[dict], history: History, info: dict) -> int:
+        cfg, s = self.cfg, self.s
+        st = RunState.from_events(REC.parse_all(events))
+        run = Run(s, self.rep, st)
+        try:
+            kind = REC.Resumed if self.action == "promote" else REC.Aborted
+            run.write(kind(who=info["holder"], from_host=info["host"]))
+            self.rep.event("run", message=f"{self.action}: {st.release} ({st.ref}), {len(st.switched)} "
+                                          f"host(s) switched, {st.waves_done} wave(s) done")
+            if self.action == "abort":
+                return run.roll_back(DeployerError("aborted by hand"), outcome="aborted")
+            facts = read_facts(s, cfg, st.commit, self.rep)
+            plan = deploy_plan(cfg, facts, DeployInputs(
+                release=st.release, commit=st.commit, ref=st.ref, maintenance=st.maintenance_on,
+                now=time.time(), start_wave=st.waves_done, snapshot=st.snapshot,
+                protected=frozenset(history.snapshot_releases()),
+                bad=frozenset(r for r, rec in history.releases.items() if rec.bad)))
+            from .deploy import pause
+
+            try:
+                outcome = run.ex.run(plan)
+            except KeyboardInterrupt:
+                return run.roll_back(DeployerError("interrupted (Ctrl-C)"), interrupted=True)
+            except Exception as exc:  # noqa: BLE001 - same failure path as a deploy
+                if not isinstance(exc, DeployerError):
+                    exc = DeployerError(f"internal error: {type(exc).__name__}: {exc}")
+                return run.roll_back(exc)
+            if outcome == "paused":
+                return pause(run, cfg, self.rep, plan)
+            return succeed(run, cfg, self.rep, verb="promoted")
+        finally:
+            run.close()

@@ -1,0 +1,82 @@
+"""What every run shares: its session, its journal, its executor, and the guaranteed failure
+path (a failed or interrupted run goes back to its snapshot with the rollback plan)."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import DeployerError, DeployFailed, NeedsHuman
+from ..output import Reporter
+from ..session import Session, who
+from . import records as REC
+from .back_plan import rollback_plan
+from .executor import Executor
+from .journal import Journal
+from .state import RunState
+
+
+class Run:
+    """One run: a Session (connections, lock), a Journal (shipped to the ledger) and an Executor."""
+
+    def __init__(self, session: Session, reporter: Reporter, state: RunState):
+        self.s = session
+        self.rep = reporter
+        self.st = state
+        self.journal = Journal(session.cfg.env, session.run_id, session.ledger_id)
+        self.journal.start_shipping(session.ship)
+        self.ex = Executor(session, self.journal, reporter, state)
+        self.t0 = time.monotonic()
+
+    def write(self, rec: REC.Record) -> dict:
+        return self.journal.write(rec)
+
+    def close(self) -> None:
+        """Last shipment (bounded: an unreachable ledger never holds the run up)."""
+        if not self.journal.close(self.s.ship, timeout=5):
+            self.rep.event("notice", message=(
+                f"ledger on {self.s.cfg.ledger_host.name} not reachable "
+                f"({self.journal.ship_error or 'timeout'}): this run's record is kept in "
+                f"{self.journal.path} and shipped by the next command that reaches it"))
+
+    def roll_back(self, cause: DeployerError, *, interrupted: bool = False, outcome: str = "") -> int:
+        """Every host the run touched back to its snapshot. Exit 1 (or 130), or NeedsHuman."""
+        st = self.st
+        cfg = self.s.cfg
+        self.rep.event("rollback", message=f"deploy failed: {cause.message}\nrolling back to the snapshot")
+        self.write(REC.RollbackStarted(auto=True, to=st.snapshot, cause=cause.message[:500], who=who()))
+        t0 = time.monotonic()
+        plan = rollback_plan(cfg, st)
+        switched = len(st.switched)
+        try:
+            self._run_shielded(plan)
+        except DeployerError as rb:
+            self.write(REC.RollbackEnded(outcome="failed", error=rb.message[:2000]))
+            self.write(REC.RunEnded(outcome="needs_human", error=cause.message[:2000],
+                                    rollback_error=rb.message[:2000]))
+            raise NeedsHuman(f"deploy of {st.release} failed ({cause.message}) AND its rollback failed: "
+                             f"{rb.message}", hint=f"run `inv status --env {cfg.env}`, then "
+                                               f"`inv recover --env {cfg.env}`") from rb
+        took = time.monotonic() - t0
+        self.write(REC.ReleaseBad(release=st.release, reason=cause.message[:500]))
+        self.write(REC.RollbackEnded(outcome="success", seconds=round(took, 3)))
+        self.write(REC.RunEnded(outcome=outcome or ("interrupted" if interrupted else "rolled_back"),
+                                error=cause.message[:2000], hosts=dict(st.snapshot)))
+        self.rep.event("rollback", message=f"rolled back {switched} switched host(s) in {took:.1f}s; "
+                                           f"{st.release} marked bad")
+        if interrupted:
+            return 130
+        if outcome:
+            return 0
+        raise DeployFailed(f"deploy of {st.release} ({st.ref}) failed and was rolled back: {cause.message}")
+
+    def _run_shielded(self, plan) -> None:
+        """Run a rollback plan to its end: a Ctrl-C or SIGTERM (a cancelled CI job sends both)
+        does not stop it halfway; it is reported and the rollback goes on."""
+        while True:
+            try:
+                self.ex.run(plan)
+                return
+            except KeyboardInterrupt:
+                self.rep.event("notice", message="interrupt received during the rollback: finishing "
+                                                 "the rollback first (it converges)")
+                plan = rollback_plan(self.s.cfg, self.st)  # what is left, from the state so far
