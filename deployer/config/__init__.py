@@ -9,8 +9,12 @@ Modules, each depending only on the ones before it:
 - `playbook`: the playbook models (Step, Stages, Hooks, Playbook) and step labelling;
 - `inventory`: the inventory models (SSH, Health, HostEntry, windows, gate, ..., Inventory);
 - `model`: the runtime `Host` and `Config`;
-- `layers`: defaults < inventory < environment < overrides, merging and error messages;
-- `loading`: YAML reading, `load_playbook`, `load_config` and the cross-file checks.
+- `reading`: YAML reading (unique keys, YAML 1.2 booleans), `${VAR}` interpolation;
+- `layers`: defaults < inventory < environment < `--set`, merging and error messages;
+- `project`: the project root, known environments and playbooks, `load_playbook` (extends);
+- `loading`: `load_config`, groups and the cross-file checks.
+
+Every key is described in docs/configuration.md.
 """
 
 from deployer.errors import ConfigError
@@ -21,6 +25,7 @@ from .inventory import (
     Database,
     FreezeModel,
     Gate,
+    Group,
     Health,
     HostEntry,
     Inventory,
@@ -32,9 +37,18 @@ from .inventory import (
     TimeZone,
     WindowModel,
 )
-from .loading import known_envs, known_playbooks, load_config, load_playbook
+from .layers import parse_set
+from .loading import load_config
 from .model import Config, Host
 from .playbook import Hooks, HookStage, Maintenance, Migrate, Playbook, Stages, Step, StepIn
+from .project import (
+    find_playbook,
+    known_envs,
+    known_playbooks,
+    load_playbook,
+    project_root,
+    shipped_playbooks,
+)
 from .types import (
     DEFAULT_ROLES,
     ENV_VARS,
@@ -61,9 +75,10 @@ from .types import (
 __all__ = [
     "DEFAULT_ROLES", "ENV_VARS", "HEALTH_VALUES", "HOOK_STAGES", "LB_VALUES", "ROLES", "SSH",
     "TEMPLATE_VALUES", "AbsPath", "Bool", "Config", "ConfigError", "CronExpr", "Database",
-    "Float", "FreezeModel", "Gate", "Health", "HookStage", "Hooks", "Host", "HostEntry", "Int",
+    "Float", "FreezeModel", "Gate", "Group", "Health", "HookStage", "Hooks", "Host", "HostEntry", "Int",
     "Inventory", "LoadBalancer", "Maintenance", "Migrate", "Name", "Playbook", "Port", "RelPath",
     "RetentionModel", "Role", "Roles", "RolloutWave", "ScheduleModel", "SecretFile", "Stages",
     "Step", "StepIn", "TimeZone", "VarName", "Vars", "Wave", "WindowModel", "default_root",
-    "known_envs", "known_playbooks", "load_config", "load_playbook",
+    "find_playbook", "known_envs", "known_playbooks", "load_config", "load_playbook",
+    "parse_set", "project_root", "shipped_playbooks",
 ]

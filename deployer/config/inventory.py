@@ -25,13 +25,16 @@ from .types import (
     Name,
     Port,
     RelPath,
+    Role,
     Roles,
     Vars,
     Wave,
     _address,
     _env_only,
     _fail,
+    _group_name,
     _Model,
+    _playbook_ref,
     _slug,
     _user,
 )
@@ -129,7 +132,18 @@ class HostEntry(_Model):
     address: Annotated[str, Strict(), AfterValidator(_address)]
     port: Port | None = None
     user: Annotated[str, AfterValidator(_user)] | None = None
-    roles: Roles
+    #: required unless a group gives the host roles (checked after groups are applied)
+    roles: Roles | None = None
+    vars: Vars = {}
+
+
+class Group(_Model):
+    """Hosts sharing roles and vars: the group's roles are added to each member's, its vars
+    are defaults below the member's own vars."""
+
+    hosts: Annotated[list[Annotated[str, Strict(), AfterValidator(_slug("host name"))]],
+                     Field(min_length=1)]
+    roles: list[Role] = []
     vars: Vars = {}
 
 
@@ -286,10 +300,21 @@ class RolloutWave(_Model):
     pause: Bool = False
 
 
+#: keys of each `notify:` section (deployer.notify reads them; it ignores any other key)
+NOTIFY_KEYS = {
+    "slack": ("url_env", "timeout"),
+    "webhook": ("url", "url_env", "headers", "headers_env", "timeout"),
+    "email": ("host", "port", "from", "to", "username", "username_env", "password_env",
+              "starttls", "timeout"),
+}
+#: keys deployer.notify refuses with its own message (secrets written inline)
+_NOTIFY_REFUSED = {"slack": ("url",), "email": ("password",)}
+
+
 class Inventory(_Model):
     """The merged settings of one environment (all layers), before cross-checks."""
 
-    playbook: Annotated[str, Strict(), AfterValidator(_slug("playbook name"))]
+    playbook: Annotated[str, Strict(), AfterValidator(_playbook_ref)]
     repo: Name
     deploy_to: AbsPath = "/srv/app"
     keep_releases: Annotated[Int, Field(ge=2)] = 5
@@ -307,6 +332,7 @@ class Inventory(_Model):
     lock_timeout: Annotated[Float, Field(ge=0)] = 0.0
     vars: Vars = {}
     hosts: Annotated[list[HostEntry], Field(min_length=1)]
+    groups: dict[Annotated[str, AfterValidator(_group_name)], Group] = {}
     windows: list[WindowModel] = []
     freezes: list[FreezeModel] = []
     schedules: list[ScheduleModel] = []

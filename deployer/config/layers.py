@@ -3,30 +3,25 @@ layer that set a bad value, and turning pydantic errors into ``file: key path: p
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import UnionType
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from deployer.errors import ConfigError
 from deployer.shell import Secret
 
-from .types import ENV_VARS
+from .reading import _yaml_value
+from .types import ENV_VARS, _key_path
 
-
-def _key_path(loc: Iterable[str | int]) -> str:
-    out = ""
-    for part in loc:
-        if part == "[key]":
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
+_SET_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 _SIMPLE_PROBLEMS = {
@@ -96,6 +91,8 @@ class _Layer:
             if name:
                 return f"{self.source}: {name}: {problem}"
         path = _key_path(loc)
+        if self.kind == "overrides":
+            return f"--set {path}: {problem}"
         return f"{self.source}: {self.prefix}{path}: {problem}" if path else \
             f"{self.source}: {problem}"
 
@@ -113,12 +110,58 @@ def _inventory_layer(layers: list[_Layer]) -> _Layer:
     return next(la for la in layers if la.kind == "inventory")
 
 
-def _errors(exc: ValidationError, layers: list[_Layer]) -> list[str]:
+def _errors(exc: ValidationError, layers: list[_Layer], model: type[BaseModel]) -> list[str]:
+    """One line per error of validating `model`, blamed on the layer that set the value."""
     lines = []
     for error in exc.errors():
         loc = tuple(p for p in error["loc"] if p != "[key]")
-        lines.append(_blame(layers, loc).message(loc, _problem(error)))
+        problem = _problem(error)
+        if error["type"] == "extra_forbidden" and loc:
+            problem = _unknown_key(str(loc[-1]), _known_keys(model, loc[:-1]))
+        lines.append(_blame(layers, loc).message(loc, problem))
     return lines
+
+
+def _unknown_key(key: str, known: Iterable[str]) -> str:
+    """``unknown key``, with the closest known key when one is close enough."""
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys of the model found at `loc` under `model` (none when there is no model)."""
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field_info = tp.model_fields.get(str(part))
+            if field_info is None:
+                return []
+            tp = field_info.annotation
+        elif origin is list and isinstance(part, int):
+            tp = typing.get_args(tp)[0]
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return []
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _unwrap(tp: Any) -> Any:
+    """The type inside Annotated[...] and X | None."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,16 +191,37 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
+def parse_set(items: Iterable[str]) -> dict[str, str]:
+    """``--set key=value`` arguments as a mapping for `load_config(overrides=...)`."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item}: expected key=value, e.g. --set parallel=5")
+        out[key.strip()] = value
+    return out
+
+
 def _dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested data from dotted keys (``health.passes``); string values are read as YAML and
+    None values (an option not given) are skipped."""
     out: dict[str, Any] = {}
+    owner: dict[tuple[str, ...], str] = {}  # a key path set as a value -> the --set key
     for key, value in overrides.items():
         if value is None:
             continue
-        *parents, last = key.split(".")
+        parts = tuple(key.split("."))
+        if not all(_SET_KEY_RE.match(p) for p in parts):
+            raise ConfigError(f"--set {key}: invalid key (use names joined by dots, "
+                              "e.g. health.passes)")
+        for path, other in owner.items():
+            if path[:len(parts)] == parts or parts[:len(path)] == path:
+                raise ConfigError(f"--set {key}: conflicts with --set {other}")
+        owner[parts] = key
         node = out
-        for part in parents:
+        for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[last] = value
+        node[parts[-1]] = _yaml_value(value) if isinstance(value, str) else value
     return out
 
 

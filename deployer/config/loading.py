@@ -1,20 +1,19 @@
-"""Reading YAML files and loading playbooks and environments (with cross-file checks)."""
+"""Loading an environment: the inventory, its playbook, the layers, groups and the checks
+that span several keys or files."""
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from deployer.errors import ConfigError
 from deployer.shell import placeholders
 
-from .inventory import Inventory
+from .inventory import _NOTIFY_REFUSED, NOTIFY_KEYS, Inventory
 from .layers import (
     _blame,
     _dotted,
@@ -24,115 +23,26 @@ from .layers import (
     _Layer,
     _merge,
     _resolve_paths,
+    _unknown_key,
 )
 from .model import Config, Host
-from .playbook import Playbook, _label_steps
-from .types import _ENV_RE, _HOST_RE, HEALTH_VALUES, LB_VALUES, _label, default_root
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                duplicate = key in seen
-            except TypeError:
-                duplicate = False
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            if not isinstance(key, list | dict):
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-# YAML 1.2 booleans: only true/false.  YAML 1.1 would read `on:`/`off:` (maintenance steps),
-# `yes` and `no` as booleans.
-_UniqueKeyLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
-
-def _read_yaml(path: Path, label: str) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{label}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = exc.problem or exc.context or "unreadable"
-        raise ConfigError(f"{label}: {line}invalid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{label}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{label}: expected a mapping at top level")
-    return data
-
-
-
-def known_envs(root: Path | None = None) -> list[str]:
-    """Environment names that have an inventory in <root>/hosts."""
-    hosts = (root or default_root()) / "hosts"
-    return sorted(p.stem for p in hosts.glob("*.yaml") if _ENV_RE.match(p.stem))
-
-
-def known_playbooks(root: Path | None = None) -> list[str]:
-    """Playbook names in <root>/playbooks."""
-    return sorted(p.stem for p in ((root or default_root()) / "playbooks").glob("*.yaml"))
-
-
-def load_playbook(path: Path, *, root: Path | None = None,
-                  extra_vars: Iterable[str] | None = None) -> Playbook:
-    """Load and validate one playbook file; with `extra_vars`, also check every placeholder."""
-    root = root or default_root()
-    label = _label(path, root)
-    data = _read_yaml(path, label)
-    data.setdefault("name", path.stem)
-    try:
-        playbook = Playbook.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("\n".join(_errors(exc, [_Layer("inventory", label, data)]))) from None
-    if playbook.name != path.stem:
-        raise ConfigError(f"{label}: name: {playbook.name!r} does not match the file name "
-                          f"{path.stem!r}")
-    playbook._raw = data
-    _label_steps(playbook, label)
-    if extra_vars is not None:
-        errors = playbook.check_templates(extra_vars)
-        if errors:
-            raise ConfigError("\n".join(errors))
-    return playbook
-
-
-def _resolve_root(root: Path | None, environ: Mapping[str, str]) -> Path:
-    if root is not None:
-        return Path(root)
-    if environ.get("DEPLOYER_ROOT"):
-        return Path(environ["DEPLOYER_ROOT"])
-    return default_root()
+from .playbook import Playbook
+from .project import _loc, _playbook_path, known_envs, load_playbook, project_root
+from .reading import _interpolate, _read_yaml
+from .types import _ENV_RE, _HOST_RE, HEALTH_VALUES, LB_VALUES, _is_path, _label
 
 
 def load_config(env: str, *, root: Path | None = None, inventory: Path | None = None,
                 overrides: Mapping[str, Any] | None = None,
                 environ: Mapping[str, str] = os.environ) -> Config:
-    """Load, layer and validate the configuration of environment `env`."""
+    """Load, layer and validate the configuration of environment `env`.
+
+    `root` defaults to `project_root()`; `overrides` maps dotted keys to values (``--set``),
+    string values being read as YAML."""
     if not isinstance(env, str) or not _ENV_RE.match(env):
         raise ConfigError(f"environment {env!r}: expected lowercase letters, digits, _ and -, "
                           "starting with a letter")
-    root = _resolve_root(root, environ)
+    root = project_root(root, environ)
     inv_path = Path(inventory) if inventory is not None else root / "hosts" / f"{env}.yaml"
     inv_label = _label(inv_path, root)
     if not inv_path.is_file():
@@ -140,25 +50,28 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
             raise ConfigError(f"{inv_label}: no such inventory file")
         raise ConfigError(f"{inv_label}: no such inventory (known envs: "
                           f"{', '.join(known_envs(root)) or 'none'})")
-    inv_data = _read_yaml(inv_path, inv_label)
+    inv_data = _interpolate(_read_yaml(inv_path, inv_label), environ, inv_label)
+    inv_dir = inv_path.parent.absolute()
+
+    cli = _resolve_paths(_dotted(overrides or {}), Path.cwd())
 
     playbook: Playbook | None = None
     pb_path = root / "playbooks" / "unknown.yaml"
     layers: list[_Layer] = []
-    name = inv_data.get("playbook")
-    if isinstance(name, str) and _HOST_RE.match(name):
-        pb_path = root / "playbooks" / f"{name}.yaml"
-        if not pb_path.is_file():
-            raise ConfigError(f"{inv_label}: playbook: no such playbook {name!r} (known: "
-                              f"{', '.join(known_playbooks(root)) or 'none'})")
+    ref, base, where = inv_data.get("playbook"), inv_dir, f"{inv_label}: playbook"
+    if "playbook" in cli:
+        ref, base, where = cli["playbook"], Path.cwd(), "--set playbook"
+    if isinstance(ref, str) and (_is_path(ref) or _HOST_RE.match(ref)):
+        pb_path = _playbook_path(ref, root, base, where)
         playbook = load_playbook(pb_path, root=root)
-        layers.append(_Layer("defaults", _label(pb_path, root),
-                             _resolve_paths(playbook.defaults, pb_path.parent), "defaults."))
-    inv_dir = inv_path.parent.absolute()
+        for label, data, directory in playbook._sources:
+            defaults = data.get("defaults")
+            if isinstance(defaults, dict):
+                layers.append(_Layer("defaults", label, _resolve_paths(defaults, directory),
+                                     "defaults."))
     layers.append(_Layer("inventory", inv_label, _resolve_paths(inv_data, inv_dir)))
     layers.append(_environment_layer(environ))
-    cli = _resolve_paths(_dotted(overrides or {}), Path.cwd())
-    layers.append(_Layer("overrides", "overrides", cli))
+    layers.append(_Layer("overrides", "--set", cli))
 
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -166,10 +79,11 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
     try:
         settings = Inventory.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_errors(exc, layers))) from None
+        raise ConfigError("\n".join(_errors(exc, layers, Inventory))) from None
     assert playbook is not None  # a valid inventory names an existing playbook
 
-    errors = _cross_check(settings, playbook, layers)
+    errors = _apply_groups(settings, layers)
+    errors += _cross_check(settings, playbook, layers)
     if settings.notify:
         from deployer.notify import NotifyConfigError, notifiers_from_config
 
@@ -181,7 +95,7 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         raise ConfigError("\n".join(errors))
     hosts = [
         Host(name=h.name, address=h.address, port=h.port or settings.ssh.port,
-             user=h.user or settings.ssh.user, roles=tuple(h.roles), vars=dict(h.vars))
+             user=h.user or settings.ssh.user, roles=tuple(h.roles or ()), vars=dict(h.vars))
         for h in settings.hosts
     ]
     return Config(
@@ -197,6 +111,38 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
         gate=settings.gate, notify=settings.notify, secret_files=list(settings.secret_files),
     )
+
+
+def _apply_groups(settings: Inventory, layers: list[_Layer]) -> list[str]:
+    """Add each group's roles to its hosts and put its vars below theirs (groups in the
+    order written; a later group wins a var two groups set); returns error lines."""
+    errors: list[str] = []
+
+    def err(loc: tuple[str | int, ...], problem: str) -> None:
+        errors.append(_blame(layers, loc).message(loc, problem))
+
+    index: dict[str, int] = {}
+    for i, h in enumerate(settings.hosts):
+        index.setdefault(h.name, i)
+    roles: dict[int, list[str]] = {i: [] for i in range(len(settings.hosts))}
+    group_vars: dict[int, dict[str, str]] = {i: {} for i in range(len(settings.hosts))}
+    for name, group in settings.groups.items():
+        for j, host in enumerate(group.hosts):
+            if host not in index:
+                err(("groups", name, "hosts", j), f"unknown host {host!r} (hosts: "
+                    f"{', '.join(h.name for h in settings.hosts)})")
+                continue
+            roles[index[host]] += group.roles
+            group_vars[index[host]].update(group.vars)
+    for i, h in enumerate(settings.hosts):
+        combined = list(h.roles or [])
+        combined += [r for r in dict.fromkeys(roles[i]) if r not in combined]
+        if not combined:
+            err(("hosts", i, "roles"), "required key is missing (or put the host in a group "
+                "that has roles)")
+        h.roles = combined
+        h.vars = {**group_vars[i], **h.vars}
+    return errors
 
 
 def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) -> list[str]:
@@ -221,7 +167,7 @@ def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) 
         endpoints.setdefault(endpoint, i)
 
     def role_hosts(role: str) -> list[int]:
-        return [i for i, h in enumerate(settings.hosts) if role in h.roles]
+        return [i for i, h in enumerate(settings.hosts) if role in (h.roles or ())]
 
     migrators = role_hosts("migrate")
     if playbook.stages.migrate is not None and not migrators:
@@ -259,6 +205,12 @@ def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) 
                     f"duplicate name {item.name!r} (also {key}[{seen[item.name]}])")
             seen.setdefault(item.name, i)
 
+    for section, conf in (settings.notify or {}).items():
+        if section in NOTIFY_KEYS and isinstance(conf, Mapping):
+            for key in conf:
+                if key not in NOTIFY_KEYS[section] and key not in _NOTIFY_REFUSED.get(section, ()):
+                    err(("notify", section, key), _unknown_key(str(key), NOTIFY_KEYS[section]))
+
     shared = set.intersection(*(set(h.vars) for h in settings.hosts))
     errors += playbook.check_templates(set(settings.vars) | shared)
     return errors
@@ -267,7 +219,7 @@ def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) 
 def _check_plain(template: str, known: set[str], where: str, layers: list[_Layer],
                  errors: list[str]) -> None:
     """Check placeholders of a non-shell template (quotes allowed)."""
-    loc = tuple(int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", where) if p)
+    loc = _loc(where)
     try:
         unknown = sorted(placeholders(template) - known)
     except ConfigError as exc:

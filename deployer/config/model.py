@@ -16,7 +16,7 @@ from deployer.shell import fill
 
 from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile
 from .playbook import Playbook
-from .types import ROLES, _label
+from .types import _ROLE_RE, _label
 
 
 class Host(BaseModel):
@@ -84,8 +84,8 @@ class Config:
         return posixpath.join(self.releases_path, release)
 
     def hosts_with(self, role: str) -> list[Host]:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
+        if not _ROLE_RE.match(role):
+            raise ValueError(f"invalid role {role!r}")
         return [h for h in self.hosts if h.has(role)]
 
     def host(self, name: str) -> Host:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, Strict, model_validator
@@ -136,6 +137,8 @@ class Playbook(_Model):
     stages: Stages = Stages()
     hooks: Hooks = Hooks()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: (label, data, directory) of each file of the playbook, the extended ones first
+    _sources: list[tuple[str, dict[str, Any], Path]] = PrivateAttr(default_factory=list)
 
     def steps(self, stage: str, sub: str | None = None) -> list[Step]:
         """Steps of a stage: steps("build"), steps("maintenance", "on"), steps("migrate", "run")."""
@@ -189,13 +192,16 @@ class Playbook(_Model):
         return errors
 
 
-def _label_steps(playbook: Playbook, label: str) -> None:
-    """Record where each step was defined and fill in default roles."""
+def _label_steps(playbook: Playbook, label: str | Callable[[str], str]) -> None:
+    """Record where each step was defined and fill in default roles.
+
+    `label` is the playbook file's label, or a function giving the label of the file that
+    defined a key path (``stages.build[0]``) when the playbook extends others."""
 
     def mark(step: Step | None, path: str, default_roles: list[str], short: bool) -> None:
         if step is None:
             return
-        step._where = f"{label}: {path}"
+        step._where = f"{label if isinstance(label, str) else label(path)}: {path}"
         step._short = short
         if step.roles is None:
             step.roles = list(default_roles)

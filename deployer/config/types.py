@@ -7,6 +7,7 @@ Every validator raises through `_fail`, whose message becomes the problem part o
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -56,6 +57,9 @@ _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
 _VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _JUMP_RE = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9.:_-]+?(?::\d{1,5})?\Z")
 _WAVE_RE = re.compile(r"(\d{1,3})%\Z")
+#: custom role and group names: the same shape as environment names
+_ROLE_RE = _ENV_RE
+
 
 def default_root() -> Path:
     """The repository root: the parent of the `deployer` package."""
@@ -68,6 +72,24 @@ def _label(path: Path, root: Path) -> str:
         return path.absolute().relative_to(root.absolute()).as_posix()
     except ValueError:
         return str(path.absolute())
+
+
+def _key_path(loc: Iterable[str | int]) -> str:
+    """A pydantic location as a key path: ``hosts[1].address``."""
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _is_path(ref: str) -> bool:
+    """Whether a playbook reference is a file path (else a playbook name)."""
+    return "/" in ref or ref.endswith((".yaml", ".yml"))
 
 
 # ---------------------------------------------------------------- field types
@@ -84,11 +106,29 @@ def _no_bool(value: Any) -> Any:
 
 
 def _role(value: Any) -> str:
+    """A built-in role (ROLES) or a custom one: lowercase letters, digits, _ and -."""
     if not isinstance(value, str):
         raise _fail("expected a string")
-    if value not in ROLES:
-        raise _fail(f"unknown role {value!r} (known: {', '.join(ROLES)})")
+    if not _ROLE_RE.match(value):
+        raise _fail(f"invalid role {value!r} (use lowercase letters, digits, _ and -, starting "
+                    f"with a letter; built-in: {', '.join(ROLES)})")
     return value
+
+
+def _group_name(value: str) -> str:
+    if not _ROLE_RE.match(value):
+        raise _fail(f"invalid group name {value!r} (use lowercase letters, digits, _ and -, "
+                    "starting with a letter)")
+    return value
+
+
+def _playbook_ref(value: str) -> str:
+    """A playbook name (playbooks/<name>.yaml) or a path to a playbook file."""
+    if _is_path(value):
+        if not value.strip():
+            raise _fail("must not be empty")
+        return value
+    return _slug("playbook name")(value)
 
 
 def _slug(kind: str) -> Any:

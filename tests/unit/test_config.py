@@ -249,13 +249,14 @@ def test_roles_not_a_list(root: Path):
     assert error_of(root) == "hosts/prod.yaml: hosts[2].roles: expected a list"
 
 
-def test_unknown_role(root: Path):
+def test_invalid_role(root: Path):
     data = local()
-    data["hosts"][0]["roles"] = ["web", "wbe", "migrate"]
+    data["hosts"][0]["roles"] = ["web", "Web!", "migrate"]
     write(root, "prod", data)
     assert error_of(root) == (
-        "hosts/prod.yaml: hosts[0].roles[1]: unknown role 'wbe' "
-        "(known: cron, db, lb, ledger, migrate, web, worker)"
+        "hosts/prod.yaml: hosts[0].roles[1]: invalid role 'Web!' (use lowercase letters, "
+        "digits, _ and -, starting with a letter; built-in: cron, db, lb, ledger, migrate, web, "
+        "worker)"
     )
 
 
@@ -273,7 +274,7 @@ def test_missing_address(root: Path):
 
 def test_unknown_key(root: Path):
     write(root, "prod", local(sshh={"port": 22}))
-    assert error_of(root) == "hosts/prod.yaml: sshh: unknown key"
+    assert error_of(root) == "hosts/prod.yaml: sshh: unknown key (did you mean 'ssh'?)"
 
 
 def test_duplicate_host_name(root: Path):
@@ -432,11 +433,12 @@ def test_playbook_errors(root: Path):
         "gate, finalize)"
     )
     assert playbook_error(root, "stages:\n  biuld: [echo]\n") == (
-        "playbooks/x.yaml: stages.biuld: unknown key"
+        "playbooks/x.yaml: stages.biuld: unknown key (did you mean 'build'?)"
     )
-    assert playbook_error(root, "stages:\n  build: [{run: echo, roles: [www]}]\n") == (
-        "playbooks/x.yaml: stages.build[0].roles[0]: unknown role 'www' "
-        "(known: cron, db, lb, ledger, migrate, web, worker)"
+    assert playbook_error(root, "stages:\n  build: [{run: echo, roles: [WWW]}]\n") == (
+        "playbooks/x.yaml: stages.build[0].roles[0]: invalid role 'WWW' (use lowercase "
+        "letters, digits, _ and -, starting with a letter; built-in: cron, db, lb, ledger, "
+        "migrate, web, worker)"
     )
     assert playbook_error(root, "stages:\n  build: [3]\n") == (
         "playbooks/x.yaml: stages.build[0]: expected a command string or a mapping with run:"
@@ -650,7 +652,7 @@ maintenance_ttl: 600
                     {"name": "b", "cron": "0 3 * * *", "command": "backup.run"}]},
      "schedules[1].name: duplicate name 'b' (also schedules[0])"),
     ({"retention": {"daily_days": -1}}, "retention.daily_days: must be >= 0"),
-    ({"retention": {"weekly": 3}}, "retention.weekly: unknown key"),
+    ({"retention": {"weekly": 3}}, "retention.weekly: unknown key (did you mean 'weekly_weeks'?)"),
     ({"maintenance_ttl": 0}, "maintenance_ttl: must be >= 1"),
     ({"maintenance_ttl": "15m"}, "maintenance_ttl: expected an integer"),
 ])
