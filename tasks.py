@@ -34,10 +34,10 @@ def deploy(c, env, ref="main", dry_run=False, yes=False, maintenance=None, lock_
             "restore-db": "restore the backup taken when the target was left",
             "keep-db": "switch the code only"})
 def rollback(c, env, to=None, restore_db=False, keep_db=False, inventory=None, output="text",
-             lock_wait=0.0):
+             lock_wait=0.0, dry_run=False):
     """Back to the previous good release, or to a named one."""
     _exit(verbs.rollback(env, to=to, restore_db=restore_db, keep_db=keep_db, inventory=inventory,
-                         output=output, lock_wait=float(lock_wait)))
+                         output=output, lock_wait=float(lock_wait), dry_run=dry_run))
 
 
 @task

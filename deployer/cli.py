@@ -45,12 +45,13 @@ def deploy(env, ref, dry_run, yes, maintenance, lock_wait, reason, force, verbos
 @click.option("--restore-db", is_flag=True, help="restore the backup taken when the target was left")
 @click.option("--keep-db", is_flag=True, help="switch the code only, leave the database as it is")
 @click.option("--lock-wait", type=float, default=0.0)
+@click.option("--dry-run", is_flag=True, help="print every stage x host x command; touch nothing")
 @INVENTORY
 @OUTPUT
-def rollback(env, to, restore_db, keep_db, lock_wait, inventory, output):
+def rollback(env, to, restore_db, keep_db, lock_wait, dry_run, inventory, output):
     """Back to the previous good release, or to a named one."""
     sys.exit(verbs.rollback(env, to=to, restore_db=restore_db, keep_db=keep_db, inventory=inventory,
-                            output=output, lock_wait=lock_wait))
+                            output=output, lock_wait=lock_wait, dry_run=dry_run))
 
 
 @cli.command()

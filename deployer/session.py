@@ -62,12 +62,21 @@ def _write_private_file(name: str, text: str) -> str:
 
 
 class Session:
-    def __init__(self, cfg: Config, reporter: Reporter, *, reason: str = ""):
+    def __init__(self, cfg: Config, reporter: Reporter, *, reason: str = "", transport=None,
+                 http_check=None, bake=None):
+        """`transport` and `http_check` are the run's only ways out (SSH and HTTP); tests give
+        recording ones."""
+        from .gate import wait_passes
+
         self.cfg = cfg
         self.reporter = reporter
         self.reason = reason
         self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-        self.transport = Transport(ssh_settings(cfg), cfg.parallel)
+        self.transport = transport or Transport(ssh_settings(cfg), cfg.parallel)
+        self.http_check = http_check or wait_passes
+        if bake is None:
+            from .bake import run_bake as bake
+        self.bake = bake  # bounded canary/baseline probes (HTTP)
         self.state_path = R.paths(cfg.deploy_to)["state_path"]
         self.ledger = Ledger(self.transport, self.ep(cfg.ledger_host), self.state_path)
         self._hb_stop = threading.Event()
@@ -105,7 +114,15 @@ class Session:
         from .ledger import History
 
         if ship_first:
-            J.ship_pending(self.cfg.env, self.ledger_id, self.ship)
+            shipped, _ = J.ship_pending(self.cfg.env, self.ledger_id, self.ship)
+            for path in shipped:
+                # A run that ended while the ledger host was away could not free its lock: its
+                # journal says it is over, so the lock it left is freed now (only if still its own).
+                if J.ended(path) and not any(r.get("type") == "deploy.paused"
+                                             for r in J.read_records(path)[-3:]):
+                    self.run(self.cfg.ledger_host, LK.release(self.state_path, path.stem), timeout=15)
+                    self.reporter.event("notice", message=f"shipped the record of run {path.stem} to the "
+                                                          f"ledger (it was local only)")
         events = self.ledger.read()
         local = J.local_only(self.cfg.env, self.ledger_id)
         for path in local:

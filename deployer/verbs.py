@@ -84,14 +84,15 @@ def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None =
 
 
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
-             inventory: str | None = None, output: str = "text", lock_wait: float = 0.0) -> int:
+             inventory: str | None = None, output: str = "text", lock_wait: float = 0.0,
+             dry_run: bool = False) -> int:
     def go(rep: Reporter) -> int:
         from .engine.rollback import Rollback
 
         cfg = config(env, inventory)
         with_notifiers(rep, cfg, to or "")
         return Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
-                        lock_wait=lock_wait).run()
+                        lock_wait=lock_wait, dry_run=dry_run).run()
 
     return guarded(go, output, command="rollback")
 

@@ -305,7 +305,7 @@ NOTIFY_KEYS = {
     "slack": ("url_env", "timeout"),
     "webhook": ("url", "url_env", "headers", "headers_env", "timeout"),
     "email": ("host", "port", "from", "to", "username", "username_env", "password_env",
-              "starttls", "timeout"),
+              "starttls", "implicit_tls", "tls_ca_file", "timeout"),
 }
 #: keys deployer.notify refuses with its own message (secrets written inline)
 _NOTIFY_REFUSED = {"slack": ("url",), "email": ("password",)}

@@ -61,7 +61,7 @@ def decide_maintenance(s: Session, cfg: Config, facts: F.Facts, forced: bool | N
 
 class DeployRun:
     def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
-                 lock_wait: float = 0.0, reason: str = "", force: bool = False):
+                 lock_wait: float = 0.0, reason: str = "", force: bool = False, session: Session | None = None):
         from ..maintenance import check_window
 
         self.cfg, self.rep = cfg, reporter
@@ -71,7 +71,7 @@ class DeployRun:
         # Read before anything is touched: a missing secret is bad input (exit 2).
         self.secret_files = tuple((f.path, f.read(os.environ)) for f in cfg.secret_files)
         self.lock_wait = lock_wait or cfg.lock_timeout
-        self.s = Session(cfg, reporter, reason=reason or f"deploy {ref}")
+        self.s = session or Session(cfg, reporter, reason=reason or f"deploy {ref}")
 
     def plan(self, facts: F.Facts, history, release: str, maintenance: bool) -> Plan:
         bad = frozenset(r for r, rec in history.releases.items() if rec.bad) if history else frozenset()
@@ -96,10 +96,11 @@ class DeployRun:
             plan = self.plan(facts, history, release, maintenance)
             for stage, host, command in plan.rows():
                 self.rep.event("plan", stage=stage, host=host, command=command)
-            for host, cmd in plan.keepalive.items():
-                self.rep.event("plan", stage="keepalive", host=host,
-                               command=f"every {self.cfg.maintenance_ttl / 3:g}s while maintenance is on: "
-                                       f"{cmd.display}")
+            if plan.keepalive:
+                self.rep.event("notice", message=(
+                    f"while maintenance is on, every {max(1.0, self.cfg.maintenance_ttl / 3):g}s the "
+                    f"dead-man switch is re-armed on {', '.join(plan.keepalive)} "
+                    f"(expiry {self.cfg.maintenance_ttl:g}s)"))
             return 0
         finally:
             self.s.close()

@@ -8,12 +8,10 @@ builds a command: everything it runs comes from the plan.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from .. import gate as G
 from ..commands import backup as B
 from ..errors import CommandFailed, DeployerError, DeployFailed, NeedsHuman
 from ..shell import STEP_MARK, step_outputs
@@ -216,10 +214,10 @@ class Executor:
 
     def check(self, a: Action) -> None:
         hc = a.http
-        attempts = max(hc.passes, math.ceil(hc.budget / max(hc.interval, 0.01)))
-        verdict = G.wait_passes(a.host, hc.url, timeout=hc.timeout, expect_status=hc.expect_status,
-                                expect_json=hc.expect_json, passes=hc.passes, max_attempts=attempts,
-                                interval=hc.interval, headers=hc.headers)
+        verdict = self.s.http_check(a.host, hc.url, timeout=hc.timeout, expect_status=hc.expect_status,
+                                    expect_json=hc.expect_json, passes=hc.passes, max_attempts=hc.passes,
+                                    interval=hc.interval, headers=hc.headers, budget=hc.budget,
+                                    poll_interval=hc.interval)
         self.rep.event("gate", host=a.host, passed=verdict.passed, detail=verdict.reason, release=hc.release)
         if not verdict.passed:
             raise GateFailed({a.host: verdict.reason})
@@ -238,7 +236,7 @@ class Executor:
             return fill(url, cfg.health_values(h, self.st.release), where="gate.probe_url")
 
         targets = [(h.name, "canary", url_for(h)) for h in new] + [(h.name, "baseline", url_for(h)) for h in old]
-        probes = BK.run_bake(targets, stage.bake, cfg.gate.probe_interval, cfg.gate.probe_timeout,
+        probes = self.s.bake(targets, stage.bake, cfg.gate.probe_interval, cfg.gate.probe_timeout,
                              cfg.health.headers)
         result = BK.judge(BK.BakeResult(probes=probes), cfg.gate, has_baseline=bool(old))
         for p in probes:

@@ -182,14 +182,20 @@ def read_records(path: Path) -> list[dict]:
     return out
 
 
+def ended(path: Path) -> bool:
+    """True when the journal records the end of its run (whatever the outcome)."""
+    ends = ("deploy.end", "rollback.end", "maintenance.end", "deploy.paused")
+    return any(r.get("type") in ends for r in read_records(path)[-8:])
+
+
 def ship_pending(env: str, ledger_id: str, ship: Callable[[str], None],
-                 directory: Path | None = None) -> tuple[int, list[Path]]:
-    """Ship every journal of `env` still local (records sent, journals still local after)."""
-    sent = 0
-    left = []
+                 directory: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Ship every journal of `env` still local: (journals shipped now, journals still local)."""
+    shipped, left = [], []
     for path in local_only(env, ledger_id, directory):
         try:
-            sent += ship_file(path, ship)
+            ship_file(path, ship)
+            shipped.append(path)
         except Exception:  # noqa: BLE001 - still unreachable: they stay local
             left.append(path)
-    return sent, left
+    return shipped, left

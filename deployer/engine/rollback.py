@@ -45,13 +45,15 @@ def pick(history: History, to: str | None, current: str | None, facts) -> str:
 
 class Rollback:
     def __init__(self, cfg: Config, reporter: Reporter, *, to: str | None = None,
-                 restore_db: bool = False, keep_db: bool = False, lock_wait: float = 0.0):
+                 restore_db: bool = False, keep_db: bool = False, lock_wait: float = 0.0,
+                 dry_run: bool = False, session: Session | None = None):
         if restore_db and keep_db:
             raise ConfigError("--restore-db and --keep-db: choose one")
         self.cfg, self.rep = cfg, reporter
         self.to, self.restore_db, self.keep_db = to, restore_db, keep_db
         self.lock_wait = lock_wait
-        self.s = Session(cfg, reporter, reason=f"rollback {to or '(previous good)'}")
+        self.dry_run = dry_run
+        self.s = session or Session(cfg, reporter, reason=f"rollback {to or '(previous good)'}")
 
     def run(self) -> int:
         cfg, s = self.cfg, self.s
@@ -61,6 +63,8 @@ class Rollback:
             if facts.unreachable:
                 raise Refused("rollback: hosts not reachable: " + "; ".join(
                     f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+            if self.dry_run:
+                return self.locked(app, facts)
             if s.acquire_lock(self.lock_wait):
                 facts = s.facts(app)
             try:
@@ -99,6 +103,10 @@ class Rollback:
             db = B.Database.of(cfg.database)
             safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
         plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety, now=time.time())
+        if self.dry_run:
+            for stage, host, command in plan.rows():
+                self.rep.event("plan", stage=stage, host=host, command=command)
+            return 0
         st = RunState(run=s.run_id, release=target, snapshot=facts.snapshot_hosts(app))
         run = Run(s, self.rep, st)
         try:
@@ -140,9 +148,9 @@ class Resume:
     typed records in the ledger; the lock is adopted; the plan is the deploy's tail, or its
     rollback."""
 
-    def __init__(self, cfg: Config, reporter: Reporter, action: str):
+    def __init__(self, cfg: Config, reporter: Reporter, action: str, session: Session | None = None):
         self.cfg, self.rep, self.action = cfg, reporter, action
-        self.s = Session(cfg, reporter, reason=f"{action} paused rollout")
+        self.s = session or Session(cfg, reporter, reason=f"{action} paused rollout")
 
     def run(self) -> int:
         cfg, s = self.cfg, self.s

@@ -1,0 +1,139 @@
+"""A recording transport with canned output: drives whole runs (deploy, rollback, abort, the
+failure paths) without the fleet, and records every command it was given, per host."""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from deployer.errors import CommandFailed, ConnectError
+from deployer.gate import Sample, Verdict
+from deployer.shell import STEP_MARK
+from deployer.transport import GroupResult, Result
+
+SHA = "3f8cb52" + "0" * 33
+
+
+def split_steps(script: str) -> list[str]:
+    """The steps of a batch() script (or the whole script when it is not one)."""
+    parts = re.split(rf"(?:^|\n)echo {STEP_MARK} \d+; echo {STEP_MARK} \d+ >&2; \( ", script)
+    return parts[1:] if len(parts) > 1 else [script]
+
+
+class Fleet:
+    """What the hosts hold: which release each serves, which exist, the ledger's lines."""
+
+    def __init__(self, hosts: list[str], current: str | None, schema: int = 1):
+        self.current = {h: current for h in hosts}
+        self.releases = {h: [current] if current else [] for h in hosts}
+        self.schema = schema
+        self.ledger = ""
+        self.lock = False
+
+
+class RecordingTransport:
+    parallel = 10
+
+    def __init__(self, fleet: Fleet, *, fail=None, down: set[str] | None = None):
+        self.fleet = fleet
+        self.fail = fail or (lambda host, step: None)  # -> (exit status, stderr) or None
+        self.down = down if down is not None else set()
+        self.calls: list[tuple[str, str]] = []
+        self.opened: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        pass
+
+    def run(self, ep, cmd, *, timeout=None, stdin=None, check=True):
+        if ep.name in self.down:
+            raise ConnectError(f"{ep.name} ({ep.address}): connection lost: test cut it off")
+        with self._lock:
+            self.calls.append((ep.name, cmd.display))
+        out, err, code = [], [], 0
+        steps = split_steps(cmd.script)
+        batched = len(steps) > 1 or f"echo {STEP_MARK} " in cmd.script
+        for i, step in enumerate(steps):
+            if batched:
+                out.append(f"{STEP_MARK} {i}")
+                err.append(f"{STEP_MARK} {i}")
+            failed = self.fail(ep.name, step)
+            if failed:
+                code, text = failed
+                err.append(text)
+                break
+            out.append(self.answer(ep.name, step, stdin))
+        result = Result(ep.name, cmd.display, "\n".join(out) + "\n", "\n".join(err) + "\n", code, 0.0)
+        if check and code:
+            raise CommandFailed(ep.name, cmd.display, code, result.stdout, result.stderr)
+        return result
+
+    def answer(self, host: str, step: str, stdin) -> str:
+        f = self.fleet
+        if "@@deployer-state" in step:
+            cur = f.current.get(host)
+            lines = ["@@deployer-state", f"current=/srv/app/releases/{cur}" if cur else "current=",
+                     f"hostname={host}", "disk_kb=99999999", "maintenance=off", "now=1"]
+            lines += [f"release={r}" for r in f.releases.get(host, [])]
+            return "\n".join(lines)
+        if "git ls-remote" in step:
+            return f"{SHA}\trefs/tags/v2"
+        if "ledger.jsonl" in step and "flock" in step:
+            with self._lock:
+                f.ledger += stdin or ""
+            return ""
+        if "ledger.jsonl" in step:
+            return f.ledger
+        if "echo acquired" in step:
+            f.lock = True
+            return "acquired"
+        if "pg_dump" in step:
+            return "a" * 64 + " 1234"
+        if "schema-version" in step or "max(\"batch\")" in step:
+            return str(f.schema)
+        if "pending" in step:
+            return "[]"
+        if "mv -T" in step and ".current." in step:  # the switch: remember what the host serves
+            rel = step.split(".current.", 1)[1].split(".tmp", 1)[0]
+            f.current[host] = rel
+            f.releases.setdefault(host, [])
+            if rel not in f.releases[host]:
+                f.releases[host].append(rel)
+        return ""
+
+    def each(self, items, fn, *, key=lambda item: item.name, limit=None) -> GroupResult:
+        items = list(items)
+        group = GroupResult()
+        with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, limit or self.parallel, len(items) or 1))) as pool:
+            futures = {key(i): pool.submit(fn, i) for i in items}
+            for name, fut in futures.items():
+                try:
+                    group.results[name] = fut.result()
+                except Exception as exc:  # noqa: BLE001
+                    group.failures[name] = exc
+        return group
+
+
+class FakeHttp:
+    """The health gate's HTTP checks: every host passes, except those in `failing` while they
+    serve another release than `good`."""
+
+    def __init__(self, failing: set[str] | None = None, good: str | None = None):
+        self.failing = failing or set()
+        self.good = good
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, host, url, **kw) -> Verdict:
+        self.calls.append((host, url))
+        release = (kw.get("expect_json") or {}).get("release")
+        ok = host not in self.failing or (self.good is not None and release == self.good)
+        return Verdict(host, ok, [Sample(ok, 200 if ok else 500, 1.0, "ok" if ok else f"GET {url}: HTTP 500")])
+
+
+def fake_bake(targets, seconds, interval, timeout, headers=None):
+    """Bake probes that all pass (25 per host, 5 ms), sent nowhere."""
+    from deployer.bake import Probe
+
+    return [Probe(host=h, role=role, t=i * 0.01, ms=5.0, ok=True)
+            for h, role, _url in targets for i in range(25)]

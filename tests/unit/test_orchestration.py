@@ -1,0 +1,170 @@
+"""Whole runs without the fleet: a recording transport with canned output drives deploy,
+rollback, abort and the failure paths; the commands executed are exactly the plan's."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from deployer.config import load_config
+from deployer.engine.deploy import DeployRun
+from deployer.engine.rollback import Resume, Rollback
+from deployer.errors import DeployFailed
+from deployer.output import JsonReporter
+from deployer.session import Session
+
+from recording import SHA, FakeHttp, Fleet, RecordingTransport, fake_bake
+
+ROOT = Path(__file__).resolve().parents[2]
+OLD = "20261101T000000Z-aaaaaaa"
+RELEASE_RE = re.compile(r"\d{8}T\d{6}Z-" + SHA[:7])
+EPOCH_RE = re.compile(r"\b1\d{9}\b")
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYER_STATE_DIR", str(tmp_path / "state"))
+
+
+def config(env: str, tmp_path: Path, **overrides):
+    if env == "local":
+        key, known = tmp_path / "id", tmp_path / "known_hosts"
+        key.write_text("not used: the transport is a recording one\n")
+        known.write_text("")
+        overrides.update({"ssh.key": str(key), "ssh.known_hosts": str(known)})
+    return load_config(env, root=ROOT, overrides=overrides)
+
+
+def session(cfg, transport, http=None) -> Session:
+    return Session(cfg, JsonReporter(io.StringIO()), transport=transport, http_check=http or FakeHttp(), bake=fake_bake)
+
+
+def events(stream: io.StringIO, kind: str) -> list[dict]:
+    return [e for e in map(json.loads, stream.getvalue().splitlines()) if e["event"] == kind]
+
+
+def per_host(evs: list[dict]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in evs:
+        cmd = EPOCH_RE.sub("<epoch>", RELEASE_RE.sub("<release>", e["command"]))
+        out.setdefault(e["host"], []).append(cmd)
+    return out
+
+
+def run_deploy(cfg, fleet, *, dry_run=False, http=None, fail=None, down=None, transport=None):
+    out = io.StringIO()
+    rep = JsonReporter(out)
+    t = transport or RecordingTransport(fleet, fail=fail, down=down)
+    d = DeployRun(cfg, rep, ref="v2", session=Session(cfg, rep, transport=t, http_check=http or FakeHttp(), bake=fake_bake))
+    code = d.dry_run() if dry_run else d.run()
+    return code, out, t
+
+
+@pytest.mark.parametrize("env", ["local", "prod", "staging"])
+def test_dry_run_prints_exactly_the_commands_the_deploy_runs(env, tmp_path):
+    cfg = config(env, tmp_path)
+    hosts = [h.name for h in cfg.hosts]
+    code, planned, _ = run_deploy(cfg, Fleet(hosts, OLD), dry_run=True)
+    assert code == 0
+    code, ran, t = run_deploy(cfg, Fleet(hosts, OLD))
+    assert code == 0
+    plan = per_host(events(planned, "plan"))
+    assert plan and plan == per_host(events(ran, "command"))
+    # ...and every one of them reached the hosts, in that order (HTTP checks aside)
+    remote = {}
+    for host, display in t.calls:
+        remote.setdefault(host, []).append(display)
+    for host, cmds in plan.items():
+        sent = [RELEASE_RE.sub("<release>", c) for c in remote.get(host, [])]
+        expected = [c for c in cmds if not c.startswith("GET ")]
+        it = iter(sent)
+        assert all(any(c == s for s in it) for c in expected), host
+
+
+def test_waves_follow_the_rollout_of_the_inventory(tmp_path):
+    cfg = config("local", tmp_path)
+    code, planned, _ = run_deploy(cfg, Fleet([h.name for h in cfg.hosts], OLD), dry_run=True)
+    stages = [e["stage"] for e in events(planned, "plan")]
+    # hosts/local.yaml: a canary wave of 1, then the rest: two switch waves
+    assert "switch w1" in stages and "switch w2" in stages and "switch w3" not in stages
+    w1 = {e["host"] for e in events(planned, "plan") if e["stage"] == "switch w1" and "mv -T" in e["command"]}
+    assert w1 == {"web1"}
+
+
+def test_a_failed_host_stops_its_wave_and_the_rollback_is_the_rollback_plan(tmp_path):
+    cfg = config("local", tmp_path, rollout=[{"size": "100%"}], max_unavailable=1)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD)
+    t = RecordingTransport(fleet)
+    with pytest.raises(DeployFailed) as exc:
+        run_deploy(cfg, fleet, http=FakeHttp(failing={"web1"}, good=OLD), transport=t)
+    assert "health gate failed" in exc.value.message
+    # web1 failed its check: web2 and web3 never switched; web1 is back on the old release
+    switched = [h for h, c in t.calls if ".current." in c and OLD not in c]
+    assert switched == ["web1"]
+    assert fleet.current == {h: OLD for h in hosts}
+    # web1 was put back into rotation once healthy on the old release
+    assert [c for h, c in t.calls if "state ready" in c and "web1" in c]
+
+
+def test_rollback_dry_run_prints_exactly_the_commands_the_rollback_runs(tmp_path):
+    cfg = config("local", tmp_path)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD)
+    run_deploy(cfg, fleet)
+    new = fleet.current["web1"]
+    assert new != OLD
+    # the ledger (canned) knows both releases; roll back to the old one by its id
+    fleet.releases = {h: [OLD, new] for h in hosts}
+    outs = []
+    for dry in (True, False):
+        out = io.StringIO()
+        rep = JsonReporter(out)
+        t = RecordingTransport(fleet)
+        rb = Rollback(cfg, rep, to=OLD, keep_db=True, dry_run=dry,
+                      session=Session(cfg, rep, transport=t, http_check=FakeHttp(), bake=fake_bake))
+        assert rb.run() == 0
+        outs.append(out)
+    assert per_host(events(outs[0], "plan")) == per_host(events(outs[1], "command"))
+    assert set(fleet.current.values()) == {OLD}
+
+
+def test_unreachable_ledger_host_never_stops_the_failure_path(tmp_path):
+    """db1 (ledger) stops answering after the lock: the failing deploy still rolls back every
+    host, the record stays in the local journal, and the next command ships it."""
+    cfg = config("local", tmp_path, rollout=[{"size": "100%"}], max_unavailable=1)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD)
+    down: set[str] = set()
+
+    def fail(host, step):
+        if "pg_dump" in step:  # the backup is the last thing db1 answers
+            down.add("db1")
+        return None
+
+    with pytest.raises(DeployFailed):
+        run_deploy(cfg, fleet, http=FakeHttp(failing={"web1"}, good=OLD), fail=fail, down=down)
+    assert fleet.current == {h: OLD for h in hosts}
+    assert "deploy.end" not in fleet.ledger  # not shipped: db1 was down
+    down.clear()
+    s = session(cfg, RecordingTransport(fleet))
+    history = s.history()
+    assert history.local_only == []
+    outcomes = [r.outcome for r in history.releases.values()]
+    assert outcomes == ["rolled_back"] and '"deploy.end"' in fleet.ledger
+
+
+def test_abort_of_a_paused_rollout_goes_back_to_its_snapshot(tmp_path):
+    cfg = config("local", tmp_path, rollout=[{"size": 1, "pause": True}, {"size": "100%"}])
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD)
+    code, out, _ = run_deploy(cfg, fleet)
+    assert code == 0 and events(out, "outcome")[-1]["outcome"] == "paused"
+    assert [fleet.current[h] == OLD for h in ("web1", "web2", "web3")] == [False, True, True]
+    s = session(cfg, RecordingTransport(fleet))
+    assert Resume(cfg, s.reporter, "abort", session=s).run() == 0
+    assert fleet.current == {h: OLD for h in hosts}
