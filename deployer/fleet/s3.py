@@ -192,6 +192,19 @@ def _ready(server: S3Server, buckets: tuple[str, ...]) -> str | None:
     return None
 
 
+def _ready_in(netns: str, server: S3Server, buckets: tuple[str, ...]) -> str | None:
+    """`_ready`, run inside `netns` (its address may only be reachable from there)."""
+    env = dict(os.environ, DEPLOYER_S3_PROBE=json.dumps(
+        {"address": server.address, "port": server.port, "access_key": server.access_key,
+         "secret_key": server.secret_key, "buckets": list(buckets)}))
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "deployer.fleet.s3"]
+    try:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "probe timed out"
+    return None if out.returncode == 0 else (out.stdout + out.stderr).strip()[-300:] or "not ready"
+
+
 def start(datadir: Path, address: str = "127.0.0.1", port: int = 0, netns: str | None = None, *,
           buckets: tuple[str, ...] = (), access_key: str | None = None, secret_key: str | None = None,
           memory_limit_mib: int = 256, timeout: float = 90.0) -> S3Server:
@@ -229,10 +242,10 @@ def start(datadir: Path, address: str = "127.0.0.1", port: int = 0, netns: str |
         if proc.poll() is not None:
             server.stop(timeout=1)
             raise FleetError(f"s3: weed exited {proc.returncode}: {_tail(datadir / 'weed.log')}")
-        if _port_open(address, ports["s3"], 0.5):
-            why = _ready(server, buckets)
-            if why is None:
-                return server
+        why = _ready_in(netns, server, buckets) if netns else (
+            _ready(server, buckets) if _port_open(address, ports["s3"], 0.5) else "port closed")
+        if why is None:
+            return server
         time.sleep(0.3)
     server.stop(timeout=2)
     raise FleetError(f"s3: weed not ready on {server.endpoint_url} after {timeout:.0f}s ({why}); "
@@ -244,3 +257,12 @@ def _tail(path: Path, n: int = 5) -> str:
         return " | ".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+if __name__ == "__main__":  # the readiness probe of `_ready_in`, inside a network namespace
+    _p = json.loads(os.environ["DEPLOYER_S3_PROBE"])
+    _s = S3Server(pid=0, address=_p["address"], port=_p["port"], access_key=_p["access_key"],
+                  secret_key=_p["secret_key"], datadir=Path("."))
+    _why = _ready(_s, tuple(_p["buckets"])) if _port_open(_s.address, _s.port, 0.5) else "port closed"
+    print(_why or "ready")
+    sys.exit(0 if _why is None else 1)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -38,7 +40,7 @@ def server(tmp_path_factory):
     try:
         yield srv
     finally:
-        srv.stop(timeout=3)
+        srv.stop(timeout=1)
     assert not srv.alive()
 
 
@@ -135,9 +137,27 @@ def test_credentials_are_checked(server, loc):
 def test_stale_weed_is_found_by_its_pidfile_and_stopped(server, tmp_path):
     other = weed.start(tmp_path / "w", "127.0.0.1", 0, timeout=60)
     assert other.alive() and json.loads((tmp_path / "w" / "weed.pid").read_text())["pid"] == other.pid
-    assert weed.stop_stale(tmp_path / "w", timeout=2) == [other.pid]
+    assert weed.stop_stale(tmp_path / "w", timeout=1) == [other.pid]
     assert not other.alive() and not (tmp_path / "w" / "weed.pid").exists()
     assert weed.stop_stale(tmp_path / "w") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2")
+def test_weed_runs_inside_a_network_namespace(server, tmp_path):
+    ns = f"s3t-{uuid.uuid4().hex[:8]}"  # our own namespace, only loopback; never the fleet's
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
+        srv = weed.start(tmp_path / "ns", "127.0.0.1", 0, netns=ns, buckets=("nsb",), timeout=60)
+        try:
+            ident = subprocess.run(["ip", "netns", "identify", str(srv.pid)], capture_output=True,
+                                   text=True, timeout=10).stdout.split()
+            assert ident == [ns] and srv.alive()
+        finally:
+            srv.stop(timeout=1)
+        assert not srv.alive()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
 # -- the lock -----------------------------------------------------------------------------------
