@@ -82,6 +82,12 @@ def unlock(c, env, force=False, inventory=None, output="text"):
     _exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
 
 
+@task(help={"force": "recover even if the lock holder looks alive, or the database may be mid-migration"})
+def recover(c, env, force=False, inventory=None, output="text"):
+    """After any crash: read the journal, the ledger and the hosts; converge (finish or undo), free the lock."""
+    _exit(verbs.recover(env, force=force, inventory=inventory, output=output))
+
+
 @task(name="up", help={"web": "number of web hosts (default 3)",
                        "keep-data": "keep the hosts' /srv, database and ledger"})
 def fleet_up(c, web=3, keep_data=False):
@@ -160,5 +166,5 @@ fleet.add_task(fleet_up)
 fleet.add_task(fleet_down)
 fleet.add_task(fleet_status)
 
-ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, preflight, report, demo,
+ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, recover, preflight, report, demo,
                 fleet, maintenance, cron)

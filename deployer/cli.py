@@ -121,6 +121,23 @@ def unlock(env, force, inventory, output):
     sys.exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
 
 
+@cli.command()
+@ENV
+@click.option("--force", is_flag=True,
+              help="recover even if the lock holder looks alive, or the database may be mid-migration")
+@INVENTORY
+@OUTPUT
+def recover(env, force, inventory, output):
+    """After any crash: read the journal, the ledger and the hosts, then converge.
+
+    Finishes a rollback, rolls a half-done deploy back to its snapshot, puts drained servers
+    back, ends maintenance unless the database may be mid-migration (then says what to check
+    and to run it again with --force), frees the dead run's lock. Running it twice changes
+    nothing the second time. Exit 0 consistent; 3 a live run holds the lock; 4 needs a human.
+    """
+    sys.exit(verbs.recover(env, force=force, inventory=inventory, output=output))
+
+
 @cli.group()
 def maintenance() -> None:
     """Maintenance mode by hand, and the scheduled maintenance job."""

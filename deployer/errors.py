@@ -67,3 +67,8 @@ class CommandFailed(DeployerError):
 
 class Interrupted(DeployerError):
     exit_code = 130
+
+
+class LockLost(NeedsHuman):
+    """The run no longer holds its lock: it stops before changing anything more (no rollback:
+    another run may be at work); `status` and `recover` tell what to do."""

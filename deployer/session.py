@@ -82,6 +82,7 @@ class Session:
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self.locked = False
+        self.lock_lost: str | None = None
         self.keep_lock = False  # a paused rollout leaves the lock to promote/abort
 
     def ep(self, host: Host) -> Endpoint:
@@ -178,6 +179,9 @@ class Session:
             out = self.run(self.cfg.ledger_host, LK.acquire(self.state_path),
                            stdin=json.dumps(self.lock_info()) + "\n", timeout=30).stdout
             held = LK.parse_held(out)
+            if held is None and "acquired" not in out.split():
+                raise Refused(f"{self.cfg.env}: lock: unexpected answer from {self.cfg.ledger_host.name}: "
+                              f"{out.strip()[:200]!r}")
             if held is None:
                 self.locked = True
                 self._start_heartbeat()
@@ -193,16 +197,39 @@ class Session:
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
     def _start_heartbeat(self) -> None:
+        """Beat every HEARTBEAT_SECONDS. The lock is LOST when a beat finds it is no longer ours
+        (broken, taken over), or when no beat got through for STALE_AFTER seconds (others may
+        break it as stale): the run then stops before its next switch (`check_fence`)."""
+        self.lock_lost = None
+        last_ok = time.monotonic()
+
         def beat() -> None:
+            nonlocal last_ok
             while not self._hb_stop.wait(HEARTBEAT_SECONDS):
                 try:
-                    self.run(self.cfg.ledger_host, LK.heartbeat(self.state_path, self.run_id), timeout=15)
-                except Exception:  # noqa: BLE001 - a missed beat is reported by staleness
-                    pass
+                    res = self.run(self.cfg.ledger_host, LK.heartbeat(self.state_path, self.run_id),
+                                   timeout=15, check=False)
+                except Exception:  # noqa: BLE001 - unreachable: judged by the time since the last beat
+                    if time.monotonic() - last_ok > STALE_AFTER:
+                        self.lock_lost = (f"no heartbeat got through to {self.cfg.ledger_host.name} for "
+                                          f"{STALE_AFTER}s: the lock may have been broken as stale")
+                    continue
+                if res.ok:
+                    last_ok = time.monotonic()
+                else:
+                    self.lock_lost = "the lock is no longer this run's (broken or taken over)"
 
         self._hb_stop.clear()
         self._hb_thread = threading.Thread(target=beat, name="lock-heartbeat", daemon=True)
         self._hb_thread.start()
+
+    def check_fence(self) -> None:
+        """Raise LockLost when this run no longer holds its lock for sure."""
+        if self.locked and getattr(self, "lock_lost", None):
+            from .errors import LockLost
+
+            raise LockLost(f"{self.cfg.env}: lock lost: {self.lock_lost}; stopping before any further "
+                           "switch")
 
     def stop_heartbeat(self) -> None:
         self._hb_stop.set()

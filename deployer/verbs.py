@@ -141,6 +141,17 @@ def unlock(env: str, *, force: bool = False, inventory: str | None = None, outpu
     return guarded(lambda rep: inspect.unlock(config(env, inventory), rep, force), output)
 
 
+def recover(env: str, *, force: bool = False, inventory: str | None = None, output: str = "text") -> int:
+    def go(rep: Reporter) -> int:
+        from .engine.recover import Recover
+
+        cfg = config(env, inventory)
+        with_notifiers(rep, cfg)
+        return Recover(cfg, rep, force=force).run()
+
+    return guarded(go, output, command="recover")
+
+
 def fleet_up(web: int = 3, keep_data: bool = False) -> int:
     from .fleet.harness import Fleet
 

@@ -17,13 +17,17 @@ def lock_dir(state_path: str) -> str:
 
 
 def acquire(state_path: str) -> Command:
-    """mkdir is atomic: exactly one caller wins. The holder's details come on stdin."""
+    """Atomic: the lock directory appears whole (holder's details from stdin, heartbeat) by a
+    rename(2) of a private directory, so no reader ever sees a lock without its holder; exactly
+    one caller wins."""
     d = lock_dir(state_path)
+    tmp = d + ".new.$$"
     return raw(
-        f"mkdir -p {q(state_path)} && if mkdir {q(d)} 2>/dev/null; then cat > {q(d + '/info.json')} "
-        f"&& touch {q(d + '/heartbeat')} && echo acquired; "
-        f"else echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
-        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); "
+        f"mkdir -p {q(state_path)} && mkdir {tmp} && "
+        f"cat > {tmp}/info.json && touch {tmp}/heartbeat && "
+        f"if mv -T {tmp} {q(d)} 2>/dev/null; then echo acquired; else rm -rf {tmp}; "
+        f"echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
+        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || date +%s) )); "
         f"if [ -e {q(d + '/paused')} ]; then echo paused=1; fi; fi"
     )
 
@@ -43,7 +47,7 @@ def read(state_path: str) -> Command:
     d = lock_dir(state_path)
     return raw(
         f"if [ -d {q(d)} ]; then echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
-        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || echo 0) )); "
+        f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || date +%s) )); "
         f"if [ -e {q(d + '/paused')} ]; then echo paused=1; fi; fi"
     )
 
@@ -101,8 +105,10 @@ def mark_paused(state_path: str, run_id: str) -> Command:
 
 
 def adopt(state_path: str, run_id: str) -> Command:
-    """Take over the lock of a paused run (promote/abort from another machine); details on stdin."""
+    """Take over the lock of a paused run (promote/abort from another machine); details on stdin.
+    The `paused` mark is claimed by a rename: of two takers at once, exactly one wins."""
     d = lock_dir(state_path)
-    return raw(f"grep -qF {q(run_id)} {q(d + '/info.json')} && test -e {q(d + '/paused')} && "
+    claimed = d + "/paused.taken.$$"
+    return raw(f"grep -qF {q(run_id)} {q(d + '/info.json')} && mv {q(d + '/paused')} {claimed} 2>/dev/null && "
                f"cat > {q(d + '/info.json.new')} && mv -f {q(d + '/info.json.new')} {q(d + '/info.json')} "
-               f"&& rm -f {q(d + '/paused')} && touch {q(d + '/heartbeat')}")
+               f"&& rm -f {claimed} && touch {q(d + '/heartbeat')}")

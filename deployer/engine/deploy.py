@@ -8,7 +8,7 @@ import os
 import time
 
 from ..config import Config
-from ..errors import ConfigError, DeployerError, Refused
+from ..errors import ConfigError, DeployerError, LockLost, NeedsHuman, Refused
 from ..output import Reporter
 from ..release_id import new_release_id, validate_ref
 from ..session import Session, who
@@ -120,7 +120,7 @@ class DeployRun:
                 app = cfg.app_hosts
                 st = RunState(run=s.run_id, release=release, commit=facts.commit, ref=self.ref,
                               snapshot=facts.snapshot_hosts(app), schema_before=facts.schema)
-                run = Run(s, self.rep, st)
+                run = Run(s, self.rep, st, secrets=[v for _, v in self.secret_files])
                 run.write(REC.RunStarted(env=cfg.env, release=release, ref=self.ref, commit=facts.commit,
                                          who=who(), reason=s.reason, forced=self.forced, ledger=s.ledger_id))
                 self.rep.event("run", message=f"deploying {self.ref} ({facts.commit[:7]}) to {cfg.env}: "
@@ -150,6 +150,11 @@ class DeployRun:
             outcome = run.ex.run(plan)
         except KeyboardInterrupt:
             return run.roll_back(DeployerError("interrupted (Ctrl-C)"), interrupted=True)
+        except LockLost as exc:
+            run.write(REC.RunEnded(outcome="needs_human", error=exc.message))
+            raise NeedsHuman(f"{exc.message}. Hosts switched so far: {', '.join(run.st.switched) or 'none'} "
+                             f"(on {run.st.release}); not rolled back since another run may be at work",
+                             hint=f"`inv status --env {self.cfg.env}`, then `inv recover --env {self.cfg.env}`") from exc
         except Exception as exc:  # noqa: BLE001 - a bug must still take the failure path
             if not isinstance(exc, DeployerError):
                 exc = DeployerError(f"internal error: {type(exc).__name__}: {exc}")

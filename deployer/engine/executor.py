@@ -13,7 +13,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ..commands import backup as B
-from ..errors import CommandFailed, DeployerError, DeployFailed, NeedsHuman
+from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman
 from ..shell import STEP_MARK, step_outputs
 from . import records as REC
 from .facts import parse_schema
@@ -89,6 +89,8 @@ class Executor:
             failures = self.run_lanes(stage, plan)
             if failures:
                 for exc in failures.values():
+                    if isinstance(exc, LockLost):
+                        raise exc
                     refused = self._refusal(stage, exc)
                     if refused:
                         raise NeedsHuman(refused)
@@ -154,6 +156,8 @@ class Executor:
     def run_action(self, stage: Stage, subject: str, a: Action) -> None:
         label = f"{stage.name} w{stage.wave}" if stage.wave else stage.name
         self.rep.event("command", stage=label, host=a.host, command=a.display())
+        if a.effect == "switched":
+            self.s.check_fence()  # a run that lost its lock switches nothing more
         if a.effect and a.effect not in REMOVES:
             self.effect(a.effect, subject)  # journaled before the change it names
         if a.http is not None:
@@ -192,8 +196,9 @@ class Executor:
         step = steps[idx] if idx < len(steps) else a.command.display
         out = CommandFailed(a.host, self.redact(step), exc.exit_status, exc.stdout, self.redact(err),
                             timed_out=exc.timed_out)
-        if len(steps) > 1:
-            out.message = f"{a.what}: step {idx + 1}/{len(steps)}: " + out.message
+        where = f"{a.what}: step {idx + 1}/{len(steps)}: " if len(steps) > 1 else f"{a.what}: "
+        out.message = where + out.message
+        out.args = (out.message,)
         return out
 
     def _records(self, a: Action, stdout: str) -> None:

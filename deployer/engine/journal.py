@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,13 @@ class Journal:
         self._seq = 0
         self._lock = threading.Lock()
         fresh = not self.path.exists()
+        if not fresh and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            if torn:  # a writer killed mid-line: close its line so it cannot swallow ours
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("\n")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._f = os.fdopen(fd, "a", encoding="utf-8")
         if fresh:  # the first line says which ledger the records belong to
@@ -107,10 +115,24 @@ class Journal:
         if ship is None:
             return False
         done: list[bool] = []
-        t = threading.Thread(target=lambda: done.append(self.ship_once(ship)), daemon=True)
+        deadline = time.monotonic() + timeout
+
+        def last() -> None:
+            while True:
+                ok = self.ship_once(ship)
+                if ok or "shipping it" not in (self.ship_error or "") or time.monotonic() > deadline:
+                    done.append(ok)
+                    return
+                time.sleep(0.1)
+
+        t = threading.Thread(target=last, daemon=True)
         t.start()
         t.join(timeout=timeout)
         return bool(done and done[0])
+
+
+class Busy(Exception):
+    """Another process is shipping this journal right now."""
 
 
 def _shipped_path(path: Path) -> Path:
@@ -123,7 +145,12 @@ def ship_file(path: Path, ship: Callable[[str], None]) -> int:
     side = _shipped_path(path)
     fd = os.open(side, os.O_RDWR | os.O_CREAT, 0o600)
     with os.fdopen(fd, "r+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        # Never wait for another shipper (a frozen process may hold it): the records stay
+        # local and are shipped later.
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(f"{path.name}: another process is shipping it") from None
         f.seek(0)
         text = f.read().strip()
         done = int(text) if text.isdigit() else 0

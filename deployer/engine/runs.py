@@ -18,13 +18,18 @@ from .state import RunState
 class Run:
     """One run: a Session (connections, lock), a Journal (shipped to the ledger) and an Executor."""
 
-    def __init__(self, session: Session, reporter: Reporter, state: RunState):
+    def __init__(self, session: Session, reporter: Reporter, state: RunState, secrets=()):
+        from ..redact import Redactor
+
         self.s = session
         self.rep = reporter
         self.st = state
+        # Secret values the run knows (secret files, the SSH key data...) and KEY=value patterns
+        # never reach the journal, the ledger, events or notifications through an error text.
+        self.redactor = Redactor(list(secrets) + [x for x in (session.cfg.ssh.key_data,) if x])
         self.journal = Journal(session.cfg.env, session.run_id, session.ledger_id)
         self.journal.start_shipping(session.ship)
-        self.ex = Executor(session, self.journal, reporter, state)
+        self.ex = Executor(session, self.journal, reporter, state, redact=self.redactor.redact)
         self.t0 = time.monotonic()
 
     def write(self, rec: REC.Record) -> dict:
@@ -42,6 +47,7 @@ class Run:
         """Every host the run touched back to its snapshot. Exit 1 (or 130), or NeedsHuman."""
         st = self.st
         cfg = self.s.cfg
+        cause.message = self.redactor.redact(cause.message)
         self.rep.event("rollback", message=f"deploy failed: {cause.message}\nrolling back to the snapshot")
         self.write(REC.RollbackStarted(auto=True, to=st.snapshot, cause=cause.message[:500], who=who()))
         t0 = time.monotonic()
@@ -50,6 +56,7 @@ class Run:
         try:
             self._run_shielded(plan)
         except DeployerError as rb:
+            rb.message = self.redactor.redact(rb.message)
             self.write(REC.RollbackEnded(outcome="failed", error=rb.message[:2000]))
             self.write(REC.RunEnded(outcome="needs_human", error=cause.message[:2000],
                                     rollback_error=rb.message[:2000]))

@@ -168,3 +168,30 @@ def test_abort_of_a_paused_rollout_goes_back_to_its_snapshot(tmp_path):
     s = session(cfg, RecordingTransport(fleet))
     assert Resume(cfg, s.reporter, "abort", session=s).run() == 0
     assert fleet.current == {h: OLD for h in hosts}
+
+
+def test_a_failing_steps_stderr_never_carries_a_secret_anywhere(tmp_path, monkeypatch):
+    """A build step fails printing the .env it read: the secret is masked in the error, the
+    events, the journal and the ledger."""
+    secret = "s3cr3t-Canary-Value-42"
+    monkeypatch.setenv("CANARY_SECRET", f"APP_KEY={secret}\n")
+    cfg = config("local", tmp_path, secret_files=[{"path": ".env", "from_env": "CANARY_SECRET"}])
+    fleet = Fleet([h.name for h in cfg.hosts], OLD)
+
+    def fail(host, step):
+        if "compileall" in step and host == "web2":
+            return 1, f"Traceback: bad config APP_KEY={secret} and DB_PASSWORD=hunter2hunter2\n"
+        return None
+
+    out = io.StringIO()
+    rep = JsonReporter(out)
+    t = RecordingTransport(fleet, fail=fail)
+    with pytest.raises(DeployFailed) as exc:
+        DeployRun(cfg, rep, ref="v2", session=Session(cfg, rep, transport=t, http_check=FakeHttp(),
+                                                       bake=fake_bake)).run()
+    journal = "".join(p.read_text() for p in (tmp_path / "state" / "local").glob("*.jsonl"))
+    assert "web2" in exc.value.message and "build" in exc.value.message
+    for where in (exc.value.message, out.getvalue(), journal, fleet.ledger):
+        assert secret not in where and "hunter2hunter2" not in where
+    # ... and the secret went to the host on stdin only, never in a command line
+    assert all(secret not in display for _, display in t.calls)

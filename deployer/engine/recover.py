@@ -1,0 +1,227 @@
+"""`recover`: after any crash, read the journal, the ledger and the hosts, say what is found,
+and converge: finish a rollback, roll a half-done deploy back to its snapshot, put drained
+servers back, end maintenance unless the database may be mid-migration, free the dead run's lock.
+Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from ..commands import lb as LB
+from ..commands import lock as LK
+from ..config import Config
+from ..errors import DeployerError, NeedsHuman, Refused
+from ..output import Reporter
+from ..session import STALE_AFTER, Session
+from . import ops
+from . import records as REC
+from .back_plan import manual_rollback_plan, rollback_plan
+from .maint_plan import mode_plan
+from .plan import Lane, Plan, Stage
+from .runs import Run
+from .state import RunState
+
+
+def _alive(held: LK.LockInfo) -> bool:
+    """Is the run holding the lock still alive? On this machine: its pid; elsewhere: its
+    heartbeat (a lock without a fresh heartbeat is a dead run's)."""
+    if held.paused:
+        return True
+    if held.host == socket.gethostname() and held.pid:
+        try:
+            os.kill(int(held.pid), 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return held.heartbeat_age is not None and held.heartbeat_age <= STALE_AFTER
+
+
+class Recover:
+    def __init__(self, cfg: Config, reporter: Reporter, *, force: bool = False, session: Session | None = None):
+        self.cfg, self.rep, self.force = cfg, reporter, force
+        self.s = session or Session(cfg, reporter, reason="recover")
+
+    def say(self, message: str) -> None:
+        self.rep.event("notice", message=message)
+
+    def run(self) -> int:
+        cfg, s = self.cfg, self.s
+        try:
+            history = s.history()
+            held = LK.parse_held(s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout)
+            if held is not None and held.paused:
+                self.say(f"{cfg.env}: a rollout is paused ({held.describe()}): it is not dead; "
+                         f"`inv promote --env {cfg.env}` or `inv abort --env {cfg.env}`")
+                return 0
+            if held is not None and _alive(held) and not self.force:
+                raise Refused(f"{cfg.env}: run {held.run} is alive ({held.describe()}); nothing to "
+                              "recover (or pass --force if that process is gone)")
+            in_flight = list(history.in_flight)
+            dead_runs = [r["start"].get("run") for r in in_flight]
+            if held is not None:
+                self.say(f"lock held by a dead run: {held.describe()}")
+                s.run(cfg.ledger_host, LK.force_release(s.state_path), timeout=30)
+            s.acquire_lock(0)
+            try:
+                code = 0
+                own = s.run_id
+                for r in in_flight:
+                    try:
+                        code = max(code, self.converge(r, history))
+                    finally:
+                        s.run_id = own
+                code = max(code, self.leftovers())
+            finally:
+                s.release_lock()
+            if not dead_runs and code == 0:
+                self.rep.event("outcome", outcome="success", release="",
+                               message=f"{cfg.env}: nothing to recover (lock free, no run in flight, "
+                                       "no server drained)")
+            elif code == 0:
+                self.rep.event("outcome", outcome="success", release="",
+                               message=f"{cfg.env}: recovered {len(dead_runs)} run(s); consistent")
+            if code == 4:
+                raise NeedsHuman(f"{cfg.env}: recovery stopped: see the notices above",
+                                 hint=f"then run `inv recover --env {cfg.env} --force`")
+            return code
+        finally:
+            s.close()
+
+    # -- one dead run ---------------------------------------------------------------------
+    def converge(self, r: dict, history) -> int:
+        cfg, s = self.cfg, self.s
+        run_id = r["start"].get("run", "")
+        records = REC.parse_all([e for e in history.events if e.get("run") == run_id])
+        kinds = {type(e) for e in records}
+        stages = [e for e in records if isinstance(e, REC.Stage)]
+        self.say(f"run {run_id} ({r['kind']}) ended without a record of its end; last stage: "
+                 + (f"{stages[-1].stage} ({stages[-1].state})" if stages else "none"))
+        s.run_id = run_id  # the recovery is written into the dead run's own story
+        if r["kind"] == "maintenance":
+            run = Run(s, self.rep, RunState(run=run_id, release=""))
+            try:
+                run.write(REC.MaintenanceEnded(outcome="failed", error="the job died; recovered"))
+            finally:
+                run.close()
+            return 0
+        if r["kind"] == "rollback":
+            return self.redo_rollback(run_id, r)
+        st = RunState.from_events(records)
+        if st is None:
+            return 0
+        facts = s.facts(cfg.app_hosts)
+        if facts.unreachable:
+            raise Refused("recover: hosts not reachable: " + "; ".join(
+                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        for name, hs in facts.hosts.items():  # defensive: what the hosts really serve
+            if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
+                st.switched.append(name)
+        st.drained = sorted(set(st.drained) | set(self.drained_hosts()))
+        run = Run(s, self.rep, st)
+        try:
+            mid = self.mid_migration(stages, records)
+            if mid and not self.force:
+                self.say(f"the deploy died DURING THE MIGRATION on {cfg.migrate_host.name}: the database "
+                         "may be half-migrated and the migration may still be running there. "
+                         "Maintenance mode stays ON. Check that no migration process runs any more and "
+                         f"what the schema is, then run `inv recover --env {cfg.env} --force` (it rolls "
+                         "back code and database to the snapshot)")
+                return 4
+            rolling_back = REC.RollbackStarted in kinds
+            finalizing = any(e.stage == "finalize" for e in stages) and not rolling_back
+            if finalizing:
+                self.say(f"it had passed every gate: finishing it ({st.release} stays)")
+                plan = Plan("recover", st.release, tuple(
+                    ([mode_plan(cfg, False, message="", retry=0, ttl=None, now=time.time(),
+                                release=st.release).stages[0]] if st.maintenance_on else [])
+                    + self.undrain_stage(st)))
+                run.ex.run(plan)
+                run.write(REC.RunEnded(outcome="success", error="finished by recover"))
+                return 0
+            self.say(("finishing its rollback" if rolling_back else "rolling it back to its snapshot")
+                     + f": {len(st.switched)} host(s) switched, {len(st.drained)} drained"
+                     + (", database migrated" if st.migrated else "")
+                     + (", maintenance on" if st.maintenance_on else ""))
+            try:
+                run.ex.run(rollback_plan(cfg, st))
+            except DeployerError as exc:
+                run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
+                self.say(f"rollback failed: {exc.message}")
+                return 4
+            run.write(REC.ReleaseBad(release=st.release, reason="its run died; rolled back by recover"))
+            run.write(REC.RollbackEnded(outcome="success"))
+            run.write(REC.RunEnded(outcome="rolled_back", error="the run died; recovered",
+                                   hosts=dict(st.snapshot)))
+            return 0
+        finally:
+            run.close()
+
+    def redo_rollback(self, run_id: str, r: dict) -> int:
+        cfg = self.cfg
+        target = r["start"].get("to")
+        if not isinstance(target, str):
+            return 0
+        self.say(f"a rollback by hand to {target} died: running it again (code only)")
+        run = Run(self.s, self.rep, RunState(run=run_id, release=target))
+        try:
+            run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
+                                            now=time.time()))
+            run.write(REC.RollbackEnded(outcome="success", hosts={h.name: target for h in cfg.app_hosts}))
+        except DeployerError as exc:
+            run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
+            self.say(f"rollback failed: {exc.message}")
+            return 4
+        finally:
+            run.close()
+        return 0
+
+    @staticmethod
+    def mid_migration(stages: list[REC.Stage], records: list[REC.Record]) -> bool:
+        started = any(e.stage == "migrate" and e.state == "start" for e in stages)
+        ended = any(e.stage == "migrate" and e.state in ("done", "failed") for e in stages)
+        return started and not ended and not any(isinstance(e, REC.Migrated) for e in records)
+
+    # -- what no run explains -------------------------------------------------------------
+    def drained_hosts(self) -> list[str]:
+        cfg = self.cfg
+        if not (cfg.lb and cfg.lb_host):
+            return []
+        out = self.s.run(cfg.lb_host, LB.states(cfg.lb.socket), timeout=30).stdout
+        states = LB.parse_states(out, cfg.lb.backend)
+        return [h.name for h in cfg.app_hosts if ops.behind_lb(cfg, h)
+                and states.get(cfg.lb_server_name(h)) in ("drain", "maint")]
+
+    def undrain_stage(self, st: RunState) -> list[Stage]:
+        cfg = self.cfg
+        lanes = tuple(Lane(h.name, (ops.undrain(cfg, h, wait_up=not st.maintenance_on),))
+                      for h in cfg.app_hosts if h.name in st.drained)
+        return [Stage("switch", "put back", lanes)] if lanes else []
+
+    def leftovers(self) -> int:
+        """Servers left drained by nobody's run: checked, then put back."""
+        cfg, s = self.cfg, self.s
+        drained = self.drained_hosts()
+        if not drained:
+            return 0
+        self.say(f"servers drained at the load balancer with no run in flight: {', '.join(drained)}")
+        facts = s.facts([cfg.host(n) for n in drained])
+        lanes = []
+        for name in drained:
+            h = cfg.host(name)
+            current = facts.current(name)
+            acts = ([ops.check(cfg, h, current)] if current else []) + [ops.undrain(cfg, h)]
+            lanes.append(Lane(name, tuple(acts)))
+        run = Run(s, self.rep, RunState(run=s.run_id, release=""))
+        try:
+            run.ex.run(Plan("recover", "", (Stage("switch", "put back", tuple(lanes)),)))
+        except DeployerError as exc:
+            self.say(f"could not put them back: {exc.message}")
+            return 4
+        finally:
+            run.close()
+        return 0
