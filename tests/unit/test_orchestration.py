@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from recording import SHA, FakeHttp, Fleet, RecordingTransport, fake_bake
 
 from deployer.config import load_config
 from deployer.engine.deploy import DeployRun
@@ -16,8 +17,6 @@ from deployer.engine.rollback import Resume, Rollback
 from deployer.errors import DeployFailed
 from deployer.output import JsonReporter
 from deployer.session import Session
-
-from recording import SHA, FakeHttp, Fleet, RecordingTransport, fake_bake
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = "20261101T000000Z-aaaaaaa"
