@@ -6,7 +6,7 @@ import time
 
 from .commands import lock as LK
 from .config import Config
-from .errors import ConfigError, NeedsHuman
+from .errors import ConfigError, DeployerError, NeedsHuman
 from .ledger import History
 from .output import Reporter
 from .session import Session
@@ -37,6 +37,15 @@ def status(cfg: Config, reporter: Reporter) -> int:
         states = s.host_states(app_hosts)
         history = s.history()
         lock_out = s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout
+        lb_states = {}
+        if cfg.lb and cfg.lb_host:
+            from .commands import lb as LB
+
+            try:
+                out = s.run(cfg.lb_host, LB.states(cfg.lb.socket), timeout=30).stdout
+                lb_states = LB.parse_states(out, cfg.lb.backend)
+            except DeployerError as exc:
+                lb_states = {"?": f"unreadable: {exc.message.splitlines()[0]}"}
     finally:
         s.close()
     held = LK.parse_held(lock_out)
@@ -44,6 +53,9 @@ def status(cfg: Config, reporter: Reporter) -> int:
     for run in history.in_flight:
         stages = [e for e in history.events if e.get("run") == run["start"].get("run") and e.get("type") == "stage"]
         in_flight[run["start"].get("run")] = (run, stages[-1] if stages else None)
+    # A run that started migrating and recorded no end of it: the database may be half-migrated.
+    mid_migration = any(last and last.get("stage") == "migrate" and last.get("state") == "start"
+                        for _, last in in_flight.values())
     rows = []
     served = set()
     for h in app_hosts:
@@ -57,8 +69,11 @@ def status(cfg: Config, reporter: Reporter) -> int:
         if st.maintenance:
             exp = (st.maintenance_info or {}).get("expires_at")
             maint = "ON (no expiry)" if exp is None else f"ON (expires in {int(exp - time.time())}s)"
-            if (st.maintenance_info or {}).get("message", "").startswith("Upgrading the database"):
-                maint = "ON: DATABASE MID-MIGRATION (no expiry)"
+            message = str((st.maintenance_info or {}).get("message", ""))
+            if message:
+                maint += f": {message[:70]}"
+            if mid_migration:
+                maint = "ON: DATABASE MID-MIGRATION (no expiry): `inv recover` says what to check"
         else:
             maint = "off (expired flag)" if st.maintenance_expired else "off"
         rows.append([h.name, h.address, st.current or "(none)", ref, maint])
@@ -83,6 +98,10 @@ def status(cfg: Config, reporter: Reporter) -> int:
     elif len(served) > 1:
         lines.append(f"WARNING: hosts disagree ({', '.join(sorted(str(r) for r in served))}): "
                      f"run `inv rollback --env {cfg.env}` or redeploy to converge")
+    not_ready = {k: v for k, v in lb_states.items() if v != "ready"}
+    if not_ready:
+        lines.append("load balancer: " + ", ".join(f"{k} {v.upper()}" for k, v in sorted(not_ready.items()))
+                     + f" (out of rotation; `inv recover --env {cfg.env}` puts drained servers back)")
     for run_id in history.local_only:
         lines.append(f"run {run_id}: its record is still LOCAL ONLY (the ledger host did not answer); "
                      "it is shipped by the next command that reaches the ledger")

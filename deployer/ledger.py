@@ -44,6 +44,7 @@ class History:
     events: list[dict] = field(default_factory=list)
 
     local_only: list[str] = field(default_factory=list)  # runs whose record is not shipped yet
+    unfinished: list[dict] = field(default_factory=list)  # ended needing a human, not superseded
 
     @classmethod
     def fold(cls, events: list[dict]) -> History:
@@ -99,6 +100,13 @@ class History:
                 if isinstance(e, REC.RunEnded) and e.type == "deploy.end":
                     rec.outcome = e.outcome or "?"
         h.in_flight = [r for r in h.runs.values() if r["end"] is None]
+        # Runs that ended needing a human (their rollback failed), unless a later run succeeded.
+        ordered = list(h.runs.values())
+        for i, r in enumerate(ordered):
+            end = r["end"] or {}
+            if end.get("outcome") == "needs_human" and not any(
+                    (later["end"] or {}).get("outcome") == "success" for later in ordered[i + 1:]):
+                h.unfinished.append(r)
         return h
 
     def resolve(self, target: str) -> ReleaseRecord | None:

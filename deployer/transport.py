@@ -102,7 +102,11 @@ class _Done:
     exited: int
 
 
-def _exec(conn: Connection, command: str, stdin: str | None, limit: float) -> tuple[str, str, int]:
+PID_MARK = "@@deployer-pid "
+
+
+def _exec(conn: Connection, command: str, stdin: str | None, limit: float,
+          on_pid: Callable[[int], None] | None = None) -> tuple[str, str, int]:
     """Run one command on a new channel of the connection's transport.
 
     Straight on paramiko's channel (Fabric opened the connection): Invoke's runner feeds stdin
@@ -118,12 +122,20 @@ def _exec(conn: Connection, command: str, stdin: str | None, limit: float) -> tu
         err_chunks: list[bytes] = []
 
         def read_stderr() -> None:
+            told = on_pid is None
             try:
                 while True:
                     data = chan.recv_stderr(32768)
                     if not data:
                         return
                     err_chunks.append(data)
+                    if not told:
+                        head = b"".join(err_chunks)
+                        if b"\n" in head:
+                            told = True
+                            line = head.split(b"\n", 1)[0].decode("ascii", "replace")
+                            if line.startswith(PID_MARK) and line[len(PID_MARK):].isdigit():
+                                on_pid(int(line[len(PID_MARK):]))
             except (TimeoutError, OSError):
                 return
 
@@ -141,6 +153,20 @@ def _exec(conn: Connection, command: str, stdin: str | None, limit: float) -> tu
         return decode(out_chunks), decode(err_chunks), exited
     finally:
         chan.close()
+
+
+def _tcp_keepalive(sock, every: float) -> None:
+    """The kernel notices a silently dead host (pulled cable, frozen machine) within about
+    3 x `every` seconds, whatever the command's own timeout: its connection then fails."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle = max(1, int(every))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 2))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(idle * 3 * 1000))
+    except (OSError, AttributeError):  # not a TCP socket (a jump host's channel): paramiko's own
+        pass
 
 
 def _load_pkey(text: str) -> paramiko.PKey:
@@ -162,6 +188,23 @@ class Transport:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.opened: dict[str, int] = {}  # connections opened per host, for benchmarks
+        self._inflight: dict[object, tuple[Endpoint, int]] = {}  # commands running: host, pid
+
+    def cancel(self) -> list[str]:
+        """Stop every remote command still running (their process groups: TERM, then KILL), so
+        that an interrupted run leaves no migration running behind it. Returns the hosts."""
+        hosts = []
+        for ep, pid in list(self._inflight.values()):
+            try:
+                conn = self._conns.get(ep.name)
+                if conn is None or not conn.is_connected:
+                    continue
+                _exec(conn, f"kill -TERM -- -{int(pid)} 2>/dev/null; sleep 1; kill -KILL -- -{int(pid)} "
+                            "2>/dev/null; true", None, 10)
+                hosts.append(ep.name)
+            except Exception:  # noqa: BLE001 - best effort: the remote timeout is the backstop
+                continue
+        return hosts
 
     # -- connections ---------------------------------------------------------------------
     def _strict_connection(self, ep: Endpoint, gateway: Connection | None = None) -> Connection:
@@ -229,6 +272,7 @@ class Transport:
         except OSError as exc:
             raise ConnectError(f"{ep.name} ({ep.address}:{ep.port}): {exc.strerror or exc}") from None
         conn.transport.set_keepalive(s.keepalive)
+        _tcp_keepalive(conn.transport.sock, s.keepalive)
         self.opened[ep.name] = self.opened.get(ep.name, 0) + 1
         return conn
 
@@ -250,17 +294,25 @@ class Transport:
     def run(self, ep: Endpoint, cmd: Command, *, timeout: float | None = None,
             stdin: str | None = None, check: bool = True) -> Result:
         limit = timeout or cmd.timeout or self.settings.command_timeout
-        # timeout(1) stops the remote process group; -k kills it if TERM is ignored.
-        remote = f"timeout -k 5 {int(max(1, limit))} sh -c {quote(cmd.script)[0]}"
+        # timeout(1) stops the remote process group; -k kills it if TERM is ignored. Its pid (the
+        # group's) is told first on stderr, so that an interrupted run can stop it (`cancel`).
+        remote = (f"echo {PID_MARK}$$ >&2; exec timeout -k 5 {int(max(1, limit))} "
+                  f"sh -c {quote(cmd.script)[0]}")
         conn = self.connection(ep)
         t0 = time.monotonic()
+        key = object()
         try:
-            out, err, exited = _exec(conn, remote, stdin, limit + CHANNEL_GRACE)
+            out, err, exited = _exec(conn, remote, stdin, limit + CHANNEL_GRACE,
+                                     on_pid=lambda pid: self._inflight.__setitem__(key, (ep, pid)))
         except TimeoutError:
             raise CommandFailed(ep.name, cmd.display, None, timed_out=True) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self._conns.pop(ep.name, None)
             raise ConnectError(f"{ep.name} ({ep.address}): connection lost: {exc}") from None
+        finally:
+            self._inflight.pop(key, None)
+        if err.startswith(PID_MARK):
+            err = err.split("\n", 1)[1] if "\n" in err else ""
         res = _Done(out, err, exited)
         seconds = time.monotonic() - t0
         result = Result(ep.name, cmd.display, res.stdout, res.stderr, res.exited, seconds)

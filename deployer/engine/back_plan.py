@@ -100,7 +100,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
-    stages.append(Stage("finalize", f"{st.release} marked bad", rm))
+    stages.append(Stage("finalize", f"{st.release} marked bad", rm, best_effort=True))
     return Plan("rollback", st.release, tuple(stages))
 
 

@@ -87,6 +87,11 @@ class Executor:
             if stage.refuse:
                 raise NeedsHuman(stage.refuse)
             failures = self.run_lanes(stage, plan)
+            if failures and stage.best_effort:
+                for host, exc in sorted(failures.items()):
+                    msg = self.redact(getattr(exc, "message", str(exc)).splitlines()[0])
+                    self.rep.event("notice", message=f"{stage.name}: not done on {host} ({msg}); harmless")
+                failures = {}
             if failures:
                 for exc in failures.values():
                     if isinstance(exc, LockLost):
@@ -136,7 +141,17 @@ class Executor:
             for _ in range(width):
                 submit()
             while running:
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                try:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    # Ctrl-C or SIGTERM: no new host, and the remote commands still running
+                    # (a migration, say) are stopped, not just their channels closed.
+                    stop.set()
+                    stopped = self.s.transport.cancel()
+                    if stopped:
+                        self.rep.event("notice", message=f"interrupted: stopped the commands running on "
+                                                         f"{', '.join(sorted(set(stopped)))}")
+                    raise
                 for fut in done:
                     lane = running.pop(fut)
                     exc = fut.exception()

@@ -81,6 +81,7 @@ class Stage:
     bake: float = 0.0  # seconds of canary-against-baseline probes after this stage
     refuse: str = ""  # reaching this stage stops the run: a human must act (the message says how)
     refuse_on: tuple = ()  # (exit status, message): an action exiting so needs a human
+    best_effort: bool = False  # failures are reported, not raised (cleanup of what nothing uses)
 
     def actions(self) -> list[Action]:
         return [a for lane in self.lanes for a in lane.actions]

@@ -61,7 +61,7 @@ class Recover:
             if held is not None and _alive(held) and not self.force:
                 raise Refused(f"{cfg.env}: run {held.run} is alive ({held.describe()}); nothing to "
                               "recover (or pass --force if that process is gone)")
-            in_flight = list(history.in_flight)
+            in_flight = list(history.in_flight) + list(history.unfinished)
             dead_runs = [r["start"].get("run") for r in in_flight]
             if held is not None:
                 self.say(f"lock held by a dead run: {held.describe()}")

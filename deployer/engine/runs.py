@@ -3,7 +3,10 @@ path (a failed or interrupted run goes back to its snapshot with the rollback pl
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 
 from ..errors import DeployerError, DeployFailed, NeedsHuman
 from ..output import Reporter
@@ -45,6 +48,10 @@ class Run:
 
     def roll_back(self, cause: DeployerError, *, interrupted: bool = False, outcome: str = "") -> int:
         """Every host the run touched back to its snapshot. Exit 1 (or 130), or NeedsHuman."""
+        with self.shield():
+            return self._roll_back(cause, interrupted=interrupted, outcome=outcome)
+
+    def _roll_back(self, cause: DeployerError, *, interrupted: bool, outcome: str) -> int:
         st = self.st
         cfg = self.s.cfg
         cause.message = self.redactor.redact(cause.message)
@@ -57,6 +64,7 @@ class Run:
             self._run_shielded(plan)
         except DeployerError as rb:
             rb.message = self.redactor.redact(rb.message)
+            self.keep_closed(rb.message)
             self.write(REC.RollbackEnded(outcome="failed", error=rb.message[:2000]))
             self.write(REC.RunEnded(outcome="needs_human", error=cause.message[:2000],
                                     rollback_error=rb.message[:2000]))
@@ -76,14 +84,50 @@ class Run:
             return 0
         raise DeployFailed(f"deploy of {st.release} ({st.ref}) failed and was rolled back: {cause.message}")
 
+    def keep_closed(self, why: str) -> None:
+        """A rollback failed while maintenance was on: the site must not reopen by itself (over
+        a database in an unknown state): the dead-man switches are disarmed and the flag tells
+        why, for `status` and for users. Best effort: the failure is what gets reported."""
+        if not self.st.maintenance_on:
+            return
+        from . import ops
+        from .plan import Plan, Stage
+
+        cfg = self.s.cfg
+        msg = "Maintenance: the deploy failed and its rollback needs a human (see inv status)"
+        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=None, message=msg,
+                                                                release=self.st.release),
+                                        what="maintenance held")]) for h in cfg.app_hosts if h.has("web")])
+        try:
+            self.ex.run(Plan("rollback", self.st.release, (Stage("maintenance", "held: " + why[:80], lanes),)))
+        except DeployerError:
+            pass
+
     def _run_shielded(self, plan) -> None:
-        """Run a rollback plan to its end: a Ctrl-C or SIGTERM (a cancelled CI job sends both)
-        does not stop it halfway; it is reported and the rollback goes on."""
         while True:
             try:
                 self.ex.run(plan)
                 return
-            except KeyboardInterrupt:
-                self.rep.event("notice", message="interrupt received during the rollback: finishing "
-                                                 "the rollback first (it converges)")
+            except KeyboardInterrupt:  # raised before the shield was up
                 plan = rollback_plan(self.s.cfg, self.st)  # what is left, from the state so far
+
+    @contextmanager
+    def shield(self):
+        """Ctrl-C or SIGTERM (a cancelled CI job sends both, often twice) do not stop a rollback
+        halfway: they are reported and the rollback goes on to its end."""
+        received: list[int] = []
+
+        def note(signum, frame) -> None:
+            received.append(signum)
+            self.rep.event("notice", message=f"signal {signal.Signals(signum).name} received during the "
+                                             "rollback: finishing the rollback first")
+
+        saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                saved[sig] = signal.signal(sig, note)
+        try:
+            yield received
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)

@@ -9,32 +9,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from deployer.config import load_config
 from deployer.fleet.harness import Fleet
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def fleet():
-    if os.geteuid() != 0:
-        pytest.fail("the end-to-end tests need root (network namespaces): run ./bootstrap test as root")
-    f = Fleet()
-    f.up(3)
-    yield f
-    f.down()
-
-
-@pytest.fixture(scope="session")
-def inventory(fleet) -> str:
-    return str(fleet.inventory_path)
-
-
-@pytest.fixture
-def cfg(inventory):
-    return load_config("local", inventory=Path(inventory))
 
 
 class CLI:
@@ -61,11 +38,6 @@ class CLI:
         if "--inventory" not in args:
             argv += ["--inventory", self.inventory]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-
-
-@pytest.fixture(scope="session")
-def cli(inventory) -> CLI:
-    return CLI(inventory)
 
 
 # -- what the fleet really serves, read without deployer's own code ------------------------------
@@ -103,15 +75,3 @@ def release_of_ref(cli: CLI, ref: str) -> list[str]:
     proc = cli("releases", "--env", "local", "--output", "json", check=0)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref]
-
-
-@pytest.fixture
-def consistent(fleet):
-    """After the test: every web host serves exactly one and the same release, and answers it."""
-    yield
-    releases = serving(fleet)
-    assert len(set(releases.values())) == 1, f"hosts disagree after the test: {releases}"
-    rel = next(iter(releases.values()))
-    if rel:
-        for h in fleet.spec.web_hosts:
-            assert health(h.address).get("release") == rel, f"{h.name} does not answer {rel}"

@@ -84,7 +84,7 @@ def test_bad_release_is_caught_on_the_canary_before_any_other_host_switches(flee
     _on_v2(fleet, cli)
     inv = variant(fleet, tmp_path, CANARY)
     cli("deploy", "--env", "local", "--ref", "bad-health", "--inventory", inv, check=1)
-    switched = [e["host"] for e in _last_run(fleet) if e["type"] == "switch" and not e.get("rollback")]
+    switched = [e["host"] for e in _last_run(fleet) if e["type"] == "effect" and e["effect"] == "switched"]
     assert switched == ["web1"]
 
 
