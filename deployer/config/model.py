@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import posixpath
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +19,11 @@ from deployer.shell import fill
 from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile
 from .playbook import Playbook
 from .types import _ROLE_RE, _label
+
+#: roles of the hosts every run needs whatever it targets: the load balancer, the database, the
+#: ledger (lock and history) and the host that runs migrations
+INFRA_ROLES = ("lb", "db", "ledger", "migrate")
+APP_ROLES = ("web", "worker")
 
 
 class Host(BaseModel):
@@ -96,6 +103,61 @@ class Config:
             f"{_label(self.inventory_path, self.root)}: no host named {name!r} "
             f"(hosts: {', '.join(h.name for h in self.hosts)})"
         )
+
+    def select(self, hosts: Iterable[str] = (), roles: Iterable[str] = ()) -> list[Host]:
+        """The hosts named in `hosts` that have one of `roles` (either may be empty: no filter),
+        in inventory order. Unknown names, and a selection of no host, are a ConfigError that
+        names them (``--hosts``, ``--roles``: the options this comes from)."""
+        names, wanted = list(dict.fromkeys(hosts)), list(dict.fromkeys(roles))
+        label = _label(self.inventory_path, self.root)
+        known_hosts = [h.name for h in self.hosts]
+        known_roles = sorted({r for h in self.hosts for r in h.roles})
+        errors = []
+        for option, given, known, what in (("--hosts", names, known_hosts, "host"),
+                                           ("--roles", wanted, known_roles, "role")):
+            unknown = [n for n in given if n not in known]
+            if unknown:
+                close = [m for n in unknown for m in difflib.get_close_matches(n, known, n=1)]
+                errors.append(f"{option}: unknown {what}{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(repr(n) for n in unknown)} in {label} "
+                              f"({what}s: {', '.join(known)})"
+                              + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""))
+        if errors:
+            raise ConfigError("\n".join(errors))
+        chosen = [h for h in self.hosts if (not names or h.name in names)
+                  and (not wanted or any(h.has(r) for r in wanted))]
+        if not chosen:
+            raise ConfigError(f"--hosts {','.join(names)} --roles {','.join(wanted)}: no host of "
+                              f"{label} is both one of those hosts and has one of those roles")
+        return chosen
+
+    def narrow(self, hosts: Iterable[str] = (), roles: Iterable[str] = ()) -> Config:
+        """This environment with its app hosts narrowed to a selection (`select`), for
+        ``--hosts`` / ``--roles``. The selected hosts keep every role; a host not selected stays
+        only when it has an infrastructure role (lb, db, ledger, migrate), with those roles only,
+        so that the run still reaches the load balancer, the database and the same ledger (the
+        ledger host is kept, marked as such, even when it was the ledger by default). The
+        migrate role stays on its host only when that host is still an app host: migrations run
+        from the new release, which only app hosts receive; a narrowed deploy that leaves the
+        migrate host out runs no migration. Without hosts and roles: this Config unchanged."""
+        hosts, roles = list(hosts), list(roles)
+        if not hosts and not roles:
+            return self
+        chosen = {h.name for h in self.select(hosts, roles)}
+        ledger = self.ledger_host.name
+        kept: list[Host] = []
+        for h in self.hosts:
+            if h.name in chosen:
+                keep = list(h.roles)
+            else:
+                keep = [r for r in h.roles if r in INFRA_ROLES]
+            is_app = any(r in APP_ROLES for r in keep)
+            keep = [r for r in keep if r != "migrate" or is_app]
+            if h.name == ledger and "ledger" not in keep:
+                keep.append("ledger")
+            if keep:
+                kept.append(h if tuple(keep) == h.roles else h.model_copy(update={"roles": tuple(keep)}))
+        return replace(self, hosts=kept)
 
     @property
     def app_hosts(self) -> list[Host]:
