@@ -86,3 +86,64 @@ def restore(db: Database, path: str) -> Command:
         f"-d {q(db.name)} -f {q(sql)} >/dev/null; rc=$?; rm -f {q(sql)}; exit $rc"
     )
     return raw(db.as_user(inner))
+
+
+FENCE_APP = "deployer-migrate"  # application_name of the migration's connections (PGAPPNAME)
+FENCE_REFUSED = 98  # exit status of the restore when writes were seen since the backup
+
+_FENCE_SQL = """
+CREATE TABLE IF NOT EXISTS public.deployer_fence (
+  at timestamptz NOT NULL DEFAULT now(), tbl text, op text, app text, client inet);
+CREATE OR REPLACE FUNCTION public.deployer_fence_note() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  INSERT INTO public.deployer_fence (tbl, op, app, client)
+  VALUES (TG_TABLE_NAME, TG_OP, current_setting('application_name', true), inet_client_addr());
+  RETURN NULL;
+END $f$;
+DO $d$ DECLARE t record; BEGIN
+  FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'deployer_fence' LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS deployer_fence ON public.%I', t.tablename);
+    EXECUTE format('CREATE TRIGGER deployer_fence AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION public.deployer_fence_note()', t.tablename);
+  END LOOP;
+END $d$;
+"""
+
+_UNFENCE_SQL = """
+DO $d$ DECLARE t record; BEGIN
+  FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS deployer_fence ON public.%I', t.tablename);
+  END LOOP;
+END $d$;
+DROP FUNCTION IF EXISTS public.deployer_fence_note() CASCADE;
+DROP TABLE IF EXISTS public.deployer_fence;
+"""
+
+
+def _psql(db: Database, sql: str) -> str:
+    return (f"{db.tool('psql')} -X -q -v ON_ERROR_STOP=1 {db.conn_args()} -d {q(db.name)} "
+            f"-c {q(sql)} >/dev/null")
+
+
+def fence(db: Database) -> Command:
+    """After the backup: every write to a table of the app (statement level, any connection)
+    is noted, with its application_name. The backup does not hold the fence, so a restore
+    removes it; a successful deploy removes it with `unfence`."""
+    return raw(db.as_user(_psql(db, _FENCE_SQL)))
+
+
+def unfence(db: Database) -> Command:
+    return raw(db.as_user(_psql(db, _UNFENCE_SQL)))
+
+
+def writes_since_backup(db: Database) -> Command:
+    """Fails with FENCE_REFUSED, listing them, when someone else than the migration wrote since
+    the backup (restoring it would lose those writes); succeeds when nothing did."""
+    sql = (f"SELECT tbl || ' ' || op || ' by ' || coalesce(nullif(app, ''), '?') || "
+           f"coalesce(' from ' || host(client), '') || ' at ' || at FROM public.deployer_fence "
+           f"WHERE coalesce(app, '') <> '{FENCE_APP}' ORDER BY at LIMIT 20")
+    inner = (f"out=$({db.tool('psql')} -X -A -t {db.conn_args()} -d {q(db.name)} -c {q(sql)} 2>&1) || "
+             f"{{ echo \"write fence unreadable: $out\" >&2; exit {FENCE_REFUSED}; }}; "
+             f"if [ -n \"$out\" ]; then echo \"writes since the backup:\" >&2; echo \"$out\" >&2; "
+             f"exit {FENCE_REFUSED}; fi")
+    return raw(db.as_user(inner))

@@ -79,6 +79,9 @@ class Maintenance(_Model):
     off: list[StepIn] = []
     #: the file whose presence means "in maintenance", relative to shared/ (status reads it)
     flag: RelPath | None = None
+    #: the 'on' steps stop the workers (writers fenced): a deploy restarts them only when
+    #: maintenance ends, so a failed gate can still restore the backup without losing a write
+    hold_workers: Bool = False
 
     @model_validator(mode="after")
     def _needs_off(self) -> Maintenance:

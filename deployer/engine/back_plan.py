@@ -37,11 +37,21 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
     before = st.schema_before
     if st.backup and st.maintenance_on and cfg.database and cfg.db_host:
         db = B.Database.of(cfg.database)
+        # Lossless or nothing: the write fence set after the backup must show no write by anyone
+        # but the migration, else restoring would throw those writes away.
         act = Action(host=cfg.db_host.name, what="restore database", effect="db_restored",
                      command=raw(B.verify(db, st.backup["path"], st.backup["sha256"]).script + " && "
+                                 + B.writes_since_backup(db).script + " && "
                                  + B.restore(db, st.backup["path"]).script),
                      timeout=cfg.ssh.command_timeout)
-        return Stage("database", f"restore {st.backup['path']}", (Lane(cfg.db_host.name, (act,)),))
+        lost = (f"the database was migrated ({before} -> {st.schema_after}) and data was written since the "
+                f"backup by something else than the migration (listed above), so restoring "
+                f"{st.backup['path']} would lose it. The code is back on the previous release and "
+                f"maintenance mode stays ON. To finish: look at those writes, then either run the down "
+                f"migrations by hand and `inv maintenance.off --env {cfg.env}`, or restore anyway with "
+                f"`inv rollback --env {cfg.env} --to <previous release> --restore-db` (the writes are lost)")
+        return Stage("database", f"restore {st.backup['path']}", (Lane(cfg.db_host.name, (act,)),),
+                     refuse_on=(B.FENCE_REFUSED, lost))
     host = cfg.migrate_host
     down = cfg.playbook.steps("migrate", "down")
     can = cfg.playbook.steps("migrate", "can_down")
@@ -95,7 +105,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     if st.maintenance_on:
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
                                         what="maintenance off", effect="maintenance_off")])
-                           for h in app if h.has("web")])
+                           for h in app])
         stages.append(Stage("maintenance", "off", lanes))
     leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
@@ -108,12 +118,11 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
                          safety_path: str | None, now: float) -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
     maintenance (a safety dump first)."""
-    web = [h for h in hosts if h.has("web")]
     stages: list[Stage] = []
     if backup is not None:
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
             cfg, h, True, ttl=cfg.maintenance_ttl, message="Restoring, back shortly", now=now,
-            release=target), what="maintenance on", effect="maintenance_on")]) for h in web])
+            release=target), what="maintenance on", effect="maintenance_on")]) for h in hosts])
         stages.append(Stage("maintenance", "on", lanes))
         db = B.Database.of(cfg.database)
         act = Action(host=cfg.db_host.name, what="restore database", effect="db_restored",
@@ -125,6 +134,6 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
     if backup is not None:
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
-                                        what="maintenance off", effect="maintenance_off")]) for h in web])
+                                        what="maintenance off", effect="maintenance_off")]) for h in hosts])
         stages.append(Stage("maintenance", "off", lanes))
     return Plan("rollback", target, tuple(stages))

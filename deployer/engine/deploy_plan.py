@@ -12,7 +12,7 @@ from ..commands import backup as B
 from ..commands import git as GIT
 from ..commands import releases as R
 from ..config import Config, Host
-from ..shell import Secret
+from ..shell import Secret, batch, chain, raw
 from . import ops
 from .facts import Facts
 from .plan import Action, Lane, Plan, Stage
@@ -72,10 +72,10 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
         # maintenance: only when needed; the dead-man switch brings the site back if we die
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
             cfg, h, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now, release=rel),
-            what="maintenance on", effect="maintenance_on")]) for h in web]) if inp.maintenance else ()
+            what="maintenance on", effect="maintenance_on")]) for h in app]) if inp.maintenance else ()
         stages += around(cfg, Stage("maintenance", "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
-        stages += around(cfg, backup_stage(cfg, rel), app, rel, common)
+        stages += around(cfg, backup_stage(cfg, rel, fence=inp.maintenance), app, rel, common)
         stages += around(cfg, pull_stage(cfg, app, inp, vals, p["release_path"]), app, rel, common)
         stages += around(cfg, migrate_stage(cfg, web, inp, vals), app, rel, common)
         warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
@@ -86,18 +86,21 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     closed = inp.maintenance or any(st.maintenance for st in facts.hosts.values())
     stages += wave_stages(cfg, inp, vals, closed)
     stages += around(cfg, finalize_stage(cfg, facts, inp, vals, snapshot), app, rel, common)
+    stages += unfence_stage(cfg, inp)
     keepalive = {}
     if inp.maintenance and ttl:
         keepalive = {h.name: ops.watchdog(cfg, h, ttl, rel) for h in web}
     return Plan("deploy", rel, tuple(stages), keepalive=keepalive)
 
 
-def backup_stage(cfg: Config, release: str) -> Stage:
+def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
+    """The backup; under maintenance mode, then the write fence (what a lossless restore checks)."""
     if not (cfg.database and cfg.db_host):
         return Stage("backup", "no database")
     db = B.Database.of(cfg.database)
     path = B.backup_path(db, cfg.env, release)
-    act = Action(host=cfg.db_host.name, command=B.dump(db, path), timeout=cfg.ssh.command_timeout,
+    cmds = [B.dump(db, path)] + ([B.fence(db)] if fence else [])
+    act = Action(host=cfg.db_host.name, command=batch(*cmds), timeout=cfg.ssh.command_timeout,
                  records=((0, "backup:" + path),), what="backup")
     return Stage("backup", path, (Lane(cfg.db_host.name, (act,)),))
 
@@ -127,7 +130,9 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
     if not steps or host is None:
         return Stage("migrate", "nothing to migrate")
     version = cfg.playbook.steps("migrate", "version")
-    cmds = [steps[0].command(vals(host))]
+    # The migration's own connections name themselves: the write fence tells them from others.
+    run = steps[0].command(vals(host))
+    cmds = [chain(raw(f"export PGAPPNAME={B.FENCE_APP}"), run, op=";").with_timeout(run.timeout)]
     records: tuple = ()
     if version:
         v = version[0].command(vals(host))
@@ -164,11 +169,11 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals, closed: bool = False) -> l
                       for h in wave)
         out += around(cfg, Stage("switch", label, lanes, limit=limit, stop_on_failure=True, wave=n),
                       wave, inp.release, common)
-        workers = [(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals(h))
-                                + ops.step_commands(cfg, cfg.playbook.steps("worker_verify"), h, vals(h)),
-                                what="workers", effect="workers_restarted")]) for h in wave]
-        out += around(cfg, Stage("worker_restart", label, ops.lanes(workers), wave=n),
-                      wave, inp.release, common)
+        # Under maintenance mode the workers stay stopped (writers fenced) until it ends.
+        hold = inp.maintenance and cfg.playbook.stages.maintenance.hold_workers
+        workers = [] if hold else worker_lanes(cfg, wave, vals)
+        out += around(cfg, Stage("worker_restart", label + (" (after maintenance)" if hold else ""),
+                                 ops.lanes(workers), wave=n), wave, inp.release, common)
         checks = []
         for h in wave:
             cmds = ops.step_commands(cfg, cfg.playbook.steps("gate_checks"), h, vals(h))
@@ -180,6 +185,12 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals, closed: bool = False) -> l
         out += around(cfg, Stage("gate", label + (f", bake {bake:g}s" if bake else ""), ops.lanes(checks),
                                  wave=n, bake=bake, pause_after=pause), wave, inp.release, common)
     return out
+
+
+def worker_lanes(cfg: Config, hosts: list[Host], vals) -> list:
+    return [(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals(h))
+                         + ops.step_commands(cfg, cfg.playbook.steps("worker_verify"), h, vals(h)),
+                         what="workers", effect="workers_restarted")]) for h in hosts]
 
 
 def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict) -> dict[str, list[str]]:
@@ -206,11 +217,24 @@ def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot:
     pairs = []
     for h in cfg.app_hosts:
         cmds = []
-        if inp.maintenance and h.has("web"):
+        if inp.maintenance:
             cmds += ops.maintenance_cmds(cfg, h, False, ttl=None, release=inp.release)
         cmds += ops.step_commands(cfg, cfg.playbook.steps("finalize"), h, vals(h))
         if doomed.get(h.name):
             cmds.append(R.remove(cfg.deploy_to, doomed[h.name]))
-        effect = "maintenance_off" if inp.maintenance and h.has("web") else ""
+        effect = "maintenance_off" if inp.maintenance else ""
         pairs.append((h, [ops.run(h, cmds, what="finalize", effect=effect)]))
+    if inp.maintenance and cfg.playbook.stages.maintenance.hold_workers:
+        # maintenance ends first (with it, the workers it stopped), then they restart on the new
+        # release
+        for (_h, acts), (_, workers) in zip(pairs, worker_lanes(cfg, cfg.app_hosts, vals), strict=True):
+            acts += workers
     return Stage("finalize", "", ops.lanes(pairs))
+
+
+def unfence_stage(cfg: Config, inp: DeployInputs) -> list[Stage]:
+    """The write fence goes (best effort: the next fence or `recover` replaces it)."""
+    if not (inp.maintenance and cfg.database and cfg.db_host):
+        return []
+    act = Action(host=cfg.db_host.name, command=B.unfence(B.Database.of(cfg.database)), what="unfence")
+    return [Stage("finalize", "write fence removed", (Lane(cfg.db_host.name, (act,)),), best_effort=True)]

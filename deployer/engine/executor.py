@@ -117,7 +117,8 @@ class Executor:
 
     def _refusal(self, stage: Stage, exc: BaseException) -> str | None:
         if stage.refuse_on and isinstance(exc, CommandFailed) and exc.exit_status == stage.refuse_on[0]:
-            return stage.refuse_on[1]
+            tail = "\n".join(self.redact(exc.stderr).strip().splitlines()[-12:])
+            return stage.refuse_on[1] + (f"\n{tail}" if tail else "")
         return None
 
     def run_lanes(self, stage: Stage, plan: Plan) -> dict[str, BaseException]:

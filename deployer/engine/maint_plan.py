@@ -13,11 +13,11 @@ from .plan import Action, Lane, Plan, Stage
 
 def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None, now: float,
               release: str) -> Plan:
-    web = [h for h in cfg.app_hosts if h.has("web")]
     lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, on, ttl=ttl, message=message,
                                                              retry=retry, now=now, release=release),
                                     what=f"maintenance {'on' if on else 'off'}",
-                                    effect="maintenance_on" if on else "maintenance_off")]) for h in web])
+                                    effect="maintenance_on" if on else "maintenance_off")])
+                       for h in cfg.app_hosts])
     return Plan("maintenance", release, (Stage("maintenance", "on" if on else "off", lanes),))
 
 

@@ -157,14 +157,16 @@ def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, me
                      retry: int = 60, now: float | None = None, release: str = "") -> list[Command]:
     """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`)."""
     state_path = R.paths(cfg.deploy_to)["state_path"]
+    web = host.has("web")  # the dead-man switch lives where the site is served
     if not on:
-        return [R.watchdog_stop(state_path)] + step_commands(
+        return ([R.watchdog_stop(state_path)] if web else []) + step_commands(
             cfg, cfg.playbook.steps("maintenance", "off"), host,
             values(cfg, host, release, message="", retry=0, expires_at=""))
     expires = f"{(now or time.time()) + float(ttl):.0f}" if ttl else ""
     vals = values(cfg, host, release, message=message, retry=retry, expires_at=expires)
     cmds = step_commands(cfg, cfg.playbook.steps("maintenance", "on"), host, vals)
-    cmds.append(watchdog(cfg, host, ttl, release))
+    if web:
+        cmds.append(watchdog(cfg, host, ttl, release))
     return cmds
 
 

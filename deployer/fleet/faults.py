@@ -32,6 +32,13 @@ class Faults:
         _kill(pid, signal.SIGKILL)
         (self.hostdir(name) / "sshd.pid").unlink(missing_ok=True)
 
+    def stop_ssh(self, name: str) -> None:
+        """The host stops answering SSH: its listener AND every open session die (killing only the
+        listener leaves established connections working)."""
+        pid = self._sshd_pid(name)
+        _run(["pkill", "-KILL", "-P", str(pid)], check=False)
+        self.kill_sshd(name)
+
     def start_sshd(self, name: str) -> None:
         self.nsenter(name, ["/usr/sbin/sshd", "-f", str(self.hostdir(name) / "sshd_config")])
         deadline = time.monotonic() + 10

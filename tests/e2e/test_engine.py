@@ -80,7 +80,7 @@ def test_ledger_host_down_during_the_gate_of_a_failing_deploy(fleet, cli, consis
             lines.append(line)
             e = json.loads(line) if line.startswith("{") else {}
             if e.get("event") == "command" and e.get("command", "").startswith("GET "):
-                fleet.kill_sshd("db1")  # the gate of the first host has begun
+                fleet.stop_ssh("db1")  # the gate of the first host has begun
                 break
         out, err = proc.communicate(timeout=180)
     finally:

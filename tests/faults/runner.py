@@ -25,9 +25,9 @@ def baseline(fleet, cli, env) -> str:
     s = serving(fleet)
     schema = psql(fleet, "select max(version) from schema_migrations")
     rels = set(s.values())
-    if len(rels) == 1 and next(iter(rels)).endswith(_tag(fleet, "v2")) and schema == "2":
+    if len(rels) == 1 and (next(iter(rels)) or "").endswith(_tag(fleet, "v2")) and schema == "2":
         return next(iter(rels))
-    if schema != "2":
+    if schema not in ("2", ""):
         cli("rollback", "--env", "local", "--to", "v2", "--restore-db", *inv, env=env.env(), check=0)
     else:
         cli("deploy", "--env", "local", "--ref", "v2", *inv, env=env.env(), check=0)

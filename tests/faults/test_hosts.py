@@ -20,7 +20,7 @@ def sshd_up(fleet, name: str) -> None:
 def test_ledger_host_stops_answering(stage, fleet, cli, fault_env):
     """sshd of db1 (ledger, lock, backups) dies mid-stage; PostgreSQL keeps serving the app."""
     run(f"ledger host sshd down at {stage}", fleet, cli, fault_env, ref="v3", trigger=at_stage(stage),
-        action=lambda o: fleet.kill_sshd("db1"), heal=lambda: sshd_up(fleet, "db1"), expect=(0, 1, 3, 4))
+        action=lambda o: fleet.stop_ssh("db1"), heal=lambda: sshd_up(fleet, "db1"), expect=(0, 1, 3, 4))
 
 
 @pytest.mark.parametrize("stage", ["switch", "gate", "finalize"])

@@ -524,7 +524,7 @@ def test_shipped_playbook_renders(name: str):
 
 def test_demo_maintenance_writes_valid_json(tmp_path: Path):
     pb = load_playbook(REPO / "playbooks" / "demo.yaml", root=REPO, extra_vars=())
-    (on,) = pb.steps("maintenance", "on")
+    on = pb.steps("maintenance", "on")[0]  # (the next one stops the queue worker)
     values = {"shared_path": str(tmp_path), "python": sys.executable,
               "message": 'Back "soon"; $(touch /tmp/pwned)', "retry": 30,
               "expires_at": 1800000000}
@@ -551,7 +551,7 @@ def test_shipped_inventories_load(env: str):
 
 def test_render_hostile_values_in_shipped_playbook():
     pb = load_playbook(REPO / "playbooks" / "laravel.yaml", root=REPO, extra_vars=())
-    (on,) = pb.steps("maintenance", "on")
+    on = pb.steps("maintenance", "on")[0]  # (the next one stops the queue worker)
     cmd = on.command({"current_path": "/var/www/app/current", "php": "/usr/bin/php",
                       "retry": "60; rm -rf /"})
     assert cmd.script == (

@@ -202,7 +202,10 @@ def test_dry_run_plan_of_the_laravel_playbook_is_the_deploy_sh_of_seed_003():
     order = [text.index(x) for x in ("artisan down", "composer install", "artisan migrate --force",
                                       "config:cache", "queue:restart")] + [text.rindex("artisan up")]
     assert order == sorted(order)
-    assert [st.name for st in plan.stages if st.name in ("maintenance", "finalize")] == ["maintenance", "finalize"]
+    names = [st.name for st in plan.stages if st.name in ("maintenance", "finalize")]
+    assert names[0] == "maintenance" and set(names[1:]) == {"finalize"}
+    # under maintenance mode the backup is followed by the write fence, removed after finalize
+    assert "deployer_fence" in by_stage["backup"][0] and "DROP TABLE IF EXISTS public.deployer_fence" in text
     assert any("pg_dump -Fc" in c for c in by_stage["backup"])
     # migrations run on the one migrate host only
     migrations = [a for st in plan.stages for a in st.actions() if a.what == "migrate"]

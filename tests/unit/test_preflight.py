@@ -123,7 +123,7 @@ def test_lock_command(checks):
         "if [ -d /var/www/app/.deployer/lock ]; then echo @@lock-held; "
         "cat /var/www/app/.deployer/lock/info.json 2>/dev/null; echo; "
         "echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y /var/www/app/.deployer/lock/heartbeat "
-        "2>/dev/null || echo 0) )); "
+        "2>/dev/null || date +%s) )); "
         "if [ -e /var/www/app/.deployer/lock/paused ]; then echo paused=1; fi; fi")
 
 
