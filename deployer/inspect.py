@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from .commands import lock as LK
 from .config import Config
 from .errors import ConfigError, DeployerError, NeedsHuman
 from .ledger import History
@@ -36,7 +35,7 @@ def status(cfg: Config, reporter: Reporter) -> int:
         app_hosts = cfg.app_hosts
         states = s.host_states(app_hosts)
         history = s.history()
-        lock_out = s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout
+        held = s.state.read_lock()
         lb_states = {}
         if cfg.lb and cfg.lb_host:
             from .commands import lb as LB
@@ -48,7 +47,6 @@ def status(cfg: Config, reporter: Reporter) -> int:
                 lb_states = {"?": f"unreadable: {exc.message.splitlines()[0]}"}
     finally:
         s.close()
-    held = LK.parse_held(lock_out)
     in_flight = {}
     for run in history.in_flight:
         stages = [e for e in history.events if e.get("run") == run["start"].get("run") and e.get("type") == "stage"]
@@ -142,15 +140,18 @@ def unlock(cfg: Config, reporter: Reporter, force: bool) -> int:
         raise ConfigError("unlock: breaking a lock needs --force (check `inv status` first)")
     s = Session(cfg, reporter)
     try:
-        out = s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout
-        held = LK.parse_held(out)
+        held = s.state.read_lock()
         if held is None:
             reporter.event("notice", message=f"{cfg.env}: lock is free; nothing to do")
             return 0
-        s.run(cfg.ledger_host, LK.force_release(s.state_path), timeout=30)
+        s.state.force_release()
+        import json
+
+        from .ledger import SCHEMA_VERSION, now_iso
         from .session import who
 
-        s.ledger.append({"type": "lock.broken", "run": s.run_id, "who": who(), "holder": held.__dict__})
+        s.ship(json.dumps({"v": SCHEMA_VERSION, "at": now_iso(), "type": "lock.broken", "run": s.run_id,
+                           "who": who(), "holder": held.__dict__}, sort_keys=True) + "\n")
         reporter.event("notice", message=f"{cfg.env}: broke the lock held by {held.describe()}")
         return 0
     finally:

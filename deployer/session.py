@@ -10,11 +10,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from .commands import lock as LK
 from .commands import releases as R
 from .config import Config, Host
 from .errors import Refused
-from .ledger import Ledger, now_iso
+from .ledger import now_iso
 from .output import Reporter
 from .shell import Command
 from .transport import Endpoint, GroupResult, SSHSettings, Transport
@@ -61,6 +60,18 @@ def _write_private_file(name: str, text: str) -> str:
     return path
 
 
+def make_state(session):
+    """The state backend of the inventory: `state: {backend: s3, ...}`, else the ledger host."""
+    spec = getattr(session.cfg, "state", None)
+    if spec is not None and getattr(spec, "backend", "ssh") == "s3":
+        from .state.s3_backend import S3State
+
+        return S3State(session, spec)
+    from .state.ssh import SshState
+
+    return SshState(session)
+
+
 class Session:
     def __init__(self, cfg: Config, reporter: Reporter, *, reason: str = "", transport=None,
                  http_check=None, bake=None):
@@ -78,7 +89,7 @@ class Session:
             from .bake import run_bake as bake
         self.bake = bake  # bounded canary/baseline probes (HTTP)
         self.state_path = R.paths(cfg.deploy_to)["state_path"]
-        self.ledger = Ledger(self.transport, self.ep(cfg.ledger_host), self.state_path)
+        self.state = make_state(self)  # where the lock and the ledger live
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self.locked = False
@@ -97,15 +108,11 @@ class Session:
     @property
     def ledger_id(self) -> str:
         """Where this env's ledger lives: journals are shipped only there."""
-        h = self.cfg.ledger_host
-        return f"{h.address}:{h.port}:{self.state_path}"
+        return self.state.ident
 
     def ship(self, text: str) -> None:
-        """Append journal lines to the ledger (raises when the ledger host is unreachable)."""
-        from .commands import ledger as L
-
-        self.transport.run(self.ep(self.cfg.ledger_host), L.append(self.state_path), stdin=text,
-                           timeout=15)
+        """Append journal lines to the ledger (raises when it cannot be reached)."""
+        self.state.append(text)
 
     def history(self, ship_first: bool = True):
         """The ledger's history, with this machine's records not shipped yet (shipped first when
@@ -121,10 +128,10 @@ class Session:
                 # journal says it is over, so the lock it left is freed now (only if still its own).
                 if J.ended(path) and not any(r.get("type") == "deploy.paused"
                                              for r in J.read_records(path)[-3:]):
-                    self.run(self.cfg.ledger_host, LK.release(self.state_path, path.stem), timeout=15)
+                    self.state.release(path.stem)
                     self.reporter.event("notice", message=f"shipped the record of run {path.stem} to the "
                                                           f"ledger (it was local only)")
-        events = self.ledger.read()
+        events = self.state.read()
         local = J.local_only(self.cfg.env, self.ledger_id)
         for path in local:
             events += J.read_records(path)
@@ -171,17 +178,10 @@ class Session:
 
     def acquire_lock(self, wait: float = 0.0) -> bool:
         """Take the env's lock, waiting up to `wait` s. True when it had to wait for it."""
-        import json
-
         waited = False
         deadline = time.monotonic() + wait
         while True:
-            out = self.run(self.cfg.ledger_host, LK.acquire(self.state_path),
-                           stdin=json.dumps(self.lock_info()) + "\n", timeout=30).stdout
-            held = LK.parse_held(out)
-            if held is None and "acquired" not in out.split():
-                raise Refused(f"{self.cfg.env}: lock: unexpected answer from {self.cfg.ledger_host.name}: "
-                              f"{out.strip()[:200]!r}")
+            held = self.state.acquire(self.lock_info())
             if held is None:
                 self.locked = True
                 self._start_heartbeat()
@@ -207,14 +207,13 @@ class Session:
             nonlocal last_ok
             while not self._hb_stop.wait(HEARTBEAT_SECONDS):
                 try:
-                    res = self.run(self.cfg.ledger_host, LK.heartbeat(self.state_path, self.run_id),
-                                   timeout=15, check=False)
+                    ours = self.state.heartbeat(self.run_id)
                 except Exception:  # noqa: BLE001 - unreachable: judged by the time since the last beat
                     if time.monotonic() - last_ok > STALE_AFTER:
                         self.lock_lost = (f"no heartbeat got through to {self.cfg.ledger_host.name} for "
                                           f"{STALE_AFTER}s: the lock may have been broken as stale")
                     continue
-                if res.ok:
+                if ours:
                     last_ok = time.monotonic()
                 else:
                     self.lock_lost = "the lock is no longer this run's (broken or taken over)"
@@ -224,7 +223,11 @@ class Session:
         self._hb_thread.start()
 
     def check_fence(self) -> None:
-        """Raise LockLost when this run no longer holds its lock for sure."""
+        """Raise LockLost when this run no longer holds its lock for sure (a backend with a
+        fencing token checks it too, before each switch)."""
+        fence = getattr(self.state, "check_fence", None)
+        if self.locked and fence is not None:
+            fence(self.run_id)
         if self.locked and getattr(self, "lock_lost", None):
             from .errors import LockLost
 
@@ -241,5 +244,5 @@ class Session:
         self.stop_heartbeat()
         if not self.locked or self.keep_lock:
             return
-        self.run(self.cfg.ledger_host, LK.release(self.state_path, self.run_id), timeout=30)
+        self.state.release(self.run_id)
         self.locked = False

@@ -8,6 +8,7 @@ from ..commands import releases as R
 from ..config import Config, Host
 from ..shell import raw
 from . import ops
+from .deploy_plan import offsite
 from .plan import Action, Lane, Plan, Stage
 from .state import RunState
 
@@ -50,7 +51,11 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
                 f"maintenance mode stays ON. To finish: look at those writes, then either run the down "
                 f"migrations by hand and `inv maintenance.off --env {cfg.env}`, or restore anyway with "
                 f"`inv rollback --env {cfg.env} --to <previous release> --restore-db` (the writes are lost)")
-        return Stage("database", f"restore {st.backup['path']}", (Lane(cfg.db_host.name, (act,)),),
+        acts = (act,)
+        if offsite(cfg):  # the local copy may be gone: fetched back (sha256 checked) first
+            acts = (Action(host=cfg.db_host.name, local=("ensure_backup", st.backup["path"], st.backup["sha256"]),
+                           what="backup from off-site"),) + acts
+        return Stage("database", f"restore {st.backup['path']}", (Lane(cfg.db_host.name, acts),),
                      refuse_on=(B.FENCE_REFUSED, lost))
     host = cfg.migrate_host
     down = cfg.playbook.steps("migrate", "down")

@@ -166,13 +166,11 @@ class DeployRun:
 
 
 def pause(run: Run, cfg: Config, rep: Reporter, plan: Plan) -> int:
-    from ..commands import lock as LK
-
     st = run.st
     done = run.ex.stage.wave if run.ex.stage is not None else 0
     total = max((s.wave for s in plan.stages), default=done)
     run.write(REC.Paused(release=st.release, waves_done=done, waves=total))
-    run.s.run(cfg.ledger_host, LK.mark_paused(run.s.state_path, run.s.run_id))
+    run.s.state.mark_paused(run.s.run_id)
     run.s.keep_lock = True  # the lock stays with the paused rollout
     rep.event("outcome", outcome="paused", release=st.release,
               message=f"paused after wave {done}/{total} ({', '.join(st.switched)} on {st.release}); "

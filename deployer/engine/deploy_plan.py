@@ -102,7 +102,16 @@ def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
     cmds = [B.dump(db, path)] + ([B.fence(db)] if fence else [])
     act = Action(host=cfg.db_host.name, command=batch(*cmds), timeout=cfg.ssh.command_timeout,
                  records=((0, "backup:" + path),), what="backup")
-    return Stage("backup", path, (Lane(cfg.db_host.name, (act,)),))
+    acts = (act,)
+    if offsite(cfg):  # then a copy off the host, checked against the recorded sha256
+        acts += (Action(host=cfg.db_host.name, local=("upload_backup", path), what="backup off-site"),)
+    return Stage("backup", path, (Lane(cfg.db_host.name, acts),))
+
+
+def offsite(cfg: Config) -> bool:
+    """Backups are also kept by the state backend (S3) when the inventory says so."""
+    state = getattr(cfg, "state", None)
+    return bool(state is not None and getattr(state, "backend", "ssh") == "s3")
 
 
 def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals, release_path: str) -> Stage:

@@ -178,6 +178,13 @@ class Executor:
             self.effect(a.effect, subject)  # journaled before the change it names
         if a.http is not None:
             self.check(a)
+        elif a.local:
+            # an operation of the state backend (e.g. a backup copied to S3): its result, if
+            # any, is a record to journal
+            op, *args = a.local
+            rec = getattr(self.s.state, op)(a.host, *args, state=self.st)
+            if rec is not None:
+                self.write(rec)
         else:
             self.remote(a)
         if a.effect in REMOVES:

@@ -52,14 +52,17 @@ class Action:
     effect: str = ""  # one of EFFECTS, applied to the subject host
     records: tuple[tuple[int, str], ...] = ()  # (step index in the batch, what it records)
     what: str = ""  # short name for messages: "pull", "switch", "drain", ...
+    local: tuple = ()  # (operation of the state backend, *args): done by the orchestrator itself
 
     def __post_init__(self) -> None:
-        if (self.command is None) == (self.http is None):
-            raise ValueError("an action is a remote command or an HTTP check")
+        if sum(x is not None and x != () for x in (self.command, self.http, self.local)) != 1:
+            raise ValueError("an action is a remote command, an HTTP check or a local operation")
         if self.effect and self.effect not in EFFECTS:
             raise ValueError(f"unknown effect {self.effect!r}")
 
     def display(self) -> str:
+        if self.local:
+            return " ".join(str(x) for x in self.local)
         return self.command.display if self.command is not None else self.http.display()
 
 

@@ -53,7 +53,7 @@ class Recover:
         cfg, s = self.cfg, self.s
         try:
             history = s.history()
-            held = LK.parse_held(s.run(cfg.ledger_host, LK.read(s.state_path), timeout=30).stdout)
+            held = s.state.read_lock()
             if held is not None and held.paused:
                 self.say(f"{cfg.env}: a rollout is paused ({held.describe()}): it is not dead; "
                          f"`inv promote --env {cfg.env}` or `inv abort --env {cfg.env}`")
@@ -65,7 +65,7 @@ class Recover:
             dead_runs = [r["start"].get("run") for r in in_flight]
             if held is not None:
                 self.say(f"lock held by a dead run: {held.describe()}")
-                s.run(cfg.ledger_host, LK.force_release(s.state_path), timeout=30)
+                s.state.force_release()
             s.acquire_lock(0)
             try:
                 code = 0

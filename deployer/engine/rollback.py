@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from ..commands import backup as B
-from ..commands import lock as LK
 from ..config import Config
 from ..errors import CommandFailed, ConfigError, DeployerError, NeedsHuman, Refused
 from ..ledger import History
@@ -162,10 +160,8 @@ class Resume:
             run_id, events = found
             s.run_id = run_id  # the resumed run keeps its id: one story in the ledger
             info = dict(s.lock_info(), run=run_id)
-            out = s.run(cfg.ledger_host, LK.adopt(s.state_path, run_id), stdin=json.dumps(info) + "\n",
-                        check=False, timeout=30)
-            if not out.ok:
-                held = LK.parse_held(s.run(cfg.ledger_host, LK.read(s.state_path)).stdout)
+            if not s.state.adopt(run_id, info):
+                held = s.state.read_lock()
                 raise Refused(f"{cfg.env}: cannot take over the paused rollout's lock "
                               f"(held by {held.describe() if held else 'nobody'})")
             s.locked = True

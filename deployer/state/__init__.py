@@ -7,22 +7,7 @@ Pure boto3, no SSH. Layout under `s3://<bucket>/<prefix>/<env>/`:
     backups/<backup file name>       database dumps, sha256 in metadata       -> backups
 
 Credentials come from boto3's standard chain (environment, profile, instance role).
+
+The default backend is `ssh.SshState` (lock and ledger on the ledger host). Nothing here is
+imported eagerly: boto3 is loaded only by runs whose inventory keeps state in S3.
 """
-
-from .backups import (
-           BackupCorrupt,
-           BackupObject,
-           apply_retention,
-           backup_key,
-           download,
-           ensure_local,
-           list_backups,
-           upload,
-)
-from .ledger import LedgerRead, S3Ledger
-from .lock import LockHeld, LockLost, S3Lock
-from .s3 import S3Location, StateError, client
-
-__all__ = ["BackupCorrupt", "BackupObject", "LedgerRead", "LockHeld", "LockLost", "S3Ledger", "S3Location",
-           "S3Lock", "StateError", "apply_retention", "backup_key", "client", "download", "ensure_local",
-           "list_backups", "upload"]

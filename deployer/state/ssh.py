@@ -1,0 +1,72 @@
+"""The default state backend: the lock (an atomic directory) and the ledger (append-only JSON
+lines) on the ledger host, over the run's own SSH connection.
+
+A state backend is what `Session` asks for the lock and the ledger; every backend has these
+methods (see `deployer.state.s3_backend` for the one that keeps them in an S3 bucket).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..commands import ledger as L
+from ..commands import lock as LK
+
+
+class SshState:
+    name = "ssh"
+
+    def __init__(self, session):
+        self.s = session
+        self.host = session.cfg.ledger_host
+        self.path = session.state_path
+
+    @property
+    def ident(self) -> str:
+        """Where the state lives: a journal is shipped only to the ledger it was written for."""
+        return f"{self.host.address}:{self.host.port}:{self.path}"
+
+    def where(self) -> str:
+        return self.host.name
+
+    def _run(self, cmd, **kw):
+        return self.s.run(self.host, cmd, **kw)
+
+    # -- the lock ---------------------------------------------------------------------------
+    def acquire(self, info: dict) -> LK.LockInfo | None:
+        """None when this run now holds the lock, else who holds it."""
+        out = self._run(LK.acquire(self.path), stdin=json.dumps(info) + "\n", timeout=30).stdout
+        held = LK.parse_held(out)
+        if held is None and "acquired" not in out.split():
+            from ..errors import Refused
+
+            raise Refused(f"lock: unexpected answer from {self.host.name}: {out.strip()[:200]!r}")
+        return held
+
+    def heartbeat(self, run_id: str) -> bool:
+        """True: beat recorded; False: the lock is no longer this run's. Raises if unreachable."""
+        return self._run(LK.heartbeat(self.path, run_id), timeout=15, check=False).ok
+
+    def release(self, run_id: str) -> None:
+        self._run(LK.release(self.path, run_id), timeout=30)
+
+    def read_lock(self) -> LK.LockInfo | None:
+        return LK.parse_held(self._run(LK.read(self.path), timeout=30).stdout)
+
+    def force_release(self) -> None:
+        self._run(LK.force_release(self.path), timeout=30)
+
+    def mark_paused(self, run_id: str) -> None:
+        self._run(LK.mark_paused(self.path, run_id), timeout=30)
+
+    def adopt(self, run_id: str, info: dict) -> bool:
+        return self._run(LK.adopt(self.path, run_id), stdin=json.dumps(info) + "\n", check=False,
+                         timeout=30).ok
+
+    # -- the ledger -------------------------------------------------------------------------
+    def append(self, lines: str) -> None:
+        """Append JSON lines (a journal batch)."""
+        self._run(L.append(self.path), stdin=lines, timeout=15)
+
+    def read(self) -> list[dict]:
+        return L.decode(self._run(L.read(self.path), timeout=60).stdout)
