@@ -363,3 +363,25 @@ def forced_note(decision: Decision, reason: str) -> str:
     if decision.allowed:
         return f"--force given but not needed ({decision.reason}); reason: {why}"
     return f"forced past the deploy window check ({decision.reason}); reason: {why}"
+
+
+def window_decision(cfg, now: datetime | None = None) -> Decision:
+    """The decision for an env's config (its `windows` and `freezes`) at `now`."""
+    return decide(cfg.windows, cfg.freezes, now or datetime.now(UTC))
+
+
+def check_window(cfg, *, force: bool, reason: str, now: datetime | None = None) -> str | None:
+    """Refuse (exit 3) outside every window or inside a freeze, unless forced with a reason.
+    Returns the note the ledger records for a forced run."""
+    from .errors import ConfigError, Refused
+
+    if not cfg.windows and not cfg.freezes:
+        return None
+    decision = window_decision(cfg, now)
+    if decision.allowed:
+        return None
+    if not force:
+        raise Refused(refusal_message(cfg.env, decision) + '; to deploy anyway: --force --reason "why"')
+    if not reason.strip():
+        raise ConfigError("--force: a --reason is required (it is recorded in the ledger)")
+    return forced_note(decision, reason)

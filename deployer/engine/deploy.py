@@ -62,7 +62,7 @@ def decide_maintenance(s: Session, cfg: Config, facts: F.Facts, forced: bool | N
 class DeployRun:
     def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
                  lock_wait: float = 0.0, reason: str = "", force: bool = False, session: Session | None = None):
-        from ..maintenance import check_window
+        from ..windows import check_window
 
         self.cfg, self.rep = cfg, reporter
         self.ref = validate_ref(ref)
