@@ -321,6 +321,64 @@ class Transport:
                                 timed_out=res.exited == 124)
         return result
 
+    # -- files (SFTP on the run's own connection) -------------------------------------------
+    def _sftp(self, ep: Endpoint) -> paramiko.SFTPClient:
+        conn = self.connection(ep)
+        try:
+            return paramiko.SFTPClient.from_transport(conn.transport)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._conns.pop(ep.name, None)
+            raise ConnectError(f"{ep.name} ({ep.address}): sftp: {exc}") from None
+
+    def get(self, ep: Endpoint, remote: str, local: str) -> int:
+        """Copy the file `remote` of the host to `local` (created 0600); its size."""
+        import os
+
+        sftp = self._sftp(ep)
+        try:
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                sftp.getfo(remote, out)
+            return os.path.getsize(local)
+        except FileNotFoundError:
+            raise CommandFailed(ep.name, f"sftp get {remote}", None, stderr="no such file") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise CommandFailed(ep.name, f"sftp get {remote}", None, stderr=str(exc)) from None
+        finally:
+            sftp.close()
+
+    def put(self, ep: Endpoint, local: str, remote: str, *, mode: int = 0o600,
+            owner_of_dir: bool = True) -> int:
+        """Copy `local` to `remote` on the host: written under a temporary name created with
+        `mode` before any byte is sent, owned like its directory when `owner_of_dir` (a backup
+        in the database user's backup directory), then renamed over `remote`. Its size."""
+        import posixpath
+        import secrets
+
+        sftp = self._sftp(ep)
+        tmp = f"{remote}.sftp-{secrets.token_hex(4)}"
+        try:
+            with sftp.open(tmp, "wb") as f:
+                f.chmod(mode)
+                if owner_of_dir:
+                    d = sftp.stat(posixpath.dirname(remote) or ".")
+                    f.chown(d.st_uid, d.st_gid)
+                f.set_pipelined(True)
+                with open(local, "rb") as src:
+                    while block := src.read(256 * 1024):
+                        f.write(block)
+            size = sftp.stat(tmp).st_size
+            sftp.posix_rename(tmp, remote)
+            return int(size or 0)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            try:
+                sftp.remove(tmp)
+            except (paramiko.SSHException, EOFError, OSError):
+                pass
+            raise CommandFailed(ep.name, f"sftp put {remote}", None, stderr=str(exc)) from None
+        finally:
+            sftp.close()
+
     def each(self, items: Iterable[T], fn: Callable[[T], Any], *,
              key: Callable[[T], str] = lambda item: item.name,  # type: ignore[attr-defined]
              limit: int | None = None) -> GroupResult:

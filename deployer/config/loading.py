@@ -110,6 +110,7 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         retention=settings.retention.to_policy(), maintenance_ttl=settings.maintenance_ttl,
         rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
         gate=settings.gate, notify=settings.notify, secret_files=list(settings.secret_files),
+        state=settings.state,
     )
 
 

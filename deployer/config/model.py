@@ -16,7 +16,7 @@ from deployer import windows as _windows
 from deployer.errors import ConfigError
 from deployer.shell import fill
 
-from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile
+from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile, State
 from .playbook import Playbook
 from .types import _ROLE_RE, _label
 
@@ -74,6 +74,8 @@ class Config:
     gate: Gate = field(default_factory=Gate)
     notify: dict | None = None
     secret_files: list[SecretFile] = field(default_factory=list)
+    #: where the lock and the ledger live (`state:`; backend ssh: the ledger host)
+    state: State = field(default_factory=State)
 
     @property
     def shared_path(self) -> str:

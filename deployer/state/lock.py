@@ -39,14 +39,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import DeployerError
+from ..errors import LockLost as _LockLost
 from .s3 import S3Location, StateError, client, is_not_found, lost_race
 
 SCHEMA = 1
 
 
-class LockLost(DeployerError):
-    """Our lock was broken, taken over or expired: stop before changing anything more."""
+class LockLost(_LockLost):
+    """Our lock was broken, taken over or expired: stop before changing anything more (a
+    `deployer.errors.LockLost`, so the engine stops the run the same way for every backend)."""
 
     exit_code = 4
 
@@ -213,14 +214,18 @@ class S3Lock:
                 return None
             time.sleep(min(self.poll, left))
 
-    def renew(self) -> LockHeld:
-        """Extend our lease (the heartbeat). LockLost when the lock is no longer ours."""
+    def renew(self, lease: float | None = None, info: dict | None = None) -> LockHeld:
+        """Extend our lease (the heartbeat), optionally to another length or with other holder
+        details (a paused rollout: a long lease, `paused` in its info). LockLost when the lock
+        is no longer ours."""
         with self._mu:
             mine = self._require()
-            body = self._held_body(mine.token, mine.run, mine.info, mine.lease, mine.acquired_at)
+            lease = mine.lease if lease is None else lease
+            info = mine.info if info is None else dict(info)
+            body = self._held_body(mine.token, mine.run, info, lease, mine.acquired_at)
             etag = self._write(body, mine.etag)
             if not etag and self._adopt(self._get()):
-                return self.renew()
+                return self.renew(lease, info)
             if not etag:
                 self.held = None
                 cur = self.read()
@@ -276,6 +281,36 @@ class S3Lock:
             if mine is None:
                 return False
             return self._write(self._free_body(mine.token, mine.run), mine.etag) is not None
+
+    def take_over(self, run: str, info: dict, lease_seconds: float,
+                  when: Callable[[LockHeld], bool] = lambda held: True) -> LockHeld | None:
+        """Take the lock from its current holder `run` (a paused rollout resumed from another
+        machine) when `when(held)` says so: a conditional write (If-Match on the ETag read) with
+        the next token, so the old holder is fenced off and of two takers exactly one wins.
+        None when the lock is not `run`'s (or `when` refused, or another taker won)."""
+        with self._mu:
+            cur = self._get()
+            held = self._held_from(*cur) if cur else None
+            if held is None or held.run != run or not when(held):
+                return None
+            body = self._held_body(held.token + 1, run, dict(info), lease_seconds, self.clock())
+            etag = self._write(body, cur[1])
+            if not etag:
+                return None
+            self.held, self.seen, self._unsure = self._held_from(body, etag), None, set()
+            return self.held
+
+    def release_run(self, run: str, when: Callable[[LockHeld], bool] = lambda held: True) -> bool:
+        """Free the lock if the stored holder is `run` and `when(held)` (a run that ended while
+        the state could not be reached, found later by its journal). If-Match on the ETag read."""
+        with self._mu:
+            cur = self._get()
+            held = self._held_from(*cur) if cur else None
+            if held is None or held.run != run or not when(held):
+                return False
+            if self.held is not None and self.held.run == run:
+                self.held = None
+            return self._write(self._free_body(held.token, run), cur[1]) is not None
 
     def break_lock(self, by: str = "unlock --force", attempts: int = 5) -> LockHeld | None:
         """Free the lock whoever holds it (`unlock --force`); who held it, None if it was free.
