@@ -1,170 +1,158 @@
 """Invoke tasks: `inv deploy --env prod`, `inv rollback --env prod --to v1`, `inv fleet.up`, ...
 
-The same verbs as the `deployer` CLI (deployer/cli.py); both call deployer/verbs.py.
+Generated from the click commands of deployer/cli.py, the one definition of every verb: each
+task has the command's name (a click group is a collection: `maintenance.on`), its options
+(flags, `--x/--no-x` pairs, repeatable options, short names) and its docstring; running it runs
+the click command with the same arguments, so `inv X --help` prints the click help and
+validation, errors and exit codes are the click command's own. A command's trailing arguments
+(`exec`) are the words after `--`: `inv exec --env prod --roles web -- uptime`.
+
+What only Invoke parses: a flag the task does not know, or a flag without its value. Invoke
+reports those itself ("No idea what '--bogus' is!"); they exit 2 here, as click's usage errors
+do (Invoke's own code is 1).
 """
 
 from __future__ import annotations
 
-from invoke import Collection, Exit, task
+import sys
+from dataclasses import dataclass
 
-from deployer import verbs
+import click
+from invoke import Collection, Exit, Task
+from invoke.exceptions import ParseError
+from invoke.parser import Argument
+from invoke.program import Program
 
-
-def _exit(code: int) -> None:
-    if code:
-        raise Exit(code=code)
-
-
-@task(help={"env": "environment (hosts/<env>.yaml)", "ref": "git ref to deploy",
-            "dry-run": "print every stage x host x command; touch nothing",
-            "yes": "never prompt", "lock-wait": "seconds to wait for the lock",
-            "maintenance": "force maintenance mode on (--maintenance) or off (--no-maintenance)",
-            "inventory": "inventory file instead of hosts/<env>.yaml", "output": "text or json"})
-def deploy(c, env, ref="main", dry_run=False, yes=False, maintenance=None, lock_wait=0.0, reason="",
-           force=False, inventory=None, output="text", verbose=False):
-    """The whole pipeline, with automatic rollback when a gate fails."""
-    if isinstance(maintenance, str):
-        maintenance = maintenance.lower() in ("1", "true", "on", "yes")
-    _exit(verbs.deploy(env, ref, dry_run=dry_run, inventory=inventory, output=output,
-                       maintenance=maintenance, lock_wait=float(lock_wait), reason=reason,
-                       verbose=verbose, force=force))
+from deployer.cli import cli
 
 
-@task(help={"to": "release id, unique prefix, or the git ref it was deployed from",
-            "restore-db": "restore the backup taken when the target was left",
-            "keep-db": "switch the code only"})
-def rollback(c, env, to=None, restore_db=False, keep_db=False, inventory=None, output="text",
-             lock_wait=0.0, dry_run=False):
-    """Back to the previous good release, or to a named one."""
-    _exit(verbs.rollback(env, to=to, restore_db=restore_db, keep_db=keep_db, inventory=inventory,
-                         output=output, lock_wait=float(lock_wait), dry_run=dry_run))
+@dataclass(frozen=True)
+class Flag:
+    """One Invoke argument and the click option text it turns back into."""
+
+    attr: str  # the Invoke argument's name (the long flag with _ for -)
+    flag: str  # --dry-run
+    kind: type  # bool (a flag), list (repeatable) or str (a value)
 
 
-@task
-def promote(c, env, inventory=None, output="text"):
-    """Continue a paused progressive rollout (from any machine, cron included)."""
-    _exit(verbs.resume(env, "promote", inventory=inventory, output=output))
+def flags(command: click.Command) -> list[Flag]:
+    out: list[Flag] = [Flag("help", "--help", bool)]
+    for p in command.params:
+        if not isinstance(p, click.Option) or p.hidden:
+            continue
+        longs = [o for o in p.opts if o.startswith("--")]
+        if p.is_flag:
+            out += [Flag(o[2:].replace("-", "_"), o, bool) for o in longs + list(p.secondary_opts)]
+        else:
+            out.append(Flag(longs[0][2:].replace("-", "_"), longs[0], list if p.multiple else str))
+    return out
 
 
-@task
-def abort(c, env, inventory=None, output="text"):
-    """Abort a paused rollout: every host back to its snapshot."""
-    _exit(verbs.resume(env, "abort", inventory=inventory, output=output))
+def arguments(command: click.Command) -> list[Argument]:
+    """Invoke arguments for a click command's options (its help text and default included)."""
+    args = [Argument(names=("help", "h"), kind=bool, default=False, help="show this help and exit")]
+    for p in command.params:
+        if not isinstance(p, click.Option) or p.hidden:
+            continue
+        longs = [o[2:] for o in p.opts if o.startswith("--")]
+        shorts = [o[1:] for o in p.opts if not o.startswith("--")]
+        text = p.help or ""
+        if p.show_default and p.default not in (None, False, (), ""):
+            text += f" (default: {p.default})"
+        if p.required:
+            text += " (required)"
+        attr = longs[0].replace("-", "_") if "-" in longs[0] else None  # (an alias of itself loops)
+        if p.is_flag:
+            args.append(Argument(names=(longs[0], *shorts), kind=bool, default=False, help=text,
+                                 attr_name=attr))
+            for o in p.secondary_opts:
+                args.append(Argument(names=(o[2:],), kind=bool, default=False, help=f"the opposite of "
+                                     f"--{longs[0]}", attr_name=o[2:].replace("-", "_")))  # no-x
+        else:
+            args.append(Argument(names=(longs[0], *shorts), kind=list if p.multiple else str,
+                                 default=[] if p.multiple else None, help=text, attr_name=attr))
+    return args
 
 
-@task
-def releases(c, env, inventory=None, output="text"):
-    """The history: id, ref, commit, who, when, outcome, which hosts serve it."""
-    _exit(verbs.releases(env, inventory=inventory, output=output))
+def click_argv(command: click.Command, values: dict, remainder: list[str]) -> list[str]:
+    """The click command line for the values Invoke parsed (options not given are left out, so
+    that click applies its own defaults)."""
+    argv: list[str] = []
+    for f in flags(command):
+        value = values.get(f.attr)
+        if f.kind is bool and value:
+            argv.append(f.flag)
+        elif f.kind is list:
+            for item in value or []:
+                argv += [f.flag, item]
+        elif f.kind is str and value is not None:
+            argv += [f.flag, value]
+    if any(isinstance(p, click.Argument) for p in command.params) and remainder:
+        argv += ["--", *remainder]
+    return argv
 
 
-@task(help={"app-env": "the APP_ENV value the app's .env must have (default production)"})
-def preflight(c, env, app_env="production", inventory=None, output="text"):
-    """The go-live checklist as checks, with a pass/fail table (exit 3 on a failure)."""
-    _exit(verbs.preflight(env, inventory=inventory, output=output, expect_app_env=app_env))
+def remainder(argv: list[str] | None = None) -> list[str]:
+    """The words after `--` on the command line (Invoke keeps them only as one joined string)."""
+    argv = sys.argv if argv is None else argv
+    return argv[argv.index("--") + 1:] if "--" in argv else []
 
 
-@task(help={"release": "release id, prefix or ref (default: the newest)", "out": "file to write"})
-def report(c, env, release=None, out=None, inventory=None):
-    """Write a self-contained HTML report of a deploy (timeline, gate samples, outcome)."""
-    _exit(verbs.report(env, release=release, out=out, inventory=inventory))
+class ClickTask(Task):
+    """An Invoke task that runs a click command."""
+
+    def __init__(self, command: click.Command, name: str, path: str):
+        self.command = command
+        self.path = path
+
+        def body(c, **values):
+            code = run(command, f"inv {path}", click_argv(command, values, remainder()))
+            if code:
+                raise Exit(code=code)
+
+        body.__name__ = name
+        body.__doc__ = command.help
+        super().__init__(body, name=name, positional=[], auto_shortflags=False)
+
+    def get_arguments(self, ignore_unknown_help=None) -> list[Argument]:
+        return arguments(self.command)
 
 
-@task
-def status(c, env, inventory=None, output="text"):
-    """What each host serves, the lock, in-flight deploys, maintenance state."""
-    _exit(verbs.status(env, inventory=inventory, output=output))
+def run(command: click.Command, prog: str, argv: list[str]) -> int:
+    """Run a click command as `prog argv...`; its exit code."""
+    try:
+        command.main(args=argv, prog_name=prog)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
-@task
-def unlock(c, env, force=False, inventory=None, output="text"):
-    """Break a stale lock (--force), printing who held it."""
-    _exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
+def collection(group: click.Group, name: str | None = None, prefix: str = "") -> Collection:
+    coll = Collection(name) if name else Collection()
+    for cmd_name, command in group.commands.items():
+        path = f"{prefix}{cmd_name}"
+        if isinstance(command, click.Group):
+            coll.add_collection(collection(command, cmd_name, f"{path}."))
+        else:
+            coll.add_task(ClickTask(command, cmd_name, path))
+    return coll
 
 
-@task(help={"force": "recover even if the lock holder looks alive, or the database may be mid-migration"})
-def recover(c, env, force=False, inventory=None, output="text"):
-    """After any crash: read the journal, the ledger and the hosts; converge (finish or undo), free the lock."""
-    _exit(verbs.recover(env, force=force, inventory=inventory, output=output))
+def _usage_errors_exit_2() -> None:
+    """Invoke exits 1 on what its parser rejects; deployer's contract says 2 (bad input)."""
+    original = Program.parse_tasks
+    if getattr(original, "deployer", False):
+        return
+
+    def parse_tasks(self) -> None:
+        try:
+            original(self)
+        except ParseError as exc:
+            raise Exit(f"error: {exc} (see 'inv --list', 'inv TASK --help')", code=2) from None
+
+    parse_tasks.deployer = True
+    Program.parse_tasks = parse_tasks
 
 
-@task(name="up", help={"web": "number of web hosts (default 3)",
-                       "keep-data": "keep the hosts' /srv, database and ledger"})
-def fleet_up(c, web=3, keep_data=False):
-    """Bring the local fleet up (clears what a crash left first)."""
-    _exit(verbs.fleet_up(int(web), keep_data))
-
-
-@task(name="down")
-def fleet_down(c):
-    """Tear the local fleet down: no namespace, mount, bridge or process left."""
-    _exit(verbs.fleet_down())
-
-
-@task(name="status")
-def fleet_status(c):
-    """Each fleet host: alive, SSH answering."""
-    _exit(verbs.fleet_status())
-
-
-@task(help={"keep": "leave the fleet up afterwards"})
-def demo(c, keep=False):
-    """The main job: fleet up, deploy v1 then v2, then a bad release that rolls back by itself."""
-    from deployer.demo import run_demo
-
-    _exit(run_demo(keep=keep))
-
-
-@task(name="on", help={"ttl": "switch itself off after SECONDS (default: never)"})
-def maintenance_on(c, env, message="Down for maintenance", retry=60, ttl=None, inventory=None,
-                   output="text"):
-    """Maintenance mode on, by hand."""
-    _exit(verbs.maintenance_mode(env, True, message=message, retry=int(retry),
-                                 ttl=float(ttl) if ttl else None, inventory=inventory, output=output))
-
-
-@task(name="off")
-def maintenance_off(c, env, inventory=None, output="text"):
-    """Maintenance mode off, by hand."""
-    _exit(verbs.maintenance_mode(env, False, inventory=inventory, output=output))
-
-
-@task(name="run", help={"promote": "also promote a paused rollout"})
-def maintenance_run(c, env, promote=False, force=False, reason="", inventory=None, output="text"):
-    """The scheduled maintenance job (cron): window, lock, backup + retention, tasks, gate."""
-    _exit(verbs.maintenance_run(env, promote=promote, force=force, reason=reason,
-                                inventory=inventory, output=output))
-
-
-@task(name="show")
-def cron_show(c, env, inventory=None):
-    """The crontab lines of the env's scheduled jobs."""
-    _exit(verbs.cron(env, "show", inventory=inventory))
-
-
-@task(name="install")
-def cron_install(c, env, inventory=None):
-    """Install them in this machine's crontab (a marked block, idempotent)."""
-    _exit(verbs.cron(env, "install", inventory=inventory))
-
-
-@task(name="remove")
-def cron_remove(c, env, inventory=None):
-    """Remove the env's block from this machine's crontab."""
-    _exit(verbs.cron(env, "remove", inventory=inventory))
-
-
-maintenance = Collection("maintenance")
-for t in (maintenance_on, maintenance_off, maintenance_run):
-    maintenance.add_task(t)
-cron = Collection("cron")
-for t in (cron_show, cron_install, cron_remove):
-    cron.add_task(t)
-
-fleet = Collection("fleet")
-fleet.add_task(fleet_up)
-fleet.add_task(fleet_down)
-fleet.add_task(fleet_status)
-
-ns = Collection(deploy, rollback, promote, abort, releases, status, unlock, recover, preflight, report, demo,
-                fleet, maintenance, cron)
+_usage_errors_exit_2()
+ns = collection(cli)

@@ -1,231 +1,398 @@
-"""The `deployer` command line: the same verbs as the Invoke tasks (tasks.py)."""
+"""The `deployer` command line, and the one definition of every verb.
+
+The Invoke tasks (tasks.py) are generated from these click commands: same names, options, help
+and exit codes (`inv deploy --help` prints this help). Each command returns its exit code
+(deployer/verbs.py); `Verb.main` exits with it. Errors are one line on stderr: usage errors
+exit 2, DeployerErrors their own code, anything unexpected 4 (the traceback with --verbose).
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
 from . import verbs
+from .errors import DeployerError
 
-OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="text",
-                      help="text for humans, json: one event per line")
-ENV = click.option("--env", "-e", required=True, help="environment: hosts/<env>.yaml")
-INVENTORY = click.option("--inventory", default=None, help="inventory file instead of hosts/<env>.yaml")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+# paramiko logs the tracebacks of failed handshakes from its own threads; deployer reports the
+# failure itself, in one line (`--verbose` lets the library's logs through).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
-@click.group()
+def _exit_code(value: object) -> int:
+    if value is None:
+        return 0
+    return value if isinstance(value, int) else 1
+
+
+class _OneLineErrors:
+    """`main` for commands and groups: run without click's standalone handling, then exit with
+    the command's return value; a usage error is ONE line (`error: ... (see 'X --help')`), exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a group without its subcommand
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            rv = 2
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else (prog_name or "deployer")
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            rv = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            rv = exc.exit_code
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            rv = 130
+        if not standalone_mode:
+            return rv
+        sys.exit(_exit_code(rv))
+
+
+class Verb(_OneLineErrors, click.Command):
+    """A command whose errors never show a traceback (unless --verbose). Its context settings
+    are its own (-h, --help), also when Invoke runs it without its group."""
+
+    def __init__(self, *args, context_settings=None, **kwargs):
+        super().__init__(*args, context_settings={**CONTEXT, **(context_settings or {})}, **kwargs)
+
+    def invoke(self, ctx: click.Context):
+        verbose = bool(ctx.params.get("verbose"))
+        if verbose:
+            logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except DeployerError as exc:  # raised outside verbs.guarded
+            click.echo(f"error: {exc.message}", err=True)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - one line, exit 4
+            click.echo(verbs.unexpected(exc, verbose), err=True)
+            return 4
+
+
+class VerbGroup(_OneLineErrors, click.Group):
+    command_class = Verb
+    group_class = type  # subgroups are VerbGroups too
+
+
+# -- options shared by the commands ------------------------------------------------------------
+
+ENV = click.option("--env", "-e", required=True, metavar="ENV",
+                   help="the environment: its inventory is hosts/<ENV>.yaml")
+VERBOSE = click.option("--verbose", "-v", is_flag=True,
+                       help="more detail: every host step and gate verdict; tracebacks of unexpected errors")
+OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                      help="text for humans (live on a terminal), json: one event per line (docs/events.md)")
+ROOT = click.option("--root", metavar="DIR", default=None,
+                    help="the project root, with hosts/ and playbooks/ (default: $DEPLOYER_ROOT, else "
+                         "the current directory when it has hosts/)")
+INVENTORY = click.option("--inventory", metavar="FILE", default=None,
+                         help="this inventory file instead of hosts/<ENV>.yaml")
+SET = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                   help="set a config key above every other layer (dotted key, YAML value; repeatable), "
+                        "e.g. --set parallel=5")
+HOSTS = click.option("--hosts", metavar="H1,H2", default=None,
+                     help="only these hosts (comma-separated names from the inventory)")
+ROLES = click.option("--roles", metavar="R1,R2", default=None,
+                     help="only the hosts with one of these roles (comma-separated)")
+
+
+def common(*, hosts: bool = False, output: bool = True):
+    """The options every command that reads an environment has: --root, --inventory, --set,
+    [--hosts, --roles,] [--output,] --verbose (listed after the command's own options)."""
+    options = [ROOT, INVENTORY, SET] + ([HOSTS, ROLES] if hosts else []) + ([OUTPUT] if output else [])
+    options.append(VERBOSE)
+
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+@click.group(cls=VerbGroup, context_settings=CONTEXT)
 @click.version_option(package_name="deployer")
 def cli() -> None:
-    """Deploy and roll back web apps over SSH, safely."""
+    """Deploy and roll back web apps over SSH, safely.
+
+    Exit codes, for every command: 0 done; 1 the deploy failed and was rolled back; 2 bad input
+    or config, nothing touched; 3 refused (lock held, outside a window, unreachable host, not
+    confirmed), nothing touched; 4 needs a human (`status` says what to do); 130 interrupted.
+    """
 
 
 @cli.command()
 @ENV
-@click.option("--ref", default="main", show_default=True, help="git ref to deploy")
-@click.option("--dry-run", is_flag=True, help="print every stage x host x command; touch nothing")
-@click.option("--yes", "-y", is_flag=True, help="never prompt (implied without a TTY)")
-@click.option("--maintenance/--no-maintenance", default=None, help="force maintenance mode on/off")
-@click.option("--lock-wait", type=float, default=0.0, help="seconds to wait for the lock")
+@click.option("--ref", default="main", show_default=True, help="git ref to deploy (branch, tag or commit)")
+@click.option("--dry-run", is_flag=True, help="print every stage x host x command; change nothing")
+@click.option("--yes", "-y", is_flag=True,
+              help="do not ask for confirmation (asked only when stdin and stdout are a terminal)")
+@click.option("--maintenance/--no-maintenance", default=None,
+              help="force maintenance mode on, or off (default: only when a migration needs it)")
+@click.option("--lock-wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="wait this long for the env's lock instead of refusing")
 @click.option("--reason", default="", help="why (recorded in the lock and the ledger)")
 @click.option("--force", is_flag=True, help="deploy outside a window or in a freeze (needs --reason)")
-@click.option("--verbose", "-v", is_flag=True)
-@INVENTORY
-@OUTPUT
-def deploy(env, ref, dry_run, yes, maintenance, lock_wait, reason, force, verbose, inventory, output):
+@common(hosts=True)
+def deploy(env, ref, dry_run, yes, maintenance, **kw):
     """The whole pipeline, with automatic rollback when a gate fails."""
-    sys.exit(verbs.deploy(env, ref, dry_run=dry_run, inventory=inventory, output=output,
-                          maintenance=maintenance, lock_wait=lock_wait, reason=reason, verbose=verbose,
-                          force=force))
+    return verbs.deploy(env, ref, dry_run=dry_run, yes=yes, maintenance=maintenance, **kw)
 
 
 @cli.command()
 @ENV
-@click.option("--to", default=None, help="release id, unique prefix, or the git ref it came from")
+@click.option("--to", default=None, metavar="RELEASE",
+              help="release id, unique prefix, or the git ref it came from (default: the previous good one)")
 @click.option("--restore-db", is_flag=True, help="restore the backup taken when the target was left")
 @click.option("--keep-db", is_flag=True, help="switch the code only, leave the database as it is")
-@click.option("--lock-wait", type=float, default=0.0)
-@click.option("--dry-run", is_flag=True, help="print every stage x host x command; touch nothing")
-@INVENTORY
-@OUTPUT
-def rollback(env, to, restore_db, keep_db, lock_wait, dry_run, inventory, output):
+@click.option("--lock-wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="wait this long for the env's lock instead of refusing")
+@click.option("--dry-run", is_flag=True, help="print every stage x host x command; change nothing")
+@click.option("--yes", "-y", is_flag=True,
+              help="do not ask for confirmation (asked only when stdin and stdout are a terminal)")
+@common(hosts=True)
+def rollback(env, **kw):
     """Back to the previous good release, or to a named one."""
-    sys.exit(verbs.rollback(env, to=to, restore_db=restore_db, keep_db=keep_db, inventory=inventory,
-                            output=output, lock_wait=lock_wait, dry_run=dry_run))
+    return verbs.rollback(env, **kw)
 
 
 @cli.command()
 @ENV
-@INVENTORY
-@OUTPUT
-def promote(env, inventory, output):
-    """Continue a paused progressive rollout (from any machine)."""
-    sys.exit(verbs.resume(env, "promote", inventory=inventory, output=output))
+@common()
+def promote(env, **kw):
+    """Continue a paused progressive rollout (from any machine).
+
+    It works on the hosts the paused run recorded: no --hosts/--roles."""
+    return verbs.resume(env, "promote", **kw)
 
 
 @cli.command()
 @ENV
-@INVENTORY
-@OUTPUT
-def abort(env, inventory, output):
-    """Abort a paused rollout: every host back to its snapshot."""
-    sys.exit(verbs.resume(env, "abort", inventory=inventory, output=output))
+@common()
+def abort(env, **kw):
+    """Abort a paused rollout: every host back to its snapshot.
+
+    It works on the hosts the paused run recorded: no --hosts/--roles."""
+    return verbs.resume(env, "abort", **kw)
 
 
 @cli.command()
 @ENV
-@INVENTORY
-@OUTPUT
-def releases(env, inventory, output):
+@common(hosts=True)
+def releases(env, **kw):
     """The history: id, ref, commit, who, when, outcome, which hosts serve it."""
-    sys.exit(verbs.releases(env, inventory=inventory, output=output))
+    return verbs.releases(env, **kw)
 
 
 @cli.command()
 @ENV
 @click.option("--app-env", default="production", show_default=True,
               help="the APP_ENV value the app's .env must have")
-@INVENTORY
-@OUTPUT
-def preflight(env, app_env, inventory, output):
+@common(hosts=True)
+def preflight(env, app_env, **kw):
     """The go-live checklist as checks, with a pass/fail table (exit 3 on a failure)."""
-    sys.exit(verbs.preflight(env, inventory=inventory, output=output, expect_app_env=app_env))
+    return verbs.preflight(env, expect_app_env=app_env, **kw)
 
 
 @cli.command()
 @ENV
-@click.option("--release", default=None, help="release id, prefix or ref (default: the newest)")
-@click.option("--out", default=None, help="file to write (default: reports/<env>-<release>.html)")
-@INVENTORY
-def report(env, release, out, inventory):
+@click.option("--release", default=None, metavar="RELEASE",
+              help="release id, prefix or ref (default: the newest)")
+@click.option("--out", default=None, metavar="FILE",
+              help="file to write (default: reports/<env>-<release>.html in the current directory)")
+@common()
+def report(env, **kw):
     """Write a self-contained HTML report of a deploy: timeline, gate samples, outcome."""
-    sys.exit(verbs.report(env, release=release, out=out, inventory=inventory))
+    return verbs.report(env, **kw)
 
 
 @cli.command()
 @ENV
-@INVENTORY
-@OUTPUT
-def status(env, inventory, output):
+@common(hosts=True)
+def status(env, **kw):
     """What each host serves, the lock, any in-flight deploy, maintenance state."""
-    sys.exit(verbs.status(env, inventory=inventory, output=output))
+    return verbs.status(env, **kw)
 
 
 @cli.command()
 @ENV
 @click.option("--force", is_flag=True, help="really break the lock")
-@INVENTORY
-@OUTPUT
-def unlock(env, force, inventory, output):
+@common()
+def unlock(env, **kw):
     """Break a stale lock, printing who held it."""
-    sys.exit(verbs.unlock(env, force=force, inventory=inventory, output=output))
+    return verbs.unlock(env, **kw)
 
 
 @cli.command()
 @ENV
 @click.option("--force", is_flag=True,
               help="recover even if the lock holder looks alive, or the database may be mid-migration")
-@INVENTORY
-@OUTPUT
-def recover(env, force, inventory, output):
+@common()
+def recover(env, **kw):
     """After any crash: read the journal, the ledger and the hosts, then converge.
 
     Finishes a rollback, rolls a half-done deploy back to its snapshot, puts drained servers
     back, ends maintenance unless the database may be mid-migration (then says what to check
     and to run it again with --force), frees the dead run's lock. Running it twice changes
     nothing the second time. Exit 0 consistent; 3 a live run holds the lock; 4 needs a human.
+    It works on every host of the env: no --hosts/--roles.
     """
-    sys.exit(verbs.recover(env, force=force, inventory=inventory, output=output))
+    return verbs.recover(env, **kw)
 
 
-@cli.group()
+@cli.command("exec", context_settings={**CONTEXT, "allow_interspersed_args": False})
+@ENV
+@common(hosts=True)
+@click.argument("command", nargs=-1, required=True, metavar="-- COMMAND...")
+def exec_(env, command, **kw):
+    """Run an ad-hoc command on the selected hosts, in parallel, output per host.
+
+    Without --hosts/--roles: every host of the env. Each output line is prefixed `host | `.
+    Several words are run as that argv, each word quoted; a single word with shell syntax in it
+    (`'df -h | tail -1'`) is run by the remote shell. Exit 0 when it succeeded everywhere, 1 when
+    it failed somewhere (the last line names the hosts and their exit codes), 3 when no host
+    could be reached.
+    """
+    return verbs.exec_(env, command, **kw)
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(["laravel", "django", "node", "demo"]), default="demo",
+              show_default=True, help="the shipped playbook your app's playbook extends")
+@click.option("--env", "-e", default="production", show_default=True, metavar="ENV",
+              help="the environment whose inventory to write: hosts/<ENV>.yaml")
+@click.option("--app", default=None, metavar="NAME",
+              help="your app's playbook name: playbooks/<NAME>.yaml (default: the directory's name)")
+@click.option("--force", is_flag=True, help="overwrite files that exist")
+@ROOT
+@VERBOSE
+def init(**kw):
+    """Write a commented inventory and playbook into the project (the current directory).
+
+    hosts/<ENV>.yaml (every key explained, placeholder addresses), hosts/known_hosts (empty: fill
+    it with your hosts' keys) and playbooks/<NAME>.yaml (extends the shipped playbook of --kind,
+    with commented override examples). Refuses to overwrite a file without --force (exit 3).
+    """
+    return verbs.init(**kw)
+
+
+@cli.group(cls=VerbGroup, context_settings=CONTEXT)
 def maintenance() -> None:
     """Maintenance mode by hand, and the scheduled maintenance job."""
 
 
 @maintenance.command("on")
 @ENV
-@click.option("--message", default="Down for maintenance", show_default=True)
-@click.option("--retry", type=int, default=60, show_default=True, help="Retry-After seconds")
-@click.option("--ttl", type=float, default=None, help="switch itself off after SECONDS")
-@INVENTORY
-@OUTPUT
-def maintenance_on(env, message, retry, ttl, inventory, output):
-    sys.exit(verbs.maintenance_mode(env, True, message=message, retry=retry, ttl=ttl,
-                                    inventory=inventory, output=output))
+@click.option("--message", default="Down for maintenance", show_default=True,
+              help="what the maintenance page says")
+@click.option("--retry", type=int, default=60, show_default=True, metavar="SECONDS",
+              help="the Retry-After the app answers with")
+@click.option("--ttl", type=float, default=None, metavar="SECONDS",
+              help="switch itself off after this long (default: never)")
+@common(hosts=True)
+def maintenance_on(env, **kw):
+    """Maintenance mode on, by hand, on the web hosts."""
+    return verbs.maintenance_mode(env, True, **kw)
 
 
 @maintenance.command("off")
 @ENV
-@INVENTORY
-@OUTPUT
-def maintenance_off(env, inventory, output):
-    sys.exit(verbs.maintenance_mode(env, False, inventory=inventory, output=output))
+@common(hosts=True)
+def maintenance_off(env, **kw):
+    """Maintenance mode off, by hand, on the web hosts."""
+    return verbs.maintenance_mode(env, False, **kw)
 
 
 @maintenance.command("run")
 @ENV
 @click.option("--promote", is_flag=True, help="also promote a paused rollout")
 @click.option("--force", is_flag=True, help="run outside a window (needs --reason)")
-@click.option("--reason", default="")
-@INVENTORY
-@OUTPUT
-def maintenance_run(env, promote, force, reason, inventory, output):
+@click.option("--reason", default="", help="why (recorded in the lock and the ledger)")
+@common(hosts=True)
+def maintenance_run(env, **kw):
     """The job cron runs inside a window: backup + retention, maintenance tasks, gate."""
-    sys.exit(verbs.maintenance_run(env, promote=promote, force=force, reason=reason,
-                                   inventory=inventory, output=output))
+    return verbs.maintenance_run(env, **kw)
 
 
-@cli.group("cron")
+@cli.group("cron", cls=VerbGroup, context_settings=CONTEXT)
 def cron_group() -> None:
-    """Crontab lines of an env's scheduled jobs."""
+    """Crontab lines of an env's scheduled jobs (`schedules:` in the inventory)."""
 
 
 @cron_group.command("show")
 @ENV
-@INVENTORY
-def cron_show(env, inventory):
-    sys.exit(verbs.cron(env, "show", inventory=inventory))
+@common(output=False)
+def cron_show(env, **kw):
+    """Print the crontab lines of the env's scheduled jobs."""
+    return verbs.cron(env, "show", **kw)
 
 
 @cron_group.command("install")
 @ENV
-@INVENTORY
-def cron_install(env, inventory):
-    sys.exit(verbs.cron(env, "install", inventory=inventory))
+@common(output=False)
+def cron_install(env, **kw):
+    """Install them in this machine's crontab (a marked block, idempotent)."""
+    return verbs.cron(env, "install", **kw)
 
 
 @cron_group.command("remove")
 @ENV
-@INVENTORY
-def cron_remove(env, inventory):
-    sys.exit(verbs.cron(env, "remove", inventory=inventory))
+@common(output=False)
+def cron_remove(env, **kw):
+    """Remove the env's block from this machine's crontab."""
+    return verbs.cron(env, "remove", **kw)
 
 
-@cli.group()
+@cli.group(cls=VerbGroup, context_settings=CONTEXT)
 def fleet() -> None:
-    """The local fleet of real SSH hosts (needs root)."""
+    """The local fleet of real SSH hosts used by the demo and the tests (needs root)."""
 
 
 @fleet.command("up")
-@click.option("--web", type=int, default=3, show_default=True)
+@click.option("--web", type=int, default=3, show_default=True, metavar="N", help="number of web hosts")
 @click.option("--keep-data", is_flag=True, help="keep the hosts' /srv, database and ledger")
-def fleet_up(web, keep_data):
-    sys.exit(verbs.fleet_up(web, keep_data))
+@VERBOSE
+def fleet_up(web, keep_data, verbose):
+    """Bring the local fleet up (clears what a crash left first)."""
+    return verbs.fleet_up(web, keep_data, verbose=verbose)
 
 
 @fleet.command("down")
-def fleet_down():
-    sys.exit(verbs.fleet_down())
+@VERBOSE
+def fleet_down(verbose):
+    """Tear the local fleet down: no namespace, mount, bridge or process left."""
+    return verbs.fleet_down(verbose=verbose)
 
 
 @fleet.command("status")
-def fleet_status():
-    sys.exit(verbs.fleet_status())
+@VERBOSE
+def fleet_status(verbose):
+    """Each fleet host: alive, SSH answering."""
+    return verbs.fleet_status(verbose=verbose)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="leave the fleet up afterwards")
+@VERBOSE
+def demo(keep, verbose):
+    """The main job: fleet up, deploy v1 then v2, then bad releases that roll back by themselves."""
+    return verbs.demo(keep, verbose=verbose)
 
 
 def main() -> None:
-    cli(prog_name="deployer")
+    cli.main(prog_name="deployer")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ class Reporter:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    def close(self) -> None:
+        """The command is over: stop anything live (idempotent)."""
+
 
 class TextReporter(Reporter):
     """A quiet, line-per-transition view for humans (colours on a terminal, via rich): stages
@@ -101,6 +104,9 @@ class Recorder(Reporter):
             event = {"success": "success", "paused": "pause"}.get(fields.get("outcome"))
             if event:
                 self._notify(event, fields.get("message", ""))
+
+    def close(self) -> None:
+        self.inner.close()
 
     def failed(self, exit_code: int, message: str) -> None:
         if exit_code in (1, 4, 130):

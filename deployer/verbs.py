@@ -1,15 +1,23 @@
-"""The verbs shared by the click CLI and the Invoke tasks; each returns the exit code."""
+"""The verbs shared by the click CLI and the Invoke tasks; each returns the exit code.
+
+Every verb that reads an environment takes the same scope keywords, passed on to `config()`:
+`inventory` (a file instead of hosts/<env>.yaml), `root` (the project root), `sets` (``--set
+key=value`` items), and, for the verbs that work on hosts, `hosts` / `roles` (comma-separated
+names that narrow the app hosts: `Config.narrow`).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
-from .config import Config, load_config
-from .errors import DeployerError
+from .config import Config, load_config, parse_set
+from .errors import ConfigError, DeployerError, Refused
 from .output import Reporter, reporter_for
 
 
@@ -23,23 +31,41 @@ def _sigterm_as_interrupt() -> None:
         pass
 
 
+def unexpected(exc: BaseException, verbose: bool = False) -> str:
+    """One line for an error deployer did not expect (a bug, or the machine): type and the
+    first line of the message; the traceback goes to stderr only with --verbose."""
+    text = str(exc).strip().splitlines()
+    line = f"error: {type(exc).__name__}" + (f": {text[0]}" if text else "")
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    else:
+        line += " (--verbose shows the traceback)"
+    return line
+
+
 def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool = False,
             command: str = "") -> int:
-    """Run a verb; turn errors into their exit code and a message on stderr (never a traceback).
-    On GitHub Actions ($GITHUB_STEP_SUMMARY), the run's summary is appended to the job's page."""
+    """Run a verb; turn errors into their exit code and a message on stderr (never a traceback,
+    unless --verbose). On GitHub Actions ($GITHUB_STEP_SUMMARY), the run's summary is appended
+    to the job's page."""
     reporter = reporter_for(output, verbose)
     _sigterm_as_interrupt()
     code = 0
+
+    def record_error(exit_code: int, message: str, hint: str | None) -> None:
+        if output == "json":
+            reporter.event("error", exit_code=exit_code, message=message, hint=hint)
+        else:
+            reporter.events.append({"event": "error", "exit_code": exit_code, "message": message,
+                                    "hint": hint})
+
     try:
         code = fn(reporter)
         return code
     except DeployerError as exc:
         code = exc.exit_code
-        if output == "json":
-            reporter.event("error", exit_code=exc.exit_code, message=exc.message, hint=exc.hint)
-        else:
-            reporter.events.append({"event": "error", "exit_code": exc.exit_code,
-                                    "message": exc.message, "hint": exc.hint})
+        reporter.close()
+        record_error(exc.exit_code, exc.message, exc.hint)
         reporter.failed(exc.exit_code, exc.message)
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -47,9 +73,19 @@ def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool =
         return exc.exit_code
     except KeyboardInterrupt:
         code = 130
+        reporter.close()
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 4
+        code = 4
+        reporter.close()
+        line = unexpected(exc, verbose)
+        record_error(4, line.removeprefix("error: "), None)
+        reporter.failed(4, line)
+        print(line, file=sys.stderr)
+        return 4
     finally:
+        reporter.close()
         if command and os.environ.get("GITHUB_STEP_SUMMARY"):
             from .summary import markdown, write_step_summary
 
@@ -64,18 +100,73 @@ def with_notifiers(rep: Reporter, cfg: Config, ref: str = "") -> None:
     rep.notifiers = notifiers_from_config(cfg.notify, os.environ)
 
 
-def config(env: str, inventory: str | None = None, overrides: dict | None = None) -> Config:
-    return load_config(env, inventory=Path(inventory) if inventory else None, overrides=overrides)
+def names(text: str | Iterable[str] | None, option: str) -> list[str]:
+    """``web1,web2`` (or several such items) as a list of names; an empty name is an error."""
+    if text is None:
+        return []
+    items = [text] if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in items:
+        parts = [p.strip() for p in item.split(",")]
+        if not all(parts):
+            raise ConfigError(f"{option} {item!r}: expected names separated by commas, e.g. "
+                              f"{option} web1,web2")
+        out += parts
+    return out
 
 
-def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None = None,
-           output: str = "text", maintenance: bool | None = None, lock_wait: float = 0.0,
-           reason: str = "", verbose: bool = False, force: bool = False) -> int:
+def config(env: str, inventory: str | None = None, overrides: dict | None = None, *,
+           root: str | None = None, sets: Iterable[str] = (), hosts: str | None = None,
+           roles: str | None = None, rep: Reporter | None = None) -> Config:
+    """Load the environment (``--set`` items as the top layer) and narrow it to ``--hosts`` /
+    ``--roles``; with `rep`, say what the narrowing left out."""
+    if root is not None and not Path(root).is_dir():
+        raise ConfigError(f"--root {root}: no such directory")
+    layered = dict(overrides or {})
+    layered.update(parse_set(sets))
+    cfg = load_config(env, root=Path(root) if root is not None else None,
+                      inventory=Path(inventory) if inventory else None, overrides=layered)
+    narrowed = cfg.narrow(names(hosts, "--hosts"), names(roles, "--roles"))
+    if rep is not None and narrowed is not cfg:
+        rep.event("notice", message=f"{cfg.env}: narrowed to app hosts "
+                                    f"{', '.join(h.name for h in narrowed.app_hosts) or '(none)'}")
+        if cfg.migrate_host is not None and narrowed.migrate_host is None:
+            rep.event("notice", message=f"{cfg.env}: the migrate host {cfg.migrate_host.name} is not "
+                                        "selected: this run migrates nothing")
+    return narrowed
+
+
+def confirm(question: str, yes: bool = False) -> None:
+    """Ask before changing the fleet, when a human is at a terminal (stdin and stdout are TTYs)
+    and --yes was not given; anything but y/yes refuses (exit 3, nothing touched)."""
+    if yes or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, OSError):
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Refused("not confirmed: nothing was changed", hint="--yes skips this question")
+
+
+def _hosts_line(cfg: Config) -> str:
+    app = [h.name for h in cfg.app_hosts]
+    shown = ", ".join(app[:8]) + (f", ... ({len(app)} in all)" if len(app) > 8 else "")
+    return f"{len(app)} app host{'s' if len(app) != 1 else ''} ({shown})"
+
+
+def deploy(env: str, ref: str = "main", *, dry_run: bool = False, yes: bool = False,
+           maintenance: bool | None = None, lock_wait: float = 0.0, reason: str = "",
+           force: bool = False, output: str = "text", verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.deploy import DeployRun
 
-        cfg = config(env, inventory)
+        cfg = config(env, rep=rep, **scope)
         with_notifiers(rep, cfg, ref)
+        if not dry_run:
+            confirm(f"deploy {ref} to {cfg.env}: {_hosts_line(cfg)}?", yes)
         d = DeployRun(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait, reason=reason,
                       force=force or dry_run)
         return d.dry_run() if dry_run else d.run()
@@ -84,87 +175,122 @@ def deploy(env: str, ref: str, *, dry_run: bool = False, inventory: str | None =
 
 
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
-             inventory: str | None = None, output: str = "text", lock_wait: float = 0.0,
-             dry_run: bool = False) -> int:
+             lock_wait: float = 0.0, dry_run: bool = False, yes: bool = False, output: str = "text",
+             verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.rollback import Rollback
 
-        cfg = config(env, inventory)
+        cfg = config(env, rep=rep, **scope)
         with_notifiers(rep, cfg, to or "")
+        if not dry_run:
+            confirm(f"roll {cfg.env} back to {to or 'the previous good release'}: {_hosts_line(cfg)}"
+                    + (", database restored" if restore_db else "") + "?", yes)
         return Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
                         lock_wait=lock_wait, dry_run=dry_run).run()
 
-    return guarded(go, output, command="rollback")
+    return guarded(go, output, verbose, command="rollback")
 
 
-def resume(env: str, action: str, *, inventory: str | None = None, output: str = "text") -> int:
+def resume(env: str, action: str, *, output: str = "text", verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.rollback import Resume
 
-        cfg = config(env, inventory)
+        cfg = config(env, **scope)
         with_notifiers(rep, cfg)
         return Resume(cfg, rep, action).run()
 
-    return guarded(go, output, command=action)
+    return guarded(go, output, verbose, command=action)
 
 
-def preflight(env: str, *, inventory: str | None = None, output: str = "text",
-              expect_app_env: str | None = "production") -> int:
+def preflight(env: str, *, expect_app_env: str | None = "production", output: str = "text",
+              verbose: bool = False, **scope) -> int:
     from . import inspect
 
-    return guarded(lambda rep: inspect.preflight(config(env, inventory), rep,
-                                                 expect_app_env=expect_app_env), output)
+    return guarded(lambda rep: inspect.preflight(config(env, rep=rep, **scope), rep,
+                                                 expect_app_env=expect_app_env), output, verbose)
 
 
-def report(env: str, *, release: str | None = None, out: str | None = None,
-           inventory: str | None = None) -> int:
+def report(env: str, *, release: str | None = None, out: str | None = None, output: str = "text",
+           verbose: bool = False, **scope) -> int:
+    """The HTML report goes to --out, else reports/<env>-<release>.html in the CURRENT directory
+    (inspect.report writes under cfg.root: the root is the current directory for this)."""
     from . import inspect
 
-    return guarded(lambda rep: inspect.report(config(env, inventory), rep, release=release, out=out))
+    def go(rep: Reporter) -> int:
+        cfg = config(env, **scope)
+        if out is None:
+            cfg = replace(cfg, root=Path.cwd())
+        return inspect.report(cfg, rep, release=release, out=out)
+
+    return guarded(go, output, verbose)
 
 
-def status(env: str, *, inventory: str | None = None, output: str = "text") -> int:
+def status(env: str, *, output: str = "text", verbose: bool = False, **scope) -> int:
     from . import inspect
 
-    return guarded(lambda rep: inspect.status(config(env, inventory), rep), output)
+    return guarded(lambda rep: inspect.status(config(env, rep=rep, **scope), rep), output, verbose)
 
 
-def releases(env: str, *, inventory: str | None = None, output: str = "text") -> int:
+def releases(env: str, *, output: str = "text", verbose: bool = False, **scope) -> int:
     from . import inspect
 
-    return guarded(lambda rep: inspect.releases(config(env, inventory), rep), output)
+    return guarded(lambda rep: inspect.releases(config(env, rep=rep, **scope), rep), output, verbose)
 
 
-def unlock(env: str, *, force: bool = False, inventory: str | None = None, output: str = "text") -> int:
+def unlock(env: str, *, force: bool = False, output: str = "text", verbose: bool = False,
+           **scope) -> int:
     from . import inspect
 
-    return guarded(lambda rep: inspect.unlock(config(env, inventory), rep, force), output)
+    return guarded(lambda rep: inspect.unlock(config(env, **scope), rep, force), output, verbose)
 
 
-def recover(env: str, *, force: bool = False, inventory: str | None = None, output: str = "text") -> int:
+def recover(env: str, *, force: bool = False, output: str = "text", verbose: bool = False,
+            **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.recover import Recover
 
-        cfg = config(env, inventory)
+        cfg = config(env, **scope)
         with_notifiers(rep, cfg)
         return Recover(cfg, rep, force=force).run()
 
-    return guarded(go, output, command="recover")
+    return guarded(go, output, verbose, command="recover")
 
 
-def fleet_up(web: int = 3, keep_data: bool = False) -> int:
+def exec_(env: str, command: Iterable[str], *, output: str = "text", verbose: bool = False,
+          hosts: str | None = None, roles: str | None = None, **scope) -> int:
+    """`exec`: an ad-hoc command on the selected hosts (every host when none is selected)."""
+    from .execute import run_exec
+
+    def go(rep: Reporter) -> int:
+        cfg = config(env, **scope)
+        targets = cfg.select(names(hosts, "--hosts"), names(roles, "--roles"))
+        return run_exec(cfg, rep, targets, list(command))
+
+    return guarded(go, output, verbose)
+
+
+def init(*, kind: str = "demo", env: str = "production", app: str | None = None, force: bool = False,
+         root: str | None = None, verbose: bool = False) -> int:
+    """`init`: a commented inventory and playbook in the project (the current directory)."""
+    from .init import write_project
+
+    return guarded(lambda rep: write_project(Path(root) if root else Path.cwd(), rep, kind=kind,
+                                             env=env, app=app, force=force), "text", verbose)
+
+
+def fleet_up(web: int = 3, keep_data: bool = False, *, verbose: bool = False) -> int:
     from .fleet.harness import Fleet
 
-    return guarded(lambda rep: (Fleet().up(web, keep_data=keep_data), 0)[1])
+    return guarded(lambda rep: (Fleet().up(web, keep_data=keep_data), 0)[1], verbose=verbose)
 
 
-def fleet_down() -> int:
+def fleet_down(*, verbose: bool = False) -> int:
     from .fleet.harness import Fleet
 
-    return guarded(lambda rep: (Fleet().down(), 0)[1])
+    return guarded(lambda rep: (Fleet().down(), 0)[1], verbose=verbose)
 
 
-def fleet_status() -> int:
+def fleet_status(*, verbose: bool = False) -> int:
     from .fleet.harness import Fleet
 
     def go(rep: Reporter) -> int:
@@ -177,34 +303,41 @@ def fleet_status() -> int:
                   f"{'up' if r['alive'] else 'DEAD':<5} ssh {'ok' if r['ssh'] else 'NO'}")
         return 0 if all(r["alive"] and r["ssh"] for r in rows) else 4
 
-    return guarded(go)
+    return guarded(go, verbose=verbose)
+
+
+def demo(keep: bool = False, *, verbose: bool = False) -> int:
+    from .demo import run_demo
+
+    return guarded(lambda rep: run_demo(keep=keep), verbose=verbose)
 
 
 def maintenance_mode(env: str, on: bool, *, message: str = "Down for maintenance", retry: int = 60,
-                     ttl: float | None = None, inventory: str | None = None, output: str = "text") -> int:
+                     ttl: float | None = None, output: str = "text", verbose: bool = False,
+                     **scope) -> int:
     from . import maintenance as M
 
-    return guarded(lambda rep: M.set_mode(config(env, inventory), rep, on=on, message=message,
-                                          retry=retry, ttl=ttl), output)
+    return guarded(lambda rep: M.set_mode(config(env, rep=rep, **scope), rep, on=on, message=message,
+                                          retry=retry, ttl=ttl), output, verbose)
 
 
 def maintenance_run(env: str, *, promote: bool = False, force: bool = False, reason: str = "",
-                    inventory: str | None = None, output: str = "text") -> int:
+                    output: str = "text", verbose: bool = False, **scope) -> int:
     from . import maintenance as M
 
     def go(rep: Reporter) -> int:
-        cfg = config(env, inventory)
+        cfg = config(env, rep=rep, **scope)
         with_notifiers(rep, cfg)
         return M.run_window(cfg, rep, promote=promote, force=force, reason=reason)
 
-    return guarded(go, output, command="maintenance.run")
+    return guarded(go, output, verbose, command="maintenance.run")
 
 
-def cron(env: str, action: str, *, inventory: str | None = None) -> int:
+def cron(env: str, action: str, *, verbose: bool = False, **scope) -> int:
     from . import maintenance as M
 
     def go(rep: Reporter) -> int:
-        cfg = config(env, inventory)
+        cfg = config(env, **scope)
         if action == "show":
             from .cron import render_block
 
@@ -212,4 +345,4 @@ def cron(env: str, action: str, *, inventory: str | None = None) -> int:
             return 0
         return (M.cron_install if action == "install" else M.cron_remove)(cfg, rep)
 
-    return guarded(go)
+    return guarded(go, verbose=verbose)

@@ -1,0 +1,95 @@
+"""`deployer init`: a commented inventory and playbook in the user's project.
+
+Writes, from the templates in deployer/templates/:
+
+- ``hosts/<env>.yaml``: every key explained, placeholder addresses (a documentation range),
+  values that load as they are;
+- ``hosts/known_hosts``: comments saying how to fill it (only when it does not exist: it holds
+  real keys, it is never overwritten);
+- ``playbooks/<app>.yaml``: ``extends: <kind>`` and commented override examples.
+
+A file that exists is left alone unless ``--force`` (else exit 3, nothing written). The result
+is loaded with `load_config` before returning: a template that stopped matching the schema
+fails here, not in the user's first deploy.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .config import load_config
+from .config.types import _ENV_RE, _HOST_RE
+from .errors import ConfigError, Refused
+from .output import Reporter
+
+KINDS = ("laravel", "django", "node", "demo")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: the health URL each shipped playbook defaults to (shown in the inventory's comments)
+HEALTH = {"laravel": "http://{address}/up", "django": "http://{address}:8000/healthz",
+          "node": "http://{address}:3000/health", "demo": "http://{address}:8000/health"}
+
+
+def app_name(directory: Path) -> str:
+    """A playbook name from a directory name: lowercase letters, digits and -."""
+    name = re.sub(r"[^a-z0-9]+", "-", directory.resolve().name.lower()).strip("-")
+    return name or "app"
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    text = (TEMPLATES / template).read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace(f"<<{key}>>", value)
+    leftover = re.findall(r"<<\w+>>", text)
+    if leftover:  # a template and this code disagree
+        raise ValueError(f"template {template}: no value for {', '.join(sorted(set(leftover)))}")
+    return text
+
+
+def files(root: Path, *, kind: str, env: str, app: str) -> dict[Path, str]:
+    """The files `init` writes (path -> text), known_hosts aside."""
+    values = {"app": app, "env": env, "kind": kind, "db": app.replace("-", "_"),
+              "module": app.replace("-", "_"), "health_url": HEALTH[kind]}
+    return {root / "hosts" / f"{env}.yaml": render("inventory.yaml", values),
+            root / "playbooks" / f"{app}.yaml": render(f"playbook-{kind}.yaml", values)}
+
+
+def write_project(root: Path, rep: Reporter, *, kind: str = "demo", env: str = "production",
+                  app: str | None = None, force: bool = False) -> int:
+    if kind not in KINDS:
+        raise ConfigError(f"--kind {kind}: expected one of {', '.join(KINDS)}")
+    if not _ENV_RE.match(env):
+        raise ConfigError(f"--env {env}: expected lowercase letters, digits, _ and -, starting with a letter")
+    if not root.is_dir():
+        raise ConfigError(f"--root {root}: no such directory")
+    app = app or app_name(root)
+    if not _HOST_RE.match(app):
+        raise ConfigError(f"--app {app}: expected lowercase letters, digits and -")
+    out = files(root, kind=kind, env=env, app=app)
+    existing = [p for p in out if p.exists()]
+    if existing and not force:
+        raise Refused(f"init: {', '.join(_rel(p, root) for p in existing)} already "
+                      f"{'exists' if len(existing) == 1 else 'exist'}; nothing was written",
+                      hint="--force overwrites them (hosts/known_hosts is never overwritten)")
+    for path, text in out.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        rep.event("notice", message=f"wrote {_rel(path, root)}")
+    known = root / "hosts" / "known_hosts"
+    if not known.exists():
+        known.write_text((TEMPLATES / "known_hosts").read_text(encoding="utf-8"), encoding="utf-8")
+        rep.event("notice", message=f"wrote {_rel(known, root)} (no keys yet: add your hosts')")
+    cfg = load_config(env, root=root, environ={})
+    rep.event("notice", message=f"{cfg.env}: loads: playbook {app} (extends {kind}), hosts "
+                                f"{', '.join(h.name for h in cfg.hosts)} (placeholder addresses)")
+    rep.event("notice", message=f"next: your hosts' addresses in hosts/{env}.yaml, their keys in "
+                                f"hosts/known_hosts, then `deployer preflight --env {env}` and "
+                                f"`deployer deploy --env {env} --dry-run`")
+    return 0
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

@@ -1,0 +1,92 @@
+"""`deployer init`: the files it writes load as they are, from the project as the current directory."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import yaml
+
+from deployer import verbs
+from deployer.config import load_config
+from deployer.errors import ConfigError, Refused
+from deployer.init import KINDS, app_name, write_project
+from deployer.output import JsonReporter
+
+
+@pytest.fixture
+def rep():
+    return JsonReporter(io.StringIO())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_init_then_load_config_from_the_project_directory(kind, tmp_path, monkeypatch, rep):
+    project = tmp_path / "My Shop"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("DEPLOYER_ROOT", raising=False)
+    assert verbs.init(kind=kind) == 0
+    assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()) == [
+        "hosts/known_hosts", "hosts/production.yaml", "playbooks/my-shop.yaml"]
+    cfg = load_config("production")  # the root: the current directory, which now has hosts/
+    assert cfg.root == project
+    assert cfg.playbook.name == "my-shop" and cfg.playbook_path == project / "playbooks" / "my-shop.yaml"
+    # the shipped playbook is extended, not copied
+    assert cfg.playbook._sources[0][0].endswith(f"playbooks/{kind}.yaml")
+    assert cfg.playbook._sources[-1][0] == "playbooks/my-shop.yaml" and len(cfg.playbook._sources) == 2
+    assert cfg.playbook.stages.migrate is not None
+    assert [(h.name, h.roles) for h in cfg.hosts] == [
+        ("web1", ("web", "worker", "migrate")), ("web2", ("web", "worker")), ("db1", ("db", "ledger"))]
+    assert all(h.address.startswith("203.0.113.") for h in cfg.hosts)
+    assert cfg.database.name == "my_shop" and cfg.deploy_to == "/srv/my-shop"
+    inventory = (project / "hosts" / "production.yaml").read_text()
+    playbook = (project / "playbooks" / "my-shop.yaml").read_text()
+    assert f"extends: {kind}" in playbook and "<<" not in inventory + playbook
+    # commented: every active key of the inventory has a comment line before it or on it
+    lines = inventory.splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith((" ", "#", "-")) and ":" in line:
+            assert "#" in line or lines[i - 1].lstrip().startswith("#"), line
+    # the commented examples are valid YAML once uncommented, for the parts that are mappings
+    assert yaml.safe_load(playbook)["extends"] == kind
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path, rep):
+    assert write_project(tmp_path, rep, kind="laravel", env="staging", app="shop") == 0
+    inventory = tmp_path / "hosts" / "staging.yaml"
+    inventory.write_text(inventory.read_text() + "# my change\n")
+    (tmp_path / "hosts" / "known_hosts").write_text("web1 ssh-ed25519 AAAA...\n")
+    with pytest.raises(Refused) as exc:
+        write_project(tmp_path, rep, kind="laravel", env="staging", app="shop")
+    assert exc.value.exit_code == 3
+    assert exc.value.message == ("init: hosts/staging.yaml, playbooks/shop.yaml already exist; nothing "
+                                 "was written")
+    assert inventory.read_text().endswith("# my change\n")
+    assert write_project(tmp_path, rep, kind="node", env="staging", app="shop", force=True) == 0
+    assert not inventory.read_text().endswith("# my change\n")
+    assert "extends: node" in (tmp_path / "playbooks" / "shop.yaml").read_text()
+    # known_hosts holds real keys: never overwritten
+    assert (tmp_path / "hosts" / "known_hosts").read_text() == "web1 ssh-ed25519 AAAA...\n"
+
+
+def test_init_exit_codes_through_the_verb(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert verbs.init(kind="django", env="staging") == 0
+    assert verbs.init(kind="django", env="staging") == 3
+    assert "--force overwrites them" in capsys.readouterr().err
+    assert verbs.init(kind="django", env="Staging") == 2
+    assert verbs.init(kind="django", app="Bad_Name") == 2
+    assert verbs.init(root=str(tmp_path / "missing")) == 2
+
+
+def test_bad_values(tmp_path, rep):
+    with pytest.raises(ConfigError, match=r"^--kind rails: expected one of laravel, django, node, demo$"):
+        write_project(tmp_path, rep, kind="rails")
+    with pytest.raises(ConfigError, match=r"^--env Prod: "):
+        write_project(tmp_path, rep, env="Prod")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_app_name_from_the_directory(tmp_path):
+    assert app_name(tmp_path / "Acme Shop_v2") == "acme-shop-v2"
+    assert app_name(tmp_path / "___") == "app"
