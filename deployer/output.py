@@ -1,8 +1,15 @@
-"""What the user sees: a quiet human view, or one JSON event per line (`--output json`)."""
+"""What the user sees: a quiet human view, or one JSON event per line (`--output json`).
+
+On a terminal (and without NO_COLOR or TERM=dumb) the human view is live: a table of hosts x
+stages with each host's wave, redrawn as events arrive, and the failing host's stderr tail under
+it (`LiveReporter`). Otherwise (a pipe, a CI log, NO_COLOR) it prints one plain line per
+transition (`TextReporter`). NO_COLOR is honoured by every rich console deployer opens."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import threading
 import time
@@ -72,6 +79,197 @@ class TextReporter(Reporter):
             self._say(f"{t}    {e['host']:<10} gate {verdict}: {e.get('detail', '')}")
 
 
+#: stages shown as columns of the live table, in pipeline order (others are added as they come)
+LIVE_STAGES = ("maintenance", "backup", "pull", "migrate", "cache_warm", "switch", "worker_restart",
+               "gate", "finalize")
+#: column headers (short: the table fits 80 columns with its glyphs)
+LIVE_LABELS = {"maintenance": "maint", "cache_warm": "warm", "worker_restart": "workers",
+               "finalize": "final"}
+_WAVE_RE = re.compile(r"wave (\d+)/(\d+)(?::\s*(.*))?")
+_GLYPH = {"run": "[yellow]…[/yellow]", "ok": "[green]✓[/green]", "fail": "[bold red]✗[/bold red]"}
+
+
+def live_capable(stream) -> bool:
+    """Whether a live view can be drawn on `stream`: a terminal, not TERM=dumb, no NO_COLOR."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM", "") != "dumb"
+
+
+class LiveView:
+    """The state behind the live table, folded from events (pure: no I/O, tested alone).
+
+    Rows are hosts in the order they are first seen, columns the stages that ran something
+    (in pipeline order), a cell the host's state in that stage: running, done or failed. The
+    `wave` column comes from the wave stages' detail (``wave 2/3: web2, web3``). Once a
+    rollback starts, what runs on a host goes to a last `rollback` column."""
+
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+        self.stages: list[str] = []
+        self.cells: dict[tuple[str, str], str] = {}
+        self.last: dict[str, str] = {}  # host -> the column of its last command
+        self.waves: dict[str, int] = {}
+        self.wave_total = 0
+        self.stage = ""
+        self.detail = ""
+        self.rolling_back = False
+        self.failure: tuple[str, str] | None = None  # (stage, error text)
+        self.verdicts: list[str] = []
+
+    def _host(self, host: str) -> None:
+        if host not in self.hosts:
+            self.hosts.append(host)
+
+    def _column(self, stage: str) -> str:
+        if self.rolling_back:
+            base = "rollback"
+        else:
+            base = stage.split()[0] if stage else "?"
+            base = base.split(":")[-1]  # hooks: before:switch -> switch
+        if base not in self.stages:
+            self.stages.append(base)
+            order = {s: i for i, s in enumerate((*LIVE_STAGES, "rollback"))}
+            self.stages.sort(key=lambda s: order.get(s, len(LIVE_STAGES)))
+        return base
+
+    def _set(self, host: str, column: str, state: str) -> None:
+        self._host(host)
+        self.cells[(host, column)] = state
+
+    def fold(self, kind: str, f: dict) -> bool:
+        """Take one event; True when the table changed."""
+        host = str(f.get("host", ""))
+        if kind == "stage":
+            stage, state = str(f.get("stage", "")), f.get("state")
+            if state == "start":
+                for key, cell in self.cells.items():
+                    if cell == "run":  # the engine moved on: what ran is over
+                        self.cells[key] = "ok"
+                self.stage, self.detail = stage, str(f.get("detail", ""))
+                m = _WAVE_RE.match(self.detail)
+                if m and not self.rolling_back:
+                    self.wave_total = int(m.group(2))
+                    for h in (m.group(3) or "").split(","):
+                        if h.strip():
+                            self.waves.setdefault(h.strip(), int(m.group(1)))
+            elif state == "failed":
+                for key, cell in self.cells.items():
+                    if cell == "run":
+                        self.cells[key] = "fail"
+                self.failure = (stage, str(f.get("error", "")))
+            elif state == "done":
+                for key, cell in self.cells.items():
+                    if cell == "run":
+                        self.cells[key] = "ok"
+            return state in ("start", "failed", "done")
+        if kind == "command" and host:
+            col = self._column(str(f.get("stage", "")))
+            if self.cells.get((host, col)) != "fail":
+                self._set(host, col, "run")
+            self.last[host] = col
+            return True
+        if kind == "host" and host and f.get("state") in ("done", "failed"):
+            col = self.last.get(host)
+            if col and self.cells.get((host, col)) == "run":
+                self.cells[(host, col)] = "ok" if f.get("state") == "done" else "fail"
+                return True
+            return False
+        if kind == "gate" and host:
+            if host.startswith("wave "):
+                self.verdicts.append(f"{host}: {'passed' if f.get('passed') else 'FAILED'}: "
+                                     f"{f.get('detail', '')}")
+                return True
+            self._set(host, self._column("gate"), "ok" if f.get("passed") else "fail")
+            return True
+        if kind == "rollback" and not self.rolling_back:
+            self.rolling_back = True
+            return True
+        if kind == "outcome":
+            for key, cell in self.cells.items():
+                if cell == "run":
+                    self.cells[key] = "ok"
+            return True
+        return False
+
+    def tail(self, lines: int = 12) -> str:
+        """The failing stage's error, its last lines (the remote stderr tail is in it)."""
+        if not self.failure:
+            return ""
+        text = self.failure[1].strip().splitlines()
+        return "\n".join(text[-lines:])
+
+
+class LiveReporter(TextReporter):
+    """A live table of hosts x stages (with each host's wave) for a terminal, redrawn as the
+    engine's `stage`, `command`, `host` and `gate` events arrive; the failing host's stderr tail
+    under it. Messages (run, notice, rollback, outcome) print above the table, as TextReporter
+    prints them; a dry run's plan prints as lines (no table)."""
+
+    def __init__(self, stream=None, verbose: bool = False):
+        super().__init__(stream, verbose)
+        self._view_lock = threading.RLock()  # the view's state (the printing lock is another one)
+        self.view = LiveView()
+        self.live = None
+        self._closed = False
+
+    def _render(self):
+        from rich.console import Group
+        from rich.markup import escape
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._view_lock:
+            v = self.view
+            table = Table(box=None, pad_edge=False, header_style="bold")
+            table.add_column("host")
+            table.add_column("wave", justify="right")
+            for s in v.stages:
+                table.add_column(LIVE_LABELS.get(s, s.replace("_", " ")), justify="center", no_wrap=True)
+            for h in v.hosts:
+                wave = f"{v.waves[h]}/{v.wave_total}" if h in v.waves else ""
+                table.add_row(escape(h), wave, *(_GLYPH.get(v.cells.get((h, s), ""), "")
+                                                  for s in v.stages))
+            parts: list = [table]
+            if v.stage:
+                elapsed = time.monotonic() - self.t0
+                parts.append(Text.from_markup(f"[dim]{elapsed:6.1f}s[/dim]  [bold]{escape(v.stage)}[/bold] "
+                                              f"{escape(v.detail)}"))
+            for verdict in v.verdicts[-3:]:
+                parts.append(Text(f"        {verdict}"))
+            tail = v.tail()
+            if tail:
+                parts.append(Text.from_markup(f"[bold red]{escape(v.failure[0])} failed:[/bold red]"))
+                parts.append(Text(tail, style="red"))
+            return Group(*parts)
+
+    def event(self, kind: str, **f) -> None:
+        with self._view_lock:
+            changed = self.view.fold(kind, f)
+        if kind in ("stage", "command", "host", "gate"):
+            if kind == "stage" and f.get("state") == "start" and f.get("stage") == "preflight":
+                super().event(kind, **f)  # before anything runs: a plain line, then the table
+            if changed and not self._closed:
+                self._start()
+                self.live.refresh()
+            return
+        super().event(kind, **f)
+
+    def _start(self) -> None:
+        if self.live is None:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
+                             transient=False, redirect_stdout=False, redirect_stderr=False)
+            self.live.start()
+
+    def close(self) -> None:
+        if self.live is not None and not self._closed:
+            self._closed = True
+            self.live.stop()
+
+
 class JsonReporter(Reporter):
     def event(self, kind: str, **fields) -> None:
         self._write(json.dumps({"schema": EVENT_SCHEMA, "event": kind, "at": now_iso(), **fields},
@@ -123,5 +321,12 @@ class Recorder(Reporter):
             self.inner.event("notice", message=f"notification via {name} failed: {error}")
 
 
-def reporter_for(output: str, verbose: bool = False) -> Recorder:
-    return Recorder(JsonReporter() if output == "json" else TextReporter(verbose=verbose))
+def reporter_for(output: str, verbose: bool = False, stream=None) -> Recorder:
+    """JSON lines with --output json; else the live view on a terminal, plain lines otherwise
+    (and with --verbose, which prints every host step and gate verdict as a line)."""
+    stream = stream or sys.stdout
+    if output == "json":
+        return Recorder(JsonReporter(stream))
+    if live_capable(stream) and not verbose:
+        return Recorder(LiveReporter(stream, verbose=verbose))
+    return Recorder(TextReporter(stream, verbose=verbose))
