@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deployer.config import load_config  # noqa: E402
+from deployer.engine.deploy import DeployRun as Deploy  # noqa: E402
 from deployer.errors import DeployFailed  # noqa: E402
 from deployer.fleet.harness import Fleet  # noqa: E402
 from deployer.fleet.load import Load  # noqa: E402
 from deployer.output import JsonReporter  # noqa: E402
-from deployer.engine.deploy import DeployRun as Deploy  # noqa: E402
 
 WAVES = """
 rollout:
