@@ -75,7 +75,7 @@ def deploy(cfg, ref: str) -> dict:
 
 
 def bad_release(fleet: Fleet, n: int, rate: float) -> dict:
-    inv = fleet.dir / "deploy-bench-one-wave.yaml"
+    inv = Path(os.environ["DEPLOYER_STATE_DIR"]) / "one-wave.yaml"  # the fleet's, plus one wave
     inv.write_text(fleet.inventory_path.read_text() + ONE_WAVE)
     cfg = load_config("local", inventory=inv, overrides={"parallel": min(n, 30)})
     load = Load(f"http://{fleet.spec.host('lb1').address}/", rate=rate, seconds=300).start()
