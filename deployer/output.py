@@ -231,7 +231,7 @@ class LiveReporter(TextReporter):
                 wave = f"{v.waves[h]}/{v.wave_total}" if h in v.waves else ""
                 table.add_row(escape(h), wave, *(_GLYPH.get(v.cells.get((h, s), ""), "")
                                                   for s in v.stages))
-            parts: list = [table]
+            parts: list = [table] if v.hosts else []
             if v.stage:
                 elapsed = time.monotonic() - self.t0
                 parts.append(Text.from_markup(f"[dim]{elapsed:6.1f}s[/dim]  [bold]{escape(v.stage)}[/bold] "

@@ -117,9 +117,10 @@ def names(text: str | Iterable[str] | None, option: str) -> list[str]:
 
 def config(env: str, inventory: str | None = None, overrides: dict | None = None, *,
            root: str | None = None, sets: Iterable[str] = (), hosts: str | None = None,
-           roles: str | None = None, rep: Reporter | None = None) -> Config:
+           roles: str | None = None, rep: Reporter | None = None, migrates: bool = False) -> Config:
     """Load the environment (``--set`` items as the top layer) and narrow it to ``--hosts`` /
-    ``--roles``; with `rep`, say what the narrowing left out."""
+    ``--roles``; with `rep`, say which app hosts are left (and, for a command that `migrates`,
+    that leaving the migrate host out means no migration)."""
     if root is not None and not Path(root).is_dir():
         raise ConfigError(f"--root {root}: no such directory")
     layered = dict(overrides or {})
@@ -130,9 +131,9 @@ def config(env: str, inventory: str | None = None, overrides: dict | None = None
     if rep is not None and narrowed is not cfg:
         rep.event("notice", message=f"{cfg.env}: narrowed to app hosts "
                                     f"{', '.join(h.name for h in narrowed.app_hosts) or '(none)'}")
-        if cfg.migrate_host is not None and narrowed.migrate_host is None:
+        if migrates and cfg.migrate_host is not None and narrowed.migrate_host is None:
             rep.event("notice", message=f"{cfg.env}: the migrate host {cfg.migrate_host.name} is not "
-                                        "selected: this run migrates nothing")
+                                        "selected: this run runs no migration")
     return narrowed
 
 
@@ -163,7 +164,7 @@ def deploy(env: str, ref: str = "main", *, dry_run: bool = False, yes: bool = Fa
     def go(rep: Reporter) -> int:
         from .engine.deploy import DeployRun
 
-        cfg = config(env, rep=rep, **scope)
+        cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, ref)
         if not dry_run:
             confirm(f"deploy {ref} to {cfg.env}: {_hosts_line(cfg)}?", yes)
@@ -180,7 +181,7 @@ def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_
     def go(rep: Reporter) -> int:
         from .engine.rollback import Rollback
 
-        cfg = config(env, rep=rep, **scope)
+        cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, to or "")
         if not dry_run:
             confirm(f"roll {cfg.env} back to {to or 'the previous good release'}: {_hosts_line(cfg)}"

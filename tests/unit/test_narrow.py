@@ -98,3 +98,27 @@ def test_unknown_hosts_and_roles_are_named(prod):
 def test_an_empty_selection_is_an_error(prod):
     with pytest.raises(ConfigError, match=r"^--hosts web2 --roles worker: no host of hosts/prod.yaml "):
         prod.narrow(hosts=["web2"], roles=["worker"])
+
+
+class Notes:
+    def __init__(self):
+        self.messages = []
+
+    def event(self, kind, **f):
+        self.messages.append(f["message"])
+
+
+def test_verbs_config_applies_set_and_narrowing_and_says_what_it_left_out():
+    from deployer import verbs
+
+    notes = Notes()
+    cfg = verbs.config("prod", root=str(ROOT), sets=["parallel=3"], hosts="web2, web3", rep=notes,
+                       migrates=True)
+    assert cfg.parallel == 3 and [h.name for h in cfg.app_hosts] == ["web2", "web3"]
+    assert notes.messages == ["prod: narrowed to app hosts web2, web3",
+                              "prod: the migrate host web1 is not selected: this run runs no migration"]
+    notes = Notes()
+    verbs.config("prod", root=str(ROOT), roles="web", rep=notes)  # a read-only command: no migration
+    assert notes.messages == ["prod: narrowed to app hosts web1, web2, web3, web4"]
+    with pytest.raises(ConfigError, match=r"^--hosts 'web1,,web2': expected names separated by commas"):
+        verbs.config("prod", root=str(ROOT), hosts="web1,,web2")
