@@ -7,6 +7,12 @@ on the db host, HAProxy on the lb host). Everything else enters those namespaces
 `nsenter -t <holder pid>`. `down()` kills every process in our namespaces and deletes them,
 so nothing is left behind; `up()` starts with `down()` to clear what a crash left.
 
+With `s3` (the default; `DEPLOYER_FLEET_S3=0` turns it off), `up()` also starts a real S3
+server, SeaweedFS's `weed server -s3`, in its own network namespace on the fleet's bridge
+(`s3`, 10.77.0.30:8333), with the bucket `deployer-state` and credentials written to
+`<fleet_dir>/s3.env` (boto3's standard environment variables), and writes
+`<fleet_dir>/inventory-s3.yaml`: the fleet's inventory with its state in that bucket.
+
 Fault injection (`fleet.cut(host)`, `kill_sshd`, `fill_disk`, ...) lives in `faults.py`, a
 mixin of `Fleet`; running commands and finding processes on this machine in `procs.py`.
 """
@@ -87,20 +93,49 @@ class Fleet(Faults):
     def holder_pid(self, name: str) -> int:
         return int(self.state["pids"][name])
 
+    @property
+    def s3_dir(self) -> Path:
+        return self.dir / "s3"
+
+    @property
+    def s3_env_path(self) -> Path:
+        return self.dir / "s3.env"
+
+    @property
+    def s3_inventory_path(self) -> Path:
+        return self.dir / "inventory-s3.yaml"
+
+    def s3_env(self) -> dict[str, str]:
+        """The S3 server's credentials (AWS_ACCESS_KEY_ID, ...), for a CLI's environment."""
+        if not self.state.get("s3"):
+            raise FleetError("fleet: no S3 server (bring the fleet up with s3, the default)")
+        return S.parse_env_file(self.s3_env_path.read_text())
+
+    @property
+    def s3_endpoint(self) -> str:
+        return S.S3_ENDPOINT
+
     # -- lifecycle ---------------------------------------------------------------------------
-    def up(self, web: int = 3, *, keep_data: bool = False, log=print) -> dict:
-        """Bring up a fleet of `web` web hosts, db1 and lb1. Clears whatever a crash left first;
-        the hosts start empty unless keep_data (then /srv, the database and the ledger survive)."""
+    def up(self, web: int = 3, *, keep_data: bool = False, s3: bool | None = None, log=print) -> dict:
+        """Bring up a fleet of `web` web hosts, db1 and lb1 (and the S3 server unless `s3` is
+        False or DEPLOYER_FLEET_S3=0). Clears whatever a crash left first; the hosts (and the
+        bucket) start empty unless keep_data (then /srv, the database and the ledger survive)."""
         require_root()
         spec = S.FleetSpec.of(web)
+        if s3 is None:
+            s3 = os.environ.get("DEPLOYER_FLEET_S3", "1").strip().lower() not in ("0", "no", "false", "off")
         t0 = time.monotonic()
         self.down(quiet=True)
-        if not keep_data and (self.dir / "hosts").exists():
-            shutil.rmtree(self.dir / "hosts")
+        if not keep_data:
+            for sub in ("hosts", "s3"):
+                if (self.dir / sub).exists():
+                    shutil.rmtree(self.dir / sub)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self._client_key()
         self._network(spec)
+        s3_box: dict = {}
+        s3_thread = self._start_s3(s3_box) if s3 else None  # starts while the hosts do
         db_password = self._db_password()
         from .demo_repo import build_demo_repo
 
@@ -110,19 +145,33 @@ class Fleet(Faults):
             self._prepare_host(host, spec, db_password)
         for host in spec.hosts:
             pids[host.name] = self._start_host(host)
-        self.state_file.write_text(json.dumps({"web": web, "pids": pids, "tags": tags}, indent=2))
+        record = {"web": web, "pids": pids, "tags": tags}
+        self.state_file.write_text(json.dumps(record, indent=2))
         self._wait_ready(spec)
         self._write_known_hosts(spec)
         self.inventory_path.write_text(S.inventory(spec, self.dir, self.repo))
+        self.s3_inventory_path.unlink(missing_ok=True)
+        if s3_thread is not None:
+            s3_thread.join()
+            if "error" in s3_box:
+                raise s3_box["error"]
+            server = s3_box["server"]
+            record["s3"] = {"pid": server.pid, "endpoint": server.endpoint_url, "bucket": S.S3_BUCKET}
+            self.state_file.write_text(json.dumps(record, indent=2))
+            self.s3_inventory_path.write_text(S.inventory(spec, self.dir, self.repo) + S.state_section())
         took = time.monotonic() - t0
-        log(f"fleet: {len(spec.hosts)} hosts up ({web} web, db1, lb1) in {took:.1f}s; "
-            f"inventory {self.inventory_path}")
-        return {"hosts": len(spec.hosts), "seconds": took}
+        log(f"fleet: {len(spec.hosts)} hosts up ({web} web, db1, lb1"
+            + (f", S3 at {S.S3_ENDPOINT}" if s3 else "") + f") in {took:.1f}s; inventory {self.inventory_path}"
+            + (f" (S3 state: {self.s3_inventory_path}, credentials {self.s3_env_path})" if s3 else ""))
+        return {"hosts": len(spec.hosts), "seconds": took, "s3": bool(s3)}
 
     def down(self, *, quiet: bool = False) -> list[str]:
         """Kill every process in our namespaces, delete them and the bridge. Idempotent."""
         require_root()
         removed: list[str] = []
+        from . import s3 as weed
+
+        weed.stop_stale(self.s3_dir, timeout=1)  # the S3 server (then its pidfile and sockets)
         names = [n for n in _netns_list() if n.startswith(S.NETNS_PREFIX)]
         for ns in names:
             pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
@@ -159,6 +208,12 @@ class Fleet(Faults):
             rows.append({"name": host.name, "address": host.address, "roles": list(host.roles),
                          "holder": pid, "alive": alive,
                          "ssh": alive and _port_open(host.address, 22, 0.5)})
+        if st.get("s3"):  # not an SSH host: "ssh" says whether its S3 port answers
+            pid = st["s3"].get("pid")
+            alive = pid is not None and _alive(int(pid))
+            rows.append({"name": "s3", "address": S.S3_ADDRESS, "roles": ["s3"], "holder": pid,
+                         "alive": alive, "ssh": alive and _port_open(S.S3_ADDRESS, S.S3_PORT, 0.5),
+                         "service": st["s3"].get("endpoint", S.S3_ENDPOINT)})
         return rows
 
     # -- building blocks ----------------------------------------------------------------------
@@ -196,6 +251,41 @@ class Fleet(Faults):
                 f"route add default via {S.GATEWAY}",
             ]
             _run(["ip", "-n", h.netns, "-batch", "-"], input="\n".join(inside) + "\n")
+
+    def _start_s3(self, box: dict):
+        """Start the S3 server in its own namespace, in a thread (joined by `up`): its
+        namespace and veth on the bridge, the credentials (kept across `up`s in s3.env, 0600)."""
+        import threading
+
+        from . import s3 as weed
+
+        h = S.S3_HOST
+        _run(["ip", "-batch", "-"], input=f"netns add {h.netns}\nlink add {h.veth} type veth peer name "
+                                          f"eth0 netns {h.netns}\nlink set {h.veth} master {S.BRIDGE} up\n")
+        _run(["ip", "-n", h.netns, "-batch", "-"],
+             input=f"addr add {h.address}/{S.SUBNET.prefixlen} dev eth0\nlink set eth0 up\n"
+                   f"link set lo up\nroute add default via {S.GATEWAY}\n")
+        try:
+            env = S.parse_env_file(self.s3_env_path.read_text())
+            access, secret = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        except (OSError, KeyError):
+            access, secret = "DEPLOYER" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30)
+            self.s3_env_path.unlink(missing_ok=True)
+            fd = os.open(self.s3_env_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(S.s3_env_file(access, secret, weed.REGION))
+
+        def go() -> None:
+            try:
+                box["server"] = weed.start(self.s3_dir, S.S3_ADDRESS, S.S3_PORT, netns=h.netns,
+                                           buckets=(S.S3_BUCKET,), access_key=access, secret_key=secret,
+                                           timeout=120)
+            except BaseException as exc:  # noqa: BLE001 - raised by up() after the join
+                box["error"] = exc
+
+        t = threading.Thread(target=go, name="fleet-s3", daemon=True)
+        t.start()
+        return t
 
     def _prepare_host(self, host: S.FleetHost, spec: S.FleetSpec, db_password: str) -> None:
         d = self.hostdir(host.name)

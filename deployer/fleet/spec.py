@@ -13,6 +13,9 @@ NETNS_PREFIX = "dpl-"
 VETH_PREFIX = "dv-"
 LB_ADDRESS = "10.77.0.10"
 DB_ADDRESS = "10.77.0.20"
+S3_ADDRESS = "10.77.0.30"  # SeaweedFS's S3 gateway, in its own network namespace
+S3_PORT = 8333
+S3_BUCKET = "deployer-state"
 WEB_BASE = 100
 MAX_WEB = 150
 APP_PORT = 8000
@@ -60,6 +63,38 @@ class FleetSpec:
     @property
     def web_hosts(self) -> list[FleetHost]:
         return [h for h in self.hosts if "web" in h.roles]
+
+
+#: the S3 server's namespace (not an SSH host: it is not in FleetSpec.hosts)
+S3_HOST = FleetHost("s3", S3_ADDRESS, ("s3",))
+S3_ENDPOINT = f"http://{S3_ADDRESS}:{S3_PORT}"
+
+
+def s3_env_file(access_key: str, secret_key: str, region: str) -> str:
+    """`.fleet/s3.env`: the S3 server's credentials for boto3's standard chain (KEY=value lines,
+    for `set -a; . .fleet/s3.env` or a CI's environment)."""
+    return (f"AWS_ACCESS_KEY_ID={access_key}\nAWS_SECRET_ACCESS_KEY={secret_key}\n"
+            f"AWS_DEFAULT_REGION={region}\n")
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def state_section(prefix: str = "fleet", lease: float | None = None, bucket: str = S3_BUCKET,
+                  endpoint: str = S3_ENDPOINT) -> str:
+    """An inventory's `state:` section keeping the lock and the ledger in the fleet's S3."""
+    lines = ["state:", "  backend: s3", f"  bucket: {bucket}", f"  prefix: {prefix}",
+             f"  endpoint_url: {endpoint}", "  region: us-east-1"]
+    if lease is not None:
+        lines.append(f"  lease: {lease:g}")
+    return "\n".join(lines) + "\n"
 
 
 def sshd_config(hostdir: Path, authorized_keys: Path) -> str:
