@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from . import verbs
 from .fleet.harness import Fleet
 
 
@@ -19,7 +18,8 @@ def _through_lb(fleet: Fleet, n: int = 9) -> dict[str, str]:
     return seen
 
 
-def run_demo(keep: bool = False) -> int:
+def run_demo(verbs, keep: bool = False) -> int:
+    """`verbs`: the module of the verbs (passed in: the verbs module runs the demo)."""
     fleet = Fleet()
     fleet.up(3)
     inv = None  # hosts/local.yaml: the committed inventory of this 3-web-host fleet

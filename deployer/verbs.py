@@ -307,12 +307,6 @@ def fleet_status(*, verbose: bool = False) -> int:
     return guarded(go, verbose=verbose)
 
 
-def demo(keep: bool = False, *, verbose: bool = False) -> int:
-    from .demo import run_demo
-
-    return guarded(lambda rep: run_demo(keep=keep), verbose=verbose)
-
-
 def maintenance_mode(env: str, on: bool, *, message: str = "Down for maintenance", retry: int = 60,
                      ttl: float | None = None, output: str = "text", verbose: bool = False,
                      **scope) -> int:
@@ -347,3 +341,11 @@ def cron(env: str, action: str, *, verbose: bool = False, **scope) -> int:
         return (M.cron_install if action == "install" else M.cron_remove)(cfg, rep)
 
     return guarded(go, verbose=verbose)
+
+
+def demo(keep: bool = False, *, verbose: bool = False) -> int:
+    import sys
+
+    from .demo import run_demo
+
+    return guarded(lambda rep: run_demo(sys.modules[__name__], keep=keep), verbose=verbose)

@@ -94,7 +94,8 @@ FENCE_REFUSED = 98  # exit status of the restore when writes were seen since the
 _FENCE_SQL = """
 CREATE TABLE IF NOT EXISTS public.deployer_fence (
   at timestamptz NOT NULL DEFAULT now(), tbl text, op text, app text, client inet);
-CREATE OR REPLACE FUNCTION public.deployer_fence_note() RETURNS trigger LANGUAGE plpgsql AS $f$
+CREATE OR REPLACE FUNCTION public.deployer_fence_note() RETURNS trigger LANGUAGE plpgsql
+  SECURITY DEFINER SET search_path = public AS $f$
 BEGIN
   INSERT INTO public.deployer_fence (tbl, op, app, client)
   VALUES (TG_TABLE_NAME, TG_OP, current_setting('application_name', true), inet_client_addr());

@@ -120,7 +120,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
 
 
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: dict | None,
-                         safety_path: str | None, now: float) -> Plan:
+                         safety_path: str | None, now: float, closed: bool = False) -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
     maintenance (a safety dump first)."""
     stages: list[Stage] = []
@@ -134,7 +134,8 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
                      command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup["path"]).script),
                      timeout=cfg.ssh.command_timeout, records=((0, "backup:" + safety_path),))
         stages.append(Stage("database", f"restore {backup['path']}", (Lane(cfg.db_host.name, (act,)),)))
-    lanes = tuple(ops.switch_lane(cfg, h, target, maintenance=backup is not None) for h in hosts)
+    # in maintenance mode (ours, or already on) the load balancer's checks fail by design
+    lanes = tuple(ops.switch_lane(cfg, h, target, maintenance=closed or backup is not None) for h in hosts)
     stages.append(Stage("switch", f"to {target}", lanes, limit=_limit(cfg)))
     stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
     if backup is not None:

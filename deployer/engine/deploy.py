@@ -114,6 +114,8 @@ class DeployRun:
             if s.acquire_lock(self.lock_wait):
                 # Another run held the lock: what it did is the truth now, not what we read.
                 facts = read_facts(s, cfg, self.ref, self.rep)
+            # the id is taken under the lock: release ids sort by the time they went out
+            release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
             try:
                 history = s.history()
                 maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)

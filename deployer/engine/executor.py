@@ -8,6 +8,7 @@ builds a command: everything it runs comes from the plan.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -52,6 +53,8 @@ class Executor:
         self._keepalive_stop = threading.Event()
         self.first_failure_at: float | None = None
         self.stage: Stage | None = None
+        self.interrupted = threading.Event()
+        self.interruptible = True
 
     # -- the journal ----------------------------------------------------------------------
     def write(self, rec: REC.Record) -> dict:
@@ -63,20 +66,53 @@ class Executor:
             self.st.apply(effect, host)
 
     # -- plans ----------------------------------------------------------------------------
-    def run(self, plan: Plan, *, on_stage=None) -> str:
-        """Run every stage; 'done', or 'paused' after a stage that pauses the rollout."""
+    def run(self, plan: Plan, *, on_stage=None, interruptible: bool = True) -> str:
+        """Run every stage; 'done', or 'paused' after a stage that pauses the rollout.
+
+        Ctrl-C and SIGTERM never strike at a random point: they are noted, the running hosts'
+        remote commands are stopped and their lanes waited for, then KeyboardInterrupt is raised
+        between two well-defined points. `interruptible=False` (a rollback): they are ignored.
+        """
         keep = self._start_keepalive(plan)
+        self.interruptible = interruptible
+        if not interruptible:
+            self.interrupted.clear()  # what interrupted the run is being handled: this is the rollback
+        saved = self._catch_signals(interruptible)
         try:
             for stage in plan.stages:
                 self.stage = stage
+                self._check_interrupt()
                 if on_stage:
                     on_stage(stage)
                 self.run_stage(stage, plan)
                 if stage.pause_after:
                     return "paused"
+            self._check_interrupt()
             return "done"
         finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
             keep()
+
+    def _catch_signals(self, interruptible: bool) -> dict:
+        saved: dict = {}
+        if threading.current_thread() is not threading.main_thread():
+            return saved
+
+        def note(signum, frame) -> None:
+            if interruptible:
+                self.interrupted.set()
+            self.rep.event("notice", message=f"signal {signal.Signals(signum).name} received: "
+                           + ("stopping; the rollback follows" if interruptible
+                              else "finishing the rollback first"))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, note)
+        return saved
+
+    def _check_interrupt(self) -> None:
+        if self.interruptible and self.interrupted.is_set():
+            raise KeyboardInterrupt
 
     def run_stage(self, stage: Stage, plan: Plan) -> None:
         label = f"{stage.name}" + (f" (wave {stage.wave})" if stage.wave else "")
@@ -142,17 +178,16 @@ class Executor:
             for _ in range(width):
                 submit()
             while running:
-                try:
-                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:
+                done, _ = wait(list(running), timeout=0.1, return_when=FIRST_COMPLETED)
+                if self.interruptible and self.interrupted.is_set() and not stop.is_set():
                     # Ctrl-C or SIGTERM: no new host, and the remote commands still running
-                    # (a migration, say) are stopped, not just their channels closed.
+                    # (a migration, say) are stopped, not just their channels closed; the lanes
+                    # end (failing) before the rollback starts.
                     stop.set()
                     stopped = self.s.transport.cancel()
                     if stopped:
                         self.rep.event("notice", message=f"interrupted: stopped the commands running on "
                                                          f"{', '.join(sorted(set(stopped)))}")
-                    raise
                 for fut in done:
                     lane = running.pop(fut)
                     exc = fut.exception()
@@ -163,6 +198,7 @@ class Executor:
                         if stage.stop_on_failure:
                             stop.set()  # no new host gets the release after a failed one
                     submit()
+        self._check_interrupt()
         return failures
 
     def run_lane(self, stage: Stage, lane: Lane) -> None:

@@ -15,7 +15,7 @@ from ..session import Session, who
 from . import records as REC
 from .back_plan import manual_rollback_plan
 from .deploy import read_facts, succeed
-from .deploy_plan import DeployInputs, deploy_plan
+from .deploy_plan import DeployInputs, deploy_plan, offsite
 from .runs import Run
 from .state import RunState
 
@@ -91,16 +91,29 @@ class Rollback:
                 raise Refused(f"rollback to {target} --restore-db: no backup of that release's "
                               "database is recorded in the ledger")
             db = B.Database.of(cfg.database)
+            remote = offsite(cfg)
+            if remote and not self.dry_run:
+                # the host's copy may be gone: fetched back from the bucket, sha256 checked first
+                try:
+                    s.state.ensure_backup(cfg.db_host.name, backup["path"], backup["sha256"])
+                except Exception as exc:  # noqa: BLE001 - any failure to fetch refuses the restore
+                    raise Refused(f"rollback --restore-db: backup {backup['path']} is not on "
+                                  f"{cfg.db_host.name} and could not be fetched from {s.state.where()}: "
+                                  f"{getattr(exc, 'message', None) or exc}") from exc
             try:
                 s.run(cfg.db_host, B.verify(db, backup["path"], backup["sha256"]), timeout=300)
             except CommandFailed as exc:
-                raise Refused(f"rollback --restore-db: backup {backup['path']} on {cfg.db_host.name} "
-                              "is missing or corrupt (sha256 mismatch)") from exc
+                if not (remote and self.dry_run):
+                    raise Refused(f"rollback --restore-db: backup {backup['path']} on {cfg.db_host.name} "
+                                  "is missing or corrupt (sha256 mismatch)") from exc
+                self.rep.event("notice", message=f"backup {backup['path']} is not on {cfg.db_host.name}: "
+                                                 f"it would be fetched from {s.state.where()}")
         safety = None
         if backup is not None:
             db = B.Database.of(cfg.database)
             safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
-        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety, now=time.time())
+        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety, now=time.time(),
+                                    closed=any(st.maintenance for st in facts.hosts.values()))
         if self.dry_run:
             for stage, host, command in plan.rows():
                 self.rep.event("plan", stage=stage, host=host, command=command)

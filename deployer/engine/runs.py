@@ -106,7 +106,7 @@ class Run:
     def _run_shielded(self, plan) -> None:
         while True:
             try:
-                self.ex.run(plan)
+                self.ex.run(plan, interruptible=False)
                 return
             except KeyboardInterrupt:  # raised before the shield was up
                 plan = rollback_plan(self.s.cfg, self.st)  # what is left, from the state so far
