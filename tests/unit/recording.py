@@ -46,6 +46,9 @@ class RecordingTransport:
     def close(self) -> None:
         pass
 
+    def cancel(self) -> list[str]:
+        return []
+
     def run(self, ep, cmd, *, timeout=None, stdin=None, check=True):
         if ep.name in self.down:
             raise ConnectError(f"{ep.name} ({ep.address}): connection lost: test cut it off")
