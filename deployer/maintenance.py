@@ -113,6 +113,15 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
                 size = run.st.backup["size"] if run.st.backup else 0
                 done.append(f"backup {posixpath.basename(path)} ({size} bytes), retention kept "
                             f"{len(kept)}, removed {len(removed)}")
+                try:
+                    offsite = _bucket_retention(cfg, s, now or dt.datetime.now(dt.UTC),
+                                                protected | {posixpath.basename(path)})
+                except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
+                    msg = f"bucket retention failed: {getattr(exc, 'message', None) or exc}"
+                    run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
+                    raise DeployerError(msg) from exc
+                if offsite:
+                    done.append(offsite)
             done.append(f"{len(cfg.playbook.steps('maintenance_tasks'))} maintenance task(s)")
             if release:
                 done.append("gate passed")
@@ -129,6 +138,23 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
     if promote and has_paused:
         return Resume(cfg, rep, "promote").run()
     return 0
+
+
+def _bucket_retention(cfg: Config, s, now: dt.datetime, protected: set[str]) -> str | None:
+    """The same retention policy applied to the backups kept in the state bucket (S3 state):
+    what the planner keeps from the bucket's names, protected backups (those a live snapshot,
+    the current release or the newest deploy would restore) always kept. None without S3."""
+    from .engine.deploy_plan import offsite
+
+    if not offsite(cfg):
+        return None
+    names = [b.name for b in s.state.list_backups()]
+    kept, removed, unknown = RT.plan(names, now, cfg.retention, protected)
+    deleted = s.state.apply_retention(set(kept) | set(unknown) | protected) if removed else []
+    s.reporter.event("notice", message=f"{cfg.env}: bucket {s.state.where()}: retention kept "
+                                       f"{len(kept)}, removed {len(deleted)}"
+                                       + (f" ({', '.join(n.rsplit('/', 1)[-1] for n in deleted)})" if deleted else ""))
+    return f"bucket retention kept {len(kept)}, removed {len(deleted)}"
 
 
 def backup_names(cfg: Config, s) -> list[str]:
