@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from croniter import CroniterBadDateError, CroniterError, croniter
-
 from deployer.shell import quote
 
 HEADER = ("PATH=/usr/local/bin:/usr/bin:/bin", "SHELL=/bin/sh")
@@ -58,6 +56,8 @@ def validate_expression(expr: object) -> str:
     """
     if not isinstance(expr, str):
         raise TypeError(f"expected a cron expression string, got {expr!r}")
+    from croniter import CroniterBadDateError, CroniterError, croniter  # (only when schedules are used)
+
     text = " ".join(expr.split())
     bad = ValueError(f"invalid cron expression {expr!r}")
     if text.startswith("@"):

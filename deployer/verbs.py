@@ -94,9 +94,12 @@ def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool =
 
 
 def with_notifiers(rep: Reporter, cfg: Config, ref: str = "") -> None:
-    from .notify import notifiers_from_config
-
     rep.context.update(env=cfg.env, ref=ref)
+    if not cfg.notify:
+        rep.notifiers = []
+        return
+    from .notify import notifiers_from_config  # (smtplib, ssl, http: only when configured)
+
     rep.notifiers = notifiers_from_config(cfg.notify, os.environ)
 
 

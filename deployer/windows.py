@@ -32,8 +32,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
 from deployer.cron import validate_expression
 
 _DURATION_RE = re.compile(
@@ -124,6 +122,8 @@ class Window:
         now = _aware(now).astimezone(UTC)
         slack = self._slack(now)
         wall_now = now.astimezone(self.tz).replace(tzinfo=None)
+        from croniter import CroniterBadDateError, croniter  # (only when windows are used)
+
         it = croniter(self.cron, wall_now + slack)
         best: datetime | None = None
         best_wall: datetime | None = None
@@ -144,6 +144,8 @@ class Window:
         now = _aware(now).astimezone(UTC)
         slack = self._slack(now)
         wall_now = now.astimezone(self.tz).replace(tzinfo=None)
+        from croniter import CroniterBadDateError, croniter
+
         it = croniter(self.cron, wall_now - slack)
         best: datetime | None = None
         best_wall: datetime | None = None
