@@ -1,0 +1,135 @@
+"""Scale: one orchestrator process deploying to a large fleet, with its state in S3.
+
+    sudo flock /work/fleet.lock .venv/bin/python benchmarks/scale.py --probe 30   # memory first
+    sudo flock /work/fleet.lock .venv/bin/python benchmarks/scale.py --web 100
+
+`--probe N` brings up N web hosts, reads `free -m` before and after, and prints the memory per
+web host and the largest fleet that fits in what is available (keeping a margin), capped by the
+harness's maximum. `--web N` (or the largest that fits, from a probe, when not given) brings up
+that fleet with its S3 server, then deploys v1 (cold: every host clones the repository) and v2
+(warm) with the real CLI, one process each, its state (lock, ledger, backup copy) in the
+fleet's SeaweedFS through boto3, and prints for each: wall seconds, the orchestrator's CPU
+seconds (user + sys, all its threads) and its peak RSS (from wait4), and the time `releases`
+takes to read the ledger back from the bucket. The fleet is brought down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deployer.fleet import spec as S  # noqa: E402
+from deployer.fleet.harness import Fleet  # noqa: E402
+
+MARGIN_MIB = 4096  # left free for the orchestrator, the page cache and the other engineers
+
+
+def free_mib() -> dict[str, int]:
+    out = subprocess.run(["free", "-m"], capture_output=True, text=True, check=True).stdout.splitlines()
+    head, mem = out[0].split(), out[1].split()[1:]
+    return dict(zip(head, map(int, mem), strict=False))
+
+
+def probe(n: int) -> int:
+    fleet = Fleet()
+    fleet.down(quiet=True)
+    time.sleep(1)
+    before = free_mib()
+    t0 = time.monotonic()
+    fleet.up(n, log=lambda *_: None)
+    up_s = time.monotonic() - t0
+    time.sleep(3)  # let the hosts' services settle
+    after = free_mib()
+    fleet.down(quiet=True)
+    used = before["available"] - after["available"]
+    per_host = used / (n + 2)  # web hosts, plus db1, lb1 and the S3 server counted as two
+    fits = int((after["available"] + used - MARGIN_MIB) / max(per_host, 1)) - 2
+    best = max(1, min(S.MAX_WEB, fits))
+    print(f"probe: {n} web hosts up in {up_s:.1f}s; available {before['available']} MiB -> "
+          f"{after['available']} MiB: {used} MiB, {per_host:.1f} MiB per host; "
+          f"with {MARGIN_MIB} MiB kept free, {fits} web hosts would fit (harness max {S.MAX_WEB}) -> {best}",
+          flush=True)
+    return best
+
+
+def measured(argv: list[str], env: dict) -> tuple[int, float, float, float, str]:
+    """Run one CLI process; (exit code, wall s, cpu s, peak RSS MiB, stderr tail)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    err = proc.stderr.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    return proc.returncode, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, err[-2000:]
+
+
+def run(web: int, parallel: int) -> None:
+    fleet = Fleet()
+    try:
+        t0 = time.monotonic()
+        fleet.up(web, log=lambda *_: None)
+        up_s = time.monotonic() - t0
+        mem = free_mib()
+        prefix = f"bench/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        inv = fleet.dir / "inventory-bench.yaml"
+        inv.write_text(fleet.inventory_path.read_text().replace("parallel: 10", f"parallel: {parallel}")
+                       + S.state_section(prefix=prefix))
+        env = {**os.environ, **fleet.s3_env(), "AWS_EC2_METADATA_DISABLED": "true",
+               "DEPLOYER_STATE_DIR": str(fleet.dir / "bench-journal")}
+        cli = [sys.executable, "-m", "deployer.cli"]
+        print(f"fleet: {web} web hosts + db1 + lb1 + S3 up in {up_s:.1f}s; machine: {os.cpu_count()} cores, "
+              f"{mem['total']} MiB, {mem['available']} MiB available with the fleet up; "
+              f"state s3://{S.S3_BUCKET}/{prefix}/ at {fleet.s3_endpoint}; parallel {parallel}", flush=True)
+        print(f"{'phase':<22} {'web hosts':>9} {'exit':>4} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12}", flush=True)
+        for ref, what in (("v1", "deploy v1 (cold)"), ("v2", "deploy v2 (warm)")):
+            code, wall, cpu, rss, err = measured(cli + ["deploy", "--env", "local", "--ref", ref, "--yes",
+                                                        "--inventory", str(inv)], env)
+            print(f"{what:<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f}", flush=True)
+            if code != 0:
+                print(err, file=sys.stderr)
+                raise SystemExit(f"{what}: exit {code}")
+        code, wall, cpu, rss, err = measured(cli + ["releases", "--env", "local", "--output", "json",
+                                                    "--inventory", str(inv)], env)
+        print(f"{'releases (from S3)':<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f}", flush=True)
+        import boto3
+
+        creds = fleet.s3_env()
+        s3 = boto3.client("s3", endpoint_url=fleet.s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+        objs = s3.list_objects_v2(Bucket=S.S3_BUCKET, Prefix=f"{prefix}/local/").get("Contents", [])
+        kinds: dict[str, int] = {}
+        for o in objs:
+            kind = o["Key"][len(prefix) + 7:].split("/", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        print(f"bucket: {json.dumps(kinds)} objects under {prefix}/local/", flush=True)
+    finally:
+        fleet.down(quiet=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--probe", type=int, default=0, help="measure memory with N web hosts first")
+    ap.add_argument("--web", type=int, default=0, help="web hosts to deploy to (default: what a probe says fits)")
+    ap.add_argument("--parallel", type=int, default=30)
+    args = ap.parse_args()
+    web = args.web
+    if args.probe:
+        fits = probe(args.probe)
+        if not web:
+            print("(run again with --web N to measure the deploys)")
+            return
+        web = min(web, fits)
+    run(web or 100, args.parallel)
+
+
+if __name__ == "__main__":
+    main()
