@@ -93,18 +93,37 @@ FENCE_REFUSED = 98  # exit status of the restore when writes were seen since the
 
 _FENCE_SQL = """
 CREATE TABLE IF NOT EXISTS public.deployer_fence (
-  at timestamptz NOT NULL DEFAULT now(), tbl text, op text, app text, client inet);
+  at timestamptz NOT NULL DEFAULT now(), tbl text, op text, n bigint, app text, client inet);
 CREATE OR REPLACE FUNCTION public.deployer_fence_note() RETURNS trigger LANGUAGE plpgsql
   SECURITY DEFINER SET search_path = public AS $f$
+DECLARE n bigint;
 BEGIN
-  INSERT INTO public.deployer_fence (tbl, op, app, client)
-  VALUES (TG_TABLE_NAME, TG_OP, current_setting('application_name', true), inet_client_addr());
+  IF coalesce(current_setting('application_name', true), '') = 'deployer-migrate' THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'TRUNCATE' THEN n := -1;
+  ELSIF TG_OP = 'DELETE' THEN SELECT count(*) INTO n FROM fence_old;
+  ELSE SELECT count(*) INTO n FROM fence_new;
+  END IF;
+  IF n <> 0 THEN  -- a statement that changed no row (an idle queue poll) wrote nothing
+    INSERT INTO public.deployer_fence (tbl, op, n, app, client)
+    VALUES (TG_TABLE_NAME, TG_OP, n, current_setting('application_name', true), inet_client_addr());
+  END IF;
   RETURN NULL;
 END $f$;
 DO $d$ DECLARE t record; BEGIN
   FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'deployer_fence' LOOP
-    EXECUTE format('DROP TRIGGER IF EXISTS deployer_fence ON public.%I', t.tablename);
-    EXECUTE format('CREATE TRIGGER deployer_fence AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.%I '
+    EXECUTE format('DROP TRIGGER IF EXISTS deployer_fence_i ON public.%1$I; '
+                   'DROP TRIGGER IF EXISTS deployer_fence_u ON public.%1$I; '
+                   'DROP TRIGGER IF EXISTS deployer_fence_d ON public.%1$I; '
+                   'DROP TRIGGER IF EXISTS deployer_fence_t ON public.%1$I; '
+                   'CREATE TRIGGER deployer_fence_i AFTER INSERT ON public.%1$I REFERENCING NEW TABLE AS fence_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION public.deployer_fence_note(); '
+                   'CREATE TRIGGER deployer_fence_u AFTER UPDATE ON public.%1$I REFERENCING NEW TABLE AS fence_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION public.deployer_fence_note(); '
+                   'CREATE TRIGGER deployer_fence_d AFTER DELETE ON public.%1$I REFERENCING OLD TABLE AS fence_old '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION public.deployer_fence_note(); '
+                   'CREATE TRIGGER deployer_fence_t AFTER TRUNCATE ON public.%1$I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION public.deployer_fence_note()', t.tablename);
   END LOOP;
 END $d$;
@@ -113,7 +132,10 @@ END $d$;
 _UNFENCE_SQL = """
 DO $d$ DECLARE t record; BEGIN
   FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
-    EXECUTE format('DROP TRIGGER IF EXISTS deployer_fence ON public.%I', t.tablename);
+    EXECUTE format('DROP TRIGGER IF EXISTS deployer_fence_i ON public.%1$I; '
+                   'DROP TRIGGER IF EXISTS deployer_fence_u ON public.%1$I; '
+                   'DROP TRIGGER IF EXISTS deployer_fence_d ON public.%1$I; '
+                   'DROP TRIGGER IF EXISTS deployer_fence_t ON public.%1$I', t.tablename);
   END LOOP;
 END $d$;
 DROP FUNCTION IF EXISTS public.deployer_fence_note() CASCADE;
@@ -122,8 +144,8 @@ DROP TABLE IF EXISTS public.deployer_fence;
 
 
 def _psql(db: Database, sql: str) -> str:
-    return (f"{db.tool('psql')} -X -q -v ON_ERROR_STOP=1 {db.conn_args()} -d {q(db.name)} "
-            f"-c {q(sql)} >/dev/null")
+    return (f"PGOPTIONS='-c client_min_messages=warning' {db.tool('psql')} -X -q -v ON_ERROR_STOP=1 "
+            f"{db.conn_args()} -d {q(db.name)} -c {q(sql)} >/dev/null")
 
 
 def fence(db: Database) -> Command:
@@ -140,7 +162,8 @@ def unfence(db: Database) -> Command:
 def writes_since_backup(db: Database) -> Command:
     """Fails with FENCE_REFUSED, listing them, when someone else than the migration wrote since
     the backup (restoring it would lose those writes); succeeds when nothing did."""
-    sql = (f"SELECT tbl || ' ' || op || ' by ' || coalesce(nullif(app, ''), '?') || "
+    sql = (f"SELECT tbl || ' ' || op || ' (' || CASE WHEN n < 0 THEN 'all' ELSE n::text END || ' row(s)) by ' "
+           f"|| coalesce(nullif(app, ''), '?') || "
            f"coalesce(' from ' || host(client), '') || ' at ' || at FROM public.deployer_fence "
            f"WHERE coalesce(app, '') <> '{FENCE_APP}' ORDER BY at LIMIT 20")
     inner = (f"out=$({db.tool('psql')} -X -A -t {db.conn_args()} -d {q(db.name)} -c {q(sql)} 2>&1) || "
