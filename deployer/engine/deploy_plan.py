@@ -99,9 +99,10 @@ def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
         return Stage("backup", "no database")
     db = B.Database.of(cfg.database)
     path = B.backup_path(db, cfg.env, release)
-    cmds = [B.dump(db, path)] + ([B.fence(db)] if fence else [])
+    # a fence a crashed run left behind goes first: the dump must not carry it, nor its notes
+    cmds = [B.unfence(db), B.dump(db, path)] + ([B.fence(db)] if fence else [])
     act = Action(host=cfg.db_host.name, command=batch(*cmds), timeout=cfg.ssh.command_timeout,
-                 records=((0, "backup:" + path),), what="backup")
+                 records=((1, "backup:" + path),), what="backup")
     acts = (act,)
     if offsite(cfg):  # then a copy off the host, checked against the recorded sha256
         acts += (Action(host=cfg.db_host.name, local=("upload_backup", path), what="backup off-site"),)
