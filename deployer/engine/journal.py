@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .records import Record, now_iso
+from ..ledger import now_iso
+from .records import Record
 
 
 def state_dir() -> Path:

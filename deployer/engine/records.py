@@ -8,16 +8,12 @@ as `Unknown`, never guessed at.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-SCHEMA_VERSION = 1
+from ..ledger import SCHEMA_VERSION
+
 _KINDS: dict[str, type[Record]] = {}
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
