@@ -29,10 +29,9 @@ def baseline(fleet, cli, env) -> str:
     rels = set(s.values())
     if len(rels) == 1 and (next(iter(rels)) or "").endswith(_tag(fleet, "v2")) and schema == "2":
         return next(iter(rels))
-    if schema not in ("2", ""):
-        cli("rollback", "--env", "local", "--to", "v2", "--restore-db", *inv, env=env.env(), check=0)
-    else:
-        cli("deploy", "--env", "local", "--ref", "v2", *inv, env=env.env(), check=0)
+    if schema == "3":  # v3's own down migration, by hand
+        psql(fleet, "ALTER TABLE items RENAME COLUMN kind TO category; DELETE FROM schema_migrations WHERE version = 3")
+    cli("deploy", "--env", "local", "--ref", "v2", *inv, env=env.env(), check=0)
     s = serving(fleet)
     assert len(set(s.values())) == 1, s
     return next(iter(s.values()))
