@@ -6,16 +6,11 @@ ledger host. `History.fold` turns them into releases, outcomes and in-flight run
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 
 from .commands import ledger as L
-
-SCHEMA_VERSION = 1
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from .engine import records as REC
+from .engine.records import SCHEMA_VERSION, now_iso  # noqa: F401 - one definition, the records'
 
 
 @dataclass
@@ -49,8 +44,6 @@ class History:
     @classmethod
     def fold(cls, events: list[dict]) -> History:
         """Releases, outcomes and unfinished runs, from the typed records of the ledger."""
-        from .engine import records as REC
-
         h = cls(events=events)
         for d in events:
             e = REC.parse(d)

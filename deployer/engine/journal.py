@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..ledger import now_iso
-from .records import Record
+from .records import Record, now_iso
 
 
 def state_dir() -> Path:

@@ -8,10 +8,16 @@ as `Unknown`, never guessed at.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..ledger import SCHEMA_VERSION
+SCHEMA_VERSION = 1
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 _KINDS: dict[str, type[Record]] = {}
 
