@@ -148,6 +148,7 @@ class Recover:
                      + (", database migrated" if st.migrated else "")
                      + (", maintenance on" if st.maintenance_on else ""))
             try:
+                run.settle_schema()
                 run.ex.run(rollback_plan(cfg, st))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))

@@ -58,6 +58,7 @@ class Run:
         self.rep.event("rollback", message=f"deploy failed: {cause.message}\nrolling back to the snapshot")
         self.write(REC.RollbackStarted(auto=True, to=st.snapshot, cause=cause.message[:500], who=who()))
         t0 = time.monotonic()
+        self.settle_schema()
         plan = rollback_plan(cfg, st)
         switched = len(st.switched)
         try:
@@ -83,6 +84,29 @@ class Run:
         if outcome:
             return 0
         raise DeployFailed(f"deploy of {st.release} ({st.ref}) failed and was rolled back: {cause.message}")
+
+    def settle_schema(self) -> None:
+        """A migration cut short (Ctrl-C, a lost host) left no `after` version: read it now, once the
+        remote commands are stopped, so that the rollback undoes what really changed (and nothing
+        when the schema did not move, e.g. a release older than the database). Unreadable: the
+        database stays "maybe migrated" and its rollback plan says what to do."""
+        st, cfg = self.st, self.s.cfg
+        version = cfg.playbook.steps("migrate", "version")
+        host = cfg.migrate_host
+        if not (st.migrated and st.schema_after is None and version and host is not None):
+            return
+        from . import ops
+        from .facts import parse_schema
+
+        try:
+            out = self.s.run(host, version[0].command(ops.values(cfg, host, st.release)),
+                             timeout=min(60, cfg.ssh.command_timeout)).stdout
+        except DeployerError:
+            return
+        after = parse_schema(out)
+        if after is not None:
+            st.record("schema_after", after)
+            self.write(REC.Migrated(before=st.schema_before, after=after))
 
     def keep_closed(self, why: str) -> None:
         """A rollback failed while maintenance was on: the site must not reopen by itself (over

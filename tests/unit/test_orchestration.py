@@ -194,3 +194,24 @@ def test_a_failing_steps_stderr_never_carries_a_secret_anywhere(tmp_path, monkey
         assert secret not in where and "hunter2hunter2" not in where
     # ... and the secret went to the host on stdin only, never in a command line
     assert all(secret not in display for _, display in t.calls)
+
+
+def test_a_migration_cut_short_is_undone_by_what_the_schema_really_is(tmp_path):
+    """Ctrl-C or a lost connection mid-migration leaves no `after` version: the rollback reads the
+    schema first, and runs no down migration when it did not move (an older release over a newer
+    database migrates nothing; `migrate --to <before>` would fail in that release)."""
+    cfg = config("local", tmp_path)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD, schema=2)
+
+    def cut(host, step):
+        return (255, "connection lost") if "PGAPPNAME" in step else None
+
+    t = RecordingTransport(fleet, fail=cut)
+    with pytest.raises(DeployFailed):
+        run_deploy(cfg, fleet, transport=t)
+    assert not [c for _, c in t.calls if "migrate --to" in c or "can-rollback" in c]
+    assert fleet.current == {h: OLD for h in hosts}
+    # the schema was read once more, after the cut, before the rollback was planned
+    reads = [c for _, c in t.calls if c.strip().endswith("schema-version")]
+    assert len(reads) >= 3, reads
