@@ -7,55 +7,23 @@ operator to `unlock --force` a live run)."""
 from __future__ import annotations
 
 import io
-import subprocess
 import threading
 from pathlib import Path
 
+from localshell import LocalShell, local_config
+
 from deployer.commands import lock as LK
-from deployer.config import load_config
-from deployer.errors import CommandFailed, Refused
+from deployer.errors import Refused
 from deployer.output import JsonReporter
 from deployer.session import Session
-from deployer.transport import GroupResult, Result
 
-ROOT = Path(__file__).resolve().parents[2]
 RACERS = 8
 TRIALS = 150
 
 
-class LocalShell:
-    """A transport whose every host is this machine: each command runs in `sh -c`."""
-
-    parallel = 10
-
-    def run(self, ep, cmd, *, timeout=None, stdin=None, check=True):
-        proc = subprocess.run(["sh", "-c", cmd.script], input=stdin or "", capture_output=True, text=True,
-                              timeout=timeout or 30)
-        if check and proc.returncode:
-            raise CommandFailed(ep.name, cmd.display, proc.returncode, proc.stdout, proc.stderr)
-        return Result(ep.name, cmd.display, proc.stdout, proc.stderr, proc.returncode, 0.0)
-
-    def each(self, items, fn, **kw) -> GroupResult:
-        raise AssertionError("not used")
-
-    def cancel(self) -> list[str]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
-def config(tmp_path: Path):
-    key, known = tmp_path / "id", tmp_path / "known_hosts"
-    key.write_text("not used: the commands run locally\n")
-    known.write_text("")
-    return load_config("local", root=ROOT, overrides={"ssh.key": str(key), "ssh.known_hosts": str(known),
-                                                      "deploy_to": str(tmp_path / "app")})
-
-
 def test_racing_for_the_lock_one_wins_and_no_loser_ever_sees_a_stale_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPLOYER_STATE_DIR", str(tmp_path / "state"))
-    cfg = config(tmp_path)
+    cfg = local_config(tmp_path)
     lock_dir = Path(LK.lock_dir(str(tmp_path / "app" / ".deployer")))
     bad: list[str] = []
     for trial in range(TRIALS):
