@@ -102,19 +102,24 @@ class History:
                 h.unfinished.append(r)
         return h
 
-    def resolve(self, target: str) -> ReleaseRecord | None:
-        """A release by id, unique id prefix, or the git ref it was deployed from (newest)."""
+    def resolve(self, target: str, present=None) -> ReleaseRecord | None:
+        """A release by id, unique id prefix, or the git ref it was deployed from: of the
+        releases of a ref, never one marked bad, the newest for which `present(release id)`
+        holds (still on the hosts) when given, else the newest."""
         if target in self.releases:
             return self.releases[target]
         by_prefix = [r for r in self.releases if r.startswith(target)]
         if len(by_prefix) == 1:
             return self.releases[by_prefix[0]]
-        by_ref = [r for r in reversed(self.order) if not self.releases[r].bad
-                  and (self.releases[r].ref == target
-                       or self.releases[r].commit.startswith(target) and len(target) >= 7)]
-        if by_ref:
-            return self.releases[by_ref[0]]
-        return None
+        good = [r for r in self.deployed_from(target) if not self.releases[r].bad]
+        if present is not None:
+            good = [r for r in good if present(r)] or good
+        return self.releases[good[0]] if good else None
+
+    def deployed_from(self, ref: str) -> list[str]:
+        """The releases deployed from a git ref (or a commit, 7+ hex digits), newest first."""
+        return [r for r in sorted(self.releases, reverse=True)
+                if self.releases[r].ref == ref or len(ref) >= 7 and self.releases[r].commit.startswith(ref)]
 
     def schema_of(self, release: str) -> int | None:
         """The schema version a release runs with (after its own migrations)."""

@@ -22,8 +22,11 @@ from .state import RunState
 
 def pick(history: History, to: str | None, current: str | None, facts) -> str:
     if to:
-        rec = history.resolve(to)
+        rec = history.resolve(to, present=lambda r: all(r in st.releases for st in facts.hosts.values()))
         target = rec.release if rec else None
+        if target is None and history.deployed_from(to):
+            raise Refused(f"--to {to}: every release deployed from it is marked bad "
+                          f"({', '.join(history.deployed_from(to))}); name one by its id to return to it anyway")
         if target is None:
             try:
                 target = validate_release_id(to)
