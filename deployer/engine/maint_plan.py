@@ -8,6 +8,7 @@ from ..commands import backup as B
 from ..config import Config
 from ..shell import argv
 from . import ops
+from .deploy_plan import offsite
 from .plan import Action, Lane, Plan, Stage
 
 
@@ -29,7 +30,10 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
         db = B.Database.of(cfg.database)
         act = Action(host=cfg.db_host.name, command=B.dump(db, backup_path), timeout=cfg.ssh.command_timeout,
                      records=((0, "backup:" + backup_path),), what="nightly backup")
-        stages.append(Stage("backup", backup_path, (Lane(cfg.db_host.name, (act,)),)))
+        acts: tuple[Action, ...] = (act,)
+        if offsite(cfg):  # a copy in the bucket too, checked against the recorded sha256
+            acts += (Action(host=cfg.db_host.name, local=("upload_backup", backup_path), what="backup off-site"),)
+        stages.append(Stage("backup", backup_path, (Lane(cfg.db_host.name, acts),)))
         if remove:
             rm = Action(host=cfg.db_host.name, what="retention",
                         command=argv("rm", "-f", "--", *[posixpath.join(db.backup_dir, n) for n in remove]))

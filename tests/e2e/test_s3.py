@@ -337,8 +337,14 @@ def test_retention_on_the_bucket_matches_the_planner(fleet, s3f, consistent):
     assert deploy_backup in names and len(names) == len(fake) + 1
 
     proc = s3f.cli("maintenance", "run", "--env", ENV, check=0)
+    # the nightly backup went to the bucket too, with the sha256 the ledger recorded
+    nightly = [e for e in s3f.ledger() if e.get("type") == "backup"][-1]
+    assert "-nightly-" in nightly["path"], nightly
+    head = s3f.s3.head_object(Bucket=S.S3_BUCKET, Key=B.backup_key(s3f.loc, ENV, Path(nightly["path"]).name))
+    assert head["Metadata"]["sha256"] == nightly["sha256"]
     cfg_policy = RT.Policy()  # the fleet inventory's retention: seed 003's defaults
-    kept, removed, unknown = RT.plan(names, datetime.now(UTC), cfg_policy, {deploy_backup})
+    kept, removed, unknown = RT.plan(names + [Path(nightly["path"]).name], datetime.now(UTC), cfg_policy,
+                                     {deploy_backup, Path(nightly["path"]).name})
     left = {b.name for b in B.list_backups(s3f.loc, ENV, s3=s3f.s3)}
     assert left == set(kept) | set(unknown), (sorted(left), sorted(kept))
     assert len(removed) > 100 and not set(removed) & left and deploy_backup in left and "notes.txt" in left
