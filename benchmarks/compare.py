@@ -57,6 +57,9 @@ DIRS = {"fabric": "/srv/cmp-fabric", "deployer": "/srv/cmp-deployer"}
 # fleet, the demo app, checks on the hosts) runs in helper children (`--helper ...` below).
 
 
+EVENTS: Path | None = None
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -183,6 +186,8 @@ def run_size(n: int, runs: int, repo: Path, tmp: Path) -> tuple[list[tuple], flo
             res = measure(argv[tool], env)
             last[tool] = check_run(tool, res)
             results[tool].append(res)
+            if EVENTS and tool == "deployer":
+                (EVENTS / f"deployer-{n}-{i + 1}.jsonl").write_text(res["stdout"])
             extra = ""
             if tool == "fabric":
                 extra = " steps " + json.dumps(json.loads(res["stdout"].splitlines()[-1])["steps"])
@@ -206,7 +211,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10,30", help="web hosts, comma-separated")
     ap.add_argument("--runs", type=int, default=5, help="measured runs of each tool per size")
+    ap.add_argument("--events", type=Path, help="keep each deployer run's JSON events in this directory "
+                                                "(timestamped: where its time goes)")
     args = ap.parse_args()
+    global EVENTS
+    EVENTS = args.events
+    if EVENTS:
+        EVENTS.mkdir(parents=True, exist_ok=True)
     sizes = [int(x) for x in args.sizes.split(",")]
     rows = []
     smallest = float("inf")

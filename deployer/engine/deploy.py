@@ -110,7 +110,7 @@ class DeployRun:
         run: Run | None = None
         try:
             facts, release = self.prepare()
-            self.rep.event("stage", stage="lock", state="start", detail=f"on {cfg.ledger_host.name}")
+            self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
             if s.acquire_lock(self.lock_wait):
                 # Another run held the lock: what it did is the truth now, not what we read.
                 facts = read_facts(s, cfg, self.ref, self.rep)

@@ -42,7 +42,7 @@ class Run:
         """Last shipment (bounded: an unreachable ledger never holds the run up)."""
         if not self.journal.close(self.s.ship, timeout=5):
             self.rep.event("notice", message=(
-                f"ledger on {self.s.cfg.ledger_host.name} not reachable "
+                f"ledger {self.s.state.where()} not reachable "
                 f"({self.journal.ship_error or 'timeout'}): this run's record is kept in "
                 f"{self.journal.path} and shipped by the next command that reaches it"))
 
