@@ -153,6 +153,33 @@ def test_scheduled_maintenance_backs_up_applies_retention_and_keeps_what_a_snaps
     assert needed in ledger["protected"]
 
 
+def test_scheduled_maintenance_still_backs_up_while_a_rollout_is_paused(fleet, cli, tmp_path, consistent):
+    """A paused rollout holds the lock for days: the nightly backup must not stop meanwhile."""
+    from .test_rollout import PAUSED
+
+    old = _on_v2(fleet, cli)
+    inv = variant(fleet, tmp_path, PAUSED)
+    cli("deploy", "--env", "local", "--ref", "v2", "--inventory", inv, check=0)
+    lock = fleet.sh("db1", "cat /srv/app/.deployer/lock/info.json").stdout
+    before = set(fleet.sh("db1", "ls /srv/backups").stdout.split())
+    try:
+        proc = cli("maintenance", "run", "--env", "local", "--inventory", inv)
+        assert proc.returncode == 0, proc.stdout + proc.stderr  # done (README: exit codes)
+        assert "a rollout is paused" in proc.stdout and "scheduled maintenance done" in proc.stdout
+        new = sorted(set(fleet.sh("db1", "ls /srv/backups").stdout.split()) - before)
+        assert len(new) == 1 and new[0].startswith("local-nightly-"), new
+        listing = fleet.sh("db1", "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_restore --list "
+                                  f"/srv/backups/{new[0]}").stdout
+        assert "TABLE public items" in listing
+        # the rollout still holds its lock, still paused, and can be ended as usual
+        assert fleet.sh("db1", "cat /srv/app/.deployer/lock/info.json").stdout == lock
+        assert fleet.sh("db1", "test -e /srv/app/.deployer/lock/paused", check=False).returncode == 0
+        assert "PAUSED" in cli("status", "--env", "local", "--inventory", inv).stdout
+    finally:
+        cli("abort", "--env", "local", "--inventory", inv, check=0)
+    assert set(serving(fleet).values()) == {old}
+
+
 def _ledger_all(fleet):
     text = fleet.sh("db1", "cat /srv/app/.deployer/ledger.jsonl").stdout
     return [json.loads(line) for line in text.splitlines() if line.strip()]
