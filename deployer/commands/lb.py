@@ -40,13 +40,21 @@ def parse_states(output: str, backend: str) -> dict[str, str]:
     return result
 
 
+def _refused(backend: str, server: str, missing_ok: bool = False) -> str:
+    """Exit 3 naming the server and the backend when HAProxy refused the command in `$out`
+    (missing_ok: a server HAProxy does not have is not out of rotation: say so, exit 0)."""
+    then, end = (": nothing to put back", "exit 0") if missing_ok else ("", "exit 3")
+    return (f"case \"$out\" in *[Nn]o\\ such*|*[Uu]nknown*) printf 'haproxy: no server %s in backend %s "
+            f"(it answered: %s){then}\\n' {q(server)} {q(backend)} \"$out\" >&2; {end};; esac")
+
+
 def drain_and_wait(socket: str, backend: str, server: str, wait: float = 15) -> Command:
     """Drain one server and wait (bounded) for its sessions to end, in one round trip. An
     unknown server is an error (HAProxy answers "No such server." with exit 0)."""
     sock = q("UNIX-CONNECT:" + socket)
     return raw(
         f"out=$(echo {q(f'set server {backend}/{server} state drain')} | socat stdio {sock}) || exit 1; "
-        f"case \"$out\" in *[Nn]o\\ such*|*[Uu]nknown*) echo \"haproxy: $out\" >&2; exit 3;; esac; "
+        f"{_refused(backend, server)}; "
         f"i=0; while [ $i -lt {int(wait * 10)} ]; do "
         f"n=$(echo 'show stat' | socat stdio {sock} | awk -F, -v b={q(backend)} -v s={q(server)} "
         f"'$1==b && $2==s {{print $5}}'); "
@@ -54,13 +62,15 @@ def drain_and_wait(socket: str, backend: str, server: str, wait: float = 15) -> 
     )
 
 
-def ready_and_wait_up(socket: str, backend: str, server: str, wait: float = 10) -> Command:
+def ready_and_wait_up(socket: str, backend: str, server: str, wait: float = 10,
+                      missing_ok: bool = False) -> Command:
     """Put one server back and wait (bounded) until the load balancer itself sees it UP: a host
     HAProxy's own health check marks DOWN is not back, whatever a direct check said. wait=0:
-    do not wait (in maintenance mode the load balancer's checks fail by design)."""
+    do not wait (in maintenance mode the load balancer's checks fail by design). missing_ok:
+    a server HAProxy does not have (its drain was refused) has nothing to put back."""
     sock = q("UNIX-CONNECT:" + socket)
     ready = (f"out=$(echo {q(f'set server {backend}/{server} state ready')} | socat stdio {sock}) || exit 1; "
-             f"case \"$out\" in *[Nn]o\\ such*|*[Uu]nknown*) echo \"haproxy: $out\" >&2; exit 3;; esac")
+             f"{_refused(backend, server, missing_ok)}")
     if not wait:
         return raw(ready)
     return raw(

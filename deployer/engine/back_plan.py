@@ -99,8 +99,8 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
         if h.name in st.switched:
             lanes.append(ops.switch_lane(cfg, h, snap.get(h.name), drained=h.name in st.drained,
                                          effect="unswitched", maintenance=st.maintenance_on))
-        elif ops.behind_lb(cfg, h):
-            lanes.append(Lane(h.name, (ops.undrain(cfg, h, wait_up=not st.maintenance_on),)))
+        elif ops.behind_lb(cfg, h):  # drained (or its drain was attempted), never switched
+            lanes.append(Lane(h.name, (ops.undrain(cfg, h, wait_up=not st.maintenance_on, missing_ok=True),)))
     stages = [Stage("switch", "back to the snapshot", tuple(lanes), limit=_limit(cfg))]
     migrated = st.migrated and st.schema_after != st.schema_before or (st.migrated and st.schema_after is None)
     if migrated:

@@ -77,12 +77,14 @@ def drain(cfg: Config, host: Host) -> Action:
                   timeout=30, effect="drained", what=f"drain {name}")
 
 
-def undrain(cfg: Config, host: Host, wait_up: bool = True) -> Action:
+def undrain(cfg: Config, host: Host, wait_up: bool = True, missing_ok: bool = False) -> Action:
     """Put the host back; unless in maintenance mode (where the load balancer's own health
-    checks fail by design), wait until the load balancer sees it UP."""
+    checks fail by design), wait until the load balancer sees it UP. missing_ok: a server the
+    load balancer does not have is not an error (a drain it refused drained nothing)."""
     name = cfg.lb_server_name(host)
     return Action(host=cfg.lb_host.name,
-                  command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10 if wait_up else 0),
+                  command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10 if wait_up else 0,
+                                               missing_ok=missing_ok),
                   timeout=30, effect="undrained", what=f"put back {name}")
 
 
