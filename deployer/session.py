@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from .commands import releases as R
 from .config import Config, Host
@@ -28,18 +29,16 @@ def who() -> str:
 
 
 def ssh_settings(cfg: Config) -> SSHSettings:
+    """The run's SSH settings. Jump hosts, the ssh config's keys and known_hosts files are per
+    host (`Host.endpoint`, resolved when the config was loaded)."""
     s = cfg.ssh
-    jump = None
-    if s.jump:
-        user, _, rest = s.jump.partition("@")
-        host, _, port = rest.partition(":")
-        jump = Endpoint("jump", host, int(port or 22), user)
     known = s.known_hosts
     if known is None and s.known_hosts_data is not None:
         known = _write_private_file("known_hosts", s.known_hosts_data.reveal())
     return SSHSettings(
-        known_hosts=str(known), key_filename=str(s.key) if s.key else None, key_data=s.key_data,
-        jump=jump, connect_timeout=s.connect_timeout, keepalive=int(s.keepalive),
+        known_hosts=str(known) if known is not None else None,
+        key_filename=str(s.key) if s.key else None, key_data=s.key_data,
+        connect_timeout=s.connect_timeout, keepalive=int(s.keepalive),
         command_timeout=s.command_timeout,
     )
 
@@ -97,7 +96,12 @@ class Session:
         self.keep_lock = False  # a paused rollout leaves the lock to promote/abort
 
     def ep(self, host: Host) -> Endpoint:
-        return Endpoint(host.name, host.address, host.port, host.user)
+        ep = host.endpoint
+        if ep is None:
+            return Endpoint(host.name, host.address, host.port, host.user)
+        if (ep.name, ep.address, ep.port, ep.user) != (host.name, host.address, host.port, host.user):
+            ep = replace(ep, name=host.name, address=host.address, port=host.port, user=host.user)
+        return ep
 
     def run(self, host: Host, cmd: Command, **kw):
         return self.transport.run(self.ep(host), cmd, **kw)

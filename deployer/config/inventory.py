@@ -16,9 +16,9 @@ from deployer import retention as _retention
 from deployer import windows as _windows
 from deployer.errors import ConfigError
 from deployer.shell import Secret, fill
+from deployer.sshconfig import split_chain
 
 from .types import (
-    _JUMP_RE,
     AbsPath,
     Bool,
     Float,
@@ -41,6 +41,19 @@ from .types import (
 )
 
 
+def _jump_chain(value: str) -> str:
+    try:
+        split_chain(value)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    return value.strip()
+
+
+#: one jump host or a chain of them, as ssh -J / ProxyJump: `[user@]host[:port]` items
+#: (host: a name, an address or an ssh config alias) separated by commas, or `none`
+JumpChain = Annotated[str, Strict(), AfterValidator(_jump_chain)]
+
+
 class SSH(_Model):
     user: Annotated[str, AfterValidator(_user)] = "root"
     port: Port = 22
@@ -48,16 +61,13 @@ class SSH(_Model):
     key_data: Annotated[Any, PlainValidator(_env_only("DEPLOYER_SSH_KEY_DATA"))] = None
     known_hosts: Path | None = None
     known_hosts_data: Annotated[Any, PlainValidator(_env_only("DEPLOYER_KNOWN_HOSTS_DATA"))] = None
-    jump: str | None = None
+    jump: JumpChain | None = None
+    #: the OpenSSH client config read for aliases, ProxyJump, IdentityFile...: a path, or
+    #: `none`; default ~/.ssh/config when it exists (see deployer.sshconfig)
+    config: Annotated[str, Strict(), Field(min_length=1)] | None = None
     connect_timeout: Annotated[Float, Field(gt=0)] = 10.0
     keepalive: Annotated[Float, Field(gt=0)] = 15.0
     command_timeout: Annotated[Float, Field(gt=0)] = 600.0
-
-    @model_validator(mode="after")
-    def _check(self) -> SSH:
-        if self.jump is not None and not _JUMP_RE.match(self.jump):
-            raise _fail(f"jump: expected user@host:port, got {self.jump!r}")
-        return self
 
 
 class Database(_Model):
@@ -133,6 +143,7 @@ class HostEntry(_Model):
     address: Annotated[str, Strict(), AfterValidator(_address)]
     port: Port | None = None
     user: Annotated[str, AfterValidator(_user)] | None = None
+    jump: JumpChain | None = None
     #: required unless a group gives the host roles (checked after groups are applied)
     roles: Roles | None = None
     vars: Vars = {}

@@ -176,13 +176,13 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make ssh.key, ssh.known_hosts and a ./ or ../ repo absolute, relative to `base`."""
+    """Make ssh.key, ssh.known_hosts, ssh.config and a ./ or ../ repo absolute, relative to `base`."""
     data = dict(data)
     ssh = data.get("ssh")
     if isinstance(ssh, dict):
         ssh = dict(ssh)
-        for key in ("key", "known_hosts"):
-            if isinstance(ssh.get(key), str) and ssh[key]:
+        for key in ("key", "known_hosts", "config"):
+            if isinstance(ssh.get(key), str) and ssh[key] and ssh[key].strip().lower() != "none":
                 ssh[key] = os.path.normpath(base / os.path.expanduser(ssh[key]))
         data["ssh"] = ssh
     repo = data.get("repo")

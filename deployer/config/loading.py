@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from deployer.errors import ConfigError
 from deployer.shell import placeholders
+from deployer.sshconfig import Defaults, Resolver, SSHConfigError, read_config
 
 from .inventory import _NOTIFY_REFUSED, NOTIFY_KEYS, Inventory
 from .layers import (
@@ -91,13 +92,9 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
             notifiers_from_config(settings.notify, environ)
         except NotifyConfigError as exc:
             errors.append(f"{_label(inv_path, root)}: {exc}")
+    hosts = _resolve_hosts(settings, layers, errors)
     if errors:
         raise ConfigError("\n".join(errors))
-    hosts = [
-        Host(name=h.name, address=h.address, port=h.port or settings.ssh.port,
-             user=h.user or settings.ssh.user, roles=tuple(h.roles or ()), vars=dict(h.vars))
-        for h in settings.hosts
-    ]
     return Config(
         env=env, root=root, inventory_path=inv_path, playbook_path=pb_path, playbook=playbook,
         repo=settings.repo, deploy_to=settings.deploy_to, keep_releases=settings.keep_releases,
@@ -112,6 +109,43 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         gate=settings.gate, notify=settings.notify, secret_files=list(settings.secret_files),
         state=settings.state,
     )
+
+
+def _resolve_hosts(settings: Inventory, layers: list[_Layer], errors: list[str]) -> list[Host]:
+    """The runtime hosts, with the ssh config applied (deployer.sshconfig: aliases, HostName,
+    User, Port, ProxyJump, IdentityFile, HostKeyAlias); problems are added to `errors`."""
+    ssh = settings.ssh
+    given = ssh.model_fields_set
+    try:
+        config = read_config(str(ssh.config) if ssh.config is not None else None)
+    except SSHConfigError as exc:
+        loc = ("ssh", "config")
+        errors.append(_blame(layers, loc).message(loc, str(exc)) if ssh.config is not None else str(exc))
+        config = None
+    known_given = ssh.known_hosts is not None or ssh.known_hosts_data is not None
+    resolver = Resolver(config, Defaults(user=ssh.user, user_given="user" in given, port=ssh.port,
+                                         port_given="port" in given, jump=ssh.jump,
+                                         known_hosts_given=known_given))
+    hosts: list[Host] = []
+    missing_known: list[str] | None = None
+    for i, h in enumerate(settings.hosts):
+        try:
+            ep = resolver.host(h.name, h.address, port=h.port, user=h.user, jump=h.jump)
+        except SSHConfigError as exc:
+            loc = ("hosts", i, "jump") if h.jump is not None else ("hosts", i, "address")
+            errors.append(_blame(layers, loc).message(loc, str(exc)))
+            continue
+        for hop in (*ep.jumps, ep):
+            if not known_given and missing_known is None and not any(os.path.isfile(f) for f in hop.known_hosts):
+                missing_known = list(hop.known_hosts)
+        hosts.append(Host(name=h.name, address=ep.address, port=ep.port, user=ep.user,
+                          roles=tuple(h.roles or ()), vars=dict(h.vars), endpoint=ep))
+    if missing_known is not None:
+        loc = ("ssh", "known_hosts")
+        errors.append(_blame(layers, loc).message(loc, (
+            f"not set, and no default file exists ({', '.join(missing_known)}); host keys are always "
+            "checked: set it, or DEPLOYER_KNOWN_HOSTS_DATA")))
+    return hosts
 
 
 def _apply_groups(settings: Inventory, layers: list[_Layer]) -> list[str]:
@@ -189,9 +223,6 @@ def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) 
         path = getattr(settings.ssh, key)
         if path is not None and not path.is_file():
             err(("ssh", key), f"file not found: {path}")
-    if settings.ssh.known_hosts is None and settings.ssh.known_hosts_data is None:
-        err(("ssh", "known_hosts"), "required key is missing (host keys are always checked; "
-            "or set DEPLOYER_KNOWN_HOSTS_DATA)")
 
     for where, template in settings.health.templates():
         _check_plain(template, set(HEALTH_VALUES), where, layers, errors)

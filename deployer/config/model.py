@@ -15,6 +15,7 @@ from deployer import retention as _retention
 from deployer import windows as _windows
 from deployer.errors import ConfigError
 from deployer.shell import fill
+from deployer.sshconfig import Endpoint
 
 from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile, State
 from .playbook import Playbook
@@ -37,6 +38,9 @@ class Host(BaseModel):
     user: str
     roles: tuple[str, ...]
     vars: dict[str, str] = {}
+    #: how to connect, with the ssh config applied (jump hosts, keys, host key names); None:
+    #: straight to address:port as user
+    endpoint: Endpoint | None = None
 
     def has(self, role: str) -> bool:
         return role in self.roles

@@ -33,8 +33,10 @@ def project_root(root: Path | None = None, environ: Mapping[str, str] = os.envir
 
 
 def shipped_playbooks() -> Path:
-    """The directory of the playbooks shipped with deployer (usable by name from any root)."""
-    return default_root() / "playbooks"
+    """The directory of the playbooks shipped with deployer (usable by name from any root):
+    deployer/playbooks (installed with the package; in the repository, a link to playbooks/)."""
+    installed = Path(__file__).resolve().parent.parent / "playbooks"
+    return installed.resolve() if installed.is_dir() else default_root() / "playbooks"
 
 
 def known_envs(root: Path | None = None) -> list[str]:

@@ -55,7 +55,6 @@ _HOST_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 _ADDRESS_RE = re.compile(r"[A-Za-z0-9.:_-]+\Z")
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
 _VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_JUMP_RE = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9.:_-]+?(?::\d{1,5})?\Z")
 _WAVE_RE = re.compile(r"(\d{1,3})%\Z")
 #: custom role and group names: the same shape as environment names
 _ROLE_RE = _ENV_RE

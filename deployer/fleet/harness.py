@@ -117,7 +117,7 @@ class Fleet(Faults):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def up(self, web: int = 3, *, keep_data: bool = False, s3: bool | None = None, log=print) -> dict:
-        """Bring up a fleet of `web` web hosts, db1 and lb1 (and the S3 server unless `s3` is
+        """Bring up a fleet of `web` web hosts, db1, lb1 and the jump host bastion1 (and the S3 server unless `s3` is
         False or DEPLOYER_FLEET_S3=0). Clears whatever a crash left first; the hosts (and the
         bucket) start empty unless keep_data (then /srv, the database and the ledger survive)."""
         require_root()
@@ -160,7 +160,7 @@ class Fleet(Faults):
             self.state_file.write_text(json.dumps(record, indent=2))
             self.s3_inventory_path.write_text(S.inventory(spec, self.dir, self.repo) + S.state_section())
         took = time.monotonic() - t0
-        log(f"fleet: {len(spec.hosts)} hosts up ({web} web, db1, lb1"
+        log(f"fleet: {len(spec.hosts)} hosts up ({web} web, db1, lb1, bastion1"
             + (f", S3 at {S.S3_ENDPOINT}" if s3 else "") + f") in {took:.1f}s; inventory {self.inventory_path}"
             + (f" (S3 state: {self.s3_inventory_path}, credentials {self.s3_env_path})" if s3 else ""))
         return {"hosts": len(spec.hosts), "seconds": took, "s3": bool(s3)}

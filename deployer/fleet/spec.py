@@ -13,6 +13,7 @@ NETNS_PREFIX = "dpl-"
 VETH_PREFIX = "dv-"
 LB_ADDRESS = "10.77.0.10"
 DB_ADDRESS = "10.77.0.20"
+BASTION_ADDRESS = "10.77.0.5"  # a jump host (role bastion): in no inventory, reaches every host
 S3_ADDRESS = "10.77.0.30"  # SeaweedFS's S3 gateway, in its own network namespace
 S3_PORT = 8333
 S3_BUCKET = "deployer-state"
@@ -52,6 +53,7 @@ class FleetSpec:
         for i in range(1, web + 1):
             roles = ("web", "worker", "migrate") if i == 1 else ("web", "worker")
             hosts.append(FleetHost(f"web{i}", str(SUBNET[WEB_BASE + i]), roles))
+        hosts.append(FleetHost("bastion1", BASTION_ADDRESS, ("bastion",)))
         return cls(web=web, hosts=tuple(hosts))
 
     def host(self, name: str) -> FleetHost:
@@ -232,5 +234,7 @@ def inventory(spec: FleetSpec, fleet_dir: Path, repo: Path) -> str:
         "hosts:",
     ]
     for h in spec.hosts:
+        if "bastion" in h.roles:  # a jump host, not a host deployed to
+            continue
         lines += [f"  - name: {h.name}", f"    address: {h.address}", f"    roles: [{', '.join(h.roles)}]"]
     return "\n".join(lines) + "\n"

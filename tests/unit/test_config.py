@@ -302,11 +302,18 @@ def test_known_hosts_file_not_found(root: Path):
 
 
 def test_known_hosts_required(root: Path):
+    """Without ssh.known_hosts, ~/.ssh/known_hosts (or /etc/ssh/ssh_known_hosts) must exist."""
     write(root, "prod", local(ssh={}))
+    if Path("/etc/ssh/ssh_known_hosts").is_file():
+        pytest.skip("this machine has /etc/ssh/ssh_known_hosts")
+    home = Path.home()
     assert error_of(root) == (
-        "hosts/prod.yaml: ssh.known_hosts: required key is missing (host keys are always "
-        "checked; or set DEPLOYER_KNOWN_HOSTS_DATA)"
+        f"hosts/prod.yaml: ssh.known_hosts: not set, and no default file exists ({home}/.ssh/known_hosts, "
+        "/etc/ssh/ssh_known_hosts); host keys are always checked: set it, or DEPLOYER_KNOWN_HOSTS_DATA"
     )
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "known_hosts").write_text("10.77.0.11 ssh-ed25519 AAAA\n")
+    load_config("prod", root=root, environ={})
 
 
 def test_several_errors_one_per_line(root: Path):
