@@ -163,6 +163,12 @@ class Session:
         out.unreachable = {h: str(e) for h, e in group.failures.items()}
         return out
 
+    def warm(self, hosts: list[Host]) -> GroupResult:
+        """Open the connections to `hosts` in parallel, running nothing: their handshakes overlap
+        whatever runs meanwhile (failures are left to the command that needs the host)."""
+        connect = getattr(self.transport, "connection", None)
+        return self.each(hosts, lambda h: connect(self.ep(h)) if connect else None)
+
     def each(self, hosts: list[Host], fn: Callable[[Host], object], limit: int | None = None) -> GroupResult:
         return self.transport.each(hosts, fn, limit=limit)
 
@@ -214,7 +220,7 @@ class Session:
                     ours = self.state.heartbeat(self.run_id)
                 except Exception:  # noqa: BLE001 - unreachable: judged by the time since the last beat
                     if time.monotonic() - last_ok > STALE_AFTER:
-                        self.lock_lost = (f"no heartbeat got through to {self.cfg.ledger_host.name} for "
+                        self.lock_lost = (f"no heartbeat got through to {self.state.where()} for "
                                           f"{STALE_AFTER}s: the lock may have been broken as stale")
                     continue
                 if ours:

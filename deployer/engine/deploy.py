@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from ..config import Config
 from ..errors import ConfigError, DeployerError, LockLost, NeedsHuman, Refused
@@ -111,34 +112,44 @@ class DeployRun:
         try:
             facts, release = self.prepare()
             self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
-            if s.acquire_lock(self.lock_wait):
+            with ThreadPoolExecutor(1) as pool:
+                # the pending-migrations probe (a scratch export on the migrate host, removed
+                # after) needs no lock: it runs while the lock is taken and the ledger read
+                probe = pool.submit(decide_maintenance, s, cfg, facts, self.force_maintenance, self.rep)
+                try:
+                    waited = s.acquire_lock(self.lock_wait)
+                    history = s.history()
+                finally:
+                    wait([probe])
+            if waited:
                 # Another run held the lock: what it did is the truth now, not what we read.
                 facts = read_facts(s, cfg, self.ref, self.rep)
+                maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)
+            else:
+                maintenance = probe.result()
             # the id is taken under the lock: release ids sort by the time they went out
             release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
+            plan = self.plan(facts, history, release, maintenance)
+            app = cfg.app_hosts
+            st = RunState(run=s.run_id, release=release, commit=facts.commit, ref=self.ref,
+                          snapshot=facts.snapshot_hosts(app), schema_before=facts.schema)
+            run = Run(s, self.rep, st, secrets=[v for _, v in self.secret_files])
+            run.write(REC.RunStarted(env=cfg.env, release=release, ref=self.ref, commit=facts.commit,
+                                     who=who(), reason=s.reason, forced=self.forced, ledger=s.ledger_id))
+            self.rep.event("run", message=f"deploying {self.ref} ({facts.commit[:7]}) to {cfg.env}: "
+                                          f"{len(app)} app hosts")
+            run.write(REC.Snapshot(hosts=st.snapshot, schema=facts.schema,
+                                   maintenance=any(facts.hosts[h.name].maintenance for h in app)))
+            if self.secret_files:
+                run.write(REC.SecretFiles(paths=[p for p, _ in self.secret_files]))
+            return self.execute(run, plan)
+        finally:
             try:
-                history = s.history()
-                maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)
-                plan = self.plan(facts, history, release, maintenance)
-                app = cfg.app_hosts
-                st = RunState(run=s.run_id, release=release, commit=facts.commit, ref=self.ref,
-                              snapshot=facts.snapshot_hosts(app), schema_before=facts.schema)
-                run = Run(s, self.rep, st, secrets=[v for _, v in self.secret_files])
-                run.write(REC.RunStarted(env=cfg.env, release=release, ref=self.ref, commit=facts.commit,
-                                         who=who(), reason=s.reason, forced=self.forced, ledger=s.ledger_id))
-                self.rep.event("run", message=f"deploying {self.ref} ({facts.commit[:7]}) to {cfg.env}: "
-                                              f"{len(app)} app hosts")
-                run.write(REC.Snapshot(hosts=st.snapshot, schema=facts.schema,
-                                       maintenance=any(facts.hosts[h.name].maintenance for h in app)))
-                if self.secret_files:
-                    run.write(REC.SecretFiles(paths=[p for p, _ in self.secret_files]))
-                return self.execute(run, plan)
-            finally:
                 if run is not None:
                     run.close()
-                self.release_lock()
-        finally:
-            s.close()
+                self.release_lock()  # nothing when the lock was not taken
+            finally:
+                s.close()
 
     def release_lock(self) -> None:
         try:

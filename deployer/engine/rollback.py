@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ..commands import backup as B
 from ..config import Config
@@ -60,24 +61,27 @@ class Rollback:
         cfg, s = self.cfg, self.s
         try:
             app = cfg.app_hosts
-            facts = s.facts(app)
-            if facts.unreachable:
-                raise Refused("rollback: hosts not reachable: " + "; ".join(
-                    f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
-            if self.dry_run:
-                return self.locked(app, facts)
-            if s.acquire_lock(self.lock_wait):
-                facts = s.facts(app)
             try:
-                return self.locked(app, facts)
+                # The lock first (the hosts' connections open meanwhile), then the facts and the
+                # ledger at once: both read under the lock, so neither can be stale.
+                with ThreadPoolExecutor(2) as pool:
+                    pool.submit(s.warm, app)
+                    if not self.dry_run:
+                        s.acquire_lock(self.lock_wait)
+                    hist = pool.submit(s.history)
+                    facts = s.facts(app)
+                    history = hist.result()
+                if facts.unreachable:
+                    raise Refused("rollback: hosts not reachable: " + "; ".join(
+                        f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+                return self.locked(app, facts, history)
             finally:
                 s.release_lock()
         finally:
             s.close()
 
-    def locked(self, app, facts) -> int:
+    def locked(self, app, facts, history: History) -> int:
         cfg, s = self.cfg, self.s
-        history = s.history()
         serving = [st.current for st in facts.hosts.values() if st.current]
         current = max(serving) if serving else None
         target = pick(history, self.to, current, facts)
