@@ -112,6 +112,16 @@ class Stages(_Model):
     gate_checks: list[StepIn] = []
 
 
+class Preflight(_Model):
+    """What `preflight` checks of the app itself (besides SSH, disk, tools, lock, window)."""
+
+    #: the shared .env's APP_DEBUG (not true) and APP_ENV (production): Laravel's and the demo's
+    #: keys; its mode (0600) and that git does not track it are checked whenever `.env` is shared
+    app_env: Bool = True
+    #: the app's own checks (exit 0 passes; the last output line is the detail), roles `web`
+    checks: list[StepIn] = []
+
+
 def _hook_stage(value: str) -> str:
     if value not in HOOK_STAGES:
         raise _fail(f"unknown stage {value!r} (valid: {', '.join(HOOK_STAGES)})")
@@ -138,6 +148,7 @@ class Playbook(_Model):
     #: the app's log, relative to the release; the gate counts error lines written since the switch
     log_file: RelPath | None = None
     stages: Stages = Stages()
+    preflight: Preflight = Preflight()
     hooks: Hooks = Hooks()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
     #: (label, data, directory) of each file of the playbook, the extended ones first
@@ -177,6 +188,7 @@ class Playbook(_Model):
                             if (s := getattr(self.stages.migrate, sub)) is not None]
             else:
                 out += getattr(self.stages, name)
+        out += self.preflight.checks
         for hooks in (self.hooks.before, self.hooks.after):
             for steps in hooks.values():
                 out += steps
@@ -229,6 +241,8 @@ def _label_steps(playbook: Playbook, label: str | Callable[[str], str]) -> None:
         if name not in ("maintenance", "migrate"):
             mark_list(getattr(playbook.stages, name), stages_raw.get(name), f"stages.{name}",
                       DEFAULT_ROLES[name])
+    mark_list(playbook.preflight.checks, (raw.get("preflight") or {}).get("checks"),
+              "preflight.checks", ["web"])
     for when in ("before", "after"):
         hooks_raw = (raw.get("hooks") or {}).get(when) or {}
         for stage, steps in getattr(playbook.hooks, when).items():

@@ -189,15 +189,16 @@ def _read_tree(root: Path) -> dict[str, bytes]:
     return files
 
 
-def version_trees() -> dict[str, dict[str, bytes]]:
-    """tag -> {relative path: content} for every version, in VERSIONS order."""
+def version_trees_of(versions, base: Path, overlays: Path, label: str) -> dict[str, dict[str, bytes]]:
+    """tag -> {relative path: content} for every version of `versions`, in order: `base` for a
+    version without parent, else the parent's tree; then `overlays/<tag>/`, then the edits."""
     trees: dict[str, dict[str, bytes]] = {}
-    for v in VERSIONS:
+    for v in versions:
         if v.parent is None:
-            tree = _read_tree(BASE_TREE)
+            tree = _read_tree(base)
         else:
             tree = dict(trees[v.parent])
-        overlay = OVERLAYS / v.tag
+        overlay = overlays / v.tag
         if overlay.is_dir():
             tree.update(_read_tree(overlay))
         for path, old, new in v.edits:
@@ -205,13 +206,18 @@ def version_trees() -> dict[str, dict[str, bytes]]:
             count = text.count(old)
             if count != 1:
                 raise RuntimeError(
-                    f"demo repo: edit for {v.tag}:{path} matches {count} times (expected 1): "
+                    f"{label}: edit for {v.tag}:{path} matches {count} times (expected 1): "
                     f"{old.strip()[:60]!r}"
                 )
             tree[path] = text.replace(old, new).encode("utf-8")
         tree["VERSION"] = (v.tag + "\n").encode()
         trees[v.tag] = tree
     return trees
+
+
+def version_trees() -> dict[str, dict[str, bytes]]:
+    """tag -> {relative path: content} for every version, in VERSIONS order."""
+    return version_trees_of(VERSIONS, BASE_TREE, OVERLAYS, "demo repo")
 
 
 def _git(dest: Path, *args: str, env: dict[str, str]) -> str:
@@ -224,8 +230,14 @@ def _git(dest: Path, *args: str, env: dict[str, str]) -> str:
 
 def build_demo_repo(dest: Path) -> dict[str, str]:
     """(Re)create the demo app git repository at ``dest``; return tag -> commit sha."""
-    dest = Path(dest)
-    trees = version_trees()
+    last_good = [v.tag for v in VERSIONS if not v.tag.startswith("bad-")][-1]
+    return build_repo(Path(dest), VERSIONS, version_trees(), EXECUTABLES, main=last_good)
+
+
+def build_repo(dest: Path, versions, trees: dict[str, dict[str, bytes]], executables: set[str],
+               main: str) -> dict[str, str]:
+    """(Re)create a git repository at ``dest`` with one commit and one annotated tag per version
+    (fixed dates and identities), branch main at tag `main`; return tag -> commit sha."""
     if dest.exists() or dest.is_symlink():
         if dest.is_dir() and not dest.is_symlink():
             shutil.rmtree(dest)
@@ -243,7 +255,7 @@ def build_demo_repo(dest: Path) -> dict[str, str]:
     _git(dest, "config", "core.fileMode", "true", env=env)
 
     shas: dict[str, str] = {}
-    for i, v in enumerate(VERSIONS):
+    for i, v in enumerate(versions):
         date = f"@{BASE_EPOCH + i * 3600} +0000"
         cenv = env | {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
         if v.parent is not None:
@@ -260,13 +272,12 @@ def build_demo_repo(dest: Path) -> dict[str, str]:
             path = dest / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
-            path.chmod(0o755 if rel in EXECUTABLES else 0o644)
+            path.chmod(0o755 if rel in executables else 0o644)
         _git(dest, "add", "-A", env=env)
         _git(dest, "commit", "-q", "--allow-empty", "-m", v.description, env=cenv)
         _git(dest, "tag", "-a", v.tag, "-m", v.description, env=cenv)
         shas[v.tag] = _git(dest, "rev-parse", f"{v.tag}^{{commit}}", env=env)
-    last_good = [v.tag for v in VERSIONS if not v.tag.startswith("bad-")][-1]
-    _git(dest, "checkout", "-q", "-B", "main", last_good, env=env)
+    _git(dest, "checkout", "-q", "-B", "main", main, env=env)
     return shas
 
 

@@ -13,7 +13,8 @@ A failed check is FAIL, or WARN when the check is not ``blocking`` (informationa
 
 Checks: ``ssh`` (``true``; the caller verifies the host key when it connects), ``disk``
 (free MiB from ``df -Pk``), ``binaries`` (per role), ``app_env`` (the shared ``.env``:
-APP_DEBUG, APP_ENV, mode, not in git; never prints its content), ``pending_migrations``
+APP_DEBUG, APP_ENV unless the playbook's ``preflight.app_env`` is false, mode, not in git; never
+prints its content), ``app_check`` (the playbook's ``preflight.checks``), ``pending_migrations``
 (informational), ``lock`` (free or held) and ``window`` (deploy windows and freezes).
 
 Modules: `model` (Check, Result, the statuses, table, exit_code), `remote` (the commands and
@@ -39,6 +40,7 @@ from .remote import (  # noqa: F401
     app_env_command,
     binaries_command,
     disk_command,
+    parse_app_check,
     parse_app_env,
     parse_binaries,
     parse_disk,

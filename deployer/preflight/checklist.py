@@ -17,6 +17,7 @@ from .remote import (
     app_env_command,
     binaries_command,
     disk_command,
+    parse_app_check,
     parse_app_env,
     parse_binaries,
     parse_disk,
@@ -106,9 +107,31 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
                          about="flock, to append to the ledger"))
     if ".env" in cfg.playbook.shared_files:
         env_file = posixpath.join(cfg.shared_path, ".env")
+        keys = cfg.playbook.preflight.app_env
         out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), app_roles,
-                         parse_app_env(env_file, expect_app_env), _names(app),
-                         about="the shared .env: APP_DEBUG, APP_ENV, mode 0600, not in git"))
+                         parse_app_env(env_file, expect_app_env, app_keys=keys), _names(app),
+                         about="the shared .env: " + ("APP_DEBUG, APP_ENV, " if keys else "")
+                               + "mode 0600, not in git"))
+    for i, step in enumerate(cfg.playbook.preflight.checks):
+        hosts = [h for h in app if any(h.has(r) for r in (step.roles or []))]
+        if step.once:
+            hosts = hosts[:1]
+        if not hosts:
+            continue
+        try:
+            commands = {h.name: step.command(cfg.template_values(h)) for h in hosts}
+        except ConfigError as exc:
+            msg = exc.message
+            out.append(Check("app_check", None, tuple(step.roles or ()),
+                             lambda s, e, msg=msg: (False, f"cannot render: {msg}")))
+            continue
+        # the same command on every host (no host value in it) is one check; else one per host
+        groups: dict[str, list[str]] = {}
+        for name, cmd in commands.items():
+            groups.setdefault(cmd.script, []).append(name)
+        for names in groups.values():
+            out.append(Check("app_check", commands[names[0]], tuple(step.roles or ()), parse_app_check,
+                             tuple(names), about=f"the playbook's preflight.checks[{i}]"))
     pending = cfg.playbook.steps("migrate", "pending")
     host = cfg.migrate_host
     if pending and host is not None:

@@ -129,9 +129,11 @@ def app_env_command(shared_path: str, mirror: str) -> Command:
     )
 
 
-def parse_app_env(env_file: str, expect_app_env: str | None = "production") -> Parse:
-    """APP_DEBUG not true, APP_ENV == expect_app_env when set (None: only not local/dev),
-    mode without group/other bits (0600), .env not tracked by git."""
+def parse_app_env(env_file: str, expect_app_env: str | None = "production", *,
+                  app_keys: bool = True) -> Parse:
+    """APP_DEBUG not true, APP_ENV == expect_app_env when set (None: only not local/dev) when
+    `app_keys` (the playbook's preflight.app_env), mode without group/other bits (0600), .env
+    not tracked by git."""
 
     def parse(stdout: str, exit_status: int | None) -> tuple[bool, str]:
         facts: dict[str, str] = {}
@@ -148,23 +150,8 @@ def parse_app_env(env_file: str, expect_app_env: str | None = "production") -> P
         elif facts.get("env_file") == "unreadable":
             problems.append(f"{env_file} is not readable by the SSH user: cannot verify it")
         else:
-            debug = facts.get("app_debug", "unset")
-            if debug == "true":
-                problems.append("APP_DEBUG is true (must be false in production)")
-            elif debug == "other":
-                problems.append("APP_DEBUG has a value that is not false (frameworks read it as "
-                                "true)")
-            else:
-                notes.append(f"APP_DEBUG {'unset' if debug == 'unset' else 'false'}")
-            app_env = facts.get("app_env", "unset")
-            if app_env == "other":
-                problems.append("APP_ENV has an unexpected value")
-            elif app_env != "unset" and expect_app_env and app_env != expect_app_env:
-                problems.append(f"APP_ENV is {app_env!r} (must be {expect_app_env!r})")
-            elif app_env in ("local", "dev", "development", "testing"):
-                problems.append(f"APP_ENV is {app_env!r}")
-            else:
-                notes.append(f"APP_ENV {app_env}")
+            if app_keys:
+                _app_keys(facts, expect_app_env, problems, notes)
             mode = facts.get("mode", "")
             if not re.fullmatch(r"[0-7]{3,4}", mode):
                 problems.append(f"cannot read the mode of {env_file}")
@@ -185,6 +172,40 @@ def parse_app_env(env_file: str, expect_app_env: str | None = "production") -> P
         return True, ", ".join(notes)
 
     return parse
+
+
+def _app_keys(facts: dict[str, str], expect_app_env: str | None, problems: list[str],
+              notes: list[str]) -> None:
+    """APP_DEBUG not true, APP_ENV == expect_app_env when set (None: only not local/dev)."""
+    debug = facts.get("app_debug", "unset")
+    if debug == "true":
+        problems.append("APP_DEBUG is true (must be false in production)")
+    elif debug == "other":
+        problems.append("APP_DEBUG has a value that is not false (frameworks read it as "
+                        "true)")
+    else:
+        notes.append(f"APP_DEBUG {'unset' if debug == 'unset' else 'false'}")
+    app_env = facts.get("app_env", "unset")
+    if app_env == "other":
+        problems.append("APP_ENV has an unexpected value")
+    elif app_env != "unset" and expect_app_env and app_env != expect_app_env:
+        problems.append(f"APP_ENV is {app_env!r} (must be {expect_app_env!r})")
+    elif app_env in ("local", "dev", "development", "testing"):
+        problems.append(f"APP_ENV is {app_env!r}")
+    else:
+        notes.append(f"APP_ENV {app_env}")
+
+
+# ---------------------------------------------------------------- the playbook's own checks
+
+
+def parse_app_check(stdout: str, exit_status: int | None) -> tuple[bool, str]:
+    """A playbook's preflight check: exit 0 passes; its last output line is the detail."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    last = lines[-1][:300] if lines else ""
+    if exit_status == 0:
+        return True, last or "ok"
+    return False, last or f"exit {exit_status}"
 
 
 # ---------------------------------------------------------------- pending migrations

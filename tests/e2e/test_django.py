@@ -1,0 +1,126 @@
+"""A real Django project (examples/django-app) deployed with the shipped `django` playbook: a
+virtualenv per release, gunicorn and a Celery worker under supervisord, Django's own migrations,
+an automatic rollback with its database, a rollback by hand."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from deployer.fleet.django import DB_NAME, DEPLOY_TO, PORT, DjangoSite, web_hosts
+
+from .conftest import CLI, sh_quote
+
+ENV = ("--env", "django")
+
+
+@pytest.fixture(scope="module")
+def site(fleet):
+    """The Django app's programs, Redis, database and inventory on the fleet, for this module."""
+    s = DjangoSite(fleet)
+    s.install()
+    yield s
+    s.remove()
+
+
+@pytest.fixture(scope="module")
+def dj(site) -> CLI:
+    return CLI(str(site.inventory_path))
+
+
+def get(address: str, path: str, data: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://{address}:{PORT}{path}",
+                                 data=None if data is None else json.dumps(data).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def served(fleet) -> dict[str, str]:
+    """host -> the release its `current` points at."""
+    return {h.name: Path(fleet.sh(h.name, f"readlink {DEPLOY_TO}/current || true").stdout.strip()).name
+            for h in web_hosts(fleet.spec)}
+
+
+def on_release(fleet, release: str) -> None:
+    """Every web host serves `release`, from gunicorn running that release's own virtualenv."""
+    assert set(served(fleet).values()) == {release}
+    for h in web_hosts(fleet.spec):
+        status, body = get(h.address, "/health")
+        assert status == 200 and body["release"] == release, (h.name, body)
+        assert body["python"] == f"{DEPLOY_TO}/releases/{release}/.venv", (h.name, body)
+
+
+def migrations(fleet) -> list[str]:
+    sql = "SELECT name FROM django_migrations WHERE app = 'notes' ORDER BY id"
+    res = fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
+                          f"-d {DB_NAME} -XAtq -c {sh_quote(sql)}")
+    return res.stdout.split()
+
+
+def sql(fleet, query: str) -> str:
+    return fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
+                           f"-d {DB_NAME} -XAtq -c {sh_quote(query)}").stdout.strip()
+
+
+def release_of(dj: CLI, ref: str) -> str:
+    proc = dj("releases", *ENV, "--output", "json", check=0)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref][-1]
+
+
+def test_django_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, dj):
+    web1, web2 = web_hosts(fleet.spec)
+
+    # v1 on an empty database: Django's and the app's migrations under maintenance mode
+    dj("deploy", *ENV, "--ref", "v1", check=0)
+    v1 = release_of(dj, "v1")
+    on_release(fleet, v1)
+    assert migrations(fleet) == ["0001_initial"]
+    proc = dj("preflight", *ENV, check=0)
+    assert "DEBUG off, ALLOWED_HOSTS" in proc.stdout and "APP_DEBUG" not in proc.stdout
+
+    # v2: an online-safe migration, no maintenance; the worker runs the new code
+    dj("deploy", *ENV, "--ref", "v2", check=0)
+    v2 = release_of(dj, "v2")
+    on_release(fleet, v2)
+    assert migrations(fleet) == ["0001_initial", "0002_note_processed_by"]
+    status, note = get(web2.address, "/notes/", {"text": "hello"})
+    assert status == 201
+    deadline = time.monotonic() + 30
+    while not note.get("processed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        note = get(web1.address, f"/notes/{note['id']}")[1]
+    assert note["processed"] and note["processed_by"] == v2, note
+
+    # maintenance mode by hand: users get 503, `status` says so (the playbook's flag)
+    dj("maintenance", "on", *ENV, check=0)
+    try:
+        assert get(web1.address, "/notes/")[0] == 503
+        assert "maintenance" in dj("status", *ENV, check=0).stdout.lower()
+    finally:
+        dj("maintenance", "off", *ENV, check=0)
+    assert get(web1.address, "/notes/")[0] == 200
+
+    # v3-bad: migration 0003 applied, then /health answers 500: code and database roll back
+    rows = sql(fleet, "SELECT id, text, processed_by FROM notes_note ORDER BY id")
+    proc = dj("deploy", *ENV, "--ref", "v3-bad", check=1)
+    assert "rolled back" in (proc.stdout + proc.stderr).lower(), proc.stderr[-2000:]
+    on_release(fleet, v2)
+    assert migrations(fleet) == ["0001_initial", "0002_note_processed_by"]
+    assert sql(fleet, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'notes_note' "
+                      "AND column_name = 'priority'") == "0"
+    assert sql(fleet, "SELECT id, text, processed_by FROM notes_note ORDER BY id") == rows
+
+    # by hand back to v1: refused while the schemas differ, then with v1's database
+    proc = dj("rollback", *ENV, "--to", "v1", check=3)
+    assert "schema version" in proc.stderr
+    dj("rollback", *ENV, "--to", "v1", "--restore-db", "--yes", check=0)
+    on_release(fleet, v1)
+    assert migrations(fleet) == ["0001_initial"]
