@@ -21,21 +21,15 @@ from deployer.errors import ConfigError
 
 from .inventory import (
     SSH,
-    CronExpr,
     Database,
-    FreezeModel,
     Gate,
     Group,
     Health,
     HostEntry,
     Inventory,
     LoadBalancer,
-    RetentionModel,
     RolloutWave,
-    ScheduleModel,
     SecretFile,
-    TimeZone,
-    WindowModel,
 )
 from .layers import parse_set
 from .loading import load_config
@@ -49,6 +43,7 @@ from .project import (
     project_root,
     shipped_playbooks,
 )
+from .schedule import CronExpr, FreezeModel, RetentionModel, ScheduleModel, TimeZone, WindowModel
 from .types import (
     DEFAULT_ROLES,
     ENV_VARS,

@@ -1,23 +1,26 @@
-"""Inventory models (hosts/<env>.yaml): connection, database, health, load balancer, hosts,
-windows, freezes, schedules, retention, gate, secret files and rollout waves."""
+"""Inventory models (hosts/<env>.yaml): connection, database, health, load balancer, hosts, groups,
+gate, secret files, rollout waves, and the inventory itself (windows, freezes, schedules and
+retention: schedule.py; the `state:` section: state.py)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator, Strict, model_validator
 
-from deployer import cron as _cron
-from deployer import retention as _retention
-from deployer import windows as _windows
 from deployer.errors import ConfigError
 from deployer.shell import Secret, fill
 from deployer.sshconfig import split_chain
 
+from .schedule import (
+    FreezeModel,
+    RetentionModel,
+    ScheduleModel,
+    WindowModel,
+)
+from .state import State
 from .types import (
     AbsPath,
     Bool,
@@ -159,107 +162,6 @@ class Group(_Model):
     vars: Vars = {}
 
 
-def _cron_expr(value: Any) -> str:
-    try:
-        return _cron.validate_expression(value)
-    except (TypeError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-
-
-def _duration(value: Any) -> Any:
-    try:
-        return _windows.parse_duration(value)
-    except (TypeError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-
-
-def _time_zone(value: Any) -> str:
-    try:
-        _windows.zone(value)
-    except (TypeError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    return value
-
-
-def _date_or_time(value: Any) -> date | datetime:
-    if isinstance(value, (date, datetime)):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
-        except ValueError:
-            pass
-    raise _fail(f"expected a date (2026-12-20) or an ISO datetime, got {value!r}")
-
-
-def _task(value: str) -> str:
-    try:
-        return _cron.validate_task(value)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-
-
-CronExpr = Annotated[str, PlainValidator(_cron_expr)]
-TimeZone = Annotated[str, Strict(), AfterValidator(_time_zone)]
-
-
-class WindowModel(_Model):
-    """A deploy window: opens when `cron` fires in `timezone`, lasts `duration`."""
-
-    name: Annotated[str, Strict(), AfterValidator(_slug("window name"))]
-    cron: CronExpr
-    duration: Annotated[Any, PlainValidator(_duration)]
-    timezone: TimeZone = "UTC"
-
-    def to_window(self) -> _windows.Window:
-        return _windows.Window(self.name, self.cron, self.duration, self.timezone)
-
-
-class FreezeModel(_Model):
-    """No deploys from `start` to `end` (dates are whole days, both inclusive)."""
-
-    start: Annotated[Any, PlainValidator(_date_or_time)]
-    end: Annotated[Any, PlainValidator(_date_or_time)]
-    reason: Annotated[str, Strict()] = ""
-    timezone: TimeZone = "UTC"
-
-    @model_validator(mode="after")
-    def _check(self) -> FreezeModel:
-        try:
-            self.to_freeze()
-        except ValueError as exc:
-            raise _fail(str(exc)) from None
-        return self
-
-    def to_freeze(self) -> _windows.Freeze:
-        return _windows.make_freeze(self.start, self.end, self.reason, self.timezone)
-
-
-class ScheduleModel(_Model):
-    """A job for cron: the Invoke task `command`, run with --env when `cron` fires."""
-
-    name: Annotated[str, Strict(), AfterValidator(_slug("schedule name"))]
-    cron: CronExpr
-    command: Annotated[str, Strict(), AfterValidator(_task)]
-
-    def to_schedule(self) -> _cron.Schedule:
-        return _cron.Schedule(self.name, self.cron, self.command)
-
-
-class RetentionModel(_Model):
-    """Backup retention (see deployer.retention)."""
-
-    all_days: Annotated[Int, Field(ge=0)] = 7
-    daily_days: Annotated[Int, Field(ge=0)] = 16
-    weekly_weeks: Annotated[Int, Field(ge=0)] = 8
-    monthly_months: Annotated[Int, Field(ge=0)] = 4
-    yearly_years: Annotated[Int, Field(ge=0)] = 2
-
-    def to_policy(self) -> _retention.Policy:
-        return _retention.Policy(**self.model_dump())
-
-
 class Gate(_Model):
     """What a wave must pass beyond the health check: a bake with bounded probes, compared
     with absolute thresholds (seed 001) and, when old-release hosts remain, against them."""
@@ -304,88 +206,6 @@ class SecretFile(_Model):
             return Secret(Path(self.from_file).read_text())
         except OSError as exc:
             raise ConfigError(f"secret_files: {self.path}: cannot read {self.from_file}: {exc.strerror}") from None
-
-
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
-_REGION_RE = re.compile(r"[a-z0-9-]{2,32}\Z")
-#: keys refused in `state:` with their own message: credentials never go in a file
-_STATE_SECRETS = ("access_key", "aws_access_key_id", "secret_key", "aws_secret_access_key",
-                  "secret_access_key", "session_token", "aws_session_token", "password", "credentials",
-                  "token")
-
-
-def _bucket(value: str) -> str:
-    if not _BUCKET_RE.match(value) or ".." in value:
-        raise _fail(f"invalid bucket name {value!r} (3-63 lowercase letters, digits, '.' and '-')")
-    return value
-
-
-def _prefix(value: str) -> str:
-    clean = value.strip("/")
-    if any(p in ("", ".", "..") for p in clean.split("/")) and clean:
-        raise _fail(f"invalid prefix {value!r} (no empty, '.' or '..' parts)")
-    if any(c.isspace() or ord(c) < 32 for c in clean):
-        raise _fail(f"invalid prefix {value!r} (no spaces or control characters)")
-    return clean
-
-
-def _endpoint(value: str) -> str:
-    from urllib.parse import urlsplit
-
-    u = urlsplit(value)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise _fail(f"expected an http(s) URL like https://s3.example.com, got {value!r}")
-    if u.username or u.password:
-        raise _fail("must not contain credentials (they come from the environment, a profile or "
-                    "an instance role)")
-    if u.query or u.fragment or u.path not in ("", "/"):
-        raise _fail(f"expected a bare endpoint (scheme, host, port), got {value!r}")
-    return value.rstrip("/")
-
-
-def _region(value: str) -> str:
-    if not _REGION_RE.match(value):
-        raise _fail(f"invalid region {value!r}")
-    return value
-
-
-class State(_Model):
-    """Where the env's lock and ledger live: `ssh` (on the ledger host, the default) or `s3`
-    (a bucket; backups are copied there too). Credentials come from boto3's standard chain
-    (environment, profile, instance role), never from this file."""
-
-    backend: Literal["ssh", "s3"] = "ssh"
-    bucket: Annotated[str, Strict(), AfterValidator(_bucket)] | None = None
-    prefix: Annotated[str, Strict(), AfterValidator(_prefix)] = ""
-    endpoint_url: Annotated[str, Strict(), AfterValidator(_endpoint)] | None = None
-    region: Annotated[str, Strict(), AfterValidator(_region)] | None = None
-    #: seconds a lock holder's lease lasts without renewal (renewed every lease/3 s)
-    lease: Annotated[Float, Field(ge=1, le=3600)] = 60.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_secrets(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            for key in data:
-                if str(key).lower() in _STATE_SECRETS:
-                    raise _fail(f"{key}: credentials cannot be set in the inventory; boto3 reads them "
-                                "from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an "
-                                "instance role")
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> State:
-        if self.backend == "s3" and self.bucket is None:
-            raise _fail("bucket: required when backend is s3")
-        if self.backend == "ssh" and (self.bucket or self.endpoint_url or self.prefix or self.region):
-            raise _fail("bucket, prefix, endpoint_url and region need backend: s3")
-        return self
-
-    def location(self):
-        """The S3Location of this state (backend s3)."""
-        from deployer.state.s3 import S3Location
-
-        return S3Location(self.bucket or "", self.prefix, self.endpoint_url, self.region)
 
 
 class RolloutWave(_Model):
