@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deployer import journal as J  # noqa: E402
 from deployer.config import load_config  # noqa: E402
-from deployer.engine import journal as J  # noqa: E402
 from deployer.engine.deploy import DeployRun  # noqa: E402
 from deployer.engine.rollback import Rollback  # noqa: E402
 from deployer.errors import DeployFailed  # noqa: E402

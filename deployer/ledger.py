@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import records as REC
 from .commands import ledger as L
-from .engine import records as REC
-from .engine.records import SCHEMA_VERSION, now_iso  # noqa: F401 - one definition, the records'
+from .records import SCHEMA_VERSION, now_iso  # noqa: F401 - one definition, the records'
 
 
 @dataclass

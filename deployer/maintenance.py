@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for maintenance",
              retry: int = 60, ttl: float | None = None) -> int:
     """`maintenance.on/off` by hand. Without --ttl, maintenance set by hand does not expire."""
-    from .engine import records as REC
+    from . import records as REC
     from .engine.maint_plan import mode_plan
     from .engine.runs import Run
     from .engine.state import RunState
@@ -58,7 +58,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
                reason: str = "", now: dt.datetime | None = None) -> int:
     """`maintenance.run`, the job cron runs: window, lock, backup with retention, the playbook's
     maintenance tasks, optionally promote a paused rollout, the gate; ledger and notices."""
-    from .engine import records as REC
+    from . import records as REC
     from .engine.maint_plan import window_plan
     from .engine.rollback import Resume, paused_run
     from .engine.runs import Run

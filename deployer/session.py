@@ -121,9 +121,9 @@ class Session:
     def history(self, ship_first: bool = True):
         """The ledger's history, with this machine's records not shipped yet (shipped first when
         the ledger answers). `local_only` lists the runs whose record is still only local."""
-        from .engine import journal as J
-        from .engine.records import dedupe
+        from . import journal as J
         from .ledger import History
+        from .records import dedupe
 
         if ship_first:
             shipped, _ = J.ship_pending(self.cfg.env, self.ledger_id, self.ship)
@@ -145,7 +145,7 @@ class Session:
 
     def facts(self, hosts: list[Host], ref: str | None = None):
         """Read every host's facts in one command each, in parallel."""
-        from .engine import facts as F
+        from . import facts as F
 
         out = F.Facts()
 

@@ -8,13 +8,13 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from .. import facts as F
+from .. import records as REC
 from ..config import Config
 from ..errors import ConfigError, DeployerError, LockLost, NeedsHuman, Refused
 from ..output import Reporter
 from ..release_id import new_release_id, validate_ref
 from ..session import Session, who
-from . import facts as F
-from . import records as REC
 from .deploy_plan import DeployInputs, deploy_plan
 from .plan import Plan
 from .runs import Run

@@ -12,9 +12,9 @@ from ..commands import backup as B
 from ..commands import git as GIT
 from ..commands import releases as R
 from ..config import Config, Host
+from ..facts import Facts
 from ..shell import Secret, batch, chain, raw
 from . import ops
-from .facts import Facts
 from .plan import Action, Lane, Plan, Stage
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"

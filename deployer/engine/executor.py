@@ -13,11 +13,11 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+from .. import records as REC
 from ..commands import backup as B
 from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman
+from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
-from . import records as REC
-from .facts import parse_schema
 from .plan import Action, Lane, Plan, Stage
 from .state import RunState
 

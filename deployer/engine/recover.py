@@ -10,6 +10,7 @@ import os
 import socket
 import time
 
+from .. import records as REC
 from ..commands import lb as LB
 from ..commands import lock as LK
 from ..config import Config
@@ -17,7 +18,6 @@ from ..errors import DeployerError, NeedsHuman, Refused
 from ..output import Reporter
 from ..session import STALE_AFTER, Session
 from . import ops
-from . import records as REC
 from .back_plan import manual_rollback_plan, rollback_plan
 from .maint_plan import mode_plan
 from .plan import Lane, Plan, Stage

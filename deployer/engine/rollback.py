@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import records as REC
 from ..commands import backup as B
 from ..config import Config
 from ..errors import CommandFailed, ConfigError, DeployerError, NeedsHuman, Refused
@@ -13,7 +14,6 @@ from ..ledger import History
 from ..output import Reporter
 from ..release_id import validate_release_id
 from ..session import Session, who
-from . import records as REC
 from .back_plan import manual_rollback_plan
 from .deploy import read_facts, succeed
 from .deploy_plan import DeployInputs, deploy_plan, offsite

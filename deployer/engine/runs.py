@@ -8,13 +8,13 @@ import threading
 import time
 from contextlib import contextmanager
 
+from .. import records as REC
 from ..errors import DeployerError, DeployFailed, NeedsHuman
+from ..journal import Journal
 from ..output import Reporter
 from ..session import Session, who
-from . import records as REC
 from .back_plan import rollback_plan
 from .executor import Executor
-from .journal import Journal
 from .state import RunState
 
 
@@ -95,8 +95,8 @@ class Run:
         host = cfg.migrate_host
         if not (st.migrated and st.schema_after is None and version and host is not None):
             return
+        from ..facts import parse_schema
         from . import ops
-        from .facts import parse_schema
 
         try:
             out = self.s.run(host, version[0].command(ops.values(cfg, host, st.release)),

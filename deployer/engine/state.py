@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import records as REC
+from .. import records as REC
 
 ADDS = ("pulled", "switched", "drained", "workers_restarted")
 

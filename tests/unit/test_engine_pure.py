@@ -13,8 +13,8 @@ from deployer.commands import lock as LK
 from deployer.commands import releases as R
 from deployer.config import Host, load_config
 from deployer.engine.deploy_plan import DeployInputs, deploy_plan
-from deployer.engine.facts import Facts
 from deployer.engine.ops import plan_waves
+from deployer.facts import Facts
 from deployer.ledger import History
 
 ROOT = Path(__file__).resolve().parents[2]

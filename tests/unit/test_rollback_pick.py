@@ -13,9 +13,9 @@ from recording import FakeHttp, Fleet, RecordingTransport, fake_bake
 
 from deployer.commands import releases as R
 from deployer.config import load_config
-from deployer.engine.facts import Facts
 from deployer.engine.rollback import Rollback, pick
 from deployer.errors import Refused
+from deployer.facts import Facts
 from deployer.ledger import History
 from deployer.output import JsonReporter
 from deployer.session import Session

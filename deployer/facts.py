@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..commands import git as GIT
-from ..commands import releases as R
-from ..config import Config, Host
-from ..shell import Command, batch, raw, step_outputs
+from .commands import git as GIT
+from .commands import releases as R
+from .config import Config, Host
+from .shell import Command, batch, raw, step_outputs
 
 SCHEMA_STEP = "schema"
 COMMIT_STEP = "commit"
@@ -57,7 +57,7 @@ def command(cfg: Config, host: Host, ref: str | None = None) -> Command:
 
 
 def _q(text: str) -> str:
-    from ..shell import q
+    from .shell import q
 
     return q(text)
 
