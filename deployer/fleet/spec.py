@@ -140,8 +140,9 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix:///srv/supervisor/supervisor.sock
 
+; one gunicorn worker per host: all the fleet's hosts share this machine's few cores
 [program:web]
-command=/srv/bin/gunicorn --pythonpath {DEPLOY_TO}/current --bind 0.0.0.0:{APP_PORT} --workers 2 --graceful-timeout 10 --access-logfile - app:application
+command=/srv/bin/gunicorn --pythonpath {DEPLOY_TO}/current --bind 0.0.0.0:{APP_PORT} --workers 1 --graceful-timeout 10 --access-logfile - app:application
 directory={DEPLOY_TO}
 autostart=true
 autorestart=true
