@@ -13,6 +13,7 @@ from .. import records as REC
 from ..config import Config
 from ..errors import ConfigError, DeployerError, LockLost, NeedsHuman, Refused
 from ..output import Reporter
+from ..records import now_iso
 from ..release_id import new_release_id, validate_ref
 from ..session import Session, who
 from .deploy_plan import DeployInputs, deploy_plan
@@ -110,6 +111,7 @@ class DeployRun:
         cfg, s = self.cfg, self.s
         run: Run | None = None
         try:
+            since = now_iso()
             facts, release = self.prepare()
             self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
             with ThreadPoolExecutor(1) as pool:
@@ -121,8 +123,11 @@ class DeployRun:
                     history = s.history()
                 finally:
                     wait([probe])
+            # Another run held the lock, or ended while the facts were read (it wrote to the
+            # ledger since): what it did is the truth now, not what we read.
+            waited = waited or any(e.get("at", "") >= since and e.get("run") != s.run_id
+                                   for e in history.events)
             if waited:
-                # Another run held the lock: what it did is the truth now, not what we read.
                 facts = read_facts(s, cfg, self.ref, self.rep)
                 maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)
             else:

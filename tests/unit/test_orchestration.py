@@ -215,3 +215,20 @@ def test_a_migration_cut_short_is_undone_by_what_the_schema_really_is(tmp_path):
     # the schema was read once more, after the cut, before the rollback was planned
     reads = [c for _, c in t.calls if c.strip().endswith("schema-version")]
     assert len(reads) >= 3, reads
+
+
+def test_a_run_that_ended_while_the_facts_were_read_makes_the_deploy_read_them_again(tmp_path):
+    """The lock was free when asked for, but another run wrote to the ledger after this deploy
+    began reading the hosts (it ended in between): the facts are read again, under the lock."""
+    cfg = config("local", tmp_path)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD)
+    import datetime as dt
+
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fleet.ledger = json.dumps({"type": "deploy.end", "run": "other-run", "at": later, "outcome": "success",
+                               "schema": 1}) + "\n"
+    code, _, t = run_deploy(cfg, fleet)
+    assert code == 0
+    reads = [h for h, c in t.calls if "@@deployer-state" in c]
+    assert sorted(reads) == sorted(hosts * 2), reads
