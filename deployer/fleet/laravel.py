@@ -1,0 +1,277 @@
+"""The Laravel example app (examples/laravel-app) on the local fleet, installed on demand.
+
+`LaravelSite(fleet).install()` adds, to a fleet that is up, what the shipped `laravel` playbook
+needs, and `remove()` takes it all away again (the fleet's own startup does none of this):
+
+* nothing to download: the framework is Debian's (php-laravel-framework, Laravel 8, under
+  /usr/share/php, which the hosts share with this machine), and the app's composer.json has no
+  package to fetch (packagist disabled), so each release's `composer install` only writes its
+  autoloader, offline;
+* a database `laravel` on db1's PostgreSQL (owner `demo`);
+* on each web host: `shared/.env` (APP_KEY, DB_*, ...) and `shared/storage` under
+  /srv/laravel, and a web stack in the fleet's supervisord, all of its files under the host's
+  own /srv/laravel-web (the hosts share /etc, /run and /var): `laravel-fpm` (php-fpm8.2, one
+  pool on a unix socket), `laravel-nginx` (nginx on port 8080, root /srv/laravel/current/public,
+  SCRIPT_FILENAME from $realpath_root) and `laravel-worker` (`artisan queue:work` started from
+  /srv/laravel/current);
+* the app's git repository (`<fleet dir>/laravel-app`, tags v1, v2, v3-bad) and an inventory
+  for it (`<fleet dir>/inventory-laravel.yaml`, env state under /srv/laravel).
+
+On the fleet php-fpm, nginx and the worker run as root (the deploying user); on a real server
+php-fpm's pool and nginx's workers run as www-data.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import spec as S
+from .laravel_repo import build_laravel_repo
+from .procs import FleetError
+
+DEPLOY_TO = "/srv/laravel"
+WEB_DIR = "/srv/laravel-web"
+PORT = 8080
+DB_NAME = "laravel"
+WEB_HOSTS = 2  # the first web hosts of the fleet: enough to see each serve
+FPM_PROGRAM = "laravel-fpm"
+NGINX_PROGRAM = "laravel-nginx"
+WORKER_PROGRAM = "laravel-worker"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PHP = "/usr/bin/php"
+PHP_FPM = "/usr/sbin/php-fpm8.2"
+NGINX = "/usr/sbin/nginx"
+COMPOSER = "/usr/bin/composer"
+LARAVEL_AUTOLOAD = "/usr/share/php/Illuminate/autoload.php"
+_BEGIN = "; >>> laravel example app (deployer.fleet.laravel)"
+_END = "; <<< laravel example app"
+
+
+def check_tools() -> None:
+    """Debian's PHP, php-fpm, nginx, composer and Laravel are installed (./bootstrap does it)."""
+    missing = [p for p in (PHP, PHP_FPM, NGINX, COMPOSER, LARAVEL_AUTOLOAD) if not os.path.exists(p)]
+    if missing:
+        raise FleetError(f"fleet: {', '.join(missing)} not found; run ./bootstrap to install PHP 8.2, "
+                         "php-fpm, nginx, composer and php-laravel-framework")
+
+
+def fpm_config() -> str:
+    return f"""; php-fpm of the Laravel example app (deployer.fleet.laravel)
+[global]
+pid = {WEB_DIR}/php-fpm.pid
+error_log = {WEB_DIR}/php-fpm.log
+daemonize = no
+
+[app]
+user = root
+group = root
+listen = {WEB_DIR}/php-fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = 2
+catch_workers_output = yes
+"""
+
+
+def nginx_config() -> str:
+    return f"""# nginx of the Laravel example app (deployer.fleet.laravel)
+daemon off;
+user root;
+worker_processes 1;
+pid {WEB_DIR}/nginx.pid;
+error_log {WEB_DIR}/nginx-error.log;
+events {{ worker_connections 128; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {WEB_DIR}/tmp/body;
+    fastcgi_temp_path {WEB_DIR}/tmp/fastcgi;
+    proxy_temp_path {WEB_DIR}/tmp/proxy;
+    uwsgi_temp_path {WEB_DIR}/tmp/uwsgi;
+    scgi_temp_path {WEB_DIR}/tmp/scgi;
+    server {{
+        listen {PORT};
+        root {DEPLOY_TO}/current/public;
+        index index.php;
+        charset utf-8;
+        location / {{
+            try_files $uri $uri/ /index.php?$query_string;
+        }}
+        location ~ \\.php$ {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass unix:{WEB_DIR}/php-fpm.sock;
+            fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;
+        }}
+        location ~ /\\.(?!well-known).* {{
+            deny all;
+        }}
+    }}
+}}
+"""
+
+
+def supervisor_programs() -> str:
+    common = ("autostart=true\nautorestart=true\nstartsecs=1\nstartretries=2\n"
+              "stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\n")
+    return f"""{_BEGIN}
+[program:{FPM_PROGRAM}]
+command={PHP_FPM} --nodaemonize --allow-to-run-as-root --fpm-config {WEB_DIR}/php-fpm.conf
+stopsignal=QUIT
+stopwaitsecs=10
+stdout_logfile=/srv/supervisor/log/{FPM_PROGRAM}.log
+{common}
+[program:{NGINX_PROGRAM}]
+command={NGINX} -e {WEB_DIR}/nginx-error.log -c {WEB_DIR}/nginx.conf
+stopsignal=QUIT
+stopwaitsecs=10
+stdout_logfile=/srv/supervisor/log/{NGINX_PROGRAM}.log
+{common}
+[program:{WORKER_PROGRAM}]
+command={PHP} {DEPLOY_TO}/current/artisan queue:work --sleep=1 --tries=1
+directory={DEPLOY_TO}/current
+stopsignal=TERM
+stopwaitsecs=30
+stdout_logfile=/srv/supervisor/log/{WORKER_PROGRAM}.log
+{common}{_END}
+"""
+
+
+def app_env(db_password: str, app_key: str) -> str:
+    return (
+        "APP_NAME=laravel-app\nAPP_ENV=production\nAPP_DEBUG=false\n"
+        f"APP_KEY=base64:{app_key}\nAPP_URL=http://localhost:{PORT}\n"
+        f"DB_CONNECTION=pgsql\nDB_HOST={S.DB_ADDRESS}\nDB_PORT=5432\nDB_DATABASE={DB_NAME}\n"
+        f"DB_USERNAME={S.DB_USER}\nDB_PASSWORD=\"{db_password}\"\n"
+        "QUEUE_CONNECTION=database\nCACHE_DRIVER=file\nLOG_CHANNEL=single\n"
+    )
+
+
+def inventory(spec: S.FleetSpec, fleet_dir: Path, repo: Path) -> str:
+    lines = [
+        "# The Laravel example app on the local fleet (written by deployer.fleet.laravel).",
+        "playbook: laravel",
+        f"repo: {repo}",
+        f"deploy_to: {DEPLOY_TO}",
+        "keep_releases: 3",
+        "ssh:",
+        "  user: root",
+        f"  key: {fleet_dir}/id_ed25519",
+        f"  known_hosts: {fleet_dir}/known_hosts",
+        "database:",
+        "  kind: postgresql",
+        f"  name: {DB_NAME}",
+        "  os_user: postgres",
+        f"  bin_dir: {PG_BIN}",
+        "  socket_dir: /srv/pg/run",
+        f"  backup_dir: {DEPLOY_TO}/backups",
+        "health:",
+        f'  url: "http://{{address}}:{PORT}/health"',
+        '  expect_json: {status: ok, release: "{release}"}',
+        "  interval: 0.25",
+        "  timeout: 2.0",
+        "  max_attempts: 40",
+        "vars:",
+        f"  php: {PHP}",
+        f"  composer: {COMPOSER}",
+        f"  fpm_pid: {WEB_DIR}/php-fpm.pid",
+        "  supervisorctl: /srv/bin/supervisorctl",
+        "  supervisor_conf: /srv/supervisor/supervisord.conf",
+        f"  worker_program: {WORKER_PROGRAM}",
+        "hosts:",
+    ]
+    for h in [spec.host("db1"), *web_hosts(spec)]:
+        lines += [f"  - name: {h.name}", f"    address: {h.address}", f"    roles: [{', '.join(h.roles)}]"]
+    return "\n".join(lines) + "\n"
+
+
+def web_hosts(spec: S.FleetSpec) -> list[S.FleetHost]:
+    """The web hosts the Laravel app runs on."""
+    return spec.web_hosts[:WEB_HOSTS]
+
+
+class LaravelSite:
+    """The Laravel example app's part of a fleet that is up (see the module's docstring)."""
+
+    def __init__(self, fleet):
+        self.fleet = fleet
+
+    @property
+    def repo(self) -> Path:
+        return self.fleet.dir / "laravel-app"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.fleet.dir / "inventory-laravel.yaml"
+
+    def _conf(self, host: str) -> Path:
+        return self.fleet.hostdir(host) / "srv" / "supervisor" / "supervisord.conf"
+
+    def _srv(self, host: str, path: str) -> Path:
+        return self.fleet.hostdir(host) / "srv" / path.removeprefix("/srv/")
+
+    def install(self, log=print) -> dict[str, str]:
+        """Install everything; return the repo's tag -> commit sha."""
+        check_tools()
+        self.remove(quiet=True)  # what a crashed run left
+        fleet, spec = self.fleet, self.fleet.spec
+        tags = build_laravel_repo(self.repo)
+        pg = f"runuser -u postgres -- {PG_BIN}"
+        fleet.sh("db1", f"mkdir -p {DEPLOY_TO}/backups && chown postgres: {DEPLOY_TO}/backups && "
+                        f"{pg}/dropdb -h /srv/pg/run -U postgres --if-exists --force {DB_NAME} && "
+                        f"{pg}/createdb -h /srv/pg/run -U postgres -O {S.DB_USER} {DB_NAME}")
+        env = app_env(fleet._db_password(), base64.b64encode(secrets.token_bytes(32)).decode())
+        for h in web_hosts(spec):
+            shared = self._srv(h.name, DEPLOY_TO) / "shared"
+            for sub in ("framework/cache/data", "framework/sessions", "framework/views", "logs"):
+                (shared / "storage" / sub).mkdir(parents=True, exist_ok=True)
+            fd = os.open(shared / ".env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(env)
+            web = self._srv(h.name, WEB_DIR)
+            (web / "tmp").mkdir(parents=True, exist_ok=True)
+            (web / "php-fpm.conf").write_text(fpm_config())
+            (web / "nginx.conf").write_text(nginx_config())
+            conf = self._conf(h.name)
+            conf.write_text(conf.read_text() + supervisor_programs())
+        self._supervisor_update()
+        self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo))
+        return tags
+
+    def remove(self, quiet: bool = False) -> None:
+        """Take away everything install() added (idempotent)."""
+        fleet, spec = self.fleet, self.fleet.spec
+        changed = False
+        for h in spec.web_hosts:
+            conf = self._conf(h.name)
+            text = conf.read_text() if conf.exists() else ""
+            if _BEGIN in text:
+                head, _, rest = text.partition(_BEGIN)
+                conf.write_text(head + rest.partition(_END + "\n")[2])
+                changed = True
+        if changed:
+            self._supervisor_update()
+        fleet.sh("db1", f"runuser -u postgres -- {PG_BIN}/dropdb -h /srv/pg/run -U postgres --if-exists "
+                        f"--force {DB_NAME}", check=False)
+        for h in spec.hosts:
+            fleet.sh(h.name, f"rm -rf {DEPLOY_TO} {WEB_DIR} /root/.cache/composer /root/.config/composer",
+                     check=False)
+        self.inventory_path.unlink(missing_ok=True)
+        if not quiet:
+            print("fleet: the Laravel example app removed")
+
+    def _supervisor_update(self) -> None:
+        """supervisord re-reads its config on every web host (in parallel): programs added are
+        started, programs removed are stopped."""
+
+        def one(name: str) -> None:
+            self.fleet.sh(name, "/srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf update >/dev/null")
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(one, [h.name for h in self.fleet.spec.web_hosts]))
+
+
+__all__ = ["LaravelSite", "DEPLOY_TO", "PORT", "DB_NAME", "web_hosts"]
