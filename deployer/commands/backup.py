@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 
 from ..shell import Command, q, raw
@@ -69,23 +70,46 @@ def verify(db: Database, path: str, sha256: str) -> Command:
     )
 
 
-def restore(db: Database, path: str) -> Command:
+def restore(db: Database, path: str, mark: str | None = None) -> Command:
     """Replace the database's public schema by the dump's content, in one transaction.
 
     The dump is rendered to SQL first (so a broken dump fails before anything is touched),
     then applied with psql --single-transaction and ON_ERROR_STOP: all or nothing. Objects
-    created after the dump (new tables) go too, since the schema is rebuilt.
+    created after the dump (new tables) go too, since the schema is rebuilt. With `mark`, the
+    same transaction sets it as the schema's comment (see `restore_once`).
     """
     sql = path + ".restore.sql"
+    comment = f"; echo {q(f'COMMENT ON SCHEMA public IS {chr(39)}{mark}{chr(39)};')}" if mark else ""
     inner = (
         f"umask 077; {{ printf 'DROP SCHEMA public CASCADE; CREATE SCHEMA public; "
         f"ALTER SCHEMA public OWNER TO pg_database_owner; GRANT ALL ON SCHEMA public TO PUBLIC;\\n'; "
-        f"{db.tool('pg_restore')} -f - {q(path)}; }} > {q(sql)} "
+        f"{db.tool('pg_restore')} -f - {q(path)}{comment}; }} > {q(sql)} "
         f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null "
         f"&& {db.tool('psql')} -X -q {db.conn_args()} --single-transaction -v ON_ERROR_STOP=1 "
         f"-d {q(db.name)} -f {q(sql)} >/dev/null; rc=$?; rm -f {q(sql)}; exit $rc"
     )
     return raw(db.as_user(inner))
+
+
+def restore_once(db: Database, path: str, sha256: str) -> Command:
+    """The automatic rollback's restore (run again by `recover` after a crash): the backup
+    verified, refused when the write fence saw another writer (`writes_since_backup`), then
+    restored, the schema marked with the backup's sha256 in the same transaction.
+
+    One restore at a time on the host (a lock file next to the backups), and once per backup:
+    a restore that a killed orchestrator left running there is waited for, and when the
+    database already carries this backup's mark it is not restored again (the first restore
+    took the write fence with it: a second one would find none and refuse, or run twice)."""
+    lock = posixpath.join(db.backup_dir, ".restore.lock")
+    checked = f"{verify(db, path, sha256).script} && {writes_since_backup(db).script}"
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):  # verify refuses it: nothing to mark
+        return raw(f"exec 9>>{q(lock)} && flock 9 && {checked} && {restore(db, path).script}")
+    mark = f"deployer: restored from a backup with sha256 {sha256}"
+    read = db.as_user(f"{db.tool('psql')} -XAtq {db.conn_args()} -d {q(db.name)} -c "
+                      + q("SELECT obj_description('public'::regnamespace, 'pg_namespace')"))
+    return raw(f"exec 9>>{q(lock)} && flock 9 && if [ \"$({read} 2>/dev/null)\" = {q(mark)} ]; then "
+               f"echo 'restore: the database is restored from this backup already' >&2; else "
+               f"{checked} && {restore(db, path, mark).script}; fi")
 
 
 FENCE_APP = "deployer-migrate"  # application_name of the migration's connections (PGAPPNAME)

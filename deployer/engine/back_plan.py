@@ -41,9 +41,7 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
         # Lossless or nothing: the write fence set after the backup must show no write by anyone
         # but the migration, else restoring would throw those writes away.
         act = Action(host=cfg.db_host.name, what="restore database", effect="db_restored",
-                     command=raw(B.verify(db, st.backup["path"], st.backup["sha256"]).script + " && "
-                                 + B.writes_since_backup(db).script + " && "
-                                 + B.restore(db, st.backup["path"]).script),
+                     command=B.restore_once(db, st.backup["path"], st.backup["sha256"]),
                      timeout=cfg.ssh.command_timeout)
         lost = (f"the database was migrated ({before} -> {st.schema_after}) and data was written since the "
                 f"backup by something else than the migration (listed above), so restoring "

@@ -21,6 +21,7 @@ class FaultEnv:
     inventory: str
     secret: str
     state_dir: Path
+    failing_gate: str = ""  # the inventory whose deploys fail at the gate, after their migration
 
     def env(self) -> dict:
         return {"FAULT_CANARY_SECRET": self.secret, "DEPLOYER_STATE_DIR": str(self.state_dir)}
@@ -36,7 +37,15 @@ def fault_env(fleet, tmp_path_factory) -> FaultEnv:
     data["secret_files"] = [{"path": "fault-canary.secret", "from_env": "FAULT_CANARY_SECRET"}]
     inv = d / "faults.yaml"
     inv.write_text(yaml.safe_dump(data, sort_keys=False))
-    env = FaultEnv(str(inv), "canary-" + secrets.token_hex(12), d / "state")
+    # The same, with a gate check that fails on every host: v3 migrates (under maintenance),
+    # then its gate fails, so the automatic rollback restores the backup. (bad-migration's
+    # migration rolls itself back: the schema never moves, and nothing is restored.)
+    (d / "failing-gate.yaml").write_text(
+        "extends: demo\nname: failing-gate\nstages:\n  gate_checks:\n"
+        "    - run: \"echo 'gate check: orders queue stalled' >&2; exit 1\"\n")
+    inv_fail = d / "faults-failing-gate.yaml"
+    inv_fail.write_text(yaml.safe_dump({**data, "playbook": "failing-gate.yaml"}, sort_keys=False))
+    env = FaultEnv(str(inv), "canary-" + secrets.token_hex(12), d / "state", str(inv_fail))
     psql(fleet, "CREATE TABLE IF NOT EXISTS fault_canary (id int primary key); "
                 f"INSERT INTO fault_canary SELECT g FROM generate_series(1, {CANARY_ROWS}) g ON CONFLICT DO NOTHING")
     return env

@@ -4,10 +4,11 @@ during the automatic rollback; each followed by `recover`."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
-from .driver import STAGES, at_stage, is_rollback
+from .driver import STAGES, at_stage, is_rollback, psql
 from .runner import run
 
 
@@ -54,12 +55,34 @@ def test_sigkill_during_the_rollbacks_switch(fleet, cli, fault_env):
 
 
 def test_sigkill_during_the_rollbacks_database_restore(fleet, cli, fault_env):
-    """bad-migration under forced maintenance: the rollback restores the backup; killed then."""
-    def restoring(e):
-        return e.get("event") == "stage" and e.get("stage") == "database" and e.get("state") == "start"
+    """v3 migrates under maintenance, then its gate fails: the rollback restores the backup. A
+    session holds a lock the restore waits for; the orchestrator is killed while the restore
+    waits on db1. The remote restore outlives it and ends (the write fence goes with it); then
+    `recover` must see the database restored, neither refuse for a missing fence nor restore
+    twice."""
+    hold = ("nohup runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run -d demo -Xq "
+            "-c 'BEGIN; LOCK TABLE items IN ACCESS SHARE MODE; SELECT pg_sleep(3); COMMIT' "
+            ">/dev/null 2>&1 &")
+    waiting = ("runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run -d demo -XAtq -c "
+               "\"select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+               "and query like 'DROP SCHEMA public%'\"")
 
-    run("SIGKILL during the rollback's database restore", fleet, cli, fault_env, ref="bad-migration",
-        args=("--maintenance",), trigger=restoring, action=kill)
+    def kill_while_restoring(o):
+        deadline = time.monotonic() + 20
+        while fleet.sh("db1", waiting, check=False).stdout.strip() in ("", "0"):
+            assert time.monotonic() < deadline, "the restore never reached db1"
+            time.sleep(0.05)
+        o.kill()
+
+    def restored_by_the_dead_run():
+        deadline = time.monotonic() + 30
+        while psql(fleet, "select max(version) from schema_migrations") != "2":
+            assert time.monotonic() < deadline, "the dead run's restore never ended"
+            time.sleep(0.1)
+
+    run("SIGKILL during the rollback's database restore", fleet, cli, fault_env, ref="v3",
+        inventory=fault_env.failing_gate, trigger=is_rollback,
+        action=lambda o: (fleet.sh("db1", hold), kill_while_restoring(o)), heal=restored_by_the_dead_run)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -10,7 +10,7 @@ import yaml
 from e2e.conftest import serving
 
 from .conftest import CANARY_ROWS, record
-from .driver import Orchestrator, at_stage, check_invariants
+from .driver import Orchestrator, at_stage, check_invariants, psql
 from .runner import baseline, releases_of, run
 
 
@@ -85,9 +85,10 @@ def test_promote_and_abort_at_once(fleet, cli, fault_env, tmp_path):
 
 
 def test_corrupted_backup_at_restore_stops_and_keeps_the_site_closed(fleet, cli, fault_env):
-    """The failing migration's rollback finds its backup corrupt: exit 4, hosts on the snapshot,
-    maintenance ON with the reason, the dead-man switch disarmed (the site must not reopen by
-    itself over an unknown database), `recover` says what to do; a human then decides."""
+    """v3 migrates under maintenance, its gate fails, and the rollback finds the backup corrupt:
+    exit 4, hosts on the snapshot, maintenance ON with the reason, the dead-man switch disarmed
+    (the site must not reopen by itself over an unknown database), `recover` says what to do; a
+    human then decides."""
     corrupt = ("f=$(ls -t /srv/backups/local-predeploy-*.dump | head -1); "
                "printf 'garbage' | dd of=$f bs=1 seek=100 conv=notrunc 2>/dev/null")
     inv = ["--inventory", fault_env.inventory]
@@ -100,12 +101,14 @@ def test_corrupted_backup_at_restore_stops_and_keeps_the_site_closed(fleet, cli,
                             check=False).returncode == 1, f"{h.name}: dead-man switch still armed"
         st = cli("status", "--env", "local", *inv, env=fault_env.env())
         assert "ON" in st.stdout, st.stdout
-        # the human checks the database (the failed migration rolled itself back: schema 2)
-        # and keeps it; the site reopens on the snapshot's release
+        # the human checks the database (schema 3, nothing else wrote), runs v3's down migration
+        # by hand and keeps the data; the site reopens on the snapshot's release
+        assert psql(fleet, "select max(version) from schema_migrations") == "3"
+        psql(fleet, "ALTER TABLE items RENAME COLUMN kind TO category; DELETE FROM schema_migrations WHERE version = 3")
         cli("rollback", "--env", "local", "--to", "v2", "--keep-db", *inv, env=fault_env.env(), check=0)
         cli("maintenance", "off", "--env", "local", *inv, env=fault_env.env(), check=0)
 
-    run("corrupted backup at restore", fleet, cli, fault_env, ref="bad-migration", args=("--maintenance",),
+    run("corrupted backup at restore", fleet, cli, fault_env, ref="v3", inventory=fault_env.failing_gate,
         trigger=at_stage("migrate", command=False), action=lambda o: fleet.sh("db1", corrupt),
         heal=human, expect=(4,))
 

@@ -82,6 +82,24 @@ def test_restore_is_single_transaction_and_stops_on_error():
     assert "DROP SCHEMA public CASCADE" in script
 
 
+def test_the_rollbacks_restore_runs_once_per_backup_and_one_at_a_time():
+    """A restore a killed orchestrator left running on the db host is waited for (a lock file
+    next to the backups), and a backup already restored is not restored again: the restore marks
+    the schema with the backup's sha256 in its own transaction, and the mark is checked first."""
+    db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
+    sha = "ab" * 32
+    script = B.restore_once(db, "/srv/backups/x.dump", sha).script
+    assert script.startswith("exec 9>>/srv/backups/.restore.lock && flock 9 && if ")
+    mark = f"deployer: restored from a backup with sha256 {sha}"
+    check, rest = script.split("; then ", 1)
+    assert "obj_description(" in check and "::regnamespace" in check and mark in check
+    skip, do = rest.split("; else ", 1)
+    assert "pg_restore" not in skip and "restored from this backup already" in skip
+    assert do.index("sha256sum -c") < do.index("deployer_fence") < do.index("DROP SCHEMA public CASCADE")
+    assert "COMMENT ON SCHEMA public IS" in do and mark in do  # in the restore's transaction
+    assert "COMMENT ON" not in B.restore(db, "/srv/backups/x.dump").script
+
+
 def test_host_state_parser_reads_recorded_output():
     out = ("@@deployer-state\ncurrent=/srv/app/releases/" + REL + "\nhostname=web1\ndisk_kb=123456\n"
            "maintenance=off\nrelease=20261120T000000Z-aaaaaaa\nrelease=" + REL + "\n")
