@@ -1,3 +1,3 @@
-from django.contrib import admin
+from django.contrib import admin  # noqa: F401 - as startapp writes it
 
 # Register your models here.

@@ -7,7 +7,6 @@ from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-
 from project.release import revision, version
 
 from .models import Note
