@@ -28,6 +28,7 @@ from pathlib import Path
 from . import spec as S
 from .django_repo import DJANGO_APP_DIR, build_django_repo
 from .procs import FleetError
+from .sites import Programs
 
 DEPLOY_TO = "/srv/django"
 PORT = 8001
@@ -136,6 +137,7 @@ class DjangoSite:
 
     def __init__(self, fleet):
         self.fleet = fleet
+        self.programs = Programs(fleet, _BEGIN, _END)
 
     @property
     def repo(self) -> Path:
@@ -148,9 +150,6 @@ class DjangoSite:
     @property
     def wheelhouse(self) -> Path:
         return wheelhouse_dir(self.fleet.dir)
-
-    def _conf(self, host: str) -> Path:
-        return self.fleet.hostdir(host) / "srv" / "supervisor" / "supervisord.conf"
 
     def _pip_conf(self, host: str) -> Path:
         return self.fleet.hostdir(host) / "root" / ".config" / "pip" / "pip.conf"
@@ -181,26 +180,19 @@ class DjangoSite:
             fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(env)
-            conf = self._conf(h.name)
-            conf.write_text(conf.read_text() + supervisor_programs())
-        self._supervisor_update()
+            self.programs.add(h.name, supervisor_programs())
+        self.programs.update()
         self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo))
         return tags
 
     def remove(self, quiet: bool = False) -> None:
         """Take away everything install() added (idempotent)."""
         fleet, spec = self.fleet, self.fleet.spec
-        changed = False
+        changed = self.programs.remove()
         for h in spec.web_hosts:
-            conf = self._conf(h.name)
-            text = conf.read_text() if conf.exists() else ""
-            if _BEGIN in text:
-                head, _, rest = text.partition(_BEGIN)
-                conf.write_text(head + rest.partition(_END + "\n")[2])
-                changed = True
             self._pip_conf(h.name).unlink(missing_ok=True)
         if changed:
-            self._supervisor_update()
+            self.programs.update()
         fleet.sh("db1", "if [ -f /srv/redis/redis.pid ]; then kill $(cat /srv/redis/redis.pid) 2>/dev/null; "
                         "for i in $(seq 1 50); do [ -f /srv/redis/redis.pid ] || break; sleep 0.1; done; fi; "
                         "rm -rf /srv/redis", check=False)
@@ -211,14 +203,3 @@ class DjangoSite:
         self.inventory_path.unlink(missing_ok=True)
         if not quiet:
             print("fleet: the Django example app removed")
-
-    def _supervisor_update(self) -> None:
-        """supervisord re-reads its config on every web host (in parallel): programs added are
-        started, programs removed are stopped."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        def one(name: str) -> None:
-            self.fleet.sh(name, "/srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf update >/dev/null")
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(one, [h.name for h in self.fleet.spec.web_hosts]))

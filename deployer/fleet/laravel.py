@@ -26,12 +26,12 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import spec as S
 from .laravel_repo import build_laravel_repo
 from .procs import FleetError
+from .sites import Programs
 
 DEPLOY_TO = "/srv/laravel"
 WEB_DIR = "/srv/laravel-web"
@@ -198,6 +198,7 @@ class LaravelSite:
 
     def __init__(self, fleet):
         self.fleet = fleet
+        self.programs = Programs(fleet, _BEGIN, _END)
 
     @property
     def repo(self) -> Path:
@@ -206,9 +207,6 @@ class LaravelSite:
     @property
     def inventory_path(self) -> Path:
         return self.fleet.dir / "inventory-laravel.yaml"
-
-    def _conf(self, host: str) -> Path:
-        return self.fleet.hostdir(host) / "srv" / "supervisor" / "supervisord.conf"
 
     def _srv(self, host: str, path: str) -> Path:
         return self.fleet.hostdir(host) / "srv" / path.removeprefix("/srv/")
@@ -235,25 +233,17 @@ class LaravelSite:
             (web / "tmp").mkdir(parents=True, exist_ok=True)
             (web / "php-fpm.conf").write_text(fpm_config())
             (web / "nginx.conf").write_text(nginx_config())
-            conf = self._conf(h.name)
-            conf.write_text(conf.read_text() + supervisor_programs())
-        self._supervisor_update()
+            self.programs.add(h.name, supervisor_programs())
+        self.programs.update()
         self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo))
         return tags
 
     def remove(self, quiet: bool = False) -> None:
         """Take away everything install() added (idempotent)."""
         fleet, spec = self.fleet, self.fleet.spec
-        changed = False
-        for h in spec.web_hosts:
-            conf = self._conf(h.name)
-            text = conf.read_text() if conf.exists() else ""
-            if _BEGIN in text:
-                head, _, rest = text.partition(_BEGIN)
-                conf.write_text(head + rest.partition(_END + "\n")[2])
-                changed = True
+        changed = self.programs.remove()
         if changed:
-            self._supervisor_update()
+            self.programs.update()
         fleet.sh("db1", f"runuser -u postgres -- {PG_BIN}/dropdb -h /srv/pg/run -U postgres --if-exists "
                         f"--force {DB_NAME}", check=False)
         for h in spec.hosts:
@@ -262,16 +252,6 @@ class LaravelSite:
         self.inventory_path.unlink(missing_ok=True)
         if not quiet:
             print("fleet: the Laravel example app removed")
-
-    def _supervisor_update(self) -> None:
-        """supervisord re-reads its config on every web host (in parallel): programs added are
-        started, programs removed are stopped."""
-
-        def one(name: str) -> None:
-            self.fleet.sh(name, "/srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf update >/dev/null")
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(one, [h.name for h in self.fleet.spec.web_hosts]))
 
 
 __all__ = ["LaravelSite", "DEPLOY_TO", "PORT", "DB_NAME", "web_hosts"]

@@ -22,12 +22,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import spec as S
 from .node_repo import NODE_APP_DIR, build_node_repo
 from .procs import FleetError
+from .sites import Programs
 
 DEPLOY_TO = "/srv/node"
 PORT = 3000
@@ -154,6 +154,7 @@ class NodeSite:
 
     def __init__(self, fleet):
         self.fleet = fleet
+        self.programs = Programs(fleet, _BEGIN, _END)
 
     @property
     def repo(self) -> Path:
@@ -166,9 +167,6 @@ class NodeSite:
     @property
     def npm_cache(self) -> Path:
         return npm_cache_dir(self.fleet.dir)
-
-    def _conf(self, host: str) -> Path:
-        return self.fleet.hostdir(host) / "srv" / "supervisor" / "supervisord.conf"
 
     def _npmrc(self, host: str) -> Path:
         return self.fleet.hostdir(host) / "root" / ".npmrc"
@@ -192,26 +190,19 @@ class NodeSite:
             fd = os.open(shared / ".env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(env)
-            conf = self._conf(h.name)
-            conf.write_text(conf.read_text() + supervisor_programs(node))
-        self._supervisor_update()
+            self.programs.add(h.name, supervisor_programs(node))
+        self.programs.update()
         self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo, node, npm))
         return tags
 
     def remove(self, quiet: bool = False) -> None:
         """Take away everything install() added (idempotent)."""
         fleet, spec = self.fleet, self.fleet.spec
-        changed = False
+        changed = self.programs.remove()
         for h in spec.web_hosts:
-            conf = self._conf(h.name)
-            text = conf.read_text() if conf.exists() else ""
-            if _BEGIN in text:
-                head, _, rest = text.partition(_BEGIN)
-                conf.write_text(head + rest.partition(_END + "\n")[2])
-                changed = True
             self._npmrc(h.name).unlink(missing_ok=True)
         if changed:
-            self._supervisor_update()
+            self.programs.update()
         fleet.sh("db1", f"runuser -u postgres -- {PG_BIN}/dropdb -h /srv/pg/run -U postgres --if-exists "
                         f"--force {DB_NAME}", check=False)
         for h in spec.hosts:
@@ -219,13 +210,3 @@ class NodeSite:
         self.inventory_path.unlink(missing_ok=True)
         if not quiet:
             print("fleet: the Node.js example app removed")
-
-    def _supervisor_update(self) -> None:
-        """supervisord re-reads its config on every web host (in parallel): programs added are
-        started, programs removed are stopped."""
-
-        def one(name: str) -> None:
-            self.fleet.sh(name, "/srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf update >/dev/null")
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(one, [h.name for h in self.fleet.spec.web_hosts]))
