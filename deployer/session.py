@@ -198,8 +198,8 @@ class Session:
                 return waited
             waited = True
             if time.monotonic() >= deadline:
-                stale = (not held.paused and held.heartbeat_age is not None
-                         and held.heartbeat_age > STALE_AFTER)
+                stale = not held.paused and (not held.run or (held.heartbeat_age is not None
+                                                              and held.heartbeat_age > STALE_AFTER))
                 hint = (" The lock looks STALE (no heartbeat): if that run is dead, break it with "
                         f"`inv unlock --env {self.cfg.env} --force`." if stale else
                         " Wait for it, or pass --lock-wait SECONDS.")

@@ -16,15 +16,20 @@ def lock_dir(state_path: str) -> str:
     return posixpath.join(state_path, "lock")
 
 
-def acquire(state_path: str) -> Command:
+def acquire(state_path: str, run_id: str) -> Command:
     """Atomic: the lock directory appears whole (holder's details from stdin, heartbeat) by a
     rename(2) of a private directory, so no reader ever sees a lock without its holder; exactly
-    one caller wins."""
+    one caller wins. The details must have arrived whole (this run's id, and the final "}" and
+    newline): when the connection dies while they are sent, `cat` sees an early end of input
+    and the shell, which lives on, must not install a lock that nobody can heartbeat or release."""
     d = lock_dir(state_path)
     tmp = d + ".new.$$"
+    info = tmp + "/info.json"
     return raw(
-        f"mkdir -p {q(state_path)} && mkdir {tmp} && "
-        f"cat > {tmp}/info.json && touch {tmp}/heartbeat && "
+        f"mkdir -p {q(state_path)} && mkdir {tmp} && cat > {info} && "
+        f"{{ grep -qF {q(run_id)} {info} && [ \"$(tail -c 2 {info})\" = '}}' ] "
+        f"|| {{ rm -rf {tmp}; echo 'lock: holder details cut short' >&2; exit 1; }}; }} && "
+        f"touch {tmp}/heartbeat && "
         f"if mv -T {tmp} {q(d)} 2>/dev/null; then echo acquired; else rm -rf {tmp}; "
         f"echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
         f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || date +%s) )); "

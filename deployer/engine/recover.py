@@ -27,9 +27,13 @@ from .state import RunState
 
 def _alive(held: LK.LockInfo) -> bool:
     """Is the run holding the lock still alive? On this machine: its pid; elsewhere: its
-    heartbeat (a lock without a fresh heartbeat is a dead run's)."""
+    heartbeat (a lock without a fresh heartbeat is a dead run's). A lock without its holder's
+    details (left by an older deployer whose connection died while it sent them) is nobody's:
+    no run can heartbeat or release it."""
     if held.paused:
         return True
+    if not held.run:
+        return False
     if held.host == socket.gethostname() and held.pid:
         try:
             os.kill(int(held.pid), 0)

@@ -35,7 +35,8 @@ class SshState:
     # -- the lock ---------------------------------------------------------------------------
     def acquire(self, info: dict) -> LK.LockInfo | None:
         """None when this run now holds the lock, else who holds it."""
-        out = self._run(LK.acquire(self.path), stdin=json.dumps(info) + "\n", timeout=30).stdout
+        cmd = LK.acquire(self.path, info.get("run", ""))
+        out = self._run(cmd, stdin=json.dumps(info) + "\n", timeout=30).stdout
         held = LK.parse_held(out)
         if held is None and "acquired" not in out.split():
             from ..errors import Refused

@@ -62,3 +62,40 @@ def test_racing_for_the_lock_one_wins_and_no_loser_ever_sees_a_stale_lock(tmp_pa
         for s in sessions:
             s.close()
     assert not bad, f"{len(bad)} of {TRIALS * (RACERS - 1)} losers misreported the lock:\n" + "\n".join(bad[:5])
+
+
+def _info(run: str) -> str:
+    import json
+
+    return json.dumps({"holder": "ci", "host": "orchestrator", "pid": 4242, "reason": "deploy",
+                       "started": "2026-11-22T06:00:00Z", "run": run}) + "\n"
+
+
+def test_holder_details_cut_short_install_no_lock(tmp_path):
+    """The connection dies while the holder's details are sent: `cat` sees an early end of input
+    and the remote shell goes on. Installing that lock would leave one nobody can heartbeat or
+    release, and that `recover` took for a live run (the fault suite's ledger host cut at `lock`)."""
+    import subprocess
+
+    state = tmp_path / "state"
+    run = "20261122T060000-abcd"
+    whole = _info(run)
+    for cut in ("", whole[:20], whole[:-3], whole[:-1]):
+        cmd = LK.acquire(str(state), run)
+        proc = subprocess.run(["sh", "-c", cmd.script], input=cut, capture_output=True, text=True, timeout=10)
+        assert proc.returncode != 0 and "acquired" not in proc.stdout, (cut, proc.stdout)
+        assert not Path(LK.lock_dir(str(state))).exists(), f"a lock was installed from {cut!r}"
+        assert not list(state.glob("lock.new.*")), "the private directory was left behind"
+    proc = subprocess.run(["sh", "-c", LK.acquire(str(state), run).script], input=whole, capture_output=True,
+                          text=True, timeout=10)
+    assert proc.stdout.split() == ["acquired"]
+    assert LK.parse_held(subprocess.run(["sh", "-c", LK.read(str(state)).script], capture_output=True,
+                                        text=True).stdout).run == run
+
+
+def test_a_lock_without_its_holders_details_is_not_a_live_run():
+    from deployer.engine.recover import _alive
+
+    assert not _alive(LK.LockInfo(heartbeat_age=1))
+    assert _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=1))
+    assert not _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=3600))
