@@ -9,6 +9,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from deployer.fleet.harness import Fleet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +77,11 @@ def release_of_ref(cli: CLI, ref: str) -> list[str]:
     proc = cli("releases", "--env", "local", "--output", "json", check=0)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref]
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Path:
+    """deployer `pip install`ed into a fresh virtualenv: its bin directory (one per session)."""
+    from .userland import pip_install
+
+    return pip_install(tmp_path_factory.mktemp("install"))

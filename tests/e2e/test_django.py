@@ -10,10 +10,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
+from deployer.fleet import spec as S
 from deployer.fleet.django import DB_NAME, DEPLOY_TO, PORT, DjangoSite, web_hosts
 
-from .conftest import CLI, sh_quote
+from .conftest import CLI, ROOT, sh_quote
+from .userland import ALIASES, run_installed, user_env, user_home
 
 ENV = ("--env", "django")
 
@@ -124,3 +127,47 @@ def test_django_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, dj
     dj("rollback", *ENV, "--to", "v1", "--restore-db", "--yes", check=0)
     on_release(fleet, v1)
     assert migrations(fleet) == ["0001_initial"]
+
+
+def test_django_project_deployed_from_an_empty_directory_by_ssh_config_aliases(fleet, site, dj, installed,
+                                                                               tmp_path):
+    """What a new user does: deployer installed with pip, `deployer init --kind django` in an
+    empty directory outside this repository, the written inventory given the hosts by their
+    ~/.ssh/config aliases (behind the fleet's bastion; no key, user or jump host in it) and the
+    app's settings, then `deployer deploy`: no DEPLOYER_ROOT, no path to this repository."""
+    home = user_home(fleet, tmp_path)
+    env = user_env(home, installed)
+    assert not any(k.startswith("DEPLOYER_") for k in env)
+    project = tmp_path / "shop"
+    project.mkdir()
+    assert not project.is_relative_to(ROOT)
+    run_installed(installed, project, env, "init", "--kind", "django", "--env", "production")
+    assert yaml.safe_load((project / "playbooks" / "shop.yaml").read_text())["extends"] == "django"
+
+    # the inventory init wrote, given what the user knows: hosts by alias, repo, paths, database
+    path = project / "hosts" / "production.yaml"
+    data = yaml.safe_load(path.read_text())
+    site_inv = yaml.safe_load(site.inventory_path.read_text())
+    assert data["playbook"] == "shop"
+    for key in ("repo", "deploy_to", "keep_releases", "health", "vars"):
+        data[key] = site_inv[key]
+    data["database"].update({k: site_inv["database"][k] for k in ("name", "bin_dir", "socket_dir", "backup_dir")})
+    data["ssh"] = {k: v for k, v in data["ssh"].items() if k not in ("user", "known_hosts", "key", "jump")}
+    data["hosts"] = [{**h, "address": ALIASES[h["name"]]} for h in site_inv["hosts"]]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    before = set(served(fleet).values())
+    out = run_installed(installed, project, env, "deploy", "--env", "production", "--ref", "v2", "--yes",
+                        "--output", "json")
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    outcome = next(e for e in events if e.get("event") == "outcome")
+    assert outcome["outcome"] == "success", outcome
+    v2 = outcome["release"]
+    assert {v2} != before
+    on_release(fleet, v2)
+    assert migrations(fleet) == ["0001_initial", "0002_note_processed_by"]
+    # the hosts were reached through the bastion (their sshd saw its address as the client's)
+    seen = run_installed(installed, project, env, "exec", "--env", "production", "--", "echo $SSH_CONNECTION")
+    for h in site_inv["hosts"]:
+        line = next(x for x in seen.stdout.splitlines() if x.split("|")[0].strip() == h["name"])
+        assert line.split("|", 1)[1].split()[0] == S.BASTION_ADDRESS, seen.stdout
