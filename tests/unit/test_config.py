@@ -138,7 +138,7 @@ def test_layering(root: Path, tmp_path: Path):
     cfg = load_config("local", root=root, environ={})
     assert (cfg.keep_releases, cfg.parallel, cfg.health.passes) == (7, 3, 4)
     assert cfg.health.url == "http://{address}:8000/health"  # deep-merged, not replaced
-    assert cfg.health.max_attempts == 30
+    assert cfg.health.max_attempts == 75
 
     env = {"DEPLOYER_PARALLEL": "5", "DEPLOYER_SSH_USER": "deploy"}
     cfg = load_config("local", root=root, environ=env)

@@ -173,7 +173,7 @@ stages:
     demo = load_playbook(SHIPPED / "demo.yaml", root=REPO)
     assert pb.name == "shop" and pb.description == "the shop"
     assert cfg.health.passes == 2  # defaults merged: the rest comes from demo
-    assert cfg.health.url == "http://{address}:8000/health" and cfg.health.interval == 0.25
+    assert cfg.health.url == "http://{address}:8000/health" and cfg.health.interval == 0.1
     assert pb.vars == {**demo.vars, "python": "/usr/bin/python3", "color": "blue"}
     assert [s.run for s in pb.steps("build")] == ["make {color}"]  # lists replace
     assert pb.stages.maintenance.when == "always"  # mappings merge...

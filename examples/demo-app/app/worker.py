@@ -8,6 +8,11 @@ release's id; every --heartbeat seconds (1.0) it upserts a row in
 worker_heartbeats and rewrites storage/worker-<hostname>.json atomically with
 {"release", "pid", "seen_at" (unix epoch), "host", "db"}.  SIGTERM/SIGINT:
 finish the current job, exit 0.  Database errors: reconnect after 1 s.
+
+Restart (Laravel's `queue:restart`, by a file): when storage/queue-restart changes (a deploy
+writes it), the worker finishes its current job and re-executes itself from the path it was
+started by (current/worker.py), so it runs the release `current` now points at, in the same
+process (the process manager sees no exit, and has no restart delay to add).
 """
 
 import argparse
@@ -27,6 +32,7 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 STORAGE = os.path.join(HERE, "storage")
 HOST = socket.gethostname()
 HEARTBEAT_FILE = os.path.join(STORAGE, f"worker-{HOST}.json")
+RESTART_FILE = os.path.join(STORAGE, "queue-restart")
 
 CLAIM_SQL = (
     "UPDATE jobs SET status = 'done', done_by_release = %s, done_by_host = %s, done_at = now()"
@@ -109,8 +115,18 @@ def write_heartbeat_file(db_ok):
         log(f"cannot write heartbeat file: {exc}")
 
 
+def restart_mark():
+    try:
+        st = os.stat(RESTART_FILE)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def run(poll, heartbeat):
+    """0 when stopped by a signal; "restart" when storage/queue-restart changed."""
     stop = threading.Event()
+    mark = restart_mark()
 
     def on_signal(signum, frame):
         log(f"received signal {signum}, stopping after the current job")
@@ -123,7 +139,12 @@ def run(poll, heartbeat):
     conn = None
     db_ok = False
     next_heartbeat = 0.0
+    restart = False
     while not stop.is_set():
+        if restart_mark() != mark:
+            log("restart requested (storage/queue-restart changed)")
+            restart = True
+            break
         now = time.monotonic()
         try:
             if conn is None or conn.closed:
@@ -157,6 +178,8 @@ def run(poll, heartbeat):
             stop.wait(poll)
     if conn is not None:
         conn.close()
+    if restart and not stop.is_set():
+        return "restart"
     log("stopped")
     return 0
 
@@ -169,7 +192,11 @@ def main(argv=None):
     if not DATABASE_URL:
         print("worker: DATABASE_URL is not set (in .env or the environment)", file=sys.stderr)
         return 1
-    return run(max(args.poll, 0.01), max(args.heartbeat, 0.1))
+    code = run(max(args.poll, 0.01), max(args.heartbeat, 0.1))
+    if code == "restart":
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    return code
 
 
 if __name__ == "__main__":
