@@ -94,6 +94,7 @@ class Session:
         self.locked = False
         self.lock_lost: str | None = None
         self.keep_lock = False  # a paused rollout leaves the lock to promote/abort
+        self._ledger_read: list[dict] | None = None  # the ledger as read with the lock (used once)
 
     def ep(self, host: Host) -> Endpoint:
         ep = host.endpoint
@@ -118,6 +119,17 @@ class Session:
         """Append journal lines to the ledger (raises when it cannot be reached)."""
         self.state.append(text)
 
+    def ship_and_release(self, text: str) -> None:
+        """A run's last shipment and the release of its lock in one round trip (the ledger gets
+        the lines first: whoever takes the lock next reads this run whole). Without the lock
+        (or keeping it for a paused rollout): a plain shipment. When the release did not happen,
+        `release_lock` tries again and says so."""
+        if not self.locked or self.keep_lock:
+            return self.ship(text)
+        self.stop_heartbeat()
+        if self.state.append_and_release(text, self.run_id):
+            self.locked = False
+
     def history(self, ship_first: bool = True):
         """The ledger's history, with this machine's records not shipped yet (shipped first when
         the ledger answers). `local_only` lists the runs whose record is still only local."""
@@ -125,8 +137,11 @@ class Session:
         from .ledger import History
         from .records import dedupe
 
+        events, self._ledger_read = self._ledger_read, None
         if ship_first:
             shipped, _ = J.ship_pending(self.cfg.env, self.ledger_id, self.ship)
+            if shipped:
+                events = None  # read with the lock, before these were shipped
             for path in shipped:
                 # A run that ended while the ledger host was away could not free its lock: its
                 # journal says it is over, so the lock it left is freed now (only if still its own).
@@ -135,7 +150,8 @@ class Session:
                     self.state.release(path.stem)
                     self.reporter.event("notice", message=f"shipped the record of run {path.stem} to the "
                                                           f"ledger (it was local only)")
-        events = self.state.read()
+        if events is None:
+            events = self.state.read()
         local = J.local_only(self.cfg.env, self.ledger_id)
         for path in local:
             events += J.read_records(path)
@@ -186,12 +202,18 @@ class Session:
         return {"holder": who().split("@")[0], "host": socket.gethostname(), "pid": os.getpid(),
                 "reason": self.reason, "started": now_iso(), "run": self.run_id}
 
-    def acquire_lock(self, wait: float = 0.0) -> bool:
-        """Take the env's lock, waiting up to `wait` s. True when it had to wait for it."""
+    def acquire_lock(self, wait: float = 0.0, *, read_ledger: bool = False) -> bool:
+        """Take the env's lock, waiting up to `wait` s. True when it had to wait for it. With
+        `read_ledger`, the ledger is read in the same round trip, for the next `history()`."""
         waited = False
         deadline = time.monotonic() + wait
+        both = read_ledger and hasattr(self.state, "acquire_and_read")
         while True:
-            held = self.state.acquire(self.lock_info())
+            if both:
+                held, events = self.state.acquire_and_read(self.lock_info())
+                self._ledger_read = events if held is None else None
+            else:
+                held = self.state.acquire(self.lock_info())
             if held is None:
                 self.locked = True
                 self._start_heartbeat()

@@ -48,6 +48,35 @@ def release(state_path: str, run_id: str) -> Command:
     return raw(f"if grep -qF {q(run_id)} {q(d + '/info.json')} 2>/dev/null; then rm -rf {q(d)}; fi")
 
 
+RELEASED_MARK = "@@lock-released"
+
+
+def append_then_release(append: Command, state_path: str, run_id: str) -> Command:
+    """A run's last ledger append, then its lock released, in one round trip: the ledger has the
+    run whole before anyone can take the lock. The release runs whatever the append did (as two
+    calls would); it says RELEASED_MARK when done; the exit status is the append's."""
+    rel = release(state_path, run_id)
+    return raw(f"{{ {append.script}\n}}; rc=$?; {{ {rel.script}\n}} && echo {RELEASED_MARK}; exit $rc")
+
+
+LEDGER_MARK = "@@ledger-follows"
+
+
+def acquire_then_read(state_path: str, run_id: str, read_ledger: Command) -> Command:
+    """`acquire`, then (when its script ran through: taken or held) the ledger after
+    LEDGER_MARK, in one round trip: a run that gets the lock reads the history under it."""
+    acq = acquire(state_path, run_id)
+    return raw(f"{{ {acq.script}\n}} || exit $?; echo {LEDGER_MARK}; {read_ledger.script}")
+
+
+def split_ledger(output: str) -> tuple[str, str | None]:
+    """(the lock's answer, the ledger's text or None) from `acquire_then_read`'s output."""
+    head, mark, tail = output.partition("\n" + LEDGER_MARK + "\n")
+    if not mark and output.startswith(LEDGER_MARK + "\n"):
+        return "", output[len(LEDGER_MARK) + 1:]
+    return head, (tail if mark else None)
+
+
 def read(state_path: str) -> Command:
     d = lock_dir(state_path)
     return raw(

@@ -119,7 +119,7 @@ class DeployRun:
                 # after) needs no lock: it runs while the lock is taken and the ledger read
                 probe = pool.submit(decide_maintenance, s, cfg, facts, self.force_maintenance, self.rep)
                 try:
-                    waited = s.acquire_lock(self.lock_wait)
+                    waited = s.acquire_lock(self.lock_wait, read_ledger=True)
                     history = s.history()
                 finally:
                     wait([probe])
@@ -151,8 +151,8 @@ class DeployRun:
         finally:
             try:
                 if run is not None:
-                    run.close()
-                self.release_lock()  # nothing when the lock was not taken
+                    run.close(release_lock=True)
+                self.release_lock()  # nothing when the lock was not taken (or is released)
             finally:
                 s.close()
 

@@ -148,7 +148,7 @@ class Rollback:
                            message=f"rolled back {cfg.env} to {target} on {len(app)} hosts in {took:.1f}s")
             return 0
         finally:
-            run.close()
+            run.close(release_lock=True)  # the run's last act (`run` releases again if need be)
 
 
 def paused_run(history: History) -> tuple[str, list[dict]] | None:

@@ -38,9 +38,11 @@ class Run:
     def write(self, rec: REC.Record) -> dict:
         return self.journal.write(rec)
 
-    def close(self) -> None:
-        """Last shipment (bounded: an unreachable ledger never holds the run up)."""
-        if not self.journal.close(self.s.ship, timeout=5):
+    def close(self, *, release_lock: bool = False) -> None:
+        """Last shipment (bounded: an unreachable ledger never holds the run up); with
+        `release_lock`, the lock is released in the same round trip (the run's last act)."""
+        ship = self.s.ship_and_release if release_lock else self.s.ship
+        if not self.journal.close(ship, timeout=5):
             self.rep.event("notice", message=(
                 f"ledger {self.s.state.where()} not reachable "
                 f"({self.journal.ship_error or 'timeout'}): this run's record is kept in "

@@ -214,6 +214,19 @@ class S3State:
         """Append JSON lines (a journal batch) as one object."""
         self.ledger.append_batch(parse_lines(lines))
 
+    def append_and_release(self, lines: str, run_id: str) -> bool:
+        """The run's last journal lines, then its lock released (two requests: S3 has no script).
+        Raises when the lines were not appended; True when the lock was released too."""
+        try:
+            self.append(lines)
+        finally:
+            try:
+                self.release(run_id)
+                released = True
+            except Exception:  # noqa: BLE001 - the caller releases again and reports it
+                released = False
+        return released
+
     def read(self) -> list[dict]:
         return self.ledger.read()
 

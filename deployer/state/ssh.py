@@ -35,14 +35,20 @@ class SshState:
     # -- the lock ---------------------------------------------------------------------------
     def acquire(self, info: dict) -> LK.LockInfo | None:
         """None when this run now holds the lock, else who holds it."""
-        cmd = LK.acquire(self.path, info.get("run", ""))
-        out = self._run(cmd, stdin=json.dumps(info) + "\n", timeout=30).stdout
+        return self.acquire_and_read(info, read=False)[0]
+
+    def acquire_and_read(self, info: dict, read: bool = True) -> tuple[LK.LockInfo | None, list[dict] | None]:
+        """`acquire`, and with `read` the ledger's events read in the same round trip (None
+        when not read)."""
+        run_id = info.get("run", "")
+        cmd = LK.acquire_then_read(self.path, run_id, L.read(self.path)) if read else LK.acquire(self.path, run_id)
+        out, ledger = LK.split_ledger(self._run(cmd, stdin=json.dumps(info) + "\n", timeout=60).stdout)
         held = LK.parse_held(out)
         if held is None and "acquired" not in out.split():
             from ..errors import Refused
 
             raise Refused(f"lock: unexpected answer from {self.host.name}: {out.strip()[:200]!r}")
-        return held
+        return held, (L.decode(ledger) if ledger is not None else None)
 
     def heartbeat(self, run_id: str) -> bool:
         """True: beat recorded; False: the lock is no longer this run's. Raises if unreachable."""
@@ -68,6 +74,12 @@ class SshState:
     def append(self, lines: str) -> None:
         """Append JSON lines (a journal batch)."""
         self._run(L.append(self.path), stdin=lines, timeout=15)
+
+    def append_and_release(self, lines: str, run_id: str) -> bool:
+        """The run's last journal lines, then its lock released: one round trip. Raises when the
+        lines were not appended; True when the lock was released too."""
+        cmd = LK.append_then_release(L.append(self.path), self.path, run_id)
+        return LK.RELEASED_MARK in self._run(cmd, stdin=lines, timeout=15).stdout.split()
 
     def read(self) -> list[dict]:
         return L.decode(self._run(L.read(self.path), timeout=60).stdout)

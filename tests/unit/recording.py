@@ -7,6 +7,7 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from deployer.commands import lock as LK
 from deployer.errors import CommandFailed, ConnectError
 from deployer.gate import Sample, Verdict
 from deployer.shell import STEP_MARK
@@ -82,6 +83,14 @@ class RecordingTransport:
             return "\n".join(lines)
         if "git ls-remote" in step:
             return f"{SHA}\trefs/tags/v2"
+        if LK.LEDGER_MARK in step:  # the lock taken and the ledger read in one script
+            f.lock = True
+            return f"acquired\n{LK.LEDGER_MARK}\n{f.ledger}"
+        if LK.RELEASED_MARK in step:  # the last lines appended and the lock released
+            with self._lock:
+                f.ledger += stdin or ""
+            f.lock = False
+            return LK.RELEASED_MARK
         if "ledger.jsonl" in step and "flock" in step:
             with self._lock:
                 f.ledger += stdin or ""

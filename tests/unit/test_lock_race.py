@@ -7,6 +7,7 @@ operator to `unlock --force` a live run)."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 from pathlib import Path
 
@@ -99,3 +100,70 @@ def test_a_lock_without_its_holders_details_is_not_a_live_run():
     assert not _alive(LK.LockInfo(heartbeat_age=1))
     assert _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=1))
     assert not _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=3600))
+
+
+def test_last_append_then_release_in_one_script(tmp_path):
+    """A run's last ledger lines and its lock release go as one round trip: the lines land
+    before the lock is gone; the release happens even when the append fails; another run's
+    lock is never removed."""
+    import subprocess
+
+    from deployer.commands import ledger as L
+
+    state = tmp_path / "state"
+    run, other = "20261122T060000-aaaa", "20261122T060000-bbbb"
+
+    def sh(cmd, stdin=""):
+        return subprocess.run(["sh", "-c", cmd.script], input=stdin, capture_output=True, text=True, timeout=10)
+
+    assert sh(LK.acquire(str(state), run), _info(run)).stdout.split() == ["acquired"]
+    lines = json.dumps({"type": "deploy.end", "run": run}) + "\n"
+    proc = sh(LK.append_then_release(L.append(str(state)), str(state), run), lines)
+    assert proc.returncode == 0 and LK.RELEASED_MARK in proc.stdout.split()
+    assert Path(L.ledger_file(str(state))).read_text() == lines
+    assert not Path(LK.lock_dir(str(state))).exists()
+
+    # another run holds the lock: the lines are appended, its lock stays
+    assert sh(LK.acquire(str(state), other), _info(other)).stdout.split() == ["acquired"]
+    sh(LK.append_then_release(L.append(str(state)), str(state), run), lines)
+    assert LK.parse_held(sh(LK.read(str(state))).stdout).run == other
+    sh(LK.release(str(state), other))
+
+    # the append fails (the ledger is a directory): exit status non-zero, the lock released anyway
+    assert sh(LK.acquire(str(state), run), _info(run)).stdout.split() == ["acquired"]
+    ledger = Path(L.ledger_file(str(state)))
+    ledger.unlink()
+    ledger.mkdir()
+    proc = sh(LK.append_then_release(L.append(str(state)), str(state), run), lines)
+    assert proc.returncode != 0 and LK.RELEASED_MARK in proc.stdout.split()
+    assert not Path(LK.lock_dir(str(state))).exists()
+
+
+def test_acquire_then_read_gives_the_ledger_only_after_the_lock_answer(tmp_path):
+    """The lock taken and the ledger read in one round trip: the history a deploy plans from is
+    the one under its lock."""
+    import subprocess
+
+    from deployer.commands import ledger as L
+
+    state = tmp_path / "state"
+    run, other = "20261122T060000-aaaa", "20261122T060000-bbbb"
+
+    def sh(cmd, stdin=""):
+        return subprocess.run(["sh", "-c", cmd.script], input=stdin, capture_output=True, text=True, timeout=10)
+
+    # an empty state: taken, the ledger is empty
+    out, ledger = LK.split_ledger(sh(LK.acquire_then_read(str(state), run, L.read(str(state))), _info(run)).stdout)
+    assert out.split() == ["acquired"] and L.decode(ledger) == []
+    lines = json.dumps({"type": "deploy.start", "run": run, "note": "acquired"}) + "\n"
+    sh(L.append(str(state)), lines)
+    # held by `run`: `other` is told who holds it, and gets the ledger as it is
+    out, ledger = LK.split_ledger(sh(LK.acquire_then_read(str(state), other, L.read(str(state))),
+                                     _info(other)).stdout)
+    assert LK.parse_held(out).run == run
+    assert L.decode(ledger) == [json.loads(lines)]
+    # the holder's details cut short: no lock, no ledger, an error
+    sh(LK.release(str(state), run))
+    proc = sh(LK.acquire_then_read(str(state), other, L.read(str(state))), _info(other)[:10])
+    assert proc.returncode != 0 and LK.split_ledger(proc.stdout)[1] is None
+    assert not Path(LK.lock_dir(str(state))).exists()
