@@ -207,9 +207,8 @@ class Session:
         `read_ledger`, the ledger is read in the same round trip, for the next `history()`."""
         waited = False
         deadline = time.monotonic() + wait
-        both = read_ledger and hasattr(self.state, "acquire_and_read")
         while True:
-            if both:
+            if read_ledger:
                 held, events = self.state.acquire_and_read(self.lock_info())
                 self._ledger_read = events if held is None else None
             else:

@@ -132,6 +132,10 @@ class S3State:
         self._start_renewer()
         return None
 
+    def acquire_and_read(self, info: dict) -> tuple[LockInfo | None, None]:
+        """`acquire`; the ledger is not read with it (no single request does both): None."""
+        return self.acquire(info), None
+
     def _start_renewer(self) -> None:
         self._stop_renewer()
         self.lost = None
