@@ -44,11 +44,12 @@ class CLI:
 
 # -- what the fleet really serves, read without deployer's own code ------------------------------
 
-def serving(fleet: Fleet) -> dict[str, str | None]:
-    """host -> release id its `current` symlink points at (read inside the host's namespaces)."""
+def serving(fleet: Fleet, deploy_to: str = "/srv/app", hosts=None) -> dict[str, str | None]:
+    """host -> release id its `current` symlink points at (read inside the host's namespaces);
+    `hosts`: the web hosts by default."""
     out = {}
-    for h in fleet.spec.web_hosts:
-        res = fleet.sh(h.name, "readlink /srv/app/current || true")
+    for h in fleet.spec.web_hosts if hosts is None else hosts:
+        res = fleet.sh(h.name, f"readlink {deploy_to}/current || true")
         out[h.name] = Path(res.stdout.strip()).name or None
     return out
 
@@ -61,9 +62,9 @@ def health(address: str, timeout: float = 5) -> dict:
         return json.loads(exc.read() or b"{}")
 
 
-def psql(fleet: Fleet, sql: str) -> str:
+def psql(fleet: Fleet, sql: str, db: str = "demo") -> str:
     res = fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
-                          f"-d demo -XAtq -c {sh_quote(sql)}")
+                          f"-d {db} -XAtq -c {sh_quote(sql)}")
     return res.stdout.strip()
 
 
@@ -73,8 +74,8 @@ def sh_quote(s: str) -> str:
     return shlex.quote(s)
 
 
-def release_of_ref(cli: CLI, ref: str) -> list[str]:
-    proc = cli("releases", "--env", "local", "--output", "json", check=0)
+def release_of_ref(cli: CLI, ref: str, env: str = "local") -> list[str]:
+    proc = cli("releases", "--env", env, "--output", "json", check=0)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref]
 

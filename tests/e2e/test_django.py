@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,7 +14,7 @@ import yaml
 from deployer.fleet import spec as S
 from deployer.fleet.django import DB_NAME, DEPLOY_TO, PORT, DjangoSite, web_hosts
 
-from .conftest import CLI, ROOT, sh_quote
+from .conftest import CLI, ROOT, psql, release_of_ref, serving
 from .userland import ALIASES, run_installed, user_env, user_home
 
 ENV = ("--env", "django")
@@ -45,10 +44,9 @@ def get(address: str, path: str, data: dict | None = None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def served(fleet) -> dict[str, str]:
+def served(fleet) -> dict[str, str | None]:
     """host -> the release its `current` points at."""
-    return {h.name: Path(fleet.sh(h.name, f"readlink {DEPLOY_TO}/current || true").stdout.strip()).name
-            for h in web_hosts(fleet.spec)}
+    return serving(fleet, DEPLOY_TO, web_hosts(fleet.spec))
 
 
 def on_release(fleet, release: str) -> None:
@@ -60,22 +58,16 @@ def on_release(fleet, release: str) -> None:
         assert body["python"] == f"{DEPLOY_TO}/releases/{release}/.venv", (h.name, body)
 
 
-def migrations(fleet) -> list[str]:
-    sql = "SELECT name FROM django_migrations WHERE app = 'notes' ORDER BY id"
-    res = fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
-                          f"-d {DB_NAME} -XAtq -c {sh_quote(sql)}")
-    return res.stdout.split()
-
-
 def sql(fleet, query: str) -> str:
-    return fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
-                           f"-d {DB_NAME} -XAtq -c {sh_quote(query)}").stdout.strip()
+    return psql(fleet, query, db=DB_NAME)
+
+
+def migrations(fleet) -> list[str]:
+    return sql(fleet, "SELECT name FROM django_migrations WHERE app = 'notes' ORDER BY id").split()
 
 
 def release_of(dj: CLI, ref: str) -> str:
-    proc = dj("releases", *ENV, "--output", "json", check=0)
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref][-1]
+    return release_of_ref(dj, ref, env=ENV[1])[-1]
 
 
 def test_django_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, dj):

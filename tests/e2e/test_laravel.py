@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from deployer.fleet.laravel import DB_NAME, DEPLOY_TO, PORT, LaravelSite, web_hosts
 
-from .conftest import CLI, sh_quote
+from .conftest import CLI, psql, release_of_ref, serving
 
 ENV = ("--env", "laravel")
 V1_MIGRATIONS = ["2026_01_01_000000_create_jobs_table", "2026_01_01_000001_create_notes_table"]
@@ -51,10 +50,9 @@ def get(address: str, path: str, data: dict | None = None) -> tuple[int, dict]:
             return exc.code, {"body": body[:200].decode(errors="replace")}
 
 
-def served(fleet) -> dict[str, str]:
+def served(fleet) -> dict[str, str | None]:
     """host -> the release its `current` points at."""
-    return {h.name: Path(fleet.sh(h.name, f"readlink {DEPLOY_TO}/current || true").stdout.strip()).name
-            for h in web_hosts(fleet.spec)}
+    return serving(fleet, DEPLOY_TO, web_hosts(fleet.spec))
 
 
 def on_release(fleet, release: str, schema: int) -> None:
@@ -67,8 +65,7 @@ def on_release(fleet, release: str, schema: int) -> None:
 
 
 def sql(fleet, query: str) -> str:
-    return fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
-                           f"-d {DB_NAME} -XAtq -c {sh_quote(query)}").stdout.strip()
+    return psql(fleet, query, db=DB_NAME)
 
 
 def migrations(fleet) -> list[str]:
@@ -81,9 +78,7 @@ def columns(fleet) -> set[str]:
 
 
 def release_of(lv: CLI, ref: str) -> str:
-    proc = lv("releases", *ENV, "--output", "json", check=0)
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref][-1]
+    return release_of_ref(lv, ref, env=ENV[1])[-1]
 
 
 def test_laravel_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, lv):

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from deployer.fleet.node import DB_NAME, DEPLOY_TO, PORT, NodeSite, web_hosts
 
-from .conftest import CLI, sh_quote
+from .conftest import CLI, psql, release_of_ref, serving
 
 ENV = ("--env", "node")
 
@@ -44,10 +43,9 @@ def get(address: str, path: str, data: dict | None = None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def served(fleet) -> dict[str, str]:
+def served(fleet) -> dict[str, str | None]:
     """host -> the release its `current` points at."""
-    return {h.name: Path(fleet.sh(h.name, f"readlink {DEPLOY_TO}/current || true").stdout.strip()).name
-            for h in web_hosts(fleet.spec)}
+    return serving(fleet, DEPLOY_TO, web_hosts(fleet.spec))
 
 
 def on_release(fleet, release: str, schema: int) -> None:
@@ -60,8 +58,7 @@ def on_release(fleet, release: str, schema: int) -> None:
 
 
 def sql(fleet, query: str) -> str:
-    return fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
-                           f"-d {DB_NAME} -XAtq -c {sh_quote(query)}").stdout.strip()
+    return psql(fleet, query, db=DB_NAME)
 
 
 def migrations(fleet) -> list[str]:
@@ -74,9 +71,7 @@ def columns(fleet) -> set[str]:
 
 
 def release_of(nd: CLI, ref: str) -> str:
-    proc = nd("releases", *ENV, "--output", "json", check=0)
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return [r["release"] for r in rows if r.get("event") == "row" and r.get("ref") == ref][-1]
+    return release_of_ref(nd, ref, env=ENV[1])[-1]
 
 
 def test_node_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, nd):
