@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import verbs
-from .errors import DeployerError
+from .errors import DeployerError, interrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -73,10 +73,10 @@ class Verb(_OneLineErrors, click.Command):
         except DeployerError as exc:  # raised outside verbs.guarded
             click.echo(f"error: {exc.message}", err=True)
             return exc.exit_code
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            return 130
-        except Exception as exc:  # noqa: BLE001 - one line, exit 4
+        except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, exit 130 or 4
+            if interrupted(exc):
+                click.echo("interrupted", err=True)
+                return 130
             click.echo(verbs.unexpected(exc, verbose), err=True)
             return 4
 

@@ -3,6 +3,21 @@
 from __future__ import annotations
 
 
+def interrupted(exc: BaseException) -> bool:
+    """True for Ctrl-C (or SIGTERM, raised as KeyboardInterrupt) and for what Python raises
+    instead of it when the signal struck inside a lock's `with` block: the KeyboardInterrupt is
+    then the context of a RuntimeError ("release unlocked lock"), which must still end the run
+    as an interruption (exit 130), not as a host failure or an internal error (exit 4)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 class DeployerError(Exception):
     """Base of every error deployer reports to a user."""
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import Config, load_config, parse_set
-from .errors import ConfigError, DeployerError, Refused
+from .errors import ConfigError, DeployerError, Refused, interrupted
 from .output import Reporter, reporter_for
 
 
@@ -71,14 +71,13 @@ def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool =
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        code = 130
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the last line of defence
         reporter.close()
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 4
-        code = 4
-        reporter.close()
+        if interrupted(exc):
+            code = 130
+            print("interrupted", file=sys.stderr)
+            return 130
+        code = 4  # one line, exit 4
         line = unexpected(exc, verbose)
         record_error(4, line.removeprefix("error: "), None)
         reporter.failed(4, line)

@@ -167,17 +167,13 @@ class DeployRun:
     def execute(self, run: Run, plan: Plan) -> int:
         try:
             outcome = run.ex.run(plan)
-        except KeyboardInterrupt:
-            return run.roll_back(DeployerError("interrupted (Ctrl-C)"), interrupted=True)
         except LockLost as exc:
             run.write(REC.RunEnded(outcome="needs_human", error=exc.message))
             raise NeedsHuman(f"{exc.message}. Hosts switched so far: {', '.join(run.st.switched) or 'none'} "
                              f"(on {run.st.release}); not rolled back since another run may be at work",
                              hint=f"`inv status --env {self.cfg.env}`, then `inv recover --env {self.cfg.env}`") from exc
-        except Exception as exc:  # noqa: BLE001 - a bug must still take the failure path
-            if not isinstance(exc, DeployerError):
-                exc = DeployerError(f"internal error: {type(exc).__name__}: {exc}")
-            return run.roll_back(exc)
+        except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - a bug must still take the failure path
+            return run.fail(exc)
         if outcome == "paused":
             return pause(run, self.cfg, self.rep, plan)
         return succeed(run, self.cfg, self.rep)

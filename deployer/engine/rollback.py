@@ -214,12 +214,8 @@ class Resume:
 
             try:
                 outcome = run.ex.run(plan)
-            except KeyboardInterrupt:
-                return run.roll_back(DeployerError("interrupted (Ctrl-C)"), interrupted=True)
-            except Exception as exc:  # noqa: BLE001 - same failure path as a deploy
-                if not isinstance(exc, DeployerError):
-                    exc = DeployerError(f"internal error: {type(exc).__name__}: {exc}")
-                return run.roll_back(exc)
+            except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - same failure path as a deploy
+                return run.fail(exc)
             if outcome == "paused":
                 return pause(run, cfg, self.rep, plan)
             return succeed(run, cfg, self.rep, verb="promoted")

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 
 from .. import records as REC
-from ..errors import DeployerError, DeployFailed, NeedsHuman
+from ..errors import DeployerError, DeployFailed, NeedsHuman, interrupted
 from ..journal import Journal
 from ..output import Reporter
 from ..session import Session, who
@@ -47,6 +47,15 @@ class Run:
                 f"ledger {self.s.state.where()} not reachable "
                 f"({self.journal.ship_error or 'timeout'}): this run's record is kept in "
                 f"{self.journal.path} and shipped by the next command that reaches it"))
+
+    def fail(self, exc: BaseException) -> int:
+        """The failure path of a plan that raised: Ctrl-C/SIGTERM (also when Python reports it
+        as a lock's RuntimeError), a DeployerError, or a bug; each rolls back."""
+        if interrupted(exc):
+            return self.roll_back(DeployerError("interrupted (Ctrl-C)"), interrupted=True)
+        if not isinstance(exc, DeployerError):
+            exc = DeployerError(f"internal error: {type(exc).__name__}: {exc}")
+        return self.roll_back(exc)
 
     def roll_back(self, cause: DeployerError, *, interrupted: bool = False, outcome: str = "") -> int:
         """Every host the run touched back to its snapshot. Exit 1 (or 130), or NeedsHuman."""

@@ -345,6 +345,31 @@ def test_an_unexpected_error_outside_a_verb_is_one_line_too(capsys, monkeypatch)
     assert err == "error: ZeroDivisionError: division by zero (--verbose shows the traceback)\n"
 
 
+def _ctrl_c_inside_a_lock(*a, **kw):
+    """What Python raises when Ctrl-C strikes while the main thread re-takes a Condition's
+    plain lock (threading.Event, paramiko's waits): the lock's release fails in `with`."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise RuntimeError("release unlocked lock")  # noqa: B904 - as threading does
+
+
+def test_ctrl_c_reported_as_a_lock_error_is_still_an_interruption(project, capsys, monkeypatch):
+    from deployer.errors import interrupted
+
+    try:
+        _ctrl_c_inside_a_lock()
+    except RuntimeError as exc:
+        assert interrupted(exc)
+    assert not interrupted(RuntimeError("release unlocked lock"))
+    monkeypatch.setattr(verbs, "load_config", _ctrl_c_inside_a_lock)
+    code, out, err = both(("status",), ["-e", "unreach", "--root", str(project)], capsys, monkeypatch)
+    assert (code, err) == (130, "interrupted\n")
+    monkeypatch.setattr(verbs, "fleet_status", _ctrl_c_inside_a_lock)
+    code, out, err = both(("fleet", "status"), [], capsys, monkeypatch)
+    assert (code, err) == (130, "interrupted\n")
+
+
 def test_report_goes_to_the_current_directory_by_default(project, tmp_path, monkeypatch):
     from deployer import inspect
 
