@@ -392,7 +392,7 @@ def demo(keep, verbose):
 
 
 def main() -> None:
-    cli.main(prog_name="deployer")
+    verbs.exit_now(_exit_code(cli.main(prog_name="deployer", standalone_mode=False)))
 
 
 if __name__ == "__main__":

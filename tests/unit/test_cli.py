@@ -445,3 +445,20 @@ def test_inv_and_deployer_programs(project):
     assert p.returncode == 3 and p.stderr.splitlines()[-1] == "error: exec: no host reachable: web2 (unreachable)"
     p = sh(sys.executable, "-m", "deployer.cli", "deploy", "-e", "unreach", "--root", str(project), "--dry-run")
     assert p.returncode == 3 and "Traceback" not in p.stderr and "Connection refused" in p.stderr
+
+
+def test_the_program_exits_with_its_code_its_output_whole_and_waits_for_a_working_thread(tmp_path):
+    done = tmp_path / "done"
+    p = sh(sys.executable, "-c", f"""
+import sys, threading, time
+from deployer import verbs
+sys.stdout.write("x" * 100000)  # still in the buffer
+sys.stderr.write("last words")
+t = threading.Thread(target=lambda: (time.sleep(0.3), open({str(done)!r}, "w").write("written")))
+t.start()
+verbs.exit_now(3)
+""")
+    assert (p.returncode, len(p.stdout), p.stderr) == (3, 100000, "last words")
+    assert done.read_text() == "written"
+    p = sh(sys.executable, "-c", "import sys; from deployer import verbs; print('out'); verbs.exit_now(5)")
+    assert (p.returncode, p.stdout) == (5, "out\n")
