@@ -86,6 +86,8 @@ class Journal:
             while not self._stop.is_set():
                 self._ship_wanted.wait(timeout=5)
                 self._ship_wanted.clear()
+                if self._stop.is_set():  # closing: the last shipment is close()'s, with the release
+                    return
                 self.ship_once(ship)
 
         self._shipper = threading.Thread(target=loop, name="journal-shipper", daemon=True)
@@ -105,9 +107,10 @@ class Journal:
             return False
 
     def close(self, ship: Callable[[str], None] | None, timeout: float = 10.0) -> bool:
-        """Stop the shipper and try a last shipment (bounded). True when fully shipped."""
+        """Stop the shipper and try a last shipment (bounded), `ship` being the run's last act
+        (the lock released in the same round trip). True when fully shipped."""
         self._stop.set()
-        self._ship_wanted.set()
+        self._ship_wanted.set()  # wakes the shipper, which ends without shipping
         if self._shipper is not None:
             self._shipper.join(timeout=timeout)
         self.sync()

@@ -97,8 +97,10 @@ def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool =
 def exit_now(code: int) -> None:
     """End the program once its verb has ended (journal shipped, lock released, connections
     closed, worker threads joined) without the interpreter's teardown, which takes 0.1 s for
-    nothing. With a thread still at work, the usual exit waits for it."""
-    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+    nothing. The usual exit when a thread is still at work (it is waited for) or a tracer or
+    profiler is on (coverage and cProfile write their data at exit)."""
+    if sys.gettrace() is not None or sys.getprofile() is not None or any(
+            t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
