@@ -8,7 +8,7 @@ names that narrow the app hosts: `Config.narrow`).
 
 from __future__ import annotations
 
-import logging
+import atexit
 import os
 import signal
 import sys
@@ -96,13 +96,15 @@ def guarded(fn: Callable[[Reporter], int], output: str = "text", verbose: bool =
 
 def exit_now(code: int) -> None:
     """End the program once its verb has ended (journal shipped, lock released, connections
-    closed, worker threads joined) without the interpreter's teardown, which takes 0.1 s for
+    closed, worker threads joined): the exit handlers run (private files removed, logs
+    flushed), then the process exits without the interpreter's teardown, which takes 0.1 s for
     nothing. The usual exit when a thread is still at work (it is waited for) or a tracer or
     profiler is on (coverage and cProfile write their data at exit)."""
-    if sys.gettrace() is not None or sys.getprofile() is not None or any(
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None or sys.gettrace() is not None or sys.getprofile() is not None or any(
             t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         sys.exit(code)
-    logging.shutdown()
+    run_exit_handlers()  # what was registered to run at exit: private files removed, logs flushed
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -447,11 +447,12 @@ def test_inv_and_deployer_programs(project):
     assert p.returncode == 3 and "Traceback" not in p.stderr and "Connection refused" in p.stderr
 
 
-def test_the_program_exits_with_its_code_its_output_whole_and_waits_for_a_working_thread(tmp_path):
+def test_the_program_exits_with_its_code_its_output_whole_its_exit_handlers_run_and_a_working_thread_waited_for(tmp_path):
     done = tmp_path / "done"
     p = sh(sys.executable, "-c", f"""
-import sys, threading, time
+import atexit, sys, threading, time
 from deployer import verbs
+atexit.register(lambda: open({str(tmp_path / "handler")!r}, "w").write("ran"))
 sys.stdout.write("x" * 100000)  # still in the buffer
 sys.stderr.write("last words")
 t = threading.Thread(target=lambda: (time.sleep(0.3), open({str(done)!r}, "w").write("written")))
@@ -460,5 +461,13 @@ verbs.exit_now(3)
 """)
     assert (p.returncode, len(p.stdout), p.stderr) == (3, 100000, "last words")
     assert done.read_text() == "written"
-    p = sh(sys.executable, "-c", "import sys; from deployer import verbs; print('out'); verbs.exit_now(5)")
-    assert (p.returncode, p.stdout) == (5, "out\n")
+    assert (tmp_path / "handler").read_text() == "ran"
+    # no thread left: the fast way out, exit handlers included
+    p = sh(sys.executable, "-c", f"""
+import atexit, sys
+from deployer import verbs
+atexit.register(lambda: open({str(tmp_path / "fast")!r}, "w").write("ran"))
+print("out")
+verbs.exit_now(5)
+""")
+    assert (p.returncode, p.stdout, (tmp_path / "fast").read_text()) == (5, "out\n", "ran")
