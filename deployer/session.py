@@ -202,9 +202,11 @@ class Session:
         return {"holder": who().split("@")[0], "host": socket.gethostname(), "pid": os.getpid(),
                 "reason": self.reason, "started": now_iso(), "run": self.run_id}
 
-    def acquire_lock(self, wait: float = 0.0, *, read_ledger: bool = False) -> bool:
-        """Take the env's lock, waiting up to `wait` s. True when it had to wait for it. With
-        `read_ledger`, the ledger is read in the same round trip, for the next `history()`."""
+    def acquire_lock(self, wait: float = 0.0, *, read_ledger: bool = False,
+                     stop: threading.Event | None = None) -> bool:
+        """Take the env's lock, waiting up to `wait` s (less if `stop` is set meanwhile). True
+        when it had to wait for it. With `read_ledger`, the ledger is read in the same round
+        trip, for the next `history()`."""
         waited = False
         deadline = time.monotonic() + wait
         while True:
@@ -225,7 +227,8 @@ class Session:
                         f"`inv unlock --env {self.cfg.env} --force`." if stale else
                         " Wait for it, or pass --lock-wait SECONDS.")
                 raise Refused(f"{self.cfg.env}: locked by {held.describe()}.{hint}")
-            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+            if (stop or threading.Event()).wait(min(2.0, max(0.1, deadline - time.monotonic()))):
+                raise Refused(f"{self.cfg.env}: locked by {held.describe()}; no longer waited for")
 
     def _start_heartbeat(self) -> None:
         """Beat every HEARTBEAT_SECONDS. The lock is LOST when a beat finds it is no longer ours

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -112,14 +113,23 @@ class DeployRun:
         run: Run | None = None
         try:
             since = now_iso()
-            facts, release = self.prepare()
-            self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
-            with ThreadPoolExecutor(1) as pool:
+            with ThreadPoolExecutor(2) as pool:
+                # The lock is taken (and the ledger read) while the facts are read: one round
+                # trip less. A failed preflight wins over the lock (which is released, below).
+                giving_up = threading.Event()
+                locking = pool.submit(s.acquire_lock, self.lock_wait, read_ledger=True, stop=giving_up)
+                try:
+                    facts, release = self.prepare()
+                except BaseException:
+                    giving_up.set()
+                    wait([locking])
+                    raise
+                self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
                 # the pending-migrations probe (a scratch export on the migrate host, removed
                 # after) needs no lock: it runs while the lock is taken and the ledger read
                 probe = pool.submit(decide_maintenance, s, cfg, facts, self.force_maintenance, self.rep)
                 try:
-                    waited = s.acquire_lock(self.lock_wait, read_ledger=True)
+                    waited = locking.result()
                     history = s.history()
                 finally:
                     wait([probe])
