@@ -30,15 +30,17 @@ def read_state(deploy_to: str, flag: str | None = "storage/maintenance.json") ->
     maintenance flag file, relative to shared/ (its JSON, when it is JSON, tells the expiry)."""
     p = paths(deploy_to)
     flag_path = posixpath.join(p["shared_path"], flag or ".deployer-no-maintenance-flag")
+    # Shell builtins wherever they do (read, test, a glob): on a hundred hosts, every process
+    # this spawns is spawned a hundred times before the deploy starts.
     return raw(
         f"echo {STATE_MARK}; "
         f"echo current=$(readlink {q(p['current_path'])} 2>/dev/null); "
-        f"echo hostname=$(hostname); "
-        f"echo disk_kb=$(df -Pk {q(deploy_to)} 2>/dev/null | awk 'NR==2{{print $4}}' || df -Pk / | awk 'NR==2{{print $4}}'); "
-        f"echo maintenance=$(test -e {q(flag_path)} && echo on || echo off); "
+        f"read -r h 2>/dev/null </proc/sys/kernel/hostname || h=$(hostname); echo hostname=$h; "
+        f"{{ df -Pk {q(deploy_to)} 2>/dev/null || df -Pk /; }} | {{ read -r _; read -r _ _ _ a _; echo disk_kb=$a; }}; "
+        f"if [ -e {q(flag_path)} ]; then echo maintenance=on; "
         f"echo maintenance_json=$(head -c 2000 {q(flag_path)} 2>/dev/null | tr -d '\\n'); "
-        f"echo now=$(date +%s); "
-        f"ls -1 {q(p['releases_path'])} 2>/dev/null | sed 's/^/release=/'; true"
+        f"echo now=$(date +%s); else echo maintenance=off; fi; "
+        f"for r in {q(p['releases_path'])}/*; do [ -e \"$r\" ] && echo \"release=${{r##*/}}\"; done; true"
     )
 
 
