@@ -15,11 +15,13 @@ load balancer, one wave, a health check on each host), the nine steps (R the rel
 run by
 - fabric: benchmarks/compare/plain_fabric.py, a ThreadingGroup, one `group.run` per step, one
   connection per host, strict host keys, then one GET of each host's health URL;
-- deployer: `python -m deployer.cli deploy --env cmp --inventory <generated> --ref bench
+- deployer: `python -m deployer deploy --env cmp --inventory <generated> --ref bench
   --output json` with the playbook benchmarks/compare/compare.yaml: preflight facts, the lock
   and the snapshot in the ledger (on web1, the migrate host, as there is no ledger host), the
   local journal shipped to the ledger, health check (1 pass) per host right after its switch.
 
+Both run byte-compiled, as installed (deployer's package is compiled first, as a wheel install
+does: a checkout run under PYTHONDONTWRITEBYTECODE would compile its sources on every run).
 Each tool deploys to its own directory (/srv/cmp-fabric, /srv/cmp-deployer). One unmeasured run
 of each first (it clones the mirrors: cold); then `--runs` rounds, fabric and deployer
 interleaved, the order alternating each round. Each run is a child process: wall seconds from
@@ -138,7 +140,7 @@ def fabric_argv(fl: dict, repo: Path) -> list[str]:
 
 
 def deployer_argv(inventory: Path) -> list[str]:
-    return [sys.executable, "-m", "deployer.cli", "deploy", "--env", "cmp", "--inventory", str(inventory),
+    return [sys.executable, "-m", "deployer", "deploy", "--env", "cmp", "--inventory", str(inventory),
             "--ref", app_repo.TAG, "--output", "json", "--yes"]
 
 
@@ -219,6 +221,11 @@ def main() -> None:
     if EVENTS:
         EVENTS.mkdir(parents=True, exist_ok=True)
     sizes = [int(x) for x in args.sizes.split(",")]
+    # Both tools run byte-compiled, as installed: Fabric and paramiko from site-packages, and
+    # deployer's package compiled here (as a wheel install does), or an editable checkout under
+    # PYTHONDONTWRITEBYTECODE would compile its sources again on every run.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "deployer")], check=True,
+                   stdout=subprocess.DEVNULL)
     rows = []
     smallest = float("inf")
     with tempfile.TemporaryDirectory(prefix="deployer-compare-") as tmp:
