@@ -443,8 +443,9 @@ def test_inv_and_deployer_programs(project):
     assert p.returncode == 2 and p.stderr.startswith("error: No idea what '--bogus' is!")
     p = sh(inv, "exec", "-e", "unreach", "--root", str(project), "--hosts", "web2", "--", "echo", "a b")
     assert p.returncode == 3 and p.stderr.splitlines()[-1] == "error: exec: no host reachable: web2 (unreachable)"
-    p = sh(sys.executable, "-m", "deployer.cli", "deploy", "-e", "unreach", "--root", str(project), "--dry-run")
-    assert p.returncode == 3 and "Traceback" not in p.stderr and "Connection refused" in p.stderr
+    for program in ("deployer.cli", "deployer"):
+        p = sh(sys.executable, "-m", program, "deploy", "-e", "unreach", "--root", str(project), "--dry-run")
+        assert p.returncode == 3 and "Traceback" not in p.stderr and "Connection refused" in p.stderr
 
 
 def test_the_program_exits_with_its_code_its_output_whole_its_exit_handlers_run_and_a_working_thread_waited_for(tmp_path):
