@@ -208,6 +208,7 @@ class Session:
         when it had to wait for it. With `read_ledger`, the ledger is read in the same round
         trip, for the next `history()`."""
         waited = False
+        stop = stop or threading.Event()
         deadline = time.monotonic() + wait
         while True:
             if read_ledger:
@@ -227,7 +228,7 @@ class Session:
                         f"`inv unlock --env {self.cfg.env} --force`." if stale else
                         " Wait for it, or pass --lock-wait SECONDS.")
                 raise Refused(f"{self.cfg.env}: locked by {held.describe()}.{hint}")
-            if (stop or threading.Event()).wait(min(2.0, max(0.1, deadline - time.monotonic()))):
+            if stop.wait(min(2.0, max(0.1, deadline - time.monotonic()))):
                 raise Refused(f"{self.cfg.env}: locked by {held.describe()}; no longer waited for")
 
     def _start_heartbeat(self) -> None:
