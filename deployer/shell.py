@@ -53,7 +53,27 @@ class Secret:
         return bool(self._value)
 
 
-Value = str | int | float | Secret | os.PathLike
+class Privileged:
+    """The `{sudo}` template value: how this host's user gets root for the one simple command
+    that follows it (``sudo -n --``; nothing when the SSH user is root). Inserted verbatim, never
+    quoted: deployer makes it, no user input ever reaches it."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, user: str):
+        self.prefix = "" if user == "root" else "sudo -n --"
+
+    def __repr__(self) -> str:
+        return f"Privileged({self.prefix!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Privileged) and other.prefix == self.prefix
+
+    def __hash__(self) -> int:
+        return hash((Privileged, self.prefix))
+
+
+Value = str | int | float | Secret | os.PathLike | Privileged
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,8 @@ def quote(value: Value) -> tuple[str, str]:
     """Return (quoted real value, quoted displayed value); a Secret displays as ``***``."""
     if isinstance(value, Secret):
         return shlex.quote(value.reveal()), MASK
+    if isinstance(value, Privileged):
+        return value.prefix, value.prefix
     if isinstance(value, bool) or value is None:
         raise TypeError(f"cannot quote {value!r} as a shell word")
     if isinstance(value, (int, float)):
@@ -136,6 +158,55 @@ def _prefix(where: str) -> str:
 def placeholders(template: str) -> set[str]:
     """Names of the ``{name}`` placeholders in a template."""
     return {name for _, name in _parse(template, "") if name is not None}
+
+
+_STOPS = set(";&|<>()\n")
+
+
+def privileged_commands(template: str, *, where: str = "") -> list[str]:
+    """The simple commands a template runs through `{sudo}`, as template text: what follows each
+    `{sudo}` up to the next unquoted `;`, `&`, `|`, redirection, parenthesis or newline (a
+    redirection's file descriptor number left out). These are the commands the host's sudo rules
+    must allow; `preflight` checks them and `init` writes the rules."""
+    out: list[str] = []
+    current: list[str] | None = None
+    state: str | None = None
+    escaped = False
+
+    def close() -> None:
+        nonlocal current
+        if current is not None:
+            text = "".join(current).strip()
+            if text and text.split()[-1].isdigit() and "".join(current).rstrip() == "".join(current):
+                text = text.rsplit(None, 1)[0] if len(text.split()) > 1 else text
+            if not text:
+                raise ConfigError(f"{_prefix(where)}{{sudo}} must be followed by the command it runs as root")
+            out.append(text)
+        current = None
+
+    for literal, name in _parse(template, where):
+        for ch in literal:
+            if current is not None and state is None and not escaped and ch in _STOPS:
+                close()
+            if escaped:
+                escaped = False
+            elif state == "'":
+                state = None if ch == "'" else state
+            elif ch == "\\":
+                escaped = True
+            elif state == '"':
+                state = None if ch == '"' else state
+            elif ch in "'\"":
+                state = ch
+            if current is not None:
+                current.append(ch)
+        if name == "sudo":
+            close()
+            current = []
+        elif name is not None and current is not None:
+            current.append("{" + name + "}")
+    close()
+    return out
 
 
 def check_template(template: str, known: Iterable[str], *, where: str = "") -> None:

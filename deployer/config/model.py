@@ -14,7 +14,7 @@ from deployer import cron as _cron
 from deployer import retention as _retention
 from deployer import windows as _windows
 from deployer.errors import ConfigError
-from deployer.shell import fill
+from deployer.shell import Privileged, fill
 from deployer.sshconfig import Endpoint
 
 from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile, State
@@ -203,6 +203,9 @@ class Config:
             "shared_path": self.shared_path,
             "current_path": self.current_path,
             "releases_path": self.releases_path,
+            # `{sudo} cmd`: cmd runs as root through one of the host's sudo rules (see
+            # Playbook.privileged and docs/servers.md)
+            "sudo": Privileged(host.user),
         }
         values.update(self.playbook.vars)
         values.update(self.vars)

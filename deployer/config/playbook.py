@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, Strict, model_validator
 
 from deployer.errors import ConfigError
-from deployer.shell import Command, chain, check_template, render
+from deployer.shell import Command, chain, check_template, privileged_commands, render
 
 from .types import (
     DEFAULT_ROLES,
@@ -59,6 +59,11 @@ class Step(_Model):
         if self.cwd is not None:
             out.append((f"{self._where}.cwd", self.cwd))
         return out
+
+    def privileged(self) -> list[tuple[str, str]]:
+        """(where, command template) of each command this step runs as root through `{sudo}`."""
+        return [(where, cmd) for where, template in self.templates()
+                for cmd in privileged_commands(template, where=where)]
 
     def command(self, values: Mapping[str, object]) -> Command:
         """The command to run, placeholders filled and quoted; prefixed by cd when cwd is set."""
@@ -194,6 +199,11 @@ class Playbook(_Model):
                 out += steps
         return out
 
+    def privileged(self) -> list[tuple[Step, str]]:
+        """(step, command template) of every command the playbook runs as root through
+        `{sudo}`: what each host's sudo rules must allow (for the step's roles)."""
+        return [(step, cmd) for step in self.all_steps() for _, cmd in step.privileged()]
+
     def check_templates(self, extra_vars: Iterable[str] = ()) -> list[str]:
         """Error lines for unknown placeholders (or quoted ones) in every template."""
         known = set(TEMPLATE_VALUES) | set(self.vars) | set(extra_vars)
@@ -202,6 +212,7 @@ class Playbook(_Model):
             for where, template in step.templates():
                 try:
                     check_template(template, known, where=where)
+                    privileged_commands(template, where=where)
                 except ConfigError as exc:
                     errors.append(exc.message)
         return errors

@@ -33,7 +33,7 @@ HOOK_STAGES = (
 TEMPLATE_VALUES = (
     "env", "host", "address", "deploy_to", "shared_path", "current_path", "releases_path",
     "release", "release_path", "previous_release", "previous_path", "commit", "ref",
-    "message", "retry", "expires_at", "target_version",
+    "message", "retry", "expires_at", "target_version", "sudo",
 )
 HEALTH_VALUES = ("address", "host", "release", "port")
 LB_VALUES = ("address", "host")

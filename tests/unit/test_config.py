@@ -23,7 +23,7 @@ from deployer.config import (
 from deployer.cron import Schedule
 from deployer.errors import ConfigError
 from deployer.retention import Policy
-from deployer.shell import Secret, render
+from deployer.shell import Privileged, Secret, render
 from deployer.windows import Window
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def test_template_values(root: Path):
     assert values == {
         "env": "local", "host": "web2", "address": "10.77.0.12", "deploy_to": "/srv/app",
         "shared_path": "/srv/app/shared", "current_path": "/srv/app/current",
-        "releases_path": "/srv/app/releases",
+        "releases_path": "/srv/app/releases", "sudo": Privileged("root"),
         "python": "/opt/py", "supervisorctl": "/srv/bin/supervisorctl",
         "supervisor_conf": "/srv/supervisor/supervisord.conf", "color": "green",
         "release": "R", "release_path": "/srv/app/releases/R",

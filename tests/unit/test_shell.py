@@ -153,3 +153,34 @@ def test_sh_wraps_and_masks():
     assert cmd.script == "sh -c 'echo '\"'\"'x y'\"'\"' k'"
     assert cmd.display == "sh -c 'echo '\"'\"'x y'\"'\"' ***'"
     assert cmd.timeout == 3
+
+
+# -- {sudo}: the commands a step runs as root --------------------------------------------------
+
+def test_sudo_is_verbatim_for_a_user_and_empty_for_root():
+    from deployer.shell import Privileged
+
+    tpl = "{sudo} {ctl} signal HUP web >/dev/null || {sudo} {ctl} start web"
+    as_deploy = render(tpl, {"sudo": Privileged("deploy"), "ctl": "/srv/bin/supervisorctl"})
+    assert as_deploy.script == ("sudo -n -- /srv/bin/supervisorctl signal HUP web >/dev/null || "
+                                "sudo -n -- /srv/bin/supervisorctl start web")
+    as_root = render(tpl, {"sudo": Privileged("root"), "ctl": "/srv/bin/supervisorctl"})
+    assert as_root.script == " /srv/bin/supervisorctl signal HUP web >/dev/null ||  /srv/bin/supervisorctl start web"
+
+
+def test_privileged_commands_end_at_operators_and_redirections():
+    from deployer.shell import privileged_commands
+
+    assert privileged_commands("{sudo} {ctl} -c {conf} signal HUP web >/dev/null || {sudo} {ctl} start web") == [
+        "{ctl} -c {conf} signal HUP web", "{ctl} start web"]
+    assert privileged_commands("x; {sudo} systemctl reload php8.2-fpm 2>/dev/null") == [
+        "systemctl reload php8.2-fpm"]
+    assert privileged_commands("{sudo} a 'b;c' | grep -q x") == ["a 'b;c'"]
+    assert privileged_commands("no sudo here") == []
+
+
+def test_sudo_without_a_command_is_a_config_error():
+    from deployer.shell import privileged_commands
+
+    with pytest.raises(ConfigError, match=r"playbooks/x.yaml: stages.reload\[0\]: \{sudo\} must be followed"):
+        privileged_commands("{sudo} ; true", where="playbooks/x.yaml: stages.reload[0]")
