@@ -189,11 +189,16 @@ defaults
 
 frontend http
     bind 0.0.0.0:80
+    # the gate's header lets a request through maintenance mode: never from a client
+    http-request del-header X-Deployer-Gate
     default_backend web
 
 backend web
     balance roundrobin
-    option httpchk GET /health
+    # HAProxy's own check carries the gate's header: a server answering the app's maintenance
+    # page (503 + Retry-After to users) stays UP, so users get that page, not "no server"
+    option httpchk
+    http-check send meth GET uri /health hdr X-Deployer-Gate 1
     http-check expect status 200
     http-response set-header X-Backend %s
 {servers}
