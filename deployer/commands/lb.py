@@ -93,6 +93,6 @@ def wait_all_up(socket: str, backend: str, servers: list[str], wait: float = 10)
         f"down=''; for s in {names}; do "
         f"printf '%s\\n' \"$st\" | awk -v s=\"$s\" '$4==s && $6==2 {{f=1}} END {{exit !f}}' || down=\"$down $s\"; "
         f"done; [ -z \"$down\" ] && exit 0; [ $i -ge {int(wait * 10)} ] && break; sleep 0.1; i=$((i+1)); done; "
-        f"printf 'not UP at the load balancer after %ss:%s (its own health check fails: what users get; '"
-        f"in maintenance too, see docs/servers.md)\\n' {q(f'{wait:g}')} \"$down\" >&2; exit 1"
+        f"printf 'not UP at the load balancer after %ss:%s (its own health check decides what users get, "
+        f"in maintenance too: see docs/servers.md)\\n' {q(f'{wait:g}')} \"$down\" >&2; exit 1"
     )

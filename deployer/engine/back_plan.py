@@ -91,9 +91,9 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     for h in touched:
         if h.name in st.switched:
             lanes.append(ops.switch_lane(cfg, h, snap.get(h.name), drained=h.name in st.drained,
-                                         effect="unswitched"))
+                                         effect="unswitched", wait_up=not st.maintenance_on))
         elif ops.behind_lb(cfg, h):  # drained (or its drain was attempted), never switched
-            lanes.append(Lane(h.name, (ops.undrain(cfg, h, missing_ok=True),)))
+            lanes.append(Lane(h.name, (ops.undrain(cfg, h, missing_ok=True, wait_up=not st.maintenance_on),)))
     stages = [Stage("switch", "back to the snapshot", tuple(lanes), limit=ops.switch_limit(cfg))]
     migrated = st.migrated and st.schema_after != st.schema_before or (st.migrated and st.schema_after is None)
     if migrated:
@@ -128,7 +128,7 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
                      command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup["path"]).script),
                      timeout=cfg.ssh.command_timeout, records=((0, "backup:" + safety_path),))
         stages.append(Stage("database", f"restore {backup['path']}", (Lane(cfg.db_host.name, (act,)),)))
-    lanes = tuple(ops.switch_lane(cfg, h, target) for h in hosts)
+    lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)
     stages.append(Stage("switch", f"to {target}", lanes, limit=ops.switch_limit(cfg)))
     stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
     if backup is not None:

@@ -77,14 +77,16 @@ def drain(cfg: Config, host: Host) -> Action:
                   timeout=30, effect="drained", what=f"drain {name}")
 
 
-def undrain(cfg: Config, host: Host, missing_ok: bool = False) -> Action:
+def undrain(cfg: Config, host: Host, missing_ok: bool = False, wait_up: bool = True) -> Action:
     """Put the host back and wait until the load balancer itself sees it UP: its own health
     check decides what users get (in maintenance too: its check carries the gate header, so a
     server answering the maintenance page stays UP). missing_ok: a server the load balancer
-    does not have is not an error (a drain it refused drained nothing)."""
+    does not have is not an error (a drain it refused drained nothing). wait_up=False: only for
+    a rollback under maintenance, which must bring the site back even behind a load balancer
+    that rejects the maintenance page: it waits for every server once maintenance is off."""
     name = cfg.lb_server_name(host)
     return Action(host=cfg.lb_host.name,
-                  command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10,
+                  command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10 if wait_up else 0,
                                                missing_ok=missing_ok),
                   timeout=30, effect="undrained", what=f"put back {name}")
 
@@ -158,7 +160,8 @@ def check(cfg: Config, host: Host, release: str) -> Action:
 
 
 def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool = False,
-                log_mark: str | None = None, effect: str = "switched", gate: bool = True) -> Lane:
+                log_mark: str | None = None, effect: str = "switched", gate: bool = True,
+                wait_up: bool = True) -> Lane:
     """Drain (unless already drained, or the only server in rotation: then the graceful reload
     alone keeps it serving), switch `current` atomically, reload, check the host itself, put it
     back and wait until the load balancer sees it UP. `release=None`: the host served nothing
@@ -181,7 +184,7 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
     if host.has("web") and release is not None and gate:
         acts.append(check(cfg, host, release))
     if lb:
-        acts.append(undrain(cfg, host))
+        acts.append(undrain(cfg, host, wait_up=wait_up))
     return Lane(host.name, tuple(a for a in acts if a is not None))
 
 

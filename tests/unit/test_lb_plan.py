@@ -80,3 +80,27 @@ def test_health_checks_go_through_ssh_by_default_and_say_so_in_the_plan():
     assert check.display().startswith("GET http://") and " through SSH (expect 200" in check.display()
     direct = ops.check(prod(**{"health.via": "direct", "health.fail_after": 0}), cfg.host("web1"), REL)
     assert "through SSH" not in direct.display() and direct.http.fail_after == 0
+
+
+def test_wait_all_up_reads_haproxys_states_and_names_the_servers_not_up(tmp_path):
+    """The script as sh runs it, against a socat that answers as HAProxy's runtime API does."""
+    import os
+    import subprocess
+
+    from deployer.commands import lb as LB
+
+    states = tmp_path / "states"
+    socat = tmp_path / "socat"
+    socat.write_text(f"#!/bin/sh\ncat >/dev/null; cat {states}\n")
+    socat.chmod(0o755)
+    header = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n"
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    script = LB.wait_all_up("/srv/haproxy/admin.sock", "web", ["web1", "web2"], wait=0.3).script
+
+    states.write_text(header + "3 web 1 web1 10.0.0.1 2 0\n3 web 2 web2 10.0.0.2 2 0\n")
+    assert subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True).returncode == 0
+
+    states.write_text(header + "3 web 1 web1 10.0.0.1 2 0\n3 web 2 web2 10.0.0.2 0 0\n")
+    down = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert down.returncode == 1
+    assert down.stderr.startswith("not UP at the load balancer after 0.3s: web2 (its own health check")
