@@ -199,7 +199,7 @@ def privileged_commands(template: str, *, where: str = "") -> list[str]:
             elif ch in "'\"":
                 state = ch
             if current is not None:
-                current.append(ch)
+                current.append(ch * 2 if ch in "{}" else ch)  # literal braces stay escaped
         if name == "sudo":
             close()
             current = []
