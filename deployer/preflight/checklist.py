@@ -14,7 +14,7 @@ from ..config import Config, Host
 from ..errors import ConfigError
 from . import fixes as FX
 from . import rights as RT
-from .model import ALL, Check, Parse
+from .model import ALL, Check, Parse, Rows
 from .remote import (
     app_env_command,
     binaries_command,
@@ -77,7 +77,7 @@ def rights_checks(cfg: Config) -> list[Check]:
     return out
 
 
-def _all_rows(rows: Callable) -> Parse:
+def _all_rows(rows: Rows) -> Parse:
     """One (ok, detail) for all the rows: ok when every row is."""
     def parse(stdout: str, exit_status: int | None) -> tuple[bool, str]:
         found = rows(stdout, exit_status)

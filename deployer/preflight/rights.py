@@ -17,6 +17,7 @@ from ..commands.backup import Database
 from ..config import Config, Host
 from ..privileges import RootCommand, commands
 from ..shell import Command, argv, q, raw
+from .remote import nearest
 
 MARK = "@@right"
 #: what deployer writes under deploy_to (R.paths, the repo mirror): each must be writable too
@@ -139,6 +140,6 @@ def _tree(t: Tree) -> str:
     return (f"d={q(t.path)}; if [ -e \"$d\" ]; then for x in \"$d\" {inside}; do "
             f"if [ -e \"$x\" ] && [ ! -w \"$x\" ]; then {_say(t.label, 'unwritable', _STAT, _X)}; "
             f"fi; done; {_say(t.label, 'exists')}; "
-            f"else x=$(dirname \"$d\"); while [ ! -e \"$x\" ]; do x=$(dirname \"$x\"); done; "
+            f"else {nearest(t.path, 'x')}; "
             f"if [ -w \"$x\" ]; then {_say(t.label, 'creatable', _X)}; "
             f"else {_say(t.label, 'uncreatable', _STAT, _X)}; fi; fi")

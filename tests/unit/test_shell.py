@@ -184,3 +184,12 @@ def test_sudo_without_a_command_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"playbooks/x.yaml: stages.reload\[0\]: \{sudo\} must be followed"):
         privileged_commands("{sudo} ; true", where="playbooks/x.yaml: stages.reload[0]")
+
+
+def test_privileged_commands_keep_literal_braces_escaped():
+    from deployer.shell import privileged_commands
+
+    # template text: {{ and }} stay escaped, so the command renders as the step would
+    assert privileged_commands("{sudo} /bin/echo '{{x}}' {y}") == ["/bin/echo '{{x}}' {y}"]
+    assert render(privileged_commands("{sudo} /bin/echo '{{x}}' {y}")[0], {"y": "a b"}).script == \
+        "/bin/echo '{x}' 'a b'"
