@@ -282,8 +282,10 @@ def init(**kw):
     """Write a commented inventory and playbook into the project (the current directory).
 
     hosts/<ENV>.yaml (every key explained, placeholder addresses), hosts/known_hosts (empty: fill
-    it with your hosts' keys) and playbooks/<NAME>.yaml (extends the shipped playbook of --kind,
-    with commented override examples). Refuses to overwrite a file without --force (exit 3).
+    it with your hosts' keys), playbooks/<NAME>.yaml (extends the shipped playbook of --kind,
+    with commented override examples) and deploy/sudoers (the sudo rules of the SSH user: what
+    the playbook runs as root, and nothing else). Refuses to overwrite the inventory or the
+    playbook without --force (exit 3).
     """
     return verbs.init(**kw)
 

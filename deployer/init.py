@@ -6,7 +6,10 @@ Writes, from the templates in deployer/templates/:
   values that load as they are;
 - ``hosts/known_hosts``: comments saying how to fill it (only when it does not exist: it holds
   real keys, it is never overwritten);
-- ``playbooks/<app>.yaml``: ``extends: <kind>`` and commented override examples.
+- ``playbooks/<app>.yaml``: ``extends: <kind>`` and commented override examples;
+- ``deploy/sudoers``: the sudo rules of the SSH user, exactly the commands the playbook runs as
+  root (`deployer.privileges`), with how to install them in ``/etc/sudoers.d/<app>``; made from
+  the loaded config, so it is written last (kept when it exists, unless ``--force``).
 
 A file that exists is left alone unless ``--force`` (else exit 3, nothing written). The result
 is loaded with `load_config` before returning: a template that stopped matching the schema
@@ -18,10 +21,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import load_config
+from .config import Config, load_config
 from .config.types import _ENV_RE, _HOST_RE
 from .errors import ConfigError, Refused
 from .output import Reporter
+from .privileges import sudoers
 
 KINDS = ("laravel", "django", "node", "demo")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -82,10 +86,26 @@ def write_project(root: Path, rep: Reporter, *, kind: str = "demo", env: str = "
     cfg = load_config(env, root=root, environ={})
     rep.event("notice", message=f"{cfg.env}: loads: playbook {app} (extends {kind}), hosts "
                                 f"{', '.join(h.name for h in cfg.hosts)} (placeholder addresses)")
+    write_sudoers(cfg, root, rep, kind=kind, force=force)
     rep.event("notice", message=f"next: your hosts' addresses in hosts/{env}.yaml, their keys in "
                                 f"hosts/known_hosts, then `deployer preflight --env {env}` and "
                                 f"`deployer deploy --env {env} --dry-run`")
     return 0
+
+
+def write_sudoers(cfg: Config, root: Path, rep: Reporter, *, kind: str, force: bool = False) -> None:
+    """deploy/sudoers: the sudo rules of the inventory's SSH user for what the playbook runs as
+    root (`deploy` when the inventory logs in as root), with how to install them."""
+    path = root / "deploy" / "sudoers"
+    if path.exists() and not force:
+        rep.event("notice", message=f"kept {_rel(path, root)} (it exists; --force rewrites it)")
+        return
+    user = next((h.user for h in cfg.hosts if h.user != "root"), "deploy")
+    values = {"user": user, "app": cfg.playbook.name, "kind": kind, "env": cfg.env}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render("sudoers", values) + sudoers(cfg, user), encoding="utf-8")
+    rep.event("notice", message=f"wrote {_rel(path, root)} (the sudo rules of {user}: install it "
+                                f"as /etc/sudoers.d/{cfg.playbook.name}, see its first lines)")
 
 
 def _rel(path: Path, root: Path) -> str:

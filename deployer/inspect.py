@@ -180,11 +180,11 @@ def preflight(cfg: Config, reporter: Reporter, *, expect_app_env: str | None = "
                 try:
                     out = s.run(h, check.command, check=False, timeout=60)
                 except Exception as exc:  # noqa: BLE001 - an unreachable host is a failed check
-                    return check.error(h.name, str(exc))
-                return check.result(h.name, out.stdout, out.exited)
+                    return [check.error(h.name, str(exc))]
+                return check.results(h.name, out.stdout, out.exited)
 
             group = s.each(hosts, one)
-            results += [group.results[h.name] for h in hosts if h.name in group.results]
+            results += [r for h in hosts for r in group.results.get(h.name, [])]
     finally:
         s.close()
     _rows_table(f"{cfg.env}: preflight", ["host", "check", "result", "detail"], PF.table(results),

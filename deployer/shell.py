@@ -211,8 +211,8 @@ def privileged_commands(template: str, *, where: str = "") -> list[str]:
         elif kind == "name" and value == "sudo":
             close()
             current = []
-        elif current is not None:
-            current.append(value if kind == "char" else "{" + value + "}")
+        elif current is not None:  # literal braces stay escaped: the result is a template
+            current.append((value * 2 if value in "{}" else value) if kind == "char" else "{" + value + "}")
     close()
     return out
 

@@ -32,7 +32,7 @@ class Database:
         return f"cd / && runuser -u {q(self.os_user)} -- sh -c {q(script)}"
 
     def tool(self, name: str) -> str:
-        return q(posixpath.join(self.bin_dir, name))
+        return q(posixpath.join(self.bin_dir, name) if self.bin_dir else name)
 
 
 def backup_path(db: Database, env: str, release: str, kind: str = "predeploy") -> str:

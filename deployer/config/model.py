@@ -18,7 +18,7 @@ from deployer.shell import Privileged, fill
 from deployer.sshconfig import Endpoint
 
 from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile, State
-from .playbook import Playbook
+from .playbook import Playbook, Step
 from .types import _ROLE_RE, _label
 
 #: roles of the hosts every run needs whatever it targets: the load balancer, the database, the
@@ -190,6 +190,15 @@ class Config:
     def ledger_host(self) -> Host:
         """The first host with role ledger, else the migrate host, else the first host."""
         return next(iter(self.hosts_with("ledger")), None) or self.migrate_host or self.hosts[0]
+
+    def runs_step(self, step: Step, host: Host) -> bool:
+        """Whether a playbook step runs on `host`: the host has one of the step's roles and, for a
+        `once` step, is the first host of the inventory that has one."""
+        roles = step.roles or []
+        if not any(host.has(r) for r in roles):
+            return False
+        first = next((h for h in self.hosts if any(h.has(r) for r in roles)), host)
+        return not step.once or first.name == host.name
 
     def template_values(self, host: Host | str, **extra: object) -> dict[str, object]:
         """Values for playbook templates on `host`; `extra` gives release, release_path, ..."""

@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, Strict, model_validator
 
 from deployer.errors import ConfigError
-from deployer.shell import Command, chain, check_template, privileged_commands, render
+from deployer.shell import Command, chain, check_template, placeholders, privileged_commands, render
 
 from .types import (
     DEFAULT_ROLES,
     HOOK_STAGES,
+    RUN_VALUES,
     TEMPLATE_VALUES,
     Bool,
     Name,
@@ -212,10 +213,23 @@ class Playbook(_Model):
             for where, template in step.templates():
                 try:
                     check_template(template, known, where=where)
-                    privileged_commands(template, where=where)
+                    _check_privileged(template, where)
                 except ConfigError as exc:
                     errors.append(exc.message)
         return errors
+
+
+def _check_privileged(template: str, where: str) -> None:
+    """A command run through `{sudo}` must be the same at every run: a sudo rule allows exact
+    commands, so it cannot use a value that changes per deploy (`{release}`, ...)."""
+    for cmd in privileged_commands(template, where=where):
+        varying = sorted(placeholders(cmd) & set(RUN_VALUES))
+        if varying:
+            raise ConfigError(
+                f"{where}: {{sudo}} runs `{cmd}`, which uses "
+                + ", ".join("{" + v + "}" for v in varying)
+                + ": it changes at every deploy and no sudo rule can allow it; run as root only "
+                "commands whose words are fixed (a path under {current_path}, a var)")
 
 
 def _label_steps(playbook: Playbook, label: str | Callable[[str], str]) -> None:

@@ -35,6 +35,12 @@ TEMPLATE_VALUES = (
     "release", "release_path", "previous_release", "previous_path", "commit", "ref",
     "message", "retry", "expires_at", "target_version", "sudo",
 )
+#: Template values that change from one run to the next: a command run through `{sudo}` may not
+#: use them (a sudo rule allows fixed commands only).
+RUN_VALUES = (
+    "release", "release_path", "previous_release", "previous_path", "commit", "ref",
+    "message", "retry", "expires_at", "target_version",
+)
 HEALTH_VALUES = ("address", "host", "release", "port")
 LB_VALUES = ("address", "host")
 DEFAULT_ROLES = {

@@ -27,17 +27,11 @@ def step_commands(cfg: Config, steps, host: Host, vals: dict, cwd: str | None = 
     """The playbook steps that apply to `host` (by role), filled in."""
     out = []
     for step in steps:
-        if not any(host.has(r) for r in (step.roles or [])):
-            continue
-        if step.once and _first_with_roles(cfg, step.roles) != host.name:
+        if not cfg.runs_step(step, host):
             continue
         cmd = step.command(vals)
         out.append(chain(raw(f"cd {_q(cwd)}"), cmd).with_timeout(cmd.timeout) if cwd else cmd)
     return out
-
-
-def _first_with_roles(cfg: Config, roles) -> str | None:
-    return next((h.name for h in cfg.hosts if any(h.has(r) for r in (roles or []))), None)
 
 
 def _q(text: str) -> str:

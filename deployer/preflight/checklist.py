@@ -12,7 +12,9 @@ from ..commands import lock as LK
 from ..commands import releases as R
 from ..config import Config, Host
 from ..errors import ConfigError
-from .model import ALL, Check, Parse
+from . import fixes as FX
+from . import rights as RT
+from .model import ALL, Check, Parse, Rows
 from .remote import (
     app_env_command,
     binaries_command,
@@ -52,6 +54,36 @@ def window_parse(windows: Sequence[W.Window], freezes: Sequence[W.Freeze],
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- rights
+
+
+def rights_checks(cfg: Config) -> list[Check]:
+    """What a non-root SSH user must be allowed on each host (sudo rules, the load balancer's
+    socket, the database, the trees deployer writes): one script per host, hosts that need the
+    same rights sharing one check; one row per right."""
+    same: dict[RT.Needs, list[Host]] = {}
+    for host in cfg.hosts:
+        needs = RT.needs(cfg, host)
+        if needs is not None:
+            same.setdefault(needs, []).append(host)
+    out = []
+    for needs, hosts in same.items():
+        roles = tuple(sorted({r for h in hosts for r in h.roles}))
+        rows = FX.rows(needs)
+        out.append(Check("rights", RT.command(needs), roles, _all_rows(rows), _names(hosts),
+                         about=f"what {needs.user} may do there", rows=rows))
+    return out
+
+
+def _all_rows(rows: Rows) -> Parse:
+    """One (ok, detail) for all the rows: ok when every row is."""
+    def parse(stdout: str, exit_status: int | None) -> tuple[bool, str]:
+        found = rows(stdout, exit_status)
+        return all(ok for _, ok, _ in found), "; ".join(f"{name}: {detail}" for name, _, detail in found)
+
+    return parse
 
 
 # ---------------------------------------------------------------- the checklist
@@ -105,6 +137,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
         out.append(Check("binaries", binaries_command(LEDGER_BINARIES), ("ledger",),
                          parse_binaries(LEDGER_BINARIES), (ledger.name,),
                          about="flock, to append to the ledger"))
+    out += rights_checks(cfg)
     if ".env" in cfg.playbook.shared_files:
         env_file = posixpath.join(cfg.shared_path, ".env")
         keys = cfg.playbook.preflight.app_env

@@ -14,6 +14,8 @@ LOCAL = "(local)"
 ALL = ("*",)
 
 Parse = Callable[[str, "int | None"], tuple[bool, str]]
+#: a check answering several rows from one command: (row name, ok, detail) each
+Rows = Callable[[str, "int | None"], list[tuple[str, bool, str]]]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Check:
     blocking: bool = True
     #: what the check is about, for --help style listings
     about: str = ""
+    #: when set, the check's one command answers several rows (each right of `rights`), each
+    #: named by itself; `parse` is then unused
+    rows: Rows | None = None
 
     @property
     def local(self) -> bool:
@@ -42,6 +47,14 @@ class Check:
     def result(self, host: str, stdout: str, exit_status: int | None) -> Result:
         ok, detail = self.parse(stdout, exit_status)
         return Result(host, self.name, PASS if ok else (FAIL if self.blocking else WARN), detail)
+
+    def results(self, host: str, stdout: str, exit_status: int | None) -> list[Result]:
+        """The rows of this check on `host`: one, or those of `rows` when the check has them."""
+        if self.rows is None:
+            return [self.result(host, stdout, exit_status)]
+        bad = FAIL if self.blocking else WARN
+        return [Result(host, name, PASS if ok else bad, detail)
+                for name, ok, detail in self.rows(stdout, exit_status)]
 
     def error(self, host: str, message: str) -> Result:
         """The check could not run on `host` (unreachable, timeout, ...)."""

@@ -33,12 +33,15 @@ def parse_ssh(stdout: str, exit_status: int | None) -> tuple[bool, str]:
 _DF_RE = re.compile(r"\s(\d+)\s+(\d+)\s+(\d+)\s+(\d+)%\s+(/.*)$")
 
 
+def nearest(path: str, var: str = "d") -> str:
+    """Shell text setting `$var` to `path`, or to its nearest existing parent (a first deploy
+    creates it)."""
+    return f"{var}={q(path)}; while [ ! -e \"${var}\" ]; do {var}=$(dirname \"${var}\"); done"
+
+
 def disk_command(path: str) -> Command:
     """df -Pk of `path`, or of its nearest existing parent (a first deploy creates it)."""
-    return raw(
-        f"d={q(path)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; "
-        f"echo \"path=$d\"; df -Pk \"$d\""
-    )
+    return raw(f"{nearest(path)}; echo \"path=$d\"; df -Pk \"$d\"")
 
 
 def parse_disk(path: str, min_free_mib: int) -> Parse:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,7 +30,7 @@ def test_init_then_load_config_from_the_project_directory(kind, tmp_path, monkey
     monkeypatch.delenv("DEPLOYER_ROOT", raising=False)
     assert verbs.init(kind=kind) == 0
     assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()) == [
-        "hosts/known_hosts", "hosts/production.yaml", "playbooks/my-shop.yaml"]
+        "deploy/sudoers", "hosts/known_hosts", "hosts/production.yaml", "playbooks/my-shop.yaml"]
     cfg = load_config("production")  # the root: the current directory, which now has hosts/
     assert cfg.root == project
     assert cfg.playbook.name == "my-shop" and cfg.playbook_path == project / "playbooks" / "my-shop.yaml"
@@ -90,3 +93,47 @@ def test_bad_values(tmp_path, rep):
 def test_app_name_from_the_directory(tmp_path):
     assert app_name(tmp_path / "Acme Shop_v2") == "acme-shop-v2"
     assert app_name(tmp_path / "___") == "app"
+
+
+#: the rules of each kind's shipped playbook (its {sudo} commands), for the inventory's user
+RULES = {
+    "demo": ["Cmnd_Alias DEPLOYER_SHOP = \\"]
+            + [f"    /srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf {c}, \\"
+               for c in ("stop worker", "start worker", "status worker", "signal HUP web")]
+            + ["    /srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf start web",
+               "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
+    "laravel": ["Cmnd_Alias DEPLOYER_SHOP = \\", "    /usr/bin/systemctl reload php8.2-fpm",
+                "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
+    "django": ["# The shop playbook runs no command as root: deploy needs no sudo rule."],
+    "node": ["# The shop playbook runs no command as root: deploy needs no sudo rule."],
+}
+VISUDO = shutil.which("visudo") or ("/usr/sbin/visudo" if Path("/usr/sbin/visudo").exists() else None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_init_writes_the_sudo_rules_of_its_kind(kind, tmp_path):
+    out = io.StringIO()
+    assert write_project(tmp_path, JsonReporter(out), kind=kind, env="prod", app="shop") == 0
+    text = (tmp_path / "deploy" / "sudoers").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# deploy/sudoers: the sudo rules of deploy, the user deployer logs in as to deploy shop"
+    assert "#   visudo -cf deploy/sudoers" in lines
+    assert "#   install -m 0440 -o root -g root deploy/sudoers /etc/sudoers.d/shop" in lines
+    assert lines[-len(RULES[kind]):] == RULES[kind]
+    # every line is a comment, a blank, or part of the rules: nothing else reaches sudo
+    assert all(not line or line.startswith("#") or line in RULES[kind] for line in lines)
+    assert "wrote deploy/sudoers (the sudo rules of deploy: install it as /etc/sudoers.d/shop, see " \
+           "its first lines)" in out.getvalue()
+    if VISUDO:
+        check = subprocess.run([VISUDO, "-cf", str(tmp_path / "deploy" / "sudoers")],
+                               capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_init_keeps_an_existing_sudoers_file_unless_forced(tmp_path, rep):
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "sudoers").write_text("# mine\n")
+    assert write_project(tmp_path, rep, kind="demo", env="prod", app="shop") == 0
+    assert (tmp_path / "deploy" / "sudoers").read_text() == "# mine\n"
+    assert write_project(tmp_path, rep, kind="demo", env="prod", app="shop", force=True) == 0
+    assert "Cmnd_Alias DEPLOYER_SHOP" in (tmp_path / "deploy" / "sudoers").read_text()

@@ -191,3 +191,12 @@ def test_a_number_ends_a_privileged_command_only_before_a_redirection():
 
     assert privileged_commands("{sudo} kill -HUP 2; {sudo} x 2>/dev/null; {sudo} y 2 >z") == [
         "kill -HUP 2", "x", "y 2"]
+
+
+def test_privileged_commands_keep_literal_braces_escaped():
+    from deployer.shell import privileged_commands
+
+    # template text: {{ and }} stay escaped, so the command renders as the step would
+    assert privileged_commands("{sudo} /bin/echo '{{x}}' {y}") == ["/bin/echo '{{x}}' {y}"]
+    assert render(privileged_commands("{sudo} /bin/echo '{{x}}' {y}")[0], {"y": "a b"}).script == \
+        "/bin/echo '{x}' 'a b'"
