@@ -15,7 +15,7 @@ from .conftest import health, psql, release_of_ref, serving
 def _lb_versions(fleet, n: int = 12) -> set[str]:
     import urllib.request
 
-    lb = fleet.spec.host("lb1").address
+    lb = fleet.spec.host("lb1").public
     seen = set()
     for _ in range(n):
         with urllib.request.urlopen(f"http://{lb}/", timeout=5) as resp:
@@ -26,7 +26,7 @@ def _lb_versions(fleet, n: int = 12) -> set[str]:
 def _post_item(fleet, name: str) -> None:
     import urllib.request
 
-    lb = fleet.spec.host("lb1").address
+    lb = fleet.spec.host("lb1").public
     req = urllib.request.Request(f"http://{lb}/items", data=json.dumps({"name": name}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -59,7 +59,7 @@ def test_deploy_v1_then_v2_migrates_and_every_host_serves_v2(fleet, cli, consist
     v2 = next(iter(rel))
     assert v2.endswith(fleet.state["tags"]["v2"][:7])
     for h in fleet.spec.web_hosts:
-        assert health(h.address)["release"] == v2
+        assert health(fleet, h)["release"] == v2
     assert psql(fleet, "select max(version) from schema_migrations") == "2"
     assert psql(fleet, "select to_regclass('public.notes') is not null") == "t"
     assert _lb_versions(fleet) == {"v2"}

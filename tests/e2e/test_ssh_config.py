@@ -55,7 +55,7 @@ def test_installed_deployer_deploys_through_the_bastion_by_ssh_config_aliases(fl
     assert len(set(releases.values())) == 1 and None not in releases.values(), releases
     rel = next(iter(releases.values()))
     for h in fleet.spec.web_hosts:
-        assert health(h.address).get("release") == rel
+        assert health(fleet, h).get("release") == rel
 
 
 def test_unknown_jump_host_key_is_refused_naming_it(fleet, installed, tmp_path):

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.fleet.procs import _port_open
-
 from .driver import STAGES, at_stage
 from .runner import run
 
 
 def sshd_up(fleet, name: str) -> None:
-    if not _port_open(fleet.spec.host(name).address, 22, 0.3):
+    if not fleet.port_open(name, 22, 0.3):
         fleet.start_sshd(name)
 
 

@@ -29,7 +29,7 @@ def test_laravel_playbook_loads_and_uses_artisan():
         f"cd {{release_path}} && {{php}} artisan {c}" for c in ("config:cache", "route:cache", "view:cache",
                                                               "event:cache")]
     reload = pb.steps("reload")[0].run
-    assert "kill -USR2 $(cat {fpm_pid})" in reload and "systemctl reload {fpm_service}" in reload
+    assert "kill -USR2 $(cat {fpm_pid})" in reload and "{sudo} {systemctl} reload {fpm_service}" in reload
     restart = " ".join(s.run for s in pb.steps("worker_restart"))
     assert "artisan queue:restart" in restart and "artisan horizon:terminate" in restart
     assert "{composer} install --no-dev --optimize-autoloader" in pb.steps("build")[1].run

@@ -1,0 +1,107 @@
+"""The sudo rules a playbook needs on a host, derived from the playbook itself.
+
+A playbook marks each command that must run as root with `{sudo}` (see
+`deployer.shell.privileged_commands`). `sudoers_rules(cfg, host)` renders those commands for
+one host (its vars, its roles) as one sudoers rule for the host's SSH user, with exact argument
+lists: the deploy user may run these commands as root, and nothing else. The local fleet writes
+them into each host's /etc/sudoers.d, and `init` can print them for a real server, so the hosts'
+rules and the playbook cannot drift apart.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from .errors import ConfigError
+from .shell import placeholders, render
+
+#: template values that change with every run: a sudo rule written once cannot name them
+RUN_VALUES = frozenset({
+    "release", "release_path", "previous_release", "previous_path", "commit", "ref", "message",
+    "retry", "expires_at", "target_version",
+})
+
+# a word a sudo rule can hold as it is (after escaping , : = \); anything else (quotes, spaces,
+# globs, #, ...) would be read differently by sudo, so it is refused
+_WORD_RE = re.compile(r"[A-Za-z0-9_./@%+=:,\\-]+\Z")
+# unquoted shell expansions in a template's own text: the command run would not be the one written
+_EXPANSION_RE = re.compile(r"[$`*?\[~]")
+
+
+def escape(word: str) -> str:
+    """One command word as sudoers reads it: `\\`, `,`, `:` and `=` escaped with a backslash."""
+    return re.sub(r"([\\,:=])", r"\\\1", word)
+
+
+def rule_command(argv: list[str]) -> str:
+    """A sudoers command spec matching exactly `argv`: with no argument, `""` (a bare path
+    would allow any arguments)."""
+    words = [escape(w) for w in argv]
+    return " ".join(words) if len(words) > 1 else f'{words[0]} ""'
+
+
+def privileged_argvs(cfg, host) -> list[list[str]]:
+    """The argv of each command the playbook runs through `{sudo}` on `host` (a Host or its
+    name), in playbook order, without repeats. Raises ConfigError when one cannot be written as
+    a sudo rule (a relative path, a run's value such as {release}, a shell expansion)."""
+    if isinstance(host, str):
+        host = cfg.host(host)
+    values = cfg.template_values(host)
+    out: list[list[str]] = []
+    for step, template in cfg.playbook.privileged():
+        if not any(host.has(r) for r in (step.roles or [])):
+            continue
+        if step.once and next((h.name for h in cfg.hosts if any(h.has(r) for r in step.roles or [])),
+                              None) != host.name:
+            continue
+        where = step.where
+        varying = sorted(placeholders(template) & RUN_VALUES)
+        if varying:
+            raise ConfigError(f"{where}: {{sudo}} {template}: {{{varying[0]}}} changes with every "
+                              "run, so no sudo rule can name it; run it without {sudo}")
+        unknown = sorted(placeholders(template) - set(values))
+        if unknown:
+            raise ConfigError(f"{where}: {{sudo}} {template}: unknown placeholder {{{unknown[0]}}}")
+        literal = re.sub(r"\{[A-Za-z_][A-Za-z0-9_]*\}", "", template.replace("{{", "").replace("}}", ""))
+        if _EXPANSION_RE.search(literal):
+            raise ConfigError(f"{where}: {{sudo}} {template}: a shell expansion ($, `, *, ?, [, ~) "
+                              "cannot be matched by a sudo rule; give the command literally")
+        script = render(template, values, where=where).script
+        try:
+            argv = shlex.split(script)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {{sudo}} {template}: {exc}") from None
+        if not argv:
+            continue
+        if not argv[0].startswith("/"):
+            raise ConfigError(f"{where}: {{sudo}} {template}: sudo rules need the command's absolute "
+                              f"path, not {argv[0]!r} (e.g. a var set to /usr/bin/{argv[0]})")
+        bad = [w for w in argv if not _WORD_RE.match(w)]
+        if bad:
+            raise ConfigError(f"{where}: {{sudo}} {template}: the word {bad[0]!r} cannot be written "
+                              "in a sudo rule (spaces, quotes and globs are not matched literally)")
+        if argv not in out:
+            out.append(argv)
+    return out
+
+
+def sudoers_rules(cfg, host) -> str:
+    """The sudoers text for `host` (a Host or its name): one rule letting the host's SSH user
+    run, as root and without a password, exactly the commands the playbook marks `{sudo}` on
+    that host. A comment only when the user is root or nothing needs root there."""
+    if isinstance(host, str):
+        host = cfg.host(host)
+    user = host.user
+    name = cfg.playbook.name
+    if user == "root":
+        return f"# {host.name}: deployer logs in as root; playbook {name} needs no sudo rule\n"
+    argvs = privileged_argvs(cfg, host)
+    head = (f"# {host.name}: what playbook {name} runs as root (its {{sudo}} commands), "
+            "generated by deployer\n")
+    if not argvs:
+        return head + f"# (nothing on this host: roles {', '.join(host.roles)})\n"
+    commands = [rule_command(a) for a in argvs]
+    return head + f"{escape(user)} ALL=(root) NOPASSWD: " + ", \\\n    ".join(commands) + "\n"
