@@ -46,8 +46,10 @@ def thresholds(gate) -> stats.Thresholds:
 
 
 def run_bake(targets: list[tuple[str, str, str]], seconds: float, interval: float, timeout: float,
-             headers: dict | None = None) -> list[Probe]:
-    """Probe every (host, role, url) every `interval` s for `seconds` s; bounded in count and time."""
+             headers: dict | None = None, opener=None) -> list[Probe]:
+    """Probe every (host, role, url) every `interval` s for `seconds` s; bounded in count and time.
+    `opener(host)`: how probes reach that host (its SSH connection), the same way for canary and
+    baseline so their latencies compare; None (or None for a host): straight from here."""
     probes: list[Probe] = []
     lock = threading.Lock()
     t0 = time.monotonic()
@@ -55,11 +57,12 @@ def run_bake(targets: list[tuple[str, str, str]], seconds: float, interval: floa
     max_count = int(seconds / interval) + 1
 
     def loop(host: str, role: str, url: str) -> None:
+        reach = opener(host) if opener is not None else None
         for _ in range(max_count):
             now = time.monotonic()
             if now >= deadline:
                 return
-            s = G.probe(url, timeout, 200, None, headers)
+            s = G.probe(url, timeout, 200, None, headers, reach)
             answered = s.status is not None
             ok = answered and s.status < 500
             with lock:

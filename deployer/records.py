@@ -136,6 +136,19 @@ class GateSample(Record):
 
 
 @dataclass
+class HealthProbe(Record):
+    """One probe of a host's health check (its time is `at`)."""
+
+    type: ClassVar[str] = "gate.probe"
+    host: str = ""
+    release: str = ""
+    ok: bool = False
+    status: int | None = None
+    ms: float = 0.0
+    detail: str = ""
+
+
+@dataclass
 class GateVerdict(Record):
     type: ClassVar[str] = "gate.verdict"
     wave: int = 0

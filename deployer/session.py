@@ -110,6 +110,15 @@ class Session:
     def run_on(self, name: str, cmd: Command, **kw):
         return self.transport.run(self.ep(self.cfg.host(name)), cmd, **kw)
 
+    def opener(self, name: str):
+        """How an HTTP probe of host `name` reaches it: through its SSH connection (a channel to
+        the url's host and port, opened by the host itself), or None (straight from here) when
+        `health.via` is direct or the transport cannot tunnel (a recording one)."""
+        if self.cfg.health.via != "ssh" or not hasattr(self.transport, "open_tcp"):
+            return None
+        ep = self.ep(self.cfg.host(name))
+        return lambda host, port, timeout: self.transport.open_tcp(ep, host, port, timeout)
+
     @property
     def ledger_id(self) -> str:
         """Where this env's ledger lives: journals are shipped only there."""

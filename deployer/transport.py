@@ -224,6 +224,22 @@ class Transport:
                                 timed_out=res.exited == 124)
         return result
 
+    # -- TCP from the host itself (health checks through the SSH connection) -----------------
+    def open_tcp(self, ep: Endpoint, host: str, port: int, timeout: float) -> paramiko.Channel:
+        """A TCP connection made by the host `ep` to host:port (a direct-tcpip channel of the run's
+        SSH connection, as `ssh -L` opens): the host's own view of its port, wherever this
+        machine sits. Raises OSError when it cannot be opened (the port refused, a timeout)."""
+        conn = self.connection(ep)
+        try:
+            return conn.transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                               timeout=timeout)
+        except paramiko.ChannelException as exc:  # sshd could not connect: refused, no route
+            raise ConnectionRefusedError(f"{host}:{port} from {ep.name}: {exc.text or 'refused'}") from None
+        except (paramiko.SSHException, EOFError) as exc:  # a timeout, or the connection is gone
+            if not conn.is_connected:
+                self._conns.pop(ep.name, None)
+            raise OSError(f"{host}:{port} through the SSH connection to {ep.name}: {exc or 'timed out'}") from None
+
     # -- files (SFTP on the run's own connection) -------------------------------------------
     def _sftp(self, ep: Endpoint) -> paramiko.SFTPClient:
         conn = self.connection(ep)

@@ -81,3 +81,18 @@ def ready_and_wait_up(socket: str, backend: str, server: str, wait: float = 10,
         f"printf '%s is not UP at the load balancer after %ss (operational state %s)\\n' {q(server)} "
         f"{q(f'{wait:g}')} \"$st\" >&2; exit 1"
     )
+
+
+def wait_all_up(socket: str, backend: str, servers: list[str], wait: float = 10) -> Command:
+    """Wait (bounded) until the load balancer sees every one of `servers` UP (its own health
+    checks: what users get), in one round trip; exit 1 naming those still not UP."""
+    sock = q("UNIX-CONNECT:" + socket)
+    names = " ".join(q(s) for s in servers)
+    return raw(
+        f"i=0; while :; do st=$(echo {q(f'show servers state {backend}')} | socat stdio {sock}) || exit 1; "
+        f"down=''; for s in {names}; do "
+        f"printf '%s\\n' \"$st\" | awk -v s=\"$s\" '$4==s && $6==2 {{f=1}} END {{exit !f}}' || down=\"$down $s\"; "
+        f"done; [ -z \"$down\" ] && exit 0; [ $i -ge {int(wait * 10)} ] && break; sleep 0.1; i=$((i+1)); done; "
+        f"printf 'not UP at the load balancer after %ss:%s (its own health check decides what users get, "
+        f"in maintenance too: see docs/servers.md)\\n' {q(f'{wait:g}')} \"$down\" >&2; exit 1"
+    )

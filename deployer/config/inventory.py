@@ -118,11 +118,21 @@ class Health(_Model):
     expect_status: Annotated[Int, Field(ge=100, le=599)] = 200
     expect_json: dict[str, Any] | None = None
     headers: dict[str, str] = {}
+    #: how probes reach each host: `ssh` through its SSH connection (a forwarded channel to the
+    #: url's host and port, opened on the host: works wherever SSH does, behind a bastion too),
+    #: `direct` from the machine running deployer
+    via: Literal["ssh", "direct"] = "ssh"
+    #: this many consecutive definitive failures (the app answers, with a 5xx other than 502-504,
+    #: a 4xx or a wrong body) fail the host at once; 0: only the time budget does
+    fail_after: Annotated[Int, Field(ge=0)] = 3
 
     @model_validator(mode="after")
     def _check(self) -> Health:
         if self.max_attempts < self.passes:
             raise _fail(f"max_attempts ({self.max_attempts}) must be >= passes ({self.passes})")
+        if self.via == "ssh" and self.url.lower().startswith("https:"):
+            raise _fail("url: an https url is not checked through the SSH connection; use the app's "
+                        "plain-HTTP port on the host (TLS ends at the load balancer) or via: direct")
         return self
 
     def templates(self) -> list[tuple[str, str]]:

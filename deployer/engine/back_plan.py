@@ -27,11 +27,6 @@ def _workers(cfg: Config, hosts: list[Host], target: dict[str, str | None]) -> t
     return ops.lanes(pairs)
 
 
-def _limit(cfg: Config) -> int | None:
-    web_total = len([h for h in cfg.app_hosts if h.has("web")])
-    return ops.max_unavailable(cfg.max_unavailable, web_total) if cfg.lb and cfg.lb_host else None
-
-
 def database_stage(cfg: Config, st: RunState) -> Stage:
     """Undo the run's migrations: restore the backup when that loses nothing (maintenance held
     since the dump), else down migrations when all exist, else stop and say what to do."""
@@ -96,10 +91,10 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     for h in touched:
         if h.name in st.switched:
             lanes.append(ops.switch_lane(cfg, h, snap.get(h.name), drained=h.name in st.drained,
-                                         effect="unswitched", maintenance=st.maintenance_on))
+                                         effect="unswitched", wait_up=not st.maintenance_on))
         elif ops.behind_lb(cfg, h):  # drained (or its drain was attempted), never switched
-            lanes.append(Lane(h.name, (ops.undrain(cfg, h, wait_up=not st.maintenance_on, missing_ok=True),)))
-    stages = [Stage("switch", "back to the snapshot", tuple(lanes), limit=_limit(cfg))]
+            lanes.append(Lane(h.name, (ops.undrain(cfg, h, missing_ok=True, wait_up=not st.maintenance_on),)))
+    stages = [Stage("switch", "back to the snapshot", tuple(lanes), limit=ops.switch_limit(cfg))]
     migrated = st.migrated and st.schema_after != st.schema_before or (st.migrated and st.schema_after is None)
     if migrated:
         stages.append(database_stage(cfg, st))
@@ -110,6 +105,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
                                         what="maintenance off", effect="maintenance_off")])
                            for h in app])
         stages.append(Stage("maintenance", "off", lanes))
+        stages += ops.lb_up_stage(cfg, "maintenance", app)
     leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
@@ -118,7 +114,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
 
 
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: dict | None,
-                         safety_path: str | None, now: float, closed: bool = False) -> Plan:
+                         safety_path: str | None, now: float) -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
     maintenance (a safety dump first)."""
     stages: list[Stage] = []
@@ -132,12 +128,12 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
                      command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup["path"]).script),
                      timeout=cfg.ssh.command_timeout, records=((0, "backup:" + safety_path),))
         stages.append(Stage("database", f"restore {backup['path']}", (Lane(cfg.db_host.name, (act,)),)))
-    # in maintenance mode (ours, or already on) the load balancer's checks fail by design
-    lanes = tuple(ops.switch_lane(cfg, h, target, maintenance=closed or backup is not None) for h in hosts)
-    stages.append(Stage("switch", f"to {target}", lanes, limit=_limit(cfg)))
+    lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)
+    stages.append(Stage("switch", f"to {target}", lanes, limit=ops.switch_limit(cfg)))
     stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
     if backup is not None:
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
                                         what="maintenance off", effect="maintenance_off")]) for h in hosts])
         stages.append(Stage("maintenance", "off", lanes))
+        stages += ops.lb_up_stage(cfg, "maintenance", hosts)
     return Plan("rollback", target, tuple(stages))

@@ -81,11 +81,10 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
         warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
                                        what="cache warm")]) for h in app])
         stages += around(cfg, Stage("cache_warm", lanes=warm), app, rel, common)
-    # The load balancer's own checks fail by design while maintenance is on (ours, or one that
-    # was already on): then a host put back is not waited for until HAProxy sees it UP.
-    closed = inp.maintenance or any(st.maintenance for st in facts.hosts.values())
-    stages += wave_stages(cfg, inp, vals, closed)
+    stages += wave_stages(cfg, inp, vals)
     stages += around(cfg, finalize_stage(cfg, facts, inp, vals, snapshot), app, rel, common)
+    if inp.maintenance:  # done only when users get the app again through the load balancer
+        stages += ops.lb_up_stage(cfg, "finalize", app)
     stages += unfence_stage(cfg, inp)
     keepalive = {}
     if inp.maintenance and ttl:
@@ -164,10 +163,9 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
     return Stage("migrate", host.name, (Lane(host.name, tuple(a for a in acts if a)),))
 
 
-def wave_stages(cfg: Config, inp: DeployInputs, vals, closed: bool = False) -> list[Stage]:
+def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
     app = cfg.app_hosts
-    web_total = len([h for h in app if h.has("web")])
-    limit = ops.max_unavailable(cfg.max_unavailable, web_total) if cfg.lb and cfg.lb_host else None
+    limit = ops.switch_limit(cfg)
     waves = ops.plan_waves(app, [w.size for w in cfg.rollout])
     log = cfg.playbook.log_file
     out: list[Stage] = []
@@ -175,8 +173,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals, closed: bool = False) -> l
     for i in range(inp.start_wave, len(waves)):
         wave, spec, n = waves[i], cfg.rollout[i], i + 1
         label = f"wave {n}/{len(waves)}: {', '.join(h.name for h in wave)}"
-        lanes = tuple(ops.switch_lane(cfg, h, inp.release, log_mark=log, maintenance=closed)
-                      for h in wave)
+        lanes = tuple(ops.switch_lane(cfg, h, inp.release, log_mark=log) for h in wave)
         out += around(cfg, Stage("switch", label, lanes, limit=limit, stop_on_failure=True, wave=n),
                       wave, inp.release, common)
         # Under maintenance mode the workers stay stopped (writers fenced) until it ends.

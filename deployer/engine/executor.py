@@ -278,10 +278,17 @@ class Executor:
 
     def check(self, a: Action) -> None:
         hc = a.http
+
+        def journal(host: str, sample) -> None:
+            self.write(REC.HealthProbe(host=host, release=hc.release, ok=sample.ok, status=sample.status,
+                                       ms=round(sample.ms, 1), detail=self.redact(sample.detail)[:300]))
+
         verdict = self.s.http_check(a.host, hc.url, timeout=hc.timeout, expect_status=hc.expect_status,
                                     expect_json=hc.expect_json, passes=hc.passes, max_attempts=hc.passes,
                                     interval=hc.interval, headers=hc.headers, budget=hc.budget,
-                                    poll_interval=hc.interval)
+                                    poll_interval=hc.interval, fail_after=hc.fail_after,
+                                    opener=self.s.opener(a.host) if hc.via == "ssh" else None,
+                                    on_sample=journal)
         self.rep.event("gate", host=a.host, passed=verdict.passed, detail=verdict.reason, release=hc.release)
         if not verdict.passed:
             raise GateFailed({a.host: verdict.reason})
@@ -301,7 +308,7 @@ class Executor:
 
         targets = [(h.name, "canary", url_for(h)) for h in new] + [(h.name, "baseline", url_for(h)) for h in old]
         probes = self.s.bake(targets, stage.bake, cfg.gate.probe_interval, cfg.gate.probe_timeout,
-                             cfg.health.headers)
+                             cfg.health.headers, opener=self.s.opener)
         result = BK.judge(BK.BakeResult(probes=probes), cfg.gate, has_baseline=bool(old))
         for p in probes:
             self.write(REC.GateSample(wave=stage.wave, host=p.host, role=p.role, t=p.t, ms=p.ms, ok=p.ok,

@@ -19,7 +19,11 @@ def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | N
                                     what=f"maintenance {'on' if on else 'off'}",
                                     effect="maintenance_on" if on else "maintenance_off")])
                        for h in cfg.app_hosts])
-    return Plan("maintenance", release, (Stage("maintenance", "on" if on else "off", lanes),))
+    stages = [Stage("maintenance", "on" if on else "off", lanes)]
+    # on or off, done only when the load balancer sees every server UP: users get the app's
+    # maintenance page, or the app, not the load balancer's "no server is available"
+    stages += ops.lb_up_stage(cfg, "maintenance", cfg.app_hosts)
+    return Plan("maintenance", release, tuple(stages))
 
 
 def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], release: str,

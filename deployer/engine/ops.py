@@ -10,7 +10,7 @@ from ..commands import lb as LB
 from ..commands import releases as R
 from ..config import Config, Host
 from ..shell import Command, batch, chain, raw
-from .plan import Action, HttpCheck, Lane
+from .plan import Action, HttpCheck, Lane, Stage
 
 FAST_POLL = 0.05  # health checks poll this often within the configured budget
 
@@ -77,15 +77,47 @@ def drain(cfg: Config, host: Host) -> Action:
                   timeout=30, effect="drained", what=f"drain {name}")
 
 
-def undrain(cfg: Config, host: Host, wait_up: bool = True, missing_ok: bool = False) -> Action:
-    """Put the host back; unless in maintenance mode (where the load balancer's own health
-    checks fail by design), wait until the load balancer sees it UP. missing_ok: a server the
-    load balancer does not have is not an error (a drain it refused drained nothing)."""
+def undrain(cfg: Config, host: Host, missing_ok: bool = False, wait_up: bool = True) -> Action:
+    """Put the host back and wait until the load balancer itself sees it UP: its own health
+    check decides what users get (in maintenance too: its check carries the gate header, so a
+    server answering the maintenance page stays UP). missing_ok: a server the load balancer
+    does not have is not an error (a drain it refused drained nothing). wait_up=False: only for
+    a rollback under maintenance, which must bring the site back even behind a load balancer
+    that rejects the maintenance page: it waits for every server once maintenance is off."""
     name = cfg.lb_server_name(host)
     return Action(host=cfg.lb_host.name,
                   command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10 if wait_up else 0,
                                                missing_ok=missing_ok),
                   timeout=30, effect="undrained", what=f"put back {name}")
+
+
+def lb_up(cfg: Config, hosts: list[Host], what: str = "load balancer: every server UP") -> Action | None:
+    """Wait until the load balancer sees every web host of `hosts` UP (None without one)."""
+    names = [cfg.lb_server_name(h) for h in hosts if behind_lb(cfg, h)]
+    if not names:
+        return None
+    return Action(host=cfg.lb_host.name, command=LB.wait_all_up(cfg.lb.socket, cfg.lb.backend, names, wait=10),
+                  timeout=30, what=what)
+
+
+def lb_up_stage(cfg: Config, stage: str, hosts: list[Host]) -> list[Stage]:
+    """A stage that ends only when the load balancer sees every web host UP (none without one)."""
+    act = lb_up(cfg, hosts)
+    return [Stage(stage, "the load balancer sees every server UP", (Lane(act.host, (act,)),))] if act else []
+
+
+def in_rotation(cfg: Config) -> int:
+    """How many web hosts the load balancer has."""
+    return len([h for h in cfg.app_hosts if behind_lb(cfg, h)])
+
+
+def switch_limit(cfg: Config) -> int | None:
+    """How many web hosts a switch takes out of rotation at once: max_unavailable, never them
+    all (the last server in rotation is never drained). None without a load balancer."""
+    total = in_rotation(cfg)
+    if not total:
+        return None
+    return max(1, min(max_unavailable(cfg.max_unavailable, total), total - 1))
 
 
 def max_unavailable(value: int | str, total: int) -> int:
@@ -116,25 +148,27 @@ def plan_waves(hosts: list[Host], waves: list[int | str]) -> list[list[Host]]:
 
 # -- switching --------------------------------------------------------------------------------
 def check(cfg: Config, host: Host, release: str) -> Action:
-    """The health gate of one host on `release`, from the orchestrator."""
+    """The health gate of one host on `release` (through its SSH connection unless
+    `health.via: direct`)."""
     hc = cfg.health
     vals = cfg.health_values(host, release)
     budget = hc.max_attempts * hc.interval + hc.passes * hc.timeout
     return Action(host=host.name, what="health", http=HttpCheck(
         url=hc.url_for(vals), release=release, expect_status=hc.expect_status,
         expect_json=hc.expected_json(vals), passes=hc.passes, interval=min(hc.interval, FAST_POLL) or FAST_POLL,
-        budget=budget, timeout=hc.timeout, headers=dict(hc.headers)))
+        budget=budget, timeout=hc.timeout, headers=dict(hc.headers), via=hc.via, fail_after=hc.fail_after))
 
 
 def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool = False,
                 log_mark: str | None = None, effect: str = "switched", gate: bool = True,
-                maintenance: bool = False) -> Lane:
-    """Drain (unless already drained), switch `current` atomically, reload, check the host
-    directly, put it back and wait until the load balancer sees it UP. `release=None`: the host
-    served nothing before, so `current` is removed again."""
+                wait_up: bool = True) -> Lane:
+    """Drain (unless already drained, or the only server in rotation: then the graceful reload
+    alone keeps it serving), switch `current` atomically, reload, check the host itself, put it
+    back and wait until the load balancer sees it UP. `release=None`: the host served nothing
+    before, so `current` is removed again."""
     lb = behind_lb(cfg, host)
     acts: list[Action | None] = []
-    if lb and not drained:
+    if lb and not drained and in_rotation(cfg) > 1:
         acts.append(drain(cfg, host))
     vals = values(cfg, host, release or "")
     cmds: list[Command] = []
@@ -150,7 +184,7 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
     if host.has("web") and release is not None and gate:
         acts.append(check(cfg, host, release))
     if lb:
-        acts.append(undrain(cfg, host, wait_up=not maintenance))
+        acts.append(undrain(cfg, host, wait_up=wait_up))
     return Lane(host.name, tuple(a for a in acts if a is not None))
 
 

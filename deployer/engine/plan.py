@@ -34,11 +34,16 @@ class HttpCheck:
     budget: float
     timeout: float
     headers: dict = field(default_factory=dict)
+    via: str = "ssh"  # through the host's SSH connection, or "direct" from the orchestrator
+    fail_after: int = 0  # consecutive definitive failures that fail the host at once (0: off)
 
     def display(self) -> str:
-        return (f"GET {self.url} (expect {self.expect_status}"
+        return (f"GET {self.url}" + (" through SSH" if self.via == "ssh" else "")
+                + f" (expect {self.expect_status}"
                 + (f" and {self.expect_json}" if self.expect_json else "")
-                + f", {self.passes} consecutive passes within {self.budget:g}s)")
+                + f", {self.passes} consecutive passes within {self.budget:g}s"
+                + (f", failed after {self.fail_after} wrong answers in a row" if self.fail_after else "")
+                + ")")
 
 
 @dataclass(frozen=True)

@@ -176,8 +176,7 @@ class Recover:
         try:
             facts = self.s.facts(cfg.app_hosts)
             run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
-                                            now=time.time(),
-                                            closed=any(st.maintenance for st in facts.hosts.values())))
+                                            now=time.time()))
             run.write(REC.RollbackEnded(outcome="success", hosts={h.name: target for h in cfg.app_hosts}))
         except DeployerError as exc:
             run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))

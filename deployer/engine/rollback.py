@@ -119,8 +119,7 @@ class Rollback:
         if backup is not None:
             db = B.Database.of(cfg.database)
             safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
-        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety, now=time.time(),
-                                    closed=any(st.maintenance for st in facts.hosts.values()))
+        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety, now=time.time())
         if self.dry_run:
             for stage, host, command in plan.rows():
                 self.rep.event("plan", stage=stage, host=host, command=command)

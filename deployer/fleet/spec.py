@@ -241,11 +241,14 @@ defaults
 
 frontend http
     bind {bind}
+    # the gate's header lets a request through maintenance mode: never from a client
     http-request del-header X-Deployer-Gate
     default_backend {backend}
 
 backend {backend}
     balance roundrobin
+    # HAProxy's own check carries the gate's header: a server answering the app's maintenance
+    # page (503 + Retry-After to users) stays UP, so users get that page, not "no server"
     option httpchk
     http-check send meth GET uri {check_uri} hdr X-Deployer-Gate 1
     http-check expect status 200

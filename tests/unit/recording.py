@@ -143,7 +143,7 @@ class FakeHttp:
         return Verdict(host, ok, [Sample(ok, 200 if ok else 500, 1.0, "ok" if ok else f"GET {url}: HTTP 500")])
 
 
-def fake_bake(targets, seconds, interval, timeout, headers=None):
+def fake_bake(targets, seconds, interval, timeout, headers=None, opener=None):
     """Bake probes that all pass (25 per host, 5 ms), sent nowhere."""
     from deployer.bake import Probe
 

@@ -57,6 +57,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/health":
             self._reply(200, json.dumps({"status": "ok", "release": "r1",
                                          "db": {"ok": True}}).encode())
+        elif self.path == "/broken":
+            self._reply(500, b'{"error": "boom"}')
         elif self.path == "/warming":
             # 503 for the server's first `warm_after` seconds, then 200
             warm = time.monotonic() - self.server.started >= self.server.warm_after
@@ -208,3 +210,91 @@ def test_wait_passes_gives_up_when_the_streak_is_out_of_reach(server):
                           expect_status=200, expect_json=None, passes=3, max_attempts=4,
                           interval=0.01)
     assert not verdict.passed and len(verdict.samples) == 2 and took < 1
+
+
+# ------------------------------------------------------------------ fail_after: a wrong answer is final
+
+def test_a_host_answering_500_fails_after_fail_after_probes_not_the_budget(server):
+    v = G.wait_passes("web1", server.base + "/broken", timeout=1, expect_status=200, expect_json=None,
+                      passes=3, max_attempts=100, interval=0.1, poll_interval=0.05, fail_after=3)
+    assert not v.passed
+    assert [s.status for s in v.samples[:3]] == [500, 500, 500]
+    assert len(server.requests) == 3  # the 10 s budget was not waited for
+    assert "3 times in a row" in v.reason
+
+
+def test_a_wrong_body_is_definitive_but_a_proxy_503_is_not(server):
+    wrong = G.wait_passes("web1", server.base + "/health", timeout=1, expect_status=200,
+                          expect_json={"release": "r2"}, passes=2, max_attempts=100, interval=0.1,
+                          poll_interval=0.05, fail_after=2)
+    assert not wrong.passed and len(wrong.samples) == 3 and "expected {'release': 'r2'}" in wrong.reason
+    server.warm_after = 0.6  # 503 while warming, then 200: never failed early
+    server.started = time.monotonic()
+    warming = G.wait_passes("web1", server.base + "/warming", timeout=1, expect_status=200,
+                            expect_json=None, passes=2, max_attempts=100, interval=0.1,
+                            poll_interval=0.05, fail_after=2)
+    assert warming.passed
+    assert sum(1 for s in warming.samples if s.status == 503) >= 5
+
+
+def test_refused_connections_keep_the_whole_budget():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    v, took = timed(G.wait_passes, "web1", f"http://127.0.0.1:{port}/health", timeout=0.2,
+                    expect_status=200, expect_json=None, passes=1, max_attempts=4, interval=0.1,
+                    poll_interval=0.05, fail_after=1)
+    assert not v.passed and took >= 0.4 and len(v.samples) > 3
+
+
+# ------------------------------------------------------------------ probes through an opener (SSH channel)
+
+class Channelish:
+    """What a paramiko channel offers http.client through the gate: sendall, recv, settimeout,
+    close, and no makefile/fileno of a socket."""
+
+    def __init__(self, sock):
+        self._s = sock
+
+    def sendall(self, data):
+        self._s.sendall(data)
+
+    def recv(self, n):
+        return self._s.recv(n)
+
+    def settimeout(self, t):
+        self._s.settimeout(t)
+
+    def close(self):
+        self._s.close()
+
+
+def test_a_probe_goes_through_the_opener_with_the_urls_host_and_port(server):
+    port = server.server_address[1]
+    opened = []
+
+    def opener(host, p, timeout):
+        opened.append((host, p))
+        return Channelish(socket.create_connection(("127.0.0.1", port), timeout))
+
+    # the url names an address this machine cannot reach: only the opener makes the connection
+    v = G.wait_passes("web1", f"http://10.255.255.1:{port}/health", timeout=2, expect_status=200,
+                      expect_json={"status": "ok", "release": "r1"}, passes=2, max_attempts=5,
+                      interval=0.05, opener=opener)
+    assert v.passed, v.reason
+    assert opened == [("10.255.255.1", port)] * 2
+    assert server.requests[0]["headers"]["Host"] == f"10.255.255.1:{port}"
+
+
+def test_a_refusing_opener_is_a_failed_probe_not_an_error():
+    def opener(host, port, timeout):
+        raise ConnectionRefusedError(f"{host}:{port} from web1: Connection refused")
+
+    s = G.probe("http://10.0.0.1:8000/health", 1, 200, None, opener=opener)
+    assert not s.ok and s.status is None and not s.definitive
+    assert "Connection refused" in s.detail
+
+
+def test_https_is_not_tunnelled():
+    s = G.probe("https://10.0.0.1/health", 1, 200, None, opener=lambda *a: None)
+    assert not s.ok and "health.via: direct" in s.detail
