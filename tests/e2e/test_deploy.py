@@ -207,7 +207,36 @@ def test_secret_files_are_written_0600_and_never_shown(fleet, cli, tmp_path, con
     for h in fleet.spec.web_hosts:
         out = fleet.sh(h.name, "stat -c '%a %U' /srv/app/shared/keys/api.token; "
                                "cat /srv/app/shared/keys/api.token").stdout
-        assert out == f"600 root\n{secret}"
+        assert out == f"600 deploy\n{secret}"
     assert secret not in proc.stdout + proc.stderr
     assert secret not in fleet.sh("db1", "cat /srv/app/.deployer/ledger.jsonl").stdout
     assert [e for e in _ledger(fleet) if e["type"] == "secret_files"][-1]["paths"] == ["keys/api.token"]
+
+
+def test_deployer_runs_as_deploy_and_as_root_only_what_the_playbook_declares(fleet, cli, cfg, consistent):
+    """deployer logs in as the deploy user; what it runs as root goes through sudo, and is, on
+    every web host, one of the commands the playbook marks {sudo} (the fleet's sudo rules are
+    derived from them; sudo logs each command). The app's processes and every file of the deploy
+    tree and of the backups are the deploy user's."""
+    from deployer.privileges import privileged_argvs
+
+    for h in fleet.spec.web_hosts:
+        fleet.sh(h.name, ": > /srv/log/sudo.log")
+    cli("deploy", "--env", "local", "--ref", "v1", check=0)
+    cli("deploy", "--env", "local", "--ref", "v2", check=0)
+    cli("deploy", "--env", "local", "--ref", "bad-health", check=1)  # and its rollback
+    for h in fleet.spec.web_hosts:
+        log = fleet.sh(h.name, "cat /srv/log/sudo.log").stdout
+        assert "COMMAND=" in log, f"{h.name}: nothing ran through sudo"
+        declared = {" ".join(argv) for argv in privileged_argvs(cfg, h.name)}
+        for line in log.splitlines():
+            assert " : deploy : " in line and " ; USER=root ; " in line, line
+            assert "COMMAND=" in line and line.split("COMMAND=", 1)[1] in declared, line
+        owners = fleet.sh(h.name, "find /srv/app ! -user deploy -printf '%u %p\\n' | head -5").stdout
+        assert owners == "", f"{h.name}: not the deploy user's: {owners}"
+        assert fleet.sh(h.name, "stat -c '%U %a' /srv/app/shared/.env").stdout.split() == ["deploy", "600"]
+    procs = fleet.sh("web1", "ps -eo user:16,args | grep -E '[g]unicorn|[w]orker.py'").stdout.splitlines()
+    assert procs and all(p.split()[0] == "deploy" for p in procs), procs
+    owners = fleet.sh("db1", "find /srv/app /srv/backups ! -user deploy -printf '%u %p\\n' | head -5").stdout
+    assert owners == "", f"db1: not the deploy user's: {owners}"
+    assert fleet.sh("db1", "stat -c '%U %a' /srv/backups").stdout.split() == ["deploy", "700"]
