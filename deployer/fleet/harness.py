@@ -55,7 +55,7 @@ def require_root() -> None:
         raise FleetError(
             "fleet: needs root (network namespaces, bridges and mounts); run as root, e.g. `sudo inv fleet.up`"
         )
-    for tool in ("ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh-keygen", "haproxy"):
+    for tool in ("ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh-keygen", "haproxy", "sudo", "useradd"):
         if not shutil.which(tool):
             raise FleetError(f"fleet: `{tool}` not found; run ./bootstrap to install the fleet's packages")
 
