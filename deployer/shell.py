@@ -160,6 +160,28 @@ def placeholders(template: str) -> set[str]:
     return {name for _, name in _parse(template, "") if name is not None}
 
 
+def _tokens(template: str, where: str):
+    """The template as ("char", c, quoted) for each literal character, quoted telling whether it
+    sits inside shell quotes or after a backslash, and ("name", n, quoted) for each placeholder."""
+    state: str | None = None  # None, "'" or '"'
+    escaped = False
+    for literal, name in _parse(template, where):
+        for ch in literal:
+            yield "char", ch, state is not None or escaped
+            if escaped:
+                escaped = False
+            elif state == "'":
+                state = None if ch == "'" else state
+            elif ch == "\\":
+                escaped = True
+            elif state == '"':
+                state = None if ch == '"' else state
+            elif ch in "'\"":
+                state = ch
+        if name is not None:
+            yield "name", name, state is not None or escaped
+
+
 _STOPS = set(";&|<>()\n")
 
 
@@ -170,41 +192,27 @@ def privileged_commands(template: str, *, where: str = "") -> list[str]:
     must allow; `preflight` checks them and `init` writes the rules."""
     out: list[str] = []
     current: list[str] | None = None
-    state: str | None = None
-    escaped = False
 
-    def close() -> None:
-        nonlocal current
-        if current is not None:
-            text = "".join(current).strip()
-            if text and text.split()[-1].isdigit() and "".join(current).rstrip() == "".join(current):
-                text = text.rsplit(None, 1)[0] if len(text.split()) > 1 else text
-            if not text:
-                raise ConfigError(f"{_prefix(where)}{{sudo}} must be followed by the command it runs as root")
-            out.append(text)
-        current = None
+    def close(stop: str = "") -> None:
+        if current is None:
+            return
+        text = "".join(current)
+        if stop in "<>" and stop and text == text.rstrip() and len(text.split()) > 1 \
+                and text.split()[-1].isdigit():  # `2>/dev/null`: the 2 is the redirection's
+            text = text.rstrip().rsplit(None, 1)[0]
+        if not text.strip():
+            raise ConfigError(f"{_prefix(where)}{{sudo}} must be followed by the command it runs as root")
+        out.append(text.strip())
 
-    for literal, name in _parse(template, where):
-        for ch in literal:
-            if current is not None and state is None and not escaped and ch in _STOPS:
-                close()
-            if escaped:
-                escaped = False
-            elif state == "'":
-                state = None if ch == "'" else state
-            elif ch == "\\":
-                escaped = True
-            elif state == '"':
-                state = None if ch == '"' else state
-            elif ch in "'\"":
-                state = ch
-            if current is not None:
-                current.append(ch)
-        if name == "sudo":
+    for kind, value, quoted in _tokens(template, where):
+        if kind == "char" and value in _STOPS and not quoted:
+            close(value)
+            current = None
+        elif kind == "name" and value == "sudo":
             close()
             current = []
-        elif name is not None and current is not None:
-            current.append("{" + name + "}")
+        elif current is not None:
+            current.append(value if kind == "char" else "{" + value + "}")
     close()
     return out
 
@@ -212,28 +220,15 @@ def privileged_commands(template: str, *, where: str = "") -> list[str]:
 def check_template(template: str, known: Iterable[str], *, where: str = "") -> None:
     """Raise ConfigError unless every placeholder is known and none sits inside shell quotes."""
     known_set = set(known)
-    state: str | None = None  # None, "'" or '"'
-    escaped = False
-    for literal, name in _parse(template, where):
-        for ch in literal:
-            if escaped:
-                escaped = False
-            elif state == "'":
-                state = None if ch == "'" else state
-            elif ch == "\\":
-                escaped = True
-            elif state == '"':
-                state = None if ch == '"' else state
-            elif ch in "'\"":
-                state = ch
-        if name is None:
+    for kind, name, quoted in _tokens(template, where):
+        if kind != "name":
             continue
         if name not in known_set:
             raise ConfigError(
                 f"{_prefix(where)}unknown placeholder {{{name}}}; known: "
                 + ", ".join(sorted(known_set))
             )
-        if state is not None or escaped:
+        if quoted:
             raise ConfigError(
                 f"{_prefix(where)}placeholder {{{name}}} is inside quotes or after a backslash; "
                 "values are quoted for you, remove the quoting"

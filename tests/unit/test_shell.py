@@ -184,3 +184,10 @@ def test_sudo_without_a_command_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"playbooks/x.yaml: stages.reload\[0\]: \{sudo\} must be followed"):
         privileged_commands("{sudo} ; true", where="playbooks/x.yaml: stages.reload[0]")
+
+
+def test_a_number_ends_a_privileged_command_only_before_a_redirection():
+    from deployer.shell import privileged_commands
+
+    assert privileged_commands("{sudo} kill -HUP 2; {sudo} x 2>/dev/null; {sudo} y 2 >z") == [
+        "kill -HUP 2", "x", "y 2"]
