@@ -387,7 +387,8 @@ class Fleet(Faults, S3Part):
         if "lb" in host.roles:
             lines.append("haproxy -D -f /srv/haproxy/haproxy.cfg")
         if "web" in host.roles:
-            lines.append("/srv/bin/supervisord -c /srv/supervisor/supervisord.conf")
+            lines.append(f"DEPLOYER_APP_AUTOSTART=$([ -e {S.DEPLOY_TO}/current ] && echo true || echo false) "
+                         "/srv/bin/supervisord -c /srv/supervisor/supervisord.conf")
         lines += [
             f"/usr/sbin/sshd -f {d}/sshd_config",
             "exec sleep infinity",

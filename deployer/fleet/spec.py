@@ -186,11 +186,14 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix:///srv/supervisor/supervisor.sock
 
+; started with supervisord only when the host has a release (DEPLOYER_APP_AUTOSTART, set by the
+; host's init script): on a fresh host they would fail to start, and a deploy's reload racing
+; their last retries could leave them FATAL; the deploy's reload and worker restart start them
 ; one gunicorn worker per host: all the fleet's hosts share this machine's few cores
 [program:web]
 command=/srv/bin/gunicorn --pythonpath {DEPLOY_TO}/current --bind 0.0.0.0:{APP_PORT} --workers 1 --graceful-timeout 10 --access-logfile - app:application
 directory={DEPLOY_TO}
-autostart=true
+autostart=%(ENV_DEPLOYER_APP_AUTOSTART)s
 autorestart=true
 startsecs=1
 startretries=2
@@ -203,7 +206,7 @@ stdout_logfile=/srv/supervisor/log/web.log
 [program:worker]
 command=/srv/bin/python {DEPLOY_TO}/current/worker.py
 directory={DEPLOY_TO}
-autostart=true
+autostart=%(ENV_DEPLOYER_APP_AUTOSTART)s
 autorestart=true
 startsecs=1
 startretries=2
