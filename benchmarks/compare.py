@@ -110,11 +110,14 @@ def helper_main(args: list[str]) -> None:
         DeployRun(cfg, JsonReporter(io.StringIO()), ref="v1").run()
         log(f"  demo app v1 deployed (each web host serves its /health) in {time.monotonic() - t0:.1f}s")
         web = fleet.spec.web_hosts
-        for h in web:
-            fleet.sh(h.name, " && ".join(f"mkdir -p {d}/shared && echo APP_ENV=bench > {d}/shared/.env"
-                                         for d in DIRS.values()))
+        from deployer.fleet import spec as S
+
+        for h in web:  # the deploy user's trees, as /srv/app is
+            fleet.sh(h.name, " && ".join(f"mkdir -p {d}/shared && echo APP_ENV=bench > {d}/shared/.env && "
+                                         f"chown -R {S.DEPLOY_USER}: {d}" for d in DIRS.values()))
         print(json.dumps({"dir": str(fleet.dir), "key": str(fleet.client_key),
-                          "known_hosts": str(fleet.known_hosts),
+                          "known_hosts": str(fleet.known_hosts), "user": S.DEPLOY_USER,
+                          "jump": f"{S.DEPLOY_USER}@{S.BASTION_PUBLIC}",
                           "web": [[h.name, h.address] for h in web]}))
     elif what == "verify":  # every web host serves the release from the tool's directory
         d, release = DIRS[args[1]], args[2]
@@ -135,6 +138,7 @@ def helper_main(args: list[str]) -> None:
 def fabric_argv(fl: dict, repo: Path) -> list[str]:
     return [sys.executable, str(HERE / "plain_fabric.py"),
             "--hosts", ",".join(address for _, address in fl["web"]), "--key", fl["key"],
+            "--user", fl["user"], "--jump", fl["jump"],
             "--known-hosts", fl["known_hosts"], "--repo", str(repo), "--ref", app_repo.TAG,
             "--deploy-to", DIRS["fabric"], "--health-url", HEALTH_URL]
 
@@ -151,7 +155,8 @@ def write_inventory(path: Path, fl: dict, repo: Path) -> None:
         hosts.append(f"  - {{name: {name}, address: {address}, roles: {roles}}}")
     text = string.Template((HERE / "inventory.template.yaml").read_text()).substitute(
         playbook=HERE / "compare.yaml", repo=repo, deploy_to=DIRS["deployer"], parallel=len(fl["web"]),
-        key=fl["key"], known_hosts=fl["known_hosts"], hosts="\n".join(hosts))
+        key=fl["key"], known_hosts=fl["known_hosts"], user=fl["user"], jump=fl["jump"],
+        hosts="\n".join(hosts))
     path.write_text(text)
 
 

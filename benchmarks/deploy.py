@@ -78,7 +78,7 @@ def bad_release(fleet: Fleet, n: int, rate: float) -> dict:
     inv = Path(os.environ["DEPLOYER_STATE_DIR"]) / "one-wave.yaml"  # the fleet's, plus one wave
     inv.write_text(fleet.inventory_path.read_text() + ONE_WAVE)
     cfg = load_config("local", inventory=inv, overrides={"parallel": min(n, 30)})
-    load = Load(f"http://{fleet.spec.host('lb1').address}/", rate=rate, seconds=300).start()
+    load = Load(f"http://{fleet.spec.host('lb1').public}/", rate=rate, seconds=300).start()
     stream = io.StringIO()
     d = DeployRun(cfg, JsonReporter(stream), ref="bad-health")
     t0 = time.monotonic()

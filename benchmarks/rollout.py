@@ -51,7 +51,7 @@ def main() -> None:
         inv.write_text(fleet.inventory_path.read_text() + WAVES)
         cfg = load_config("local", inventory=inv)
         Deploy(cfg, JsonReporter(io.StringIO()), ref="v1").run()
-        url = f"http://{fleet.spec.host('lb1').address}/"
+        url = f"http://{fleet.spec.host('lb1').public}/"
         rows = []
         for phase, ref in (("3-wave deploy of v2", "v2"), ("automatic rollback of bad-health", "bad-health")):
             load = Load(url, rate=args.rate, seconds=300).start()

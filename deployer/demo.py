@@ -10,7 +10,7 @@ from .fleet.harness import Fleet
 
 def _through_lb(fleet: Fleet, n: int = 9) -> dict[str, str]:
     seen: dict[str, str] = {}
-    lb = fleet.spec.host("lb1").address
+    lb = fleet.spec.host("lb1").public
     for _ in range(n):
         with urllib.request.urlopen(f"http://{lb}/", timeout=5) as resp:  # noqa: S310 - the fleet
             body = json.loads(resp.read())

@@ -183,3 +183,13 @@ def _expansion(script: str) -> str | None:
         else:
             word_start = ch in " \t"
     return None
+
+
+def sudoers_rules(cfg: Config, host: Host | str) -> str:
+    """One host's rules, for its own /etc/sudoers.d (the local fleet writes them so): what the
+    playbook runs as root there, for the host's SSH user; a comment alone for root."""
+    if isinstance(host, str):
+        host = cfg.host(host)
+    if host.user == "root":
+        return f"# {host.name}: deployer logs in as root: no sudo rule needed\n"
+    return sudoers(cfg, host.user, [host])

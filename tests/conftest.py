@@ -47,4 +47,4 @@ def consistent(fleet):
     rel = next(iter(releases.values()))
     if rel:
         for h in fleet.spec.web_hosts:
-            assert health(h.address).get("release") == rel, f"{h.name} does not answer {rel}"
+            assert health(fleet, h).get("release") == rel, f"{h.name} does not answer {rel}"

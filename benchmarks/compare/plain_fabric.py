@@ -1,8 +1,11 @@
 """The Fabric side of benchmarks/compare.py: the nine steps as a plain Fabric script would run
 them, step by step, `group.run` per step over a ThreadingGroup (one SSH connection per host,
-opened at the first step and reused), then a GET of each host's health URL.
+opened at the first step and reused, through the jump host as deployer goes), then a GET of each
+host's health URL through that host's SSH connection (a direct-tcpip channel, as deployer's
+health checks go: the hosts are on a private network).
 
-    .venv/bin/python benchmarks/compare/plain_fabric.py --hosts 10.77.0.101,10.77.0.102 \
+    .venv/bin/python benchmarks/compare/plain_fabric.py --hosts 10.78.0.101,10.78.0.102 \
+        --user deploy --jump deploy@10.77.0.5 \
         --key .fleet/id_ed25519 --known-hosts .fleet/known_hosts --repo /path/to/repo \
         --ref bench --deploy-to /srv/cmp-fabric --health-url 'http://{address}:8000/health'
 
@@ -21,17 +24,18 @@ import json
 import shlex
 import sys
 import time
-import urllib.request
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
-from fabric import Config, ThreadingGroup
+from fabric import Config, Connection, ThreadingGroup
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", required=True, help="comma-separated addresses")
-    ap.add_argument("--user", default="root")
+    ap.add_argument("--user", default="deploy")
+    ap.add_argument("--jump", default=None, help="user@host of the jump host (ProxyJump)")
     ap.add_argument("--key", required=True)
     ap.add_argument("--known-hosts", required=True)
     ap.add_argument("--repo", required=True)
@@ -41,15 +45,22 @@ def main() -> int:
     args = ap.parse_args()
     hosts = args.hosts.split(",")
 
-    group = ThreadingGroup(*hosts, user=args.user, connect_timeout=10,
-                           config=Config(overrides={"load_ssh_configs": False}),
-                           connect_kwargs={"key_filename": args.key, "allow_agent": False,
-                                           "look_for_keys": False})
-    for conn in group:  # strict host keys
+    def strict(conn: Connection) -> Connection:  # strict host keys
         client = paramiko.SSHClient()
         client.load_host_keys(args.known_hosts)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         conn.client = client
+        return conn
+
+    common = {"connect_timeout": 10, "config": Config(overrides={"load_ssh_configs": False}),
+              "connect_kwargs": {"key_filename": args.key, "allow_agent": False, "look_for_keys": False}}
+    gateway = None
+    if args.jump:
+        jump_user, _, jump_host = args.jump.rpartition("@")
+        gateway = strict(Connection(jump_host, user=jump_user or args.user, **common))
+    group = ThreadingGroup(*hosts, user=args.user, gateway=gateway, **common)
+    for conn in group:
+        strict(conn)
 
     q = shlex.quote
     d = args.deploy_to
@@ -87,14 +98,24 @@ def main() -> int:
             f"ln -sfn {q(rel)} {q(tmp)} && mv -T {q(tmp)} {q(d + '/current')}", hide=True))
         step("9 restart", lambda: group.run(f"echo {q(release)} > {q(rel + '/restarted')}", hide=True))
 
-        def health(address: str) -> int:
-            url = args.health_url.replace("{address}", address)
-            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310
-                resp.read()
-                return resp.status
+        def health(conn: Connection) -> int:
+            url = urllib.parse.urlsplit(args.health_url.replace("{address}", conn.host))
+            chan = conn.client.get_transport().open_channel(
+                "direct-tcpip", (url.hostname, url.port or 80), ("127.0.0.1", 0), timeout=5)
+            try:
+                chan.settimeout(5)
+                chan.sendall(f"GET {url.path or '/'} HTTP/1.0\r\nHost: {url.netloc}\r\n\r\n".encode())
+                data = b""
+                while chunk := chan.recv(65536):
+                    data += chunk
+            finally:
+                chan.close()
+            return int(data.split(b" ", 2)[1])
 
+        if gateway is not None:
+            gateway.open()  # once, before the hosts' connections share it
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-            statuses = step("health", lambda: list(pool.map(health, hosts)))
+            statuses = step("health", lambda: list(pool.map(health, list(group))))
         bad = [h for h, s in zip(hosts, statuses, strict=True) if s != 200]
         if bad:
             print(f"health check failed on {', '.join(bad)}", file=sys.stderr)

@@ -12,24 +12,39 @@ from ..shell import Command, q, raw
 @dataclass(frozen=True)
 class Database:
     name: str
-    os_user: str
+    os_user: str | None
     bin_dir: str
     socket_dir: str | None
     port: int
     backup_dir: str
+    user: str | None = None  # the database role (-U); None: libpq's default
+    host: str | None = None  # TCP host; else socket_dir; else libpq's default
+    password_file: str | None = None  # PGPASSFILE
 
     @classmethod
     def of(cls, cfg) -> Database:
-        return cls(cfg.name, cfg.os_user, cfg.bin_dir, cfg.socket_dir, cfg.port, cfg.backup_dir)
+        return cls(cfg.name, cfg.os_user, cfg.bin_dir, cfg.socket_dir, cfg.port, cfg.backup_dir,
+                   user=cfg.user, host=cfg.host, password_file=cfg.password_file)
 
     def conn_args(self) -> str:
         args = [f"-p {q(self.port)}"]
-        if self.socket_dir:
-            args.insert(0, f"-h {q(self.socket_dir)}")
+        if self.host or self.socket_dir:
+            args.insert(0, f"-h {q(self.host or self.socket_dir)}")
+        if self.user:
+            args.append(f"-U {q(self.user)}")
         return " ".join(args)
 
     def as_user(self, script: str) -> str:
-        return f"cd / && runuser -u {q(self.os_user)} -- sh -c {q(script)}"
+        """`script` run as whoever runs the database tools: the SSH user itself when no
+        `os_user` is set, else that OS user through sudo (runuser when the SSH user is root,
+        which needs no sudo rule). The only place that decides it; PGPASSFILE set inside."""
+        if self.password_file:
+            script = f"export PGPASSFILE={q(self.password_file)}; {script}"
+        if self.os_user is None:
+            return f"sh -c {q(script)}"
+        user = q(self.os_user)
+        return (f"cd / && if [ \"$(id -u)\" -eq 0 ]; then set -- runuser -u {user} --; "
+                f"else set -- sudo -n -u {user} --; fi && \"$@\" sh -c {q(script)}")
 
     def tool(self, name: str) -> str:
         return q(posixpath.join(self.bin_dir, name) if self.bin_dir else name)
@@ -46,14 +61,14 @@ def dump(db: Database, path: str) -> Command:
     """
     tmp = path + ".partial"
     inner = (
-        f"umask 077; rm -f {q(tmp)}; "
+        f"umask 077; mkdir -p -m 700 {q(db.backup_dir)} && rm -f {q(tmp)} && "
         f"if {db.tool('pg_dump')} -Fc {db.conn_args()} -f {q(tmp)} {q(db.name)} "
         f"&& {db.tool('pg_restore')} --list {q(tmp)} >/dev/null "
         f"&& sum=$(sha256sum {q(tmp)} | cut -d' ' -f1) && size=$(stat -c %s {q(tmp)}) "
         f"&& mv -T {q(tmp)} {q(path)}; then echo \"$sum $size\"; "
         f"else rc=$?; rm -f {q(tmp)}; exit $rc; fi"
     )
-    return raw(f"mkdir -p {q(db.backup_dir)} && " + db.as_user(inner))
+    return raw(db.as_user(inner))
 
 
 def parse_dump(output: str) -> tuple[str, int]:
@@ -64,10 +79,14 @@ def parse_dump(output: str) -> tuple[str, int]:
 
 
 def verify(db: Database, path: str, sha256: str) -> Command:
-    return raw(
-        f"test -f {q(path)} && echo {q(sha256)}' '{q(path)} | sha256sum -c --status - "
-        f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null"
-    )
+    """The backup is there, has its sha256 and reads as a dump (as the tools' user: the
+    backups are theirs, mode 0600)."""
+    return raw(db.as_user(_verify(db, path, sha256)))
+
+
+def _verify(db: Database, path: str, sha256: str) -> str:
+    return (f"test -f {q(path)} && echo {q(sha256)}' '{q(path)} | sha256sum -c --status - "
+            f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null")
 
 
 def restore(db: Database, path: str, mark: str | None = None) -> Command:
@@ -78,6 +97,10 @@ def restore(db: Database, path: str, mark: str | None = None) -> Command:
     created after the dump (new tables) go too, since the schema is rebuilt. With `mark`, the
     same transaction sets it as the schema's comment (see `restore_once`).
     """
+    return raw(db.as_user(_restore(db, path, mark)))
+
+
+def _restore(db: Database, path: str, mark: str | None = None) -> str:
     sql = path + ".restore.sql"
     comment = f"; echo {q(f'COMMENT ON SCHEMA public IS {chr(39)}{mark}{chr(39)};')}" if mark else ""
     inner = (
@@ -88,7 +111,7 @@ def restore(db: Database, path: str, mark: str | None = None) -> Command:
         f"&& {db.tool('psql')} -X -q {db.conn_args()} --single-transaction -v ON_ERROR_STOP=1 "
         f"-d {q(db.name)} -f {q(sql)} >/dev/null; rc=$?; rm -f {q(sql)}; exit $rc"
     )
-    return raw(db.as_user(inner))
+    return inner
 
 
 def restore_once(db: Database, path: str, sha256: str) -> Command:
@@ -101,15 +124,17 @@ def restore_once(db: Database, path: str, sha256: str) -> Command:
     database already carries this backup's mark it is not restored again (the first restore
     took the write fence with it: a second one would find none and refuse, or run twice)."""
     lock = posixpath.join(db.backup_dir, ".restore.lock")
-    checked = f"{verify(db, path, sha256).script} && {writes_since_backup(db).script}"
+    # each part in its own subshell: their `exit`s end that part, not the script
+    checked = f"( {_verify(db, path, sha256)} ) && ( {_writes_since_backup(db)} )"
     if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):  # verify refuses it: nothing to mark
-        return raw(f"exec 9>>{q(lock)} && flock 9 && {checked} && {restore(db, path).script}")
+        return raw(db.as_user(f"exec 9>>{q(lock)} && flock 9 && {checked} && ( {_restore(db, path)} )"))
     mark = f"deployer: restored from a backup with sha256 {sha256}"
-    read = db.as_user(f"{db.tool('psql')} -XAtq {db.conn_args()} -d {q(db.name)} -c "
-                      + q("SELECT obj_description('public'::regnamespace, 'pg_namespace')"))
-    return raw(f"exec 9>>{q(lock)} && flock 9 && if [ \"$({read} 2>/dev/null)\" = {q(mark)} ]; then "
-               f"echo 'restore: the database is restored from this backup already' >&2; else "
-               f"{checked} && {restore(db, path, mark).script}; fi")
+    read = (f"{db.tool('psql')} -XAtq {db.conn_args()} -d {q(db.name)} -c "
+            + q("SELECT obj_description('public'::regnamespace, 'pg_namespace')"))
+    return raw(db.as_user(
+        f"exec 9>>{q(lock)} && flock 9 && if [ \"$({read} 2>/dev/null)\" = {q(mark)} ]; then "
+        f"echo 'restore: the database is restored from this backup already' >&2; else "
+        f"{checked} && ( {_restore(db, path, mark)} ); fi"))
 
 
 FENCE_APP = "deployer-migrate"  # application_name of the migration's connections (PGAPPNAME)
@@ -186,6 +211,10 @@ def unfence(db: Database) -> Command:
 def writes_since_backup(db: Database) -> Command:
     """Fails with FENCE_REFUSED, listing them, when someone else than the migration wrote since
     the backup (restoring it would lose those writes); succeeds when nothing did."""
+    return raw(db.as_user(_writes_since_backup(db)))
+
+
+def _writes_since_backup(db: Database) -> str:
     sql = (f"SELECT tbl || ' ' || op || ' (' || CASE WHEN n < 0 THEN 'all' ELSE n::text END || ' row(s)) by ' "
            f"|| coalesce(nullif(app, ''), '?') || "
            f"coalesce(' from ' || host(client), '') || ' at ' || at FROM public.deployer_fence "
@@ -194,4 +223,4 @@ def writes_since_backup(db: Database) -> Command:
              f"{{ echo \"write fence unreadable: $out\" >&2; exit {FENCE_REFUSED}; }}; "
              f"if [ -n \"$out\" ]; then echo \"writes since the backup:\" >&2; echo \"$out\" >&2; "
              f"exit {FENCE_REFUSED}; fi")
-    return raw(db.as_user(inner))
+    return inner

@@ -73,14 +73,40 @@ class SSH(_Model):
     command_timeout: Annotated[Float, Field(gt=0)] = 600.0
 
 
+def _role(value: str) -> str:
+    if not _ROLE_RE.match(value):
+        raise _fail(f"invalid role name {value!r} (letters, digits, _, . and -)")
+    return value
+
+
+_ROLE_RE = __import__("re").compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+
+
 class Database(_Model):
+    """The database the backups are taken of. The tools (pg_dump, pg_restore, psql) run as the
+    SSH user and log in as `user` (libpq's default when none: the OS user's name), with the
+    password from `password_file` (PGPASSFILE; default ~/.pgpass); with `os_user` they run as
+    that OS user instead (sudo -n -u, or runuser when the SSH user is root), e.g. postgres
+    with peer authentication."""
+
     kind: Literal["postgresql"] = "postgresql"
     name: Name
-    os_user: Annotated[str, AfterValidator(_user)] = "postgres"
+    #: the database role the tools log in as (-U); default: libpq's
+    user: Annotated[str, Strict(), AfterValidator(_role)] | None = None
+    #: TCP host of the server; else `socket_dir` (a Unix socket), else libpq's default
+    host: Annotated[str, Strict(), AfterValidator(_address)] | None = None
+    password_file: AbsPath | None = None
+    os_user: Annotated[str, AfterValidator(_user)] | None = None
     bin_dir: AbsPath | None = None
     socket_dir: AbsPath | None = None
     port: Port = 5432
     backup_dir: AbsPath = "/srv/backups"
+
+    @model_validator(mode="after")
+    def _one_host(self) -> Database:
+        if self.host is not None and self.socket_dir is not None:
+            raise _fail("give host (TCP) or socket_dir (a Unix socket), not both")
+        return self
 
 
 class Health(_Model):

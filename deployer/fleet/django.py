@@ -5,7 +5,7 @@ needs, and `remove()` takes it all away again (the fleet's own startup does none
 
 * a wheelhouse on this machine (`<fleet dir>/wheels`, kept between runs; `pip download` fills
   it once): the hosts have no index, so each host's pip is configured with `no-index` and
-  `find-links` to it (`/root/.config/pip/pip.conf`, the hosts' own /root);
+  `find-links` to it (`~deploy/.config/pip/pip.conf`, the hosts' own /home/deploy);
 * Redis (Debian's redis-server) on db1, the Celery broker; a database `django` on db1's
   PostgreSQL (owner `demo`);
 * on each web host: `shared/.env` (SECRET_KEY, DEBUG, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL)
@@ -28,7 +28,7 @@ from pathlib import Path
 from . import spec as S
 from .django_repo import DJANGO_APP_DIR, build_django_repo
 from .procs import FleetError
-from .sites import Programs
+from .sites import Programs, deploy_owned, grant
 
 DEPLOY_TO = "/srv/django"
 PORT = 8001
@@ -73,13 +73,13 @@ command={DEPLOY_TO}/current/.venv/bin/gunicorn --bind 0.0.0.0:{PORT} --workers 2
 directory={DEPLOY_TO}/current
 stopwaitsecs=15
 stdout_logfile=/srv/supervisor/log/{WEB_PROGRAM}.log
-{common}
+{S.PROGRAM_USER}{common}
 [program:{WORKER_PROGRAM}]
 command={DEPLOY_TO}/current/.venv/bin/celery -A project worker --concurrency 1 --loglevel INFO --without-gossip --without-mingle --without-heartbeat
 directory={DEPLOY_TO}/current
 stopwaitsecs=30
 stdout_logfile=/srv/supervisor/log/{WORKER_PROGRAM}.log
-{common}{_END}
+{S.PROGRAM_USER}{common}{_END}
 """
 
 
@@ -98,14 +98,11 @@ def inventory(spec: S.FleetSpec, fleet_dir: Path, repo: Path) -> str:
         f"repo: {repo}",
         f"deploy_to: {DEPLOY_TO}",
         "keep_releases: 3",
-        "ssh:",
-        "  user: root",
-        f"  key: {fleet_dir}/id_ed25519",
-        f"  known_hosts: {fleet_dir}/known_hosts",
+        *S.ssh_section(fleet_dir),
         "database:",
         "  kind: postgresql",
         f"  name: {DB_NAME}",
-        "  os_user: postgres",
+        f"  user: {S.DB_USER}",
         f"  bin_dir: {PG_BIN}",
         "  socket_dir: /srv/pg/run",
         f"  backup_dir: {DEPLOY_TO}/backups",
@@ -152,7 +149,7 @@ class DjangoSite:
         return wheelhouse_dir(self.fleet.dir)
 
     def _pip_conf(self, host: str) -> Path:
-        return self.fleet.hostdir(host) / "root" / ".config" / "pip" / "pip.conf"
+        return self.fleet.hostdir(host) / "home" / ".config" / "pip" / "pip.conf"
 
     def install(self, log=print) -> dict[str, str]:
         """Install everything; return the repo's tag -> commit sha."""
@@ -162,7 +159,9 @@ class DjangoSite:
         fleet, spec = self.fleet, self.fleet.spec
         wheels = build_wheelhouse(self.wheelhouse, log=log)
         tags = build_django_repo(self.repo)
-        fleet.sh("db1", f"mkdir -p /srv/redis {DEPLOY_TO}/backups && chown postgres: {DEPLOY_TO}/backups && "
+        deploy_owned(fleet, "db1", DEPLOY_TO)
+        deploy_owned(fleet, "db1", f"{DEPLOY_TO}/backups", mode="700")
+        fleet.sh("db1", "mkdir -p /srv/redis && "
                         f"redis-server --bind {S.DB_ADDRESS} --port {REDIS_PORT} --protected-mode no "
                         "--save '' --appendonly no --daemonize yes --dir /srv/redis "
                         "--pidfile /srv/redis/redis.pid --logfile /srv/redis/redis.log")
@@ -174,13 +173,16 @@ class DjangoSite:
             pip_conf = self._pip_conf(h.name)
             pip_conf.parent.mkdir(parents=True, exist_ok=True)
             pip_conf.write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n")
+            deploy_owned(fleet, h.name, f"/home/{S.DEPLOY_USER}/.config")
             shared = self.fleet.hostdir(h.name) / "srv" / DEPLOY_TO.removeprefix("/srv/") / "shared"
             shared.mkdir(parents=True, exist_ok=True)
             env_file = shared / ".env"
             fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(env)
+            deploy_owned(fleet, h.name, DEPLOY_TO)
             self.programs.add(h.name, supervisor_programs())
+        grant(fleet, web_hosts(spec), lambda d: inventory(spec, d, self.repo))
         self.programs.update()
         self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo))
         return tags
@@ -193,6 +195,7 @@ class DjangoSite:
             self._pip_conf(h.name).unlink(missing_ok=True)
         if changed:
             self.programs.update()
+        grant(fleet, spec.web_hosts, None)
         fleet.sh("db1", "if [ -f /srv/redis/redis.pid ]; then kill $(cat /srv/redis/redis.pid) 2>/dev/null; "
                         "for i in $(seq 1 50); do [ -f /srv/redis/redis.pid ] || break; sleep 0.1; done; fi; "
                         "rm -rf /srv/redis", check=False)

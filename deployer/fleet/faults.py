@@ -10,19 +10,21 @@ from __future__ import annotations
 import signal
 import time
 
-from . import spec as S
-from .procs import FleetError, _kill, _port_open, _run
+from .procs import FleetError, _kill, _run
 
 
 class Faults:
     """Fault injection, as methods of `Fleet` (`fleet.cut("web2")`, ...)."""
 
     def cut(self, name: str) -> None:
-        """Cut the host off the network (its cable is pulled: packets are dropped)."""
-        _run(["ip", "link", "set", self.spec.host(name).veth, "down"])
+        """Cut the host off the network (its cables are pulled: packets are dropped), on each
+        network it is on."""
+        for veth, _ in self.spec.host(name).bridges():
+            _run(["ip", "link", "set", veth, "down"])
 
     def reconnect(self, name: str) -> None:
-        _run(["ip", "link", "set", self.spec.host(name).veth, "master", S.BRIDGE, "up"])
+        for veth, bridge in self.spec.host(name).bridges():
+            _run(["ip", "link", "set", veth, "master", bridge, "up"])
 
     def _sshd_pid(self, name: str) -> int:
         return int((self.hostdir(name) / "sshd.pid").read_text())
@@ -42,7 +44,7 @@ class Faults:
     def start_sshd(self, name: str) -> None:
         self.nsenter(name, ["/usr/sbin/sshd", "-f", str(self.hostdir(name) / "sshd_config")])
         deadline = time.monotonic() + 10
-        while not _port_open(self.spec.host(name).address, 22, 0.2):
+        while not self.port_open(name, 22, 0.2):
             if time.monotonic() > deadline:
                 raise FleetError(f"fleet: sshd on {name} did not come back")
             time.sleep(0.05)
@@ -69,7 +71,8 @@ class Faults:
 
     def small_disk(self, name: str, path: str, size: str = "2m") -> None:
         """Mount a size-limited filesystem at `path` inside the host (its deploy path, say)."""
-        self.sh(name, f"mkdir -p {path} && owner=$(stat -c %u:%g {path}) && "
+        self.sh(name, f"{{ [ -e {path} ] || {{ mkdir -p {path} && chown --reference=$(dirname {path}) {path}; }}; }} && "
+                      f"owner=$(stat -c %u:%g {path}) && "
                       f"mount -t tmpfs -o size={size},mode=0755 deployer-small {path} && chown $owner {path}")
 
     def fill_disk(self, name: str, path: str) -> None:

@@ -1,11 +1,20 @@
 """The local fleet: real OpenSSH hosts in network + mount + UTS namespaces on this machine.
 
 Each host is a holder process (`sleep infinity`) started with
-`ip netns exec <ns> unshare --mount --uts`, which bind-mounts the host's own /srv, /tmp and
-/root, sets its hostname and starts its services (sshd; supervisord on web hosts, PostgreSQL
-on the db host, HAProxy on the lb host). Everything else enters those namespaces with
-`nsenter -t <holder pid>`. `down()` kills every process in our namespaces and deletes them,
-so nothing is left behind; `up()` starts with `down()` to clear what a crash left.
+`ip netns exec <ns> unshare --mount --uts`, which bind-mounts the host's own /srv, /tmp,
+/root, /home/deploy and /etc/sudoers.d, sets its hostname and starts its services (sshd;
+supervisord on web hosts, PostgreSQL on the db host, HAProxy on the lb host). Everything else
+enters those namespaces with `nsenter -t <holder pid>`. `down()` kills every process in our
+namespaces and deletes them, so nothing is left behind; `up()` starts with `down()` to clear
+what a crash left.
+
+Shaped like production: the app hosts (web, db) live on a private bridge (`dplbr1`,
+10.78.0.0/24) that this machine has no address on; the jump host bastion1 and the load
+balancer lb1 have a leg on each network (public `dplbr0`, 10.77.0.0/24, where this machine is
+10.77.0.1). deployer reaches the hosts through the bastion (ProxyJump) as the OS user
+`deploy`, which each host's sudo rules (derived from the playbook: deployer.privileges) let run
+the few commands the playbook marks `{sudo}`; root cannot log in on the app hosts. What the
+harness itself checks on a host (its sshd answering, ...) it checks from inside a namespace.
 
 With `s3` (the default; `DEPLOYER_FLEET_S3=0` turns it off), `up()` also starts a real S3
 server, SeaweedFS's `weed server -s3`, in its own network namespace on the fleet's bridge
@@ -31,7 +40,7 @@ from pathlib import Path
 
 from . import spec as S
 from .faults import Faults
-from .procs import FleetError, _alive, _kill, _links, _marked_pids, _netns_list, _port_open, _run
+from .procs import FleetError, _alive, _kill, _links, _marked_pids, _netns_list, _port_open, _probe, _run
 from .s3_part import S3Part
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +55,7 @@ def require_root() -> None:
         raise FleetError(
             "fleet: needs root (network namespaces, bridges and mounts); run as root, e.g. `sudo inv fleet.up`"
         )
-    for tool in ("ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh-keygen", "haproxy"):
+    for tool in ("ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh-keygen", "haproxy", "sudo", "useradd"):
         if not shutil.which(tool):
             raise FleetError(f"fleet: `{tool}` not found; run ./bootstrap to install the fleet's packages")
 
@@ -111,6 +120,7 @@ class Fleet(Faults, S3Part):
                     shutil.rmtree(self.dir / sub)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
+        ensure_deploy_user()
         self._client_key()
         self._network(spec)
         s3_box: dict = {}
@@ -120,8 +130,9 @@ class Fleet(Faults, S3Part):
 
         tags = build_demo_repo(self.repo)
         pids: dict[str, int] = {}
+        cfg = fleet_config(self, spec)
         for host in spec.hosts:
-            self._prepare_host(host, spec, db_password)
+            self._prepare_host(host, spec, db_password, cfg)
         for host in spec.hosts:
             pids[host.name] = self._start_host(host)
         record = {"web": web, "pids": pids, "tags": tags}
@@ -168,8 +179,12 @@ class Fleet(Faults, S3Part):
             _run(["ip", "netns", "delete", ns], check=False)
             removed.append(ns)
         for link in _links():
-            if link.startswith(S.VETH_PREFIX) or link == S.BRIDGE:
+            if link.startswith((S.VETH_PREFIX, S.PRIVATE_VETH_PREFIX)):
                 _run(["ip", "link", "delete", link], check=False)
+        for link in _links():  # the bridges last (their ports are gone)
+            if link in (S.BRIDGE, S.PRIVATE_BRIDGE):
+                _run(["ip", "link", "delete", link], check=False)
+        _run(["ip", "route", "del", "unreachable", str(S.PRIVATE_SUBNET)], check=False)
         if self.state_file.exists():
             self.state_file.unlink()
         if not quiet:
@@ -181,12 +196,14 @@ class Fleet(Faults, S3Part):
         if not st:
             return []
         rows = []
-        for host in self.spec.hosts:
+        spec = self.spec
+        answering = self.probe([(h.address, 22) for h in spec.hosts], timeout=0.5)
+        for host in spec.hosts:
             pid = st["pids"].get(host.name)
             alive = pid is not None and _alive(int(pid))
             rows.append({"name": host.name, "address": host.address, "roles": list(host.roles),
-                         "holder": pid, "alive": alive,
-                         "ssh": alive and _port_open(host.address, 22, 0.5)})
+                         "public": host.public, "holder": pid, "alive": alive,
+                         "ssh": alive and (host.address, 22) in answering})
         if st.get("s3"):  # not an SSH host: "ssh" says whether its S3 port answers
             pid = st["s3"].get("pid")
             alive = pid is not None and _alive(int(pid))
@@ -211,37 +228,76 @@ class Fleet(Faults, S3Part):
         return path.read_text().strip()
 
     def _network(self, spec: S.FleetSpec) -> None:
-        _run(["ip", "link", "add", S.BRIDGE, "type", "bridge"])
+        """Two bridges: the public one (this machine 10.77.0.1) and the private one (no address
+        here); app hosts on the private one only, without a default route; bastion1 and lb1 on
+        both (eth0 public, eth1 private), their default route to this machine."""
+        for bridge in (S.BRIDGE, S.PRIVATE_BRIDGE):
+            _run(["ip", "link", "add", bridge, "type", "bridge"])
         _run(["ip", "addr", "add", f"{S.GATEWAY}/{S.SUBNET.prefixlen}", "dev", S.BRIDGE])
-        _run(["ip", "link", "set", S.BRIDGE, "up"])
+        for bridge in (S.BRIDGE, S.PRIVATE_BRIDGE):
+            _run(["ip", "link", "set", bridge, "up"])
+        # This machine has no way into the private network: without this route its packets for
+        # 10.78.0.0/24 would follow the default route out of the machine (where some networks
+        # answer any address); with it, a connection to an app host fails here at once.
+        _run(["ip", "route", "replace", "unreachable", str(S.PRIVATE_SUBNET)])
         batch = []
         for h in spec.hosts:
-            batch += [
-                f"netns add {h.netns}",
-                f"link add {h.veth} type veth peer name eth0 netns {h.netns}",
-                f"link set {h.veth} master {S.BRIDGE} up",
-            ]
+            batch.append(f"netns add {h.netns}")
+            for i, (veth, bridge) in enumerate(h.bridges()):
+                batch += [f"link add {veth} type veth peer name eth{i} netns {h.netns}",
+                          f"link set {veth} master {bridge} up"]
         _run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
         for h in spec.hosts:
-            inside = [
-                f"addr add {h.address}/{S.SUBNET.prefixlen} dev eth0",
-                "link set eth0 up",
-                "link set lo up",
-                f"route add default via {S.GATEWAY}",
-            ]
+            if h.public:
+                inside = [f"addr add {h.public}/{S.SUBNET.prefixlen} dev eth0",
+                          f"addr add {h.address}/{S.PRIVATE_SUBNET.prefixlen} dev eth1",
+                          "link set eth0 up", "link set eth1 up", "link set lo up",
+                          f"route add default via {S.GATEWAY}"]
+            else:
+                inside = [f"addr add {h.address}/{S.PRIVATE_SUBNET.prefixlen} dev eth0",
+                          "link set eth0 up", "link set lo up"]
             _run(["ip", "-n", h.netns, "-batch", "-"], input="\n".join(inside) + "\n")
 
-    def _prepare_host(self, host: S.FleetHost, spec: S.FleetSpec, db_password: str) -> None:
+    def probe(self, targets: list[tuple[str, int]], timeout: float = 0.3) -> set[tuple[str, int]]:
+        """Which of the (address, port) targets accept a TCP connection, seen from the
+        bastion's namespace (on both networks): the app hosts are not reachable from here."""
+        bastion = next(h for h in self.spec.hosts if "bastion" in h.roles)
+        return _probe(bastion.netns, targets, timeout)
+
+    def port_open(self, name: str, port: int = 22, timeout: float = 0.3) -> bool:
+        """Whether host `name` accepts connections on `port` at its (private) address."""
+        address = self.spec.host(name).address
+        return (address, port) in self.probe([(address, port)], timeout)
+
+    def _prepare_host(self, host: S.FleetHost, spec: S.FleetSpec, db_password: str, cfg) -> None:
         d = self.hostdir(host.name)
-        for sub in ("srv", "tmp", "root"):
+        for sub in ("srv", "tmp", "root", "home", "sudoers.d", "srv/log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "tmp", 0o1777)
         os.chmod(d / "srv", 0o755)
-        os.chmod(d / "root", 0o700)
+        # traversable (not readable) by the deploy user: the Python the fleet's tools run on may
+        # live under /root (pyenv), bound in read-only (see _init_script)
+        os.chmod(d / "root", 0o711)
+        os.chmod(d / "srv" / "log", 0o700)  # the sudo log: root's
+        uid, gid = deploy_ids()
+        os.chown(d / "home", uid, gid)
+        os.chmod(d / "home", 0o750)
+        # the app repositories the hosts clone are this machine's, root's (a git server's, in
+        # production): git refuses another user's repository unless it is declared safe
+        gitconfig = d / "home" / ".gitconfig"
+        gitconfig.write_text("[safe]\n\tdirectory = *\n")
+        os.chown(gitconfig, uid, gid)
+        self.write_sudoers(host.name, cfg)
         key = d / "ssh_host_ed25519_key"
         if not key.exists():
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key)])
-        (d / "sshd_config").write_text(S.sshd_config(d, self.dir / "authorized_keys"))
+        # the host's own /etc/hosts: its name resolves (sudo looks it up on every command)
+        (d / "hosts").write_text(f"127.0.0.1\tlocalhost\n{host.address}\t{host.name}\n"
+                                 "::1\tlocalhost ip6-localhost ip6-loopback\n")
+        bastion = "bastion" in host.roles
+        (d / "sshd_config").write_text(S.sshd_config(d, self.dir / "authorized_keys",
+                                                     listen="0.0.0.0" if bastion else host.address,
+                                                     root_login=bastion))
         srv = d / "srv"
         bindir = srv / "bin"
         bindir.mkdir(exist_ok=True)
@@ -250,9 +306,12 @@ class Fleet(Faults, S3Part):
             wrapper = bindir / tool
             wrapper.write_text(f'#!/bin/sh\nexec {venv_bin / tool} "$@"\n')
             wrapper.chmod(0o755)
+        if "bastion" not in host.roles:  # the deploy tree (the ledger's state dir on db1)
+            (srv / "app").mkdir(exist_ok=True)
         if "web" in host.roles:
             (srv / "supervisor" / "log").mkdir(parents=True, exist_ok=True)
             (srv / "supervisor" / "supervisord.conf").write_text(S.supervisord_config())
+            chown_tree(srv / "supervisor" / "log")
             shared = srv / "app" / "shared"
             for sub in ("storage/logs", "storage/cache"):
                 (shared / sub).mkdir(parents=True, exist_ok=True)
@@ -262,18 +321,24 @@ class Fleet(Faults, S3Part):
             fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(S.app_env(db_password))
+        if (srv / "app").exists():
+            chown_tree(srv / "app")
         if "lb" in host.roles:
             (srv / "haproxy").mkdir(exist_ok=True)
             (srv / "haproxy" / "haproxy.cfg").write_text(S.haproxy_config(spec.web_hosts))
         if "db" in host.roles:
             (srv / "backups").mkdir(exist_ok=True)
+            os.chmod(srv / "backups", 0o700)
+            chown_tree(srv / "backups")  # pg_dump runs as the deploy user (role demo)
             (srv / "pg" / "run").mkdir(parents=True, exist_ok=True)
             pw = d / "pgpass"
             pw.write_text(db_password + "\n")
             os.chmod(pw, 0o600)
             shutil.chown(pw, "postgres", "postgres")
-            for p in (srv / "pg", srv / "pg" / "run", srv / "backups"):
+            for p in (srv / "pg", srv / "pg" / "run"):
                 shutil.chown(p, "postgres", "postgres")
+            write_private(d / "home" / ".pgpass", f"*:*:*:{S.DB_USER}:{pgpass_escape(db_password)}\n",
+                          owner=deploy_ids())
         (d / "init.sh").write_text(self._init_script(host, d))
 
     def _init_script(self, host: S.FleetHost, d: Path) -> str:
@@ -282,9 +347,12 @@ class Fleet(Faults, S3Part):
             "set -e",
             f"# {S.NETNS_PREFIX}marker {self.dir}",
             f"hostname {host.name}",
-            "mkdir -p /srv /run/sshd",
+            f"mkdir -p /srv /run/sshd /home/{S.DEPLOY_USER}",
             f"mount --bind {d}/srv /srv",
             f"mount --bind {d}/tmp /tmp",
+            f"mount --bind {d}/home /home/{S.DEPLOY_USER}",
+            f"mount --bind {d}/sudoers.d /etc/sudoers.d",
+            f"mount --bind {d}/hosts /etc/hosts",
         ]
         # The host's own /root, but with the Python install the fleet's tools run on (pyenv keeps
         # it under /root on some machines) bound in, read-only.
@@ -300,10 +368,14 @@ class Fleet(Faults, S3Part):
                 "if [ ! -f /srv/pg/data/PG_VERSION ]; then",
                 f"  runuser -u postgres -- {pg}/initdb -A scram-sha-256 -U postgres "
                 f"--pwfile={d}/pgpass -D /srv/pg/data >/srv/pg/initdb.log 2>&1",
-                f"  echo \"host all all {S.SUBNET} scram-sha-256\" >> /srv/pg/data/pg_hba.conf",
+                f"  echo \"host all all {S.PRIVATE_SUBNET} scram-sha-256\" >> /srv/pg/data/pg_hba.conf",
                 "  sed -i 's/^local.*all.*all.*scram-sha-256/local all all peer/' /srv/pg/data/pg_hba.conf",
                 "  FRESH=1",
                 "fi",
+                # the app's role over the socket with its password (the deploy user's backups);
+                # before the catch-all `peer` line (the first matching line wins)
+                f"grep -q '^local all {S.DB_USER} scram-sha-256' /srv/pg/data/pg_hba.conf || "
+                f"runuser -u postgres -- sed -i '1i local all {S.DB_USER} scram-sha-256' /srv/pg/data/pg_hba.conf",
                 f"runuser -u postgres -- {pg}/pg_ctl -D /srv/pg/data -l /srv/pg/postgres.log -w "
                 f"-o \"-c listen_addresses={host.address} -k /srv/pg/run -c fsync=off -c max_connections=600\" start >/dev/null",
                 'if [ -n "${FRESH:-}" ]; then',
@@ -315,7 +387,8 @@ class Fleet(Faults, S3Part):
         if "lb" in host.roles:
             lines.append("haproxy -D -f /srv/haproxy/haproxy.cfg")
         if "web" in host.roles:
-            lines.append("/srv/bin/supervisord -c /srv/supervisor/supervisord.conf")
+            lines.append(f"DEPLOYER_APP_AUTOSTART=$([ -e {S.DEPLOY_TO}/current ] && echo true || echo false) "
+                         "/srv/bin/supervisord -c /srv/supervisor/supervisord.conf")
         lines += [
             f"/usr/sbin/sshd -f {d}/sshd_config",
             "exec sleep infinity",
@@ -334,11 +407,15 @@ class Fleet(Faults, S3Part):
         return proc.pid
 
     def _wait_ready(self, spec: S.FleetSpec, timeout: float = 60) -> None:
+        """Every host's sshd answers at its private address (seen from the bastion's namespace),
+        and the bastion's at its public one (from here)."""
         deadline = time.monotonic() + timeout
         pending = {h.name: h for h in spec.hosts}
         while pending:
+            answering = self.probe([(h.address, 22) for h in pending.values()], timeout=0.2)
             for name, h in list(pending.items()):
-                if _port_open(h.address, 22, 0.2):
+                if (h.address, 22) in answering and (
+                        "bastion" not in h.roles or _port_open(h.public, 22, 0.2)):
                     del pending[name]
                 elif not _alive(self.holder_pid(name)):
                     log = (self.hostdir(name) / "init.log").read_text()[-2000:]
@@ -353,7 +430,22 @@ class Fleet(Faults, S3Part):
         for h in spec.hosts:
             pub = (self.hostdir(h.name) / "ssh_host_ed25519_key.pub").read_text().split()
             lines.append(f"{h.address} {pub[0]} {pub[1]}")
+            if h.public:  # the bastion is reached at its public address
+                lines.append(f"{h.public} {pub[0]} {pub[1]}")
         self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def write_sudoers(self, name: str, *configs) -> None:
+        """The host's own /etc/sudoers.d/deployer: the rules each config's playbook needs on it
+        (derived from the playbook: deployer.privileges), and a log of every command run
+        through sudo (/srv/log/sudo.log, root's)."""
+        from ..privileges import sudoers_rules
+
+        text = (f"# generated by deployer fleet for {name}\n"
+                f"Defaults:{S.DEPLOY_USER} logfile=/srv/log/sudo.log, loglinelen=0\n")
+        for cfg in configs:
+            if any(h.name == name for h in cfg.hosts):
+                text += sudoers_rules(cfg, name)
+        write_sudoers(self.hostdir(name) / "sudoers.d", "deployer", text)
 
     # -- running things inside a host ---------------------------------------------------------
     def nsenter(self, name: str, argv: list[str], *, check: bool = True, timeout: float = 60,
@@ -364,3 +456,92 @@ class Fleet(Faults, S3Part):
 
     def sh(self, name: str, script: str, **kw) -> subprocess.CompletedProcess:
         return self.nsenter(name, ["/bin/sh", "-c", script], **kw)
+
+
+# -- the deploy user ------------------------------------------------------------------------------
+
+def ensure_deploy_user() -> None:
+    """The OS user `deploy` (the hosts share /etc/passwd): created when missing, its password
+    field `*` (not locked: sshd without PAM refuses a locked account's key logins), and the
+    mount point of each host's own /home/deploy."""
+    import pwd
+
+    try:
+        pwd.getpwnam(S.DEPLOY_USER)
+    except KeyError:
+        _run(["useradd", "--user-group", "--no-create-home", "--home-dir", f"/home/{S.DEPLOY_USER}",
+              "--shell", "/bin/bash", S.DEPLOY_USER])
+    _run(["usermod", "-p", "*", S.DEPLOY_USER])
+    home = Path("/home") / S.DEPLOY_USER
+    home.mkdir(parents=True, exist_ok=True)
+    os.chown(home, *deploy_ids())
+    os.chmod(home, 0o750)
+
+
+def deploy_ids() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(S.DEPLOY_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def chown_tree(path: Path) -> None:
+    """`path` and everything under it owned by the deploy user."""
+    uid, gid = deploy_ids()
+    os.chown(path, uid, gid)
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(top, name), uid, gid)
+
+
+def write_private(path: Path, text: str, owner: tuple[int, int] | None = None) -> None:
+    """`text` into `path`, mode 0600 from creation (replacing what was there)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if owner:
+        os.chown(path, *owner)
+
+
+def pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def write_sudoers(directory: Path, name: str, text: str) -> None:
+    """A sudoers file as sudo accepts it: root's, 0440, in a directory only root may write to;
+    checked with visudo first when it is installed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)
+    tmp = directory / f".{name}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o440)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    visudo = shutil.which("visudo") or ("/usr/sbin/visudo" if os.path.exists("/usr/sbin/visudo") else None)
+    if visudo:
+        check = _run([visudo, "-cqf", str(tmp)], check=False)
+        if check.returncode != 0:
+            tmp.unlink()
+            raise FleetError(f"fleet: sudoers for {directory.parent.name} rejected by visudo: "
+                             f"{(check.stderr or check.stdout).strip()}\n{text}")
+    os.replace(tmp, directory / name)
+
+
+def fleet_config(fleet: Fleet, spec: S.FleetSpec, inventory=None):
+    """The config of one of the fleet's inventories (the demo's by default; `inventory`: a
+    function of the fleet directory giving an inventory's text), loaded without connecting and
+    before the fleet's known_hosts exists: what each host's sudo rules are derived from."""
+    import tempfile
+
+    from ..config import load_config
+
+    with tempfile.TemporaryDirectory(prefix="fleet-cfg-") as tmp:
+        root = Path(tmp)
+        for name in ("id_ed25519", "known_hosts"):
+            (root / name).write_text("")
+        text = inventory(root) if inventory else S.inventory(spec, root, fleet.repo)
+        path = root / "hosts" / "local.yaml"
+        path.parent.mkdir()
+        path.write_text(text)
+        return load_config("local", inventory=path, root=root, environ={})

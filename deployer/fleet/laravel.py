@@ -17,8 +17,10 @@ needs, and `remove()` takes it all away again (the fleet's own startup does none
 * the app's git repository (`<fleet dir>/laravel-app`, tags v1, v2, v3-bad) and an inventory
   for it (`<fleet dir>/inventory-laravel.yaml`, env state under /srv/laravel).
 
-On the fleet php-fpm, nginx and the worker run as root (the deploying user); on a real server
-php-fpm's pool and nginx's workers run as www-data.
+On the fleet php-fpm, nginx and the worker run as the deploy user (their master processes too,
+so the playbook's reload signals php-fpm itself: its pid file is the deploy user's); on a real
+server php-fpm's pool and nginx's workers run as www-data. The web hosts get the sudo rules the
+`laravel` playbook needs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from . import spec as S
 from .laravel_repo import build_laravel_repo
 from .procs import FleetError
-from .sites import Programs
+from .sites import Programs, deploy_owned, grant
 
 DEPLOY_TO = "/srv/laravel"
 WEB_DIR = "/srv/laravel-web"
@@ -67,8 +69,6 @@ error_log = {WEB_DIR}/php-fpm.log
 daemonize = no
 
 [app]
-user = root
-group = root
 listen = {WEB_DIR}/php-fpm.sock
 listen.mode = 0666
 pm = static
@@ -80,7 +80,6 @@ catch_workers_output = yes
 def nginx_config() -> str:
     return f"""# nginx of the Laravel example app (deployer.fleet.laravel)
 daemon off;
-user root;
 worker_processes 1;
 pid {WEB_DIR}/nginx.pid;
 error_log {WEB_DIR}/nginx-error.log;
@@ -119,24 +118,24 @@ def supervisor_programs() -> str:
               "stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\n")
     return f"""{_BEGIN}
 [program:{FPM_PROGRAM}]
-command={PHP_FPM} --nodaemonize --allow-to-run-as-root --fpm-config {WEB_DIR}/php-fpm.conf
+command={PHP_FPM} --nodaemonize --fpm-config {WEB_DIR}/php-fpm.conf
 stopsignal=QUIT
 stopwaitsecs=10
 stdout_logfile=/srv/supervisor/log/{FPM_PROGRAM}.log
-{common}
+{S.PROGRAM_USER}{common}
 [program:{NGINX_PROGRAM}]
 command={NGINX} -e {WEB_DIR}/nginx-error.log -c {WEB_DIR}/nginx.conf
 stopsignal=QUIT
 stopwaitsecs=10
 stdout_logfile=/srv/supervisor/log/{NGINX_PROGRAM}.log
-{common}
+{S.PROGRAM_USER}{common}
 [program:{WORKER_PROGRAM}]
 command={PHP} {DEPLOY_TO}/current/artisan queue:work --sleep=1 --tries=1
 directory={DEPLOY_TO}/current
 stopsignal=TERM
 stopwaitsecs=30
 stdout_logfile=/srv/supervisor/log/{WORKER_PROGRAM}.log
-{common}{_END}
+{S.PROGRAM_USER}{common}{_END}
 """
 
 
@@ -157,14 +156,11 @@ def inventory(spec: S.FleetSpec, fleet_dir: Path, repo: Path) -> str:
         f"repo: {repo}",
         f"deploy_to: {DEPLOY_TO}",
         "keep_releases: 3",
-        "ssh:",
-        "  user: root",
-        f"  key: {fleet_dir}/id_ed25519",
-        f"  known_hosts: {fleet_dir}/known_hosts",
+        *S.ssh_section(fleet_dir),
         "database:",
         "  kind: postgresql",
         f"  name: {DB_NAME}",
-        "  os_user: postgres",
+        f"  user: {S.DB_USER}",
         f"  bin_dir: {PG_BIN}",
         "  socket_dir: /srv/pg/run",
         f"  backup_dir: {DEPLOY_TO}/backups",
@@ -218,8 +214,9 @@ class LaravelSite:
         fleet, spec = self.fleet, self.fleet.spec
         tags = build_laravel_repo(self.repo)
         pg = f"runuser -u postgres -- {PG_BIN}"
-        fleet.sh("db1", f"mkdir -p {DEPLOY_TO}/backups && chown postgres: {DEPLOY_TO}/backups && "
-                        f"{pg}/dropdb -h /srv/pg/run -U postgres --if-exists --force {DB_NAME} && "
+        deploy_owned(fleet, "db1", DEPLOY_TO)
+        deploy_owned(fleet, "db1", f"{DEPLOY_TO}/backups", mode="700")
+        fleet.sh("db1", f"{pg}/dropdb -h /srv/pg/run -U postgres --if-exists --force {DB_NAME} && "
                         f"{pg}/createdb -h /srv/pg/run -U postgres -O {S.DB_USER} {DB_NAME}")
         env = app_env(fleet._db_password(), base64.b64encode(secrets.token_bytes(32)).decode())
         for h in web_hosts(spec):
@@ -233,7 +230,9 @@ class LaravelSite:
             (web / "tmp").mkdir(parents=True, exist_ok=True)
             (web / "php-fpm.conf").write_text(fpm_config())
             (web / "nginx.conf").write_text(nginx_config())
+            deploy_owned(fleet, h.name, DEPLOY_TO, WEB_DIR)
             self.programs.add(h.name, supervisor_programs())
+        grant(fleet, web_hosts(spec), lambda d: inventory(spec, d, self.repo))
         self.programs.update()
         self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo))
         return tags
@@ -244,10 +243,12 @@ class LaravelSite:
         changed = self.programs.remove()
         if changed:
             self.programs.update()
+        grant(fleet, spec.web_hosts, None)
         fleet.sh("db1", f"runuser -u postgres -- {PG_BIN}/dropdb -h /srv/pg/run -U postgres --if-exists "
                         f"--force {DB_NAME}", check=False)
         for h in spec.hosts:
-            fleet.sh(h.name, f"rm -rf {DEPLOY_TO} {WEB_DIR} /root/.cache/composer /root/.config/composer",
+            fleet.sh(h.name, f"rm -rf {DEPLOY_TO} {WEB_DIR} /home/{S.DEPLOY_USER}/.cache/composer "
+                             f"/home/{S.DEPLOY_USER}/.config/composer",
                      check=False)
         self.inventory_path.unlink(missing_ok=True)
         if not quiet:

@@ -6,8 +6,8 @@ and `remove()` takes it all away again (the fleet's own startup does none of thi
 * an npm cache on this machine (`<fleet dir>/npm-cache`, kept between runs): `npm ci` of the
   app's package.json and package-lock.json fills it once from the registry this machine's npm
   uses (checked offline first: a filled cache is enough). The hosts have no registry: each
-  host's npm reads that cache offline (`/root/.npmrc`, the hosts' own /root: `cache=...`,
-  `offline=true`), so the playbook's `npm ci` installs exactly the locked packages;
+  host's npm reads that cache offline (`~deploy/.npmrc`, the hosts' own /home/deploy:
+  `cache=...`, `offline=true`; the cache is the deploy user's), so the playbook's `npm ci` installs exactly the locked packages;
 * a database `node` on db1's PostgreSQL (owner `demo`);
 * on each web host: `shared/.env` (DATABASE_URL, PORT) under /srv/node, and two programs in the
   fleet's supervisord, `node-web` (Express on port 3000) and `node-worker`, both started from
@@ -27,7 +27,7 @@ from pathlib import Path
 from . import spec as S
 from .node_repo import NODE_APP_DIR, build_node_repo
 from .procs import FleetError
-from .sites import Programs
+from .sites import Programs, deploy_owned, grant
 
 DEPLOY_TO = "/srv/node"
 PORT = 3000
@@ -79,13 +79,14 @@ def fill_npm_cache(cache: Path, app: Path = NODE_APP_DIR / "app", log=print) -> 
 def npmrc(cache: Path) -> str:
     """A host's npm configuration: no registry, every package from the cache."""
     return (f"cache={cache}\noffline=true\naudit=false\nfund=false\nupdate-notifier=false\n"
-            "logs-dir=/root/.npm/_logs\n")
+            f"logs-dir=/home/{S.DEPLOY_USER}/.npm/_logs\n")
 
 
 def supervisor_programs(node: str = NODE) -> str:
     common = ("autostart=true\nautorestart=true\nstartsecs=1\nstartretries=2\nstopsignal=TERM\n"
               "stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\n"
-              'environment=NODE_ENV="production"\n')
+              f"user={S.DEPLOY_USER}\n"
+              f'environment=NODE_ENV="production",HOME="/home/{S.DEPLOY_USER}",USER="{S.DEPLOY_USER}"\n')
     return f"""{_BEGIN}
 [program:{WEB_PROGRAM}]
 command={node} {DEPLOY_TO}/current/server.js
@@ -114,14 +115,11 @@ def inventory(spec: S.FleetSpec, fleet_dir: Path, repo: Path, node: str = NODE, 
         f"repo: {repo}",
         f"deploy_to: {DEPLOY_TO}",
         "keep_releases: 3",
-        "ssh:",
-        "  user: root",
-        f"  key: {fleet_dir}/id_ed25519",
-        f"  known_hosts: {fleet_dir}/known_hosts",
+        *S.ssh_section(fleet_dir),
         "database:",
         "  kind: postgresql",
         f"  name: {DB_NAME}",
-        "  os_user: postgres",
+        f"  user: {S.DB_USER}",
         f"  bin_dir: {PG_BIN}",
         "  socket_dir: /srv/pg/run",
         f"  backup_dir: {DEPLOY_TO}/backups",
@@ -169,7 +167,7 @@ class NodeSite:
         return npm_cache_dir(self.fleet.dir)
 
     def _npmrc(self, host: str) -> Path:
-        return self.fleet.hostdir(host) / "root" / ".npmrc"
+        return self.fleet.hostdir(host) / "home" / ".npmrc"
 
     def install(self, log=print) -> dict[str, str]:
         """Install everything; return the repo's tag -> commit sha."""
@@ -177,10 +175,14 @@ class NodeSite:
         self.remove(quiet=True)  # what a crashed run left
         fleet, spec = self.fleet, self.fleet.spec
         cache = fill_npm_cache(self.npm_cache, log=log)
+        from .harness import chown_tree
+
+        chown_tree(cache)  # npm writes its index and temporary files there
         tags = build_node_repo(self.repo)
         pg = f"runuser -u postgres -- {PG_BIN}"
-        fleet.sh("db1", f"mkdir -p {DEPLOY_TO}/backups && chown postgres: {DEPLOY_TO}/backups && "
-                        f"{pg}/dropdb -h /srv/pg/run -U postgres --if-exists --force {DB_NAME} && "
+        deploy_owned(fleet, "db1", DEPLOY_TO)
+        deploy_owned(fleet, "db1", f"{DEPLOY_TO}/backups", mode="700")
+        fleet.sh("db1", f"{pg}/dropdb -h /srv/pg/run -U postgres --if-exists --force {DB_NAME} && "
                         f"{pg}/createdb -h /srv/pg/run -U postgres -O {S.DB_USER} {DB_NAME}")
         env = app_env(fleet._db_password())
         for h in web_hosts(spec):
@@ -190,7 +192,9 @@ class NodeSite:
             fd = os.open(shared / ".env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(env)
+            deploy_owned(fleet, h.name, DEPLOY_TO)
             self.programs.add(h.name, supervisor_programs(node))
+        grant(fleet, web_hosts(spec), lambda d: inventory(spec, d, self.repo, node, npm))
         self.programs.update()
         self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo, node, npm))
         return tags
@@ -203,10 +207,11 @@ class NodeSite:
             self._npmrc(h.name).unlink(missing_ok=True)
         if changed:
             self.programs.update()
+        grant(fleet, spec.web_hosts, None)
         fleet.sh("db1", f"runuser -u postgres -- {PG_BIN}/dropdb -h /srv/pg/run -U postgres --if-exists "
                         f"--force {DB_NAME}", check=False)
         for h in spec.hosts:
-            fleet.sh(h.name, f"rm -rf {DEPLOY_TO} /root/.npm", check=False)
+            fleet.sh(h.name, f"rm -rf {DEPLOY_TO} /home/{S.DEPLOY_USER}/.npm", check=False)
         self.inventory_path.unlink(missing_ok=True)
         if not quiet:
             print("fleet: the Node.js example app removed")

@@ -79,3 +79,44 @@ def _port_open(address: str, port: int, timeout: float) -> bool:
             return True
     except OSError:
         return False
+
+
+_PROBE = r"""
+import json, select, socket, sys, time
+targets, timeout = json.loads(sys.argv[1]), float(sys.argv[2])
+socks = {}
+for address, port in targets:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex((address, port))
+    socks[s] = (address, port)
+ok, deadline, pending = [], time.monotonic() + timeout, dict(socks)
+while pending:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        break
+    _, writable, _ = select.select([], list(pending), [], left)
+    for s in writable:
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            ok.append(pending[s])
+        del pending[s]
+print(json.dumps(ok))
+"""
+
+
+def _probe(netns: str, targets: list[tuple[str, int]], timeout: float) -> set[tuple[str, int]]:
+    """Which (address, port) targets accept a TCP connection from inside network namespace
+    `netns` (all probed at once, within `timeout`)."""
+    import json
+    import sys
+
+    if not targets:
+        return set()
+    proc = _run(["ip", "netns", "exec", netns, sys.executable, "-I", "-c", _PROBE,
+                 json.dumps([list(t) for t in targets]), str(timeout)], check=False, timeout=timeout + 30)
+    if proc.returncode != 0:
+        return set()
+    try:
+        return {(a, int(p)) for a, p in json.loads(proc.stdout.strip().splitlines()[-1])}
+    except (ValueError, IndexError):
+        return set()

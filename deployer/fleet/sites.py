@@ -40,3 +40,25 @@ class Programs:
         started, programs removed are stopped."""
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda name: self.fleet.sh(name, UPDATE), [h.name for h in self.fleet.spec.web_hosts]))
+
+
+def deploy_owned(fleet, host: str, *paths: str, mode: str | None = None) -> None:
+    """Directories on `host` made (when missing) and given, with what is in them, to the
+    deploy user: an app's deploy tree (releases, shared, the ledger's state), its backups."""
+    from . import spec as S
+
+    chmod = f" && chmod {mode} {' '.join(paths)}" if mode else ""
+    fleet.sh(host, f"mkdir -p {' '.join(paths)} && chown -R {S.DEPLOY_USER}: {' '.join(paths)}{chmod}")
+
+
+def grant(fleet, hosts, inventory) -> None:
+    """Each host's sudo rules: the demo playbook's and those of an app's playbook (`inventory`:
+    a function of the fleet directory giving the app's inventory text); None: the demo's only."""
+    from .harness import fleet_config
+
+    spec = fleet.spec
+    configs = [fleet_config(fleet, spec)]
+    if inventory is not None:
+        configs.append(fleet_config(fleet, spec, inventory))
+    for h in hosts:
+        fleet.write_sudoers(h.name, *configs)

@@ -6,8 +6,8 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -54,12 +54,53 @@ def serving(fleet: Fleet, deploy_to: str = "/srv/app", hosts=None) -> dict[str, 
     return out
 
 
-def health(address: str, timeout: float = 5) -> dict:
-    try:
-        with urllib.request.urlopen(f"http://{address}:8000/health", timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return json.loads(exc.read() or b"{}")
+_HTTP = r"""
+import json, sys, urllib.error, urllib.request
+url, data, headers, timeout = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+req = urllib.request.Request(url, data=data.encode() if data else None, headers=headers)
+try:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        status, hdrs, body = r.status, dict(r.headers), r.read()
+except urllib.error.HTTPError as e:
+    status, hdrs, body = e.code, dict(e.headers), e.read()
+print(json.dumps({"status": status, "headers": hdrs, "body": body.decode("utf-8", "replace")}))
+"""
+
+
+class Response(NamedTuple):
+    status: int
+    headers: dict
+    body: str
+
+    def json(self) -> dict:
+        return json.loads(self.body or "{}")
+
+
+def http(fleet: Fleet, host, path: str = "/", port: int = 8000, data: bytes | str | None = None,
+         headers: dict | None = None, timeout: float = 5) -> Response:
+    """An HTTP request to a host's own app, made inside the host (its namespaces): the app hosts
+    are on the private network, which this machine cannot reach (what users reach is the load
+    balancer's public address). `host`: a name or a FleetHost. Raises ConnectionError when the
+    app does not answer."""
+    name = host if isinstance(host, str) else host.name
+    address = fleet.spec.host(name).address  # the host's own (apps check the Host header)
+    body = data.decode() if isinstance(data, bytes) else (data or "")
+    proc = fleet.nsenter(name, [sys.executable, "-I", "-c", _HTTP, f"http://{address}:{port}{path}", body,
+                                json.dumps(headers or {}), str(timeout)], check=False, timeout=timeout + 30)
+    if proc.returncode != 0:
+        raise ConnectionError(f"{name}: GET :{port}{path}: {proc.stderr.strip().splitlines()[-1:]}")
+    out = json.loads(proc.stdout)
+    return Response(out["status"], out["headers"], out["body"])
+
+
+def health(fleet: Fleet, host, timeout: float = 5) -> dict:
+    """The demo app's /health on `host` (a name or a FleetHost), read inside the host."""
+    return http(fleet, host, "/health", timeout=timeout).json()
+
+
+def lb_url(fleet: Fleet, path: str = "/") -> str:
+    """The site as its users reach it: the load balancer's public address."""
+    return f"http://{fleet.spec.host('lb1').public}{path}"
 
 
 def psql(fleet: Fleet, sql: str, db: str = "demo") -> str:

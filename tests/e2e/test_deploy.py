@@ -15,7 +15,7 @@ from .conftest import health, psql, release_of_ref, serving
 def _lb_versions(fleet, n: int = 12) -> set[str]:
     import urllib.request
 
-    lb = fleet.spec.host("lb1").address
+    lb = fleet.spec.host("lb1").public
     seen = set()
     for _ in range(n):
         with urllib.request.urlopen(f"http://{lb}/", timeout=5) as resp:
@@ -26,7 +26,7 @@ def _lb_versions(fleet, n: int = 12) -> set[str]:
 def _post_item(fleet, name: str) -> None:
     import urllib.request
 
-    lb = fleet.spec.host("lb1").address
+    lb = fleet.spec.host("lb1").public
     req = urllib.request.Request(f"http://{lb}/items", data=json.dumps({"name": name}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -59,7 +59,7 @@ def test_deploy_v1_then_v2_migrates_and_every_host_serves_v2(fleet, cli, consist
     v2 = next(iter(rel))
     assert v2.endswith(fleet.state["tags"]["v2"][:7])
     for h in fleet.spec.web_hosts:
-        assert health(h.address)["release"] == v2
+        assert health(fleet, h)["release"] == v2
     assert psql(fleet, "select max(version) from schema_migrations") == "2"
     assert psql(fleet, "select to_regclass('public.notes') is not null") == "t"
     assert _lb_versions(fleet) == {"v2"}
@@ -207,7 +207,36 @@ def test_secret_files_are_written_0600_and_never_shown(fleet, cli, tmp_path, con
     for h in fleet.spec.web_hosts:
         out = fleet.sh(h.name, "stat -c '%a %U' /srv/app/shared/keys/api.token; "
                                "cat /srv/app/shared/keys/api.token").stdout
-        assert out == f"600 root\n{secret}"
+        assert out == f"600 deploy\n{secret}"
     assert secret not in proc.stdout + proc.stderr
     assert secret not in fleet.sh("db1", "cat /srv/app/.deployer/ledger.jsonl").stdout
     assert [e for e in _ledger(fleet) if e["type"] == "secret_files"][-1]["paths"] == ["keys/api.token"]
+
+
+def test_deployer_runs_as_deploy_and_as_root_only_what_the_playbook_declares(fleet, cli, cfg, consistent):
+    """deployer logs in as the deploy user; what it runs as root goes through sudo, and is, on
+    every web host, one of the commands the playbook marks {sudo} (the fleet's sudo rules are
+    derived from them; sudo logs each command). The app's processes and every file of the deploy
+    tree and of the backups are the deploy user's."""
+    from deployer.privileges import commands
+
+    for h in fleet.spec.web_hosts:
+        fleet.sh(h.name, ": > /srv/log/sudo.log")
+    cli("deploy", "--env", "local", "--ref", "v1", check=0)
+    cli("deploy", "--env", "local", "--ref", "v2", check=0)
+    cli("deploy", "--env", "local", "--ref", "bad-health", check=1)  # and its rollback
+    for h in fleet.spec.web_hosts:
+        log = fleet.sh(h.name, "cat /srv/log/sudo.log").stdout
+        assert "COMMAND=" in log, f"{h.name}: nothing ran through sudo"
+        declared = {" ".join(c.argv) for c in commands(cfg, cfg.host(h.name))}
+        for line in log.splitlines():
+            assert " : deploy : " in line and " ; USER=root ; " in line, line
+            assert "COMMAND=" in line and line.split("COMMAND=", 1)[1] in declared, line
+        owners = fleet.sh(h.name, "find /srv/app ! -user deploy -printf '%u %p\\n' | head -5").stdout
+        assert owners == "", f"{h.name}: not the deploy user's: {owners}"
+        assert fleet.sh(h.name, "stat -c '%U %a' /srv/app/shared/.env").stdout.split() == ["deploy", "600"]
+    procs = fleet.sh("web1", "ps -eo user:16,args | grep -E '[g]unicorn|[w]orker.py'").stdout.splitlines()
+    assert procs and all(p.split()[0] == "deploy" for p in procs), procs
+    owners = fleet.sh("db1", "find /srv/app /srv/backups ! -user deploy -printf '%u %p\\n' | head -5").stdout
+    assert owners == "", f"db1: not the deploy user's: {owners}"
+    assert fleet.sh("db1", "stat -c '%U %a' /srv/backups").stdout.split() == ["deploy", "700"]

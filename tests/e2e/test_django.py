@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import pytest
 import yaml
@@ -14,7 +13,7 @@ import yaml
 from deployer.fleet import spec as S
 from deployer.fleet.django import DB_NAME, DEPLOY_TO, PORT, DjangoSite, web_hosts
 
-from .conftest import CLI, ROOT, psql, release_of_ref, serving
+from .conftest import CLI, ROOT, http, psql, release_of_ref, serving
 from .userland import ALIASES, run_installed, user_env, user_home
 
 ENV = ("--env", "django")
@@ -34,14 +33,11 @@ def dj(site) -> CLI:
     return CLI(str(site.inventory_path))
 
 
-def get(address: str, path: str, data: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://{address}:{PORT}{path}",
-                                 data=None if data is None else json.dumps(data).encode())
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+def get(fleet, host, path: str, data: dict | None = None) -> tuple[int, dict]:
+    """A request to the app on `host` (a name or a FleetHost), made inside the host."""
+    resp = http(fleet, host, path, PORT, data=None if data is None else json.dumps(data),
+                headers={}, timeout=10)
+    return resp.status, resp.json()
 
 
 def served(fleet) -> dict[str, str | None]:
@@ -53,7 +49,7 @@ def on_release(fleet, release: str) -> None:
     """Every web host serves `release`, from gunicorn running that release's own virtualenv."""
     assert set(served(fleet).values()) == {release}
     for h in web_hosts(fleet.spec):
-        status, body = get(h.address, "/health")
+        status, body = get(fleet, h, "/health")
         assert status == 200 and body["release"] == release, (h.name, body)
         assert body["python"] == f"{DEPLOY_TO}/releases/{release}/.venv", (h.name, body)
 
@@ -86,22 +82,22 @@ def test_django_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, dj
     v2 = release_of(dj, "v2")
     on_release(fleet, v2)
     assert migrations(fleet) == ["0001_initial", "0002_note_processed_by"]
-    status, note = get(web2.address, "/notes/", {"text": "hello"})
+    status, note = get(fleet, web2, "/notes/", {"text": "hello"})
     assert status == 201
     deadline = time.monotonic() + 30
     while not note.get("processed") and time.monotonic() < deadline:
         time.sleep(0.2)
-        note = get(web1.address, f"/notes/{note['id']}")[1]
+        note = get(fleet, web1, f"/notes/{note['id']}")[1]
     assert note["processed"] and note["processed_by"] == v2, note
 
     # maintenance mode by hand: users get 503, `status` says so (the playbook's flag)
     dj("maintenance", "on", *ENV, check=0)
     try:
-        assert get(web1.address, "/notes/")[0] == 503
+        assert get(fleet, web1, "/notes/")[0] == 503
         assert "maintenance" in dj("status", *ENV, check=0).stdout.lower()
     finally:
         dj("maintenance", "off", *ENV, check=0)
-    assert get(web1.address, "/notes/")[0] == 200
+    assert get(fleet, web1, "/notes/")[0] == 200
 
     # v3-bad: migration 0003 applied, then /health answers 500: code and database roll back
     rows = sql(fleet, "SELECT id, text, processed_by FROM notes_note ORDER BY id")

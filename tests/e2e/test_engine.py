@@ -92,7 +92,7 @@ def test_ledger_host_down_during_the_gate_of_a_failing_deploy(fleet, cli, consis
     assert any(e["event"] == "notice" and "record is kept" in e.get("message", "") for e in events), err
     assert serving(fleet) == before
     for h in fleet.spec.web_hosts:
-        assert health(h.address)["release"] == next(iter(before.values()))
+        assert health(fleet, h)["release"] == next(iter(before.values()))
     assert set(_haproxy_states(fleet).values()) == {"ready"}, _haproxy_states(fleet)
 
     status = cli("status", "--env", "local", check=0)

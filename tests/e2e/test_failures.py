@@ -28,7 +28,7 @@ def test_changed_host_key_refuses_the_deploy(fleet, cli, consistent):
     fleet.rekey("web2")
     try:
         proc = cli("deploy", "--env", "local", "--ref", "v1", check=3)
-        assert "web2 (10.77.0.102): host key CHANGED" in proc.stderr
+        assert f"web2 ({fleet.spec.host('web2').address}): host key CHANGED" in proc.stderr
         assert serving(fleet) == before
     finally:
         fleet.trust()

@@ -1,8 +1,10 @@
-"""The local fleet itself: real sshd hosts, strict host keys, PostgreSQL, HAProxy, faults."""
+"""The local fleet itself: real sshd hosts on a private network behind a bastion, the deploy user
+and its sudo rules, strict host keys, PostgreSQL, HAProxy, faults."""
 
 from __future__ import annotations
 
 import collections
+import socket
 import subprocess
 import time
 import urllib.request
@@ -19,39 +21,87 @@ from deployer.transport import Endpoint, SSHSettings, Transport
 from .conftest import serving
 
 
-def endpoint(fleet: Fleet, name: str) -> Endpoint:
-    return Endpoint(name, fleet.spec.host(name).address, 22, "root")
+def endpoint(fleet: Fleet, name: str, user: str = S.DEPLOY_USER) -> Endpoint:
+    return Endpoint(name, fleet.spec.host(name).address, 22, user)
 
 
-def transport(fleet: Fleet, **kw) -> Transport:
-    settings = SSHSettings(known_hosts=str(fleet.known_hosts), key_filename=str(fleet.client_key),
-                           connect_timeout=kw.pop("connect_timeout", 3.0), **kw)
+BASTION = Endpoint("bastion1", S.BASTION_PUBLIC, 22, S.DEPLOY_USER)
+
+
+def transport(fleet: Fleet, known_hosts: Path | None = None, **kw) -> Transport:
+    """A connection to the hosts as deployer makes it: the deploy user, through the bastion."""
+    settings = SSHSettings(known_hosts=str(known_hosts or fleet.known_hosts), key_filename=str(fleet.client_key),
+                           jump=BASTION, connect_timeout=kw.pop("connect_timeout", 3.0), **kw)
     return Transport(settings)
 
 
-def test_every_host_answers_with_its_own_name_address_and_srv(fleet):
+def test_every_host_answers_with_its_own_name_address_and_home(fleet):
     with transport(fleet) as t:
         seen = {}
         for h in fleet.spec.hosts:
             ep = endpoint(fleet, h.name)
-            t.run(ep, raw(f"echo {h.name}-marker > /srv/marker"))
-            out = t.run(ep, raw("hostname; cat /srv/marker; ip -4 -o addr show eth0 | awk '{print $4}'"))
+            t.run(ep, raw(f"echo {h.name}-marker > ~/marker"))
+            out = t.run(ep, raw("hostname; cat ~/marker; id -un; hostname -I"))
             seen[h.name] = out.stdout.split()
-        for name, (hostname, marker, cidr) in seen.items():
+        for name, (hostname, marker, user, *addresses) in seen.items():
             assert hostname == name
-            assert marker == f"{name}-marker"  # each host has its own /srv
-            assert cidr.split("/")[0] == fleet.spec.host(name).address
-        assert len({v[2] for v in seen.values()}) == len(seen)
+            assert marker == f"{name}-marker"  # each host has its own /home/deploy
+            assert user == S.DEPLOY_USER
+            host = fleet.spec.host(name)
+            assert sorted(addresses) == sorted(a for a in (host.address, host.public) if a)
         # one connection per host, reused by both commands
         assert all(n == 1 for n in t.opened.values())
 
 
+def _connects(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_app_hosts_are_not_reachable_from_the_orchestrator(fleet):
+    """Production-shaped: from this machine only the bastion's SSH and the load balancer's HTTP
+    answer; every app host (its SSH, its app, its database) only through them."""
+    for h in fleet.spec.hosts:
+        if "web" in h.roles or "db" in h.roles:
+            for port in (22, 8000, 5432):
+                assert not _connects(h.address, port), f"{h.name} {h.address}:{port} answers from here"
+    lb = fleet.spec.host("lb1")
+    assert not _connects(lb.address, 22) and not _connects(lb.public, 22)  # sshd: private side only
+    assert _connects(lb.public, 80) and _connects(S.BASTION_PUBLIC, 22)
+    # ... while inside, the bastion reaches every host's sshd and the db host's PostgreSQL
+    targets = [(h.address, 22) for h in fleet.spec.hosts] + [(S.DB_ADDRESS, 5432)]
+    assert fleet.probe(targets, timeout=2) == set(targets)
+    # and an app host has no route out of the private network
+    out = fleet.sh("web1", "ip -4 route", check=False).stdout
+    assert "default" not in out and str(S.SUBNET) not in out
+
+
+def test_root_cannot_log_in_to_app_hosts_and_deploy_sudo_is_the_playbooks(fleet):
+    with transport(fleet) as t:
+        for name in ("web1", "db1", "lb1"):
+            with pytest.raises(ConnectError, match=name):
+                t.run(endpoint(fleet, name, "root"), raw("true"))
+        ep = endpoint(fleet, "web1")
+        rules = t.run(ep, raw("sudo -n -l")).stdout
+        assert "/srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf signal HUP web" in rules
+        with pytest.raises(CommandFailed, match="password is required"):
+            t.run(ep, raw("sudo -n -- /usr/bin/id"))
+        status = t.run(ep, raw("sudo -n -- /srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf "
+                               "status worker"), check=False)
+        assert "worker" in status.stdout
+    log = fleet.sh("web1", "cat /srv/log/sudo.log").stdout
+    assert "COMMAND=/usr/bin/id" in log and "a password is required" in log
+
+
 def test_strict_host_keys_refuse_unknown_and_changed_keys(fleet, tmp_path):
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
-    t = Transport(SSHSettings(known_hosts=str(empty), key_filename=str(fleet.client_key),
-                              connect_timeout=3))
-    with pytest.raises(ConnectError, match=r"web1 \(10\.77\.0\.101\): host key unknown"):
+    only_bastion = tmp_path / "known_hosts"
+    only_bastion.write_text("".join(line + "\n" for line in fleet.known_hosts.read_text().splitlines()
+                                    if line.startswith(S.BASTION_PUBLIC + " ")))
+    t = transport(fleet, known_hosts=only_bastion)
+    with pytest.raises(ConnectError, match=r"web1 \(10\.78\.0\.101\): host key unknown"):
         t.run(endpoint(fleet, "web1"), raw("true"))
 
     fleet.rekey("web2")
@@ -85,7 +135,7 @@ def _backends(lb: str, n: int) -> collections.Counter:
 def test_load_balancer_spreads_requests_and_skips_a_drained_host(fleet, cli, consistent):
     if not all(serving(fleet).values()):
         cli("deploy", "--env", "local", "--ref", "v1", check=0)
-    lb = fleet.spec.host("lb1").address
+    lb = fleet.spec.host("lb1").public
     assert set(_backends(lb, 30)) == {"web1", "web2", "web3"}
     sock = "UNIX-CONNECT:/srv/haproxy/admin.sock"
     fleet.sh("lb1", f"echo 'set server web/web2 state drain' | socat stdio {sock}")
@@ -123,7 +173,7 @@ def test_cut_host_mid_session_is_detected_by_keepalive_or_timeout(fleet):
 def test_killed_sshd_refuses_and_restarts(fleet):
     fleet.kill_sshd("web2")
     try:
-        with transport(fleet) as t, pytest.raises(ConnectError, match="web2.*(refused|Connection)"):
+        with transport(fleet) as t, pytest.raises(ConnectError, match="web2.*(refused|Connect)"):
             t.run(endpoint(fleet, "web2"), raw("true"))
     finally:
         fleet.start_sshd("web2")
@@ -143,16 +193,17 @@ def test_frozen_sshd_times_out_instead_of_hanging(fleet):
 
 
 def test_small_disk_fills_up(fleet):
-    fleet.small_disk("db1", "/srv/scratch", "1m")
+    fleet.small_disk("db1", "/srv/app/scratch", "1m")  # the deploy user's, as its parent
     try:
-        fleet.fill_disk("db1", "/srv/scratch")
+        fleet.fill_disk("db1", "/srv/app/scratch")
         with transport(fleet) as t:
-            out = t.run(endpoint(fleet, "db1"), raw("df -Pk /srv/scratch | awk 'NR==2{print $4}'"))
+            out = t.run(endpoint(fleet, "db1"), raw("df -Pk /srv/app/scratch | awk 'NR==2{print $4}'"))
             assert int(out.stdout.strip()) == 0
             with pytest.raises(CommandFailed, match="No space left|I/O error"):
-                t.run(endpoint(fleet, "db1"), raw("echo more > /srv/scratch/more"))
+                t.run(endpoint(fleet, "db1"), raw("echo more > /srv/app/scratch/more"))
     finally:
-        fleet.free_disk("db1", "/srv/scratch")
+        fleet.free_disk("db1", "/srv/app/scratch")
+        fleet.sh("db1", "rmdir /srv/app/scratch", check=False)
 
 
 def test_hung_command_is_stopped_on_the_host_by_its_timeout(fleet):
@@ -174,7 +225,10 @@ def _leftovers(fleet: Fleet) -> list[str]:
     found += [line for line in ns.splitlines() if line.startswith(S.NETNS_PREFIX)]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     found += [line.split(":")[1].strip() for line in links.splitlines()
-              if f" {S.VETH_PREFIX}" in line or S.BRIDGE in line]
+              if any(f" {p}" in line for p in (S.VETH_PREFIX, S.PRIVATE_VETH_PREFIX))
+              or S.BRIDGE in line or S.PRIVATE_BRIDGE in line]
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    found += [line for line in routes.splitlines() if str(S.PRIVATE_SUBNET) in line]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import pytest
 
 from deployer.fleet.laravel import DB_NAME, DEPLOY_TO, PORT, LaravelSite, web_hosts
 
-from .conftest import CLI, psql, release_of_ref, serving
+from .conftest import CLI, http, psql, release_of_ref, serving
 
 ENV = ("--env", "laravel")
 V1_MIGRATIONS = ["2026_01_01_000000_create_jobs_table", "2026_01_01_000001_create_notes_table"]
@@ -35,19 +34,11 @@ def lv(site) -> CLI:
     return CLI(str(site.inventory_path))
 
 
-def get(address: str, path: str, data: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://{address}:{PORT}{path}",
-                                 data=None if data is None else json.dumps(data).encode(),
-                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body or b"{}")
-        except ValueError:
-            return exc.code, {"body": body[:200].decode(errors="replace")}
+def get(fleet, host, path: str, data: dict | None = None) -> tuple[int, dict]:
+    """A request to the app on `host` (a name or a FleetHost), made inside the host."""
+    resp = http(fleet, host, path, PORT, data=None if data is None else json.dumps(data),
+                headers={"Content-Type": "application/json", "Accept": "application/json"}, timeout=10)
+    return resp.status, resp.json()
 
 
 def served(fleet) -> dict[str, str | None]:
@@ -59,7 +50,7 @@ def on_release(fleet, release: str, schema: int) -> None:
     """Every web host serves `release` through nginx and php-fpm, from that release's directory."""
     assert set(served(fleet).values()) == {release}
     for h in web_hosts(fleet.spec):
-        status, body = get(h.address, "/health")
+        status, body = get(fleet, h, "/health")
         assert status == 200 and body["release"] == release, (h.name, body)
         assert body["dir"] == f"{DEPLOY_TO}/releases/{release}" and body["schema"] == schema, (h.name, body)
 
@@ -100,22 +91,22 @@ def test_laravel_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, l
     on_release(fleet, v2, 2)
     assert migrations(fleet) == [f"{m}:1" for m in V1_MIGRATIONS] + [f"{V2_MIGRATION}:2"]
     assert "processed_by" in columns(fleet)
-    status, note = get(web2.address, "/notes", {"text": "hello"})
+    status, note = get(fleet, web2, "/notes", {"text": "hello"})
     assert status == 201, note
     deadline = time.monotonic() + 30
     while not note.get("processed") and time.monotonic() < deadline:
         time.sleep(0.2)
-        note = get(web1.address, f"/notes/{note['id']}")[1]
+        note = get(fleet, web1, f"/notes/{note['id']}")[1]
     assert note["processed"] and note["processed_by"] == v2, note
 
     # maintenance by hand: `artisan down`, users get 503, `status` sees Laravel's flag
     lv("maintenance", "on", *ENV, check=0)
     try:
-        assert get(web1.address, f"/notes/{note['id']}")[0] == 503
+        assert get(fleet, web1, f"/notes/{note['id']}")[0] == 503
         assert "maintenance" in lv("status", *ENV, check=0).stdout.lower()
     finally:
         lv("maintenance", "off", *ENV, check=0)
-    assert get(web1.address, f"/notes/{note['id']}")[0] == 200
+    assert get(fleet, web1, f"/notes/{note['id']}")[0] == 200
 
     # v3-bad: its migration applied (batch 3), then /health answers 500: code and database back
     rows = sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id")

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import pytest
 
 from deployer.fleet.node import DB_NAME, DEPLOY_TO, PORT, NodeSite, web_hosts
 
-from .conftest import CLI, psql, release_of_ref, serving
+from .conftest import CLI, http, psql, release_of_ref, serving
 
 ENV = ("--env", "node")
 
@@ -32,15 +31,11 @@ def nd(site) -> CLI:
     return CLI(str(site.inventory_path))
 
 
-def get(address: str, path: str, data: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://{address}:{PORT}{path}",
-                                 data=None if data is None else json.dumps(data).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+def get(fleet, host, path: str, data: dict | None = None) -> tuple[int, dict]:
+    """A request to the app on `host` (a name or a FleetHost), made inside the host."""
+    resp = http(fleet, host, path, PORT, data=None if data is None else json.dumps(data),
+                headers={"Content-Type": "application/json"}, timeout=10)
+    return resp.status, resp.json()
 
 
 def served(fleet) -> dict[str, str | None]:
@@ -52,7 +47,7 @@ def on_release(fleet, release: str, schema: int) -> None:
     """Every web host serves `release`, from node running in that release's directory."""
     assert set(served(fleet).values()) == {release}
     for h in web_hosts(fleet.spec):
-        status, body = get(h.address, "/health")
+        status, body = get(fleet, h, "/health")
         assert status == 200 and body["release"] == release, (h.name, body)
         assert body["dir"] == f"{DEPLOY_TO}/releases/{release}" and body["schema"] == schema, (h.name, body)
 
@@ -94,22 +89,22 @@ def test_node_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, nd):
     on_release(fleet, v2, 2)
     assert migrations(fleet) == ["001_create_notes.js", "002_notes_processed_by.js"]
     assert "processed_by" in columns(fleet)
-    status, note = get(web2.address, "/notes", {"text": "hello"})
+    status, note = get(fleet, web2, "/notes", {"text": "hello"})
     assert status == 201, note
     deadline = time.monotonic() + 30
     while not note.get("processed") and time.monotonic() < deadline:
         time.sleep(0.2)
-        note = get(web1.address, f"/notes/{note['id']}")[1]
+        note = get(fleet, web1, f"/notes/{note['id']}")[1]
     assert note["processed"] and note["processed_by"] == v2, note
 
     # maintenance mode by hand: users get 503, `status` sees the playbook's flag
     nd("maintenance", "on", *ENV, check=0)
     try:
-        assert get(web1.address, f"/notes/{note['id']}")[0] == 503
+        assert get(fleet, web1, f"/notes/{note['id']}")[0] == 503
         assert "maintenance" in nd("status", *ENV, check=0).stdout.lower()
     finally:
         nd("maintenance", "off", *ENV, check=0)
-    assert get(web1.address, f"/notes/{note['id']}")[0] == 200
+    assert get(fleet, web1, f"/notes/{note['id']}")[0] == 200
 
     # v3-bad: migration 003 applied, then /health answers 500: code and database roll back
     rows = sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id")

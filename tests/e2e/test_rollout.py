@@ -66,7 +66,7 @@ def test_each_bad_release_is_caught_and_everything_returns(fleet, cli, tmp_path,
     assert re.search(why, proc.stdout + proc.stderr)
     assert set(serving(fleet).values()) == {good}
     for h in fleet.spec.web_hosts:
-        assert health(h.address)["release"] == good
+        assert health(fleet, h)["release"] == good
     assert psql(fleet, "select max(version) from schema_migrations") == "2"
     assert psql(fleet, "select to_regclass('public.broken_leftover') is null") == "t"
     assert psql(fleet, "select count(*) from items") + "/" + psql(fleet, "select count(*) from notes") == rows_before
@@ -156,7 +156,7 @@ gate:
 def test_rolling_deploy_and_automatic_rollback_under_load_drop_no_request(fleet, cli, tmp_path, consistent):
     _on_v2(fleet, cli)
     inv = variant(fleet, tmp_path, WAVES3)
-    lb = fleet.spec.host("lb1").address
+    lb = fleet.spec.host("lb1").public
     load = Load(f"http://{lb}/", rate=100, seconds=120).start()
     try:
         cli("deploy", "--env", "local", "--ref", "v2", "--inventory", inv, check=0)

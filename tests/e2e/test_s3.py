@@ -134,7 +134,7 @@ def s3f(fleet, tmp_path) -> S3Fleet:
 def _post_item(fleet, name: str) -> None:
     import urllib.request
 
-    req = urllib.request.Request(f"http://{fleet.spec.host('lb1').address}/items",
+    req = urllib.request.Request(f"http://{fleet.spec.host('lb1').public}/items",
                                  data=json.dumps({"name": name}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -265,7 +265,7 @@ def test_releases_status_and_a_deploy_with_its_rollback_work_with_the_ledger_hos
         s3f.cli("deploy", "--env", ENV, "--ref", "bad-health", "--yes", inventory=nodb, machine="ci", check=1)
         assert set(serving(fleet).values()) == {good[0]}
         for h in fleet.spec.web_hosts:
-            assert health(h.address)["release"] == good[0]
+            assert health(fleet, h)["release"] == good[0]
         rows = s3f.releases(machine="laptop")
         bad = [r for r in rows if r.get("ref") == "bad-health"]
         assert len(bad) == 1 and "bad" in json.dumps(bad[0]).lower()

@@ -55,7 +55,7 @@ def test_installed_deployer_deploys_through_the_bastion_by_ssh_config_aliases(fl
     assert len(set(releases.values())) == 1 and None not in releases.values(), releases
     rel = next(iter(releases.values()))
     for h in fleet.spec.web_hosts:
-        assert health(h.address).get("release") == rel
+        assert health(fleet, h).get("release") == rel
 
 
 def test_unknown_jump_host_key_is_refused_naming_it(fleet, installed, tmp_path):
@@ -67,5 +67,5 @@ def test_unknown_jump_host_key_is_refused_naming_it(fleet, installed, tmp_path):
     proc = run_installed(installed, project, env, "exec", "--env", "local", "--hosts", "web2", "--", "true",
                 check=None)
     assert proc.returncode != 0
-    assert (f"web2: jump host fleet-bastion ({S.BASTION_ADDRESS}:22): host key unknown"
+    assert (f"web2: jump host fleet-bastion ({S.BASTION_PUBLIC}:22): host key unknown"
             in proc.stdout + proc.stderr), proc.stdout + proc.stderr

@@ -62,7 +62,7 @@ def test_a_release_answering_500_is_rolled_back_within_3s_of_its_first_failed_pr
 def _sample_lb(fleet, stop: threading.Event, seen: list, seconds: float = 120) -> None:
     """GET / through the load balancer every 50 ms until `stop` (at most `seconds`): status,
     Retry-After, the body's status field, and whether HAProxy itself answered."""
-    url = f"http://{fleet.spec.host('lb1').address}/"
+    url = f"http://{fleet.spec.host('lb1').public}/"
     deadline = time.monotonic() + seconds
     while not stop.is_set() and time.monotonic() < deadline:
         try:
@@ -137,7 +137,7 @@ def test_the_only_web_host_behind_haproxy_is_deployed_without_a_failed_request(f
     for name in ("web2", "web3"):
         haproxy(fleet, f"set server web/{name} state maint")
     try:
-        load = Load(f"http://{fleet.spec.host('lb1').address}/", rate=60, seconds=90).start()
+        load = Load(f"http://{fleet.spec.host('lb1').public}/", rate=60, seconds=90).start()
         try:
             proc = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", str(path),
                        "--output", "json", check=0)

@@ -45,18 +45,21 @@ def user_home(fleet, base: Path, *, trust_bastion: bool = True) -> Path:
     key.chmod(0o600)
     addresses = {h.name: h.address for h in fleet.spec.hosts}
     lines = ["# the fleet, by aliases, through its bastion",
-             "Host fleet-bastion", f"    HostName {S.BASTION_ADDRESS}", "    User root", "",
-             "Host fleet-*", "    ProxyJump fleet-bastion", "    User root", ""]
+             "Host fleet-bastion", f"    HostName {S.BASTION_PUBLIC}", f"    User {S.DEPLOY_USER}", "",
+             "Host fleet-*", "    ProxyJump fleet-bastion", f"    User {S.DEPLOY_USER}", ""]
     for name, alias in ALIASES.items():
         lines += [f"Host {alias}", f"    HostName {addresses[name]}", ""]
     (ssh / "config").write_text("\n".join(lines))
     known = []
     for line in fleet.known_hosts.read_text().splitlines():
         address, keytype, blob = line.split()
-        name = next(h.name for h in fleet.spec.hosts if h.address == address)
+        host = next(h for h in fleet.spec.hosts if address in (h.address, h.public))
+        name = host.name
         if name == "bastion1":
-            if trust_bastion:
+            if trust_bastion and address == host.public:
                 known.append(f"fleet-bastion {keytype} {blob}")  # under its alias
+        elif address == host.public:
+            continue  # lb1's public address: no SSH there
         elif name == "web1":
             known.append(f"{ALIASES[name]} {keytype} {blob}")  # under its alias
         else:

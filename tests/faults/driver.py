@@ -156,7 +156,7 @@ def check_invariants(fleet, cli, inventory: str, *, allowed: set[str], canary_ro
     for h in fleet.spec.web_hosts:
         rel = obs.serving.get(h.name)
         try:
-            got = health(h.address).get("release")
+            got = health(fleet, h).get("release")
         except Exception as exc:  # noqa: BLE001
             got = f"no answer ({exc})"
         if rel and got != rel:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.fleet.procs import _port_open
-
 from .driver import STAGES, at_stage
 from .runner import run
 
 
 def sshd_up(fleet, name: str) -> None:
-    if not _port_open(fleet.spec.host(name).address, 22, 0.3):
+    if not fleet.port_open(name, 22, 0.3):
         fleet.start_sshd(name)
 
 
@@ -57,6 +55,7 @@ def test_disk_full_at_pull(fleet, cli, fault_env):
         # the one being pulled changes while tar reads it: tar's exit 1, "file changed")
         fleet.sh("web2", "{ tar -C /srv/app/releases -cf /tmp/releases.tar . || [ $? -eq 1 ]; } && "
                          "mount -t tmpfs -o size=8m,mode=0755 deployer-small /srv/app/releases && "
+                         "chown --reference=/srv/app /srv/app/releases && "  # the deploy user's, as before
                          "tar -C /srv/app/releases -xf /tmp/releases.tar")
         fleet.fill_disk("web2", "/srv/app/releases")
 

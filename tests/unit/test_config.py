@@ -277,6 +277,27 @@ def test_unknown_key(root: Path):
     assert error_of(root) == "hosts/prod.yaml: sshh: unknown key (did you mean 'ssh'?)"
 
 
+def test_database_role_host_and_password_file(root: Path):
+    write(root, "prod", local(database={"name": "demo", "user": "demo", "host": "10.78.0.20",
+                                        "password_file": "/home/deploy/.pgpass"}))
+    db = load_config("prod", root=root, environ={}).database
+    assert (db.user, db.host, db.password_file, db.os_user) == ("demo", "10.78.0.20", "/home/deploy/.pgpass", None)
+
+
+def test_database_errors_name_the_key(root: Path):
+    write(root, "prod", local(database={"name": "demo", "user": "no body"}))
+    assert error_of(root) == "hosts/prod.yaml: database.user: invalid role name 'no body' (letters, digits, _, . and -)"
+    write(root, "prod", local(database={"name": "demo", "user": 5}))
+    assert error_of(root) == "hosts/prod.yaml: database.user: expected a string"
+    write(root, "prod", local(database={"name": "demo", "password_file": ".pgpass"}))
+    assert error_of(root).startswith("hosts/prod.yaml: database.password_file: ")
+    write(root, "prod", local(database={"name": "demo", "host": "10.0.0.5", "socket_dir": "/run/postgresql"}))
+    assert error_of(root) == ("hosts/prod.yaml: database: give host (TCP) or socket_dir (a Unix socket), "
+                              "not both")
+    write(root, "prod", local(database={"name": "demo", "os_user": "no body"}))
+    assert error_of(root) == "hosts/prod.yaml: database.os_user: invalid user name 'no body'"
+
+
 def test_duplicate_host_name(root: Path):
     data = local()
     data["hosts"][3]["name"] = "web1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -66,13 +67,52 @@ def test_parse_ls_remote_prefers_the_peeled_tag():
 def test_dump_writes_a_partial_file_verifies_and_renames():
     db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups")
     script = B.dump(db, "/srv/backups/x.dump").script
-    assert script.startswith("mkdir -p /srv/backups && cd / && runuser -u postgres -- sh -c ")
+    assert script.startswith("cd / && if [ \"$(id -u)\" -eq 0 ]; then set -- runuser -u postgres --; "
+                             "else set -- sudo -n -u postgres --; fi && \"$@\" sh -c ")
+    assert "umask 077; mkdir -p -m 700 /srv/backups && rm -f /srv/backups/x.dump.partial && " in script
     assert "pg_dump -Fc -h /srv/pg/run -p 5432 -f /srv/backups/x.dump.partial demo" in script
     assert "pg_restore --list /srv/backups/x.dump.partial" in script
     assert "rm -f /srv/backups/x.dump.partial; exit $rc" in script
     assert B.parse_dump("a" * 64 + " 1234\n") == ("a" * 64, 1234)
     with pytest.raises(ValueError):
         B.parse_dump("pg_dump: error\n")
+
+
+def test_without_os_user_the_tools_run_as_the_ssh_user_with_the_role():
+    """No os_user: pg_dump runs as the SSH user itself (no sudo, no runuser), logs in as the
+    role, and creates the backup directory itself (mode 700), so the dump can be written there."""
+    db = B.Database("demo", None, "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups",
+                    user="demo")
+    assert B.dump(db, "/srv/backups/x.dump").script == (
+        "sh -c 'umask 077; mkdir -p -m 700 /srv/backups && rm -f /srv/backups/x.dump.partial && "
+        "if /usr/lib/postgresql/15/bin/pg_dump -Fc -h /srv/pg/run -p 5432 -U demo "
+        "-f /srv/backups/x.dump.partial demo && /usr/lib/postgresql/15/bin/pg_restore --list "
+        "/srv/backups/x.dump.partial >/dev/null && sum=$(sha256sum /srv/backups/x.dump.partial | "
+        "cut -d'\"'\"' '\"'\"' -f1) && size=$(stat -c %s /srv/backups/x.dump.partial) && mv -T "
+        "/srv/backups/x.dump.partial /srv/backups/x.dump; then echo \"$sum $size\"; else rc=$?; "
+        "rm -f /srv/backups/x.dump.partial; exit $rc; fi'")
+    assert db.as_user("id -un") == "sh -c 'id -un'"
+    assert db.conn_args() == "-h /srv/pg/run -p 5432 -U demo"
+
+
+def test_the_database_over_tcp_with_a_password_file():
+    db = B.Database("app", None, "/usr/bin", None, 6432, "/var/backups/app", user="app_owner",
+                    host="10.0.0.5", password_file="/home/deploy/.pgpass-app")
+    assert db.conn_args() == "-h 10.0.0.5 -p 6432 -U app_owner"
+    assert db.as_user("psql -c 'select 1'") == (
+        "sh -c 'export PGPASSFILE=/home/deploy/.pgpass-app; psql -c '\"'\"'select 1'\"'\"''")
+    assert B.verify(db, "/var/backups/app/x.dump", "ab" * 32).script == (
+        "sh -c 'export PGPASSFILE=/home/deploy/.pgpass-app; test -f /var/backups/app/x.dump && echo "
+        + "ab" * 32 + "'\"'\"' '\"'\"'/var/backups/app/x.dump | sha256sum -c --status - && "
+        "/usr/bin/pg_restore --list /var/backups/app/x.dump >/dev/null'")
+
+
+def test_with_an_os_user_the_tools_run_through_sudo_or_runuser_as_root():
+    db = B.Database("demo", "postgres", "/usr/bin", None, 5432, "/srv/backups")
+    assert db.as_user("id -un") == (
+        "cd / && if [ \"$(id -u)\" -eq 0 ]; then set -- runuser -u postgres --; "
+        "else set -- sudo -n -u postgres --; fi && \"$@\" sh -c 'id -un'")
+    assert db.conn_args() == "-p 5432"
 
 
 def test_restore_is_single_transaction_and_stops_on_error():
@@ -89,6 +129,9 @@ def test_the_rollbacks_restore_runs_once_per_backup_and_one_at_a_time():
     db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
     sha = "ab" * 32
     script = B.restore_once(db, "/srv/backups/x.dump", sha).script
+    # as the database tools' user, in one shell: the lock file, the mark, the checks, the restore
+    assert script.count(" sh -c ") == 1 and script.count("runuser") == 1
+    script = shlex.split(script.split(' "$@" sh -c ', 1)[1])[0]
     assert script.startswith("exec 9>>/srv/backups/.restore.lock && flock 9 && if ")
     mark = f"deployer: restored from a backup with sha256 {sha}"
     check, rest = script.split("; then ", 1)

@@ -104,8 +104,17 @@ RULES = {
                "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
     "laravel": ["Cmnd_Alias DEPLOYER_SHOP = \\", "    /usr/bin/systemctl reload php8.2-fpm",
                 "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
-    "django": ["# The shop playbook runs no command as root: deploy needs no sudo rule."],
-    "node": ["# The shop playbook runs no command as root: deploy needs no sudo rule."],
+    "django": ["Cmnd_Alias DEPLOYER_SHOP = \\"]
+              + [f"    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf {c}, \\"
+                 for c in ("stop celery", "status celery", "start celery", "stop gunicorn", "start gunicorn")]
+              + ["    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf pid celery",
+                 "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
+    "node": ["Cmnd_Alias DEPLOYER_SHOP = \\"]
+            + [f"    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf {c}, \\"
+               for c in ("stop node-worker", "status node-worker", "start node-worker", "stop node-web",
+                         "start node-web")]
+            + ["    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf pid node-worker",
+               "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
 }
 VISUDO = shutil.which("visudo") or ("/usr/sbin/visudo" if Path("/usr/sbin/visudo").exists() else None)
 
