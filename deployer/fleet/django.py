@@ -85,7 +85,7 @@ stdout_logfile=/srv/supervisor/log/{WORKER_PROGRAM}.log
 
 def app_env(spec: S.FleetSpec, db_password: str, secret_key: str) -> str:
     web = web_hosts(spec)
-    hosts = ",".join([h.address for h in web] + [h.name for h in web] + ["localhost"])
+    hosts = ",".join([h.address for h in web] + [h.name for h in web] + ["localhost", S.LB_PUBLIC])
     return (f"SECRET_KEY={secret_key}\nDEBUG=false\nALLOWED_HOSTS={hosts}\n"
             f"DATABASE_URL=postgresql://{S.DB_USER}:{db_password}@{S.DB_ADDRESS}:5432/{DB_NAME}\n"
             f"REDIS_URL=redis://{S.DB_ADDRESS}:{REDIS_PORT}/0\n")
@@ -117,11 +117,26 @@ def inventory(spec: S.FleetSpec, fleet_dir: Path, repo: Path) -> str:
         "  supervisor_conf: /srv/supervisor/supervisord.conf",
         f"  web_program: {WEB_PROGRAM}",
         f"  worker_program: {WORKER_PROGRAM}",
+        "lb:",
+        "  kind: haproxy",
+        "  backend: django",
+        f"  socket: {LB_DIR}/admin.sock",
         "hosts:",
     ]
-    for h in [spec.host("db1"), *web_hosts(spec)]:
+    for h in [spec.host("lb1"), spec.host("db1"), *web_hosts(spec)]:
         lines += [f"  - name: {h.name}", f"    address: {h.address}", f"    roles: [{', '.join(h.roles)}]"]
     return "\n".join(lines) + "\n"
+
+
+#: the Django app's own HAProxy on lb1: users at LB_PUBLIC:PORT, its check sending a Host header
+#: Django accepts (ALLOWED_HOSTS), and the gate's header (servers in maintenance stay UP)
+LB_DIR = "/srv/haproxy-django"
+
+
+def haproxy_config(spec: S.FleetSpec) -> str:
+    return S.haproxy_config(web_hosts(spec), backend="django", port=PORT, bind=f"{S.LB_PUBLIC}:{PORT}",
+                            socket=f"{LB_DIR}/admin.sock", pidfile=f"{LB_DIR}/haproxy.pid",
+                            check_host=S.LB_PUBLIC)
 
 
 def web_hosts(spec: S.FleetSpec) -> list[S.FleetHost]:
@@ -184,6 +199,8 @@ class DjangoSite:
             self.programs.add(h.name, supervisor_programs())
         grant(fleet, web_hosts(spec), lambda d: inventory(spec, d, self.repo))
         self.programs.update()
+        fleet.sh("lb1", f"mkdir -p {LB_DIR} && cat > {LB_DIR}/haproxy.cfg && haproxy -D -f {LB_DIR}/haproxy.cfg",
+                 input=haproxy_config(spec))
         self.inventory_path.write_text(inventory(spec, fleet.dir, self.repo))
         return tags
 
@@ -196,6 +213,8 @@ class DjangoSite:
         if changed:
             self.programs.update()
         grant(fleet, spec.web_hosts, None)
+        fleet.sh("lb1", f"if [ -f {LB_DIR}/haproxy.pid ]; then kill $(cat {LB_DIR}/haproxy.pid) 2>/dev/null; fi; "
+                        f"rm -rf {LB_DIR}", check=False)
         fleet.sh("db1", "if [ -f /srv/redis/redis.pid ]; then kill $(cat /srv/redis/redis.pid) 2>/dev/null; "
                         "for i in $(seq 1 50); do [ -f /srv/redis/redis.pid ] || break; sleep 0.1; done; fi; "
                         "rm -rf /srv/redis", check=False)

@@ -159,3 +159,46 @@ def test_django_project_deployed_from_an_empty_directory_by_ssh_config_aliases(f
     for h in site_inv["hosts"]:
         line = next(x for x in seen.stdout.splitlines() if x.split("|")[0].strip() == h["name"])
         assert line.split("|", 1)[1].split()[0] == S.BASTION_ADDRESS, seen.stdout
+
+
+def _django_lb(fleet, config: str | None = None) -> str:
+    """The Django app's HAProxy configuration on lb1; with `config`, that one, reloaded."""
+    from deployer.fleet.django import LB_DIR
+
+    if config is not None:
+        fleet.sh("lb1", f"cat > {LB_DIR}/haproxy.cfg && haproxy -D -f {LB_DIR}/haproxy.cfg "
+                        f"-sf $(cat {LB_DIR}/haproxy.pid)", input=config)
+        time.sleep(1.5)  # the new process's first checks
+    return fleet.sh("lb1", f"cat {LB_DIR}/haproxy.cfg").stdout
+
+
+def _lb_up(fleet) -> dict[str, bool]:
+    from deployer.fleet.django import LB_DIR
+
+    out = fleet.sh("lb1", f"echo 'show servers state django' | socat stdio UNIX-CONNECT:{LB_DIR}/admin.sock").stdout
+    return {p[3]: p[5] == "2" for p in (line.split() for line in out.splitlines()) if len(p) > 6 and p[1] == "django"}
+
+
+def test_django_behind_haproxy_whose_check_django_rejects_fails_the_deploy(fleet, site, dj):
+    """HAProxy's check without a Host header Django accepts gets a 400 (ALLOWED_HOSTS): every
+    server is DOWN for the load balancer, users get "No server is available". The deploy must
+    not end with exit 0. With the check fixed, `recover` brings every host back in rotation."""
+    good = _django_lb(fleet)
+    assert all(_lb_up(fleet).values()), _lb_up(fleet)
+    before = set(served(fleet).values())
+    bad = good.replace(f" ver HTTP/1.1 hdr Host {S.LB_PUBLIC}", "")
+    assert bad != good
+    try:
+        _django_lb(fleet, bad)
+        proc = dj("deploy", *ENV, "--ref", "v2", "--no-maintenance")
+        assert proc.returncode in (1, 4), proc.stderr[-2000:]
+        assert "not UP at the load balancer" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    finally:
+        _django_lb(fleet, good)
+    dj("recover", *ENV, check=0)
+    deadline = time.monotonic() + 15
+    while not all(_lb_up(fleet).values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(_lb_up(fleet).values()), _lb_up(fleet)
+    assert len(set(served(fleet).values())) == 1
+    assert set(served(fleet).values()) in (before, {release_of(dj, "v2")})
