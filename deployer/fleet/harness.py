@@ -257,6 +257,9 @@ class Fleet(Faults, S3Part):
                 inside = [f"addr add {h.address}/{S.PRIVATE_SUBNET.prefixlen} dev eth0",
                           "link set eth0 up", "link set lo up"]
             _run(["ip", "-n", h.netns, "-batch", "-"], input="\n".join(inside) + "\n")
+            if h.public:  # on both networks, and no router between them (a new namespace's IPv4
+                # settings are copied from this machine's, which may forward)
+                _run(["ip", "netns", "exec", h.netns, "sysctl", "-qw", "net.ipv4.ip_forward=0"])
 
     def probe(self, targets: list[tuple[str, int]], timeout: float = 0.3) -> set[tuple[str, int]]:
         """Which of the (address, port) targets accept a TCP connection, seen from the

@@ -301,7 +301,7 @@ def test_the_backup_is_in_the_bucket_and_a_restore_fetches_it_when_the_local_cop
     assert psql(fleet, "select max(version) from schema_migrations") == "1"
     assert psql(fleet, "select string_agg(name, ',' order by name) from items") == "kept-a,kept-b"
     st = fleet.sh("db1", f"stat -c '%a %U' {rec['path']} && sha256sum {rec['path']}").stdout.split()
-    assert st[:3] == ["600", "postgres", rec["sha256"]]
+    assert st[:3] == ["600", "deploy", rec["sha256"]]  # the database tools' user (the SSH user)
     s3f.cli("deploy", "--env", ENV, "--ref", "v2", "--yes", check=0)
 
 
