@@ -139,7 +139,8 @@ def test_django_project_deployed_from_an_empty_directory_by_ssh_config_aliases(f
     assert data["playbook"] == "shop"
     for key in ("repo", "deploy_to", "keep_releases", "health", "vars"):
         data[key] = site_inv[key]
-    data["database"].update({k: site_inv["database"][k] for k in ("name", "bin_dir", "socket_dir", "backup_dir")})
+    data["database"].update({k: site_inv["database"][k] for k in ("name", "user", "bin_dir", "socket_dir", "backup_dir")})
+    data["database"].pop("os_user", None)  # the app's role logs in (its password in ~/.pgpass on db1)
     data["ssh"] = {k: v for k, v in data["ssh"].items() if k not in ("user", "known_hosts", "key", "jump")}
     data["hosts"] = [{**h, "address": ALIASES[h["name"]]} for h in site_inv["hosts"]]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
