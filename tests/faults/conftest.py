@@ -46,7 +46,9 @@ def fault_env(fleet, tmp_path_factory) -> FaultEnv:
     inv_fail = d / "faults-failing-gate.yaml"
     inv_fail.write_text(yaml.safe_dump({**data, "playbook": "failing-gate.yaml"}, sort_keys=False))
     env = FaultEnv(str(inv), "canary-" + secrets.token_hex(12), d / "state", str(inv_fail))
+    # the app's table, as the app's role owns its tables (the backups dump as that role)
     psql(fleet, "CREATE TABLE IF NOT EXISTS fault_canary (id int primary key); "
+                "ALTER TABLE fault_canary OWNER TO demo; "
                 f"INSERT INTO fault_canary SELECT g FROM generate_series(1, {CANARY_ROWS}) g ON CONFLICT DO NOTHING")
     return env
 

@@ -102,8 +102,11 @@ RULES = {
                for c in ("stop worker", "start worker", "status worker", "signal HUP web")]
             + ["    /srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf start web",
                "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
-    "laravel": ["Cmnd_Alias DEPLOYER_SHOP = \\", "    /usr/bin/systemctl reload php8.2-fpm",
-                "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
+    "laravel": ["Cmnd_Alias DEPLOYER_SHOP = \\", "    /usr/bin/systemctl reload php8.2-fpm, \\"]
+               + [f"    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf {c}, \\"
+                  for c in ("start laravel-worker", "status laravel-worker")]
+               + ["    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf pid laravel-worker",
+                  "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
     "django": ["Cmnd_Alias DEPLOYER_SHOP = \\"]
               + [f"    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf {c}, \\"
                  for c in ("stop celery", "status celery", "start celery", "stop gunicorn", "start gunicorn")]
