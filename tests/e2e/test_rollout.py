@@ -21,7 +21,7 @@ def variant(fleet, tmp_path, extra: str, name: str = "variant.yaml") -> str:
 
 CANARY = """
 rollout:
-  - {size: 1, bake: 4}
+  - {size: 1, bake: 6}
   - {size: "100%", bake: 0}
 gate:
   probe_interval: 0.05
