@@ -174,7 +174,6 @@ class Recover:
         self.say(f"a rollback by hand to {target} died: running it again (code only)")
         run = Run(self.s, self.rep, RunState(run=run_id, release=target))
         try:
-            facts = self.s.facts(cfg.app_hosts)
             run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
                                             now=time.time()))
             run.write(REC.RollbackEnded(outcome="success", hosts={h.name: target for h in cfg.app_hosts}))
