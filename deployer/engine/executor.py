@@ -18,6 +18,7 @@ from ..commands import backup as B
 from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman
 from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
+from ..signals import deferred
 from .plan import Action, Lane, Plan, Stage
 from .state import RunState
 
@@ -77,38 +78,28 @@ class Executor:
         self.interruptible = interruptible
         if not interruptible:
             self.interrupted.clear()  # what interrupted the run is being handled: this is the rollback
-        saved = self._catch_signals(interruptible)
         try:
-            for stage in plan.stages:
-                self.stage = stage
+            with deferred(self._note_signal):
+                for stage in plan.stages:
+                    self.stage = stage
+                    self._check_interrupt()
+                    if on_stage:
+                        on_stage(stage)
+                    self.run_stage(stage, plan)
+                    if stage.pause_after:
+                        return "paused"
                 self._check_interrupt()
-                if on_stage:
-                    on_stage(stage)
-                self.run_stage(stage, plan)
-                if stage.pause_after:
-                    return "paused"
-            self._check_interrupt()
-            return "done"
+                return "done"
         finally:
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
             keep()
 
-    def _catch_signals(self, interruptible: bool) -> dict:
-        saved: dict = {}
-        if threading.current_thread() is not threading.main_thread():
-            return saved
-
-        def note(signum, frame) -> None:
-            if interruptible:
-                self.interrupted.set()
-            self.rep.event("notice", message=f"signal {signal.Signals(signum).name} received: "
-                           + ("stopping; the rollback follows" if interruptible
-                              else "finishing the rollback first"))
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            saved[sig] = signal.signal(sig, note)
-        return saved
+    def _note_signal(self, signum: int) -> None:
+        """Called by the signal relay thread (never inside the handler: see deployer.signals)."""
+        if self.interruptible:
+            self.interrupted.set()
+        self.rep.event("notice", message=f"signal {signal.Signals(signum).name} received: "
+                       + ("stopping; the rollback follows" if self.interruptible
+                          else "finishing the rollback first"))
 
     def _check_interrupt(self) -> None:
         if self.interruptible and self.interrupted.is_set():

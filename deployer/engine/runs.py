@@ -4,7 +4,6 @@ path (a failed or interrupted run goes back to its snapshot with the rollback pl
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from contextlib import contextmanager
 
@@ -13,6 +12,7 @@ from ..errors import DeployerError, DeployFailed, NeedsHuman, interrupted
 from ..journal import Journal
 from ..output import Reporter
 from ..session import Session, who
+from ..signals import deferred
 from .back_plan import rollback_plan
 from .executor import Executor
 from .state import RunState
@@ -152,17 +152,10 @@ class Run:
         halfway: they are reported and the rollback goes on to its end."""
         received: list[int] = []
 
-        def note(signum, frame) -> None:
+        def note(signum: int) -> None:
             received.append(signum)
             self.rep.event("notice", message=f"signal {signal.Signals(signum).name} received during the "
                                              "rollback: finishing the rollback first")
 
-        saved = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                saved[sig] = signal.signal(sig, note)
-        try:
+        with deferred(note):
             yield received
-        finally:
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
