@@ -175,7 +175,7 @@ class NodeSite:
         self.remove(quiet=True)  # what a crashed run left
         fleet, spec = self.fleet, self.fleet.spec
         cache = fill_npm_cache(self.npm_cache, log=log)
-        from .harness import chown_tree
+        from .hostfs import chown_tree
 
         chown_tree(cache)  # npm writes its index and temporary files there
         tags = build_node_repo(self.repo)
