@@ -175,42 +175,53 @@ def confirm(question: str, yes: bool = False) -> None:
         raise Refused("not confirmed: nothing was changed", hint="--yes skips this question")
 
 
+def check_offline(offline: bool, dry_run: bool) -> None:
+    if offline and not dry_run:
+        raise ConfigError("--offline needs --dry-run: only a plan can be shown without the hosts")
+
+
 def _hosts_line(cfg: Config) -> str:
     app = [h.name for h in cfg.app_hosts]
     shown = ", ".join(app[:8]) + (f", ... ({len(app)} in all)" if len(app) > 8 else "")
     return f"{len(app)} app host{'s' if len(app) != 1 else ''} ({shown})"
 
 
-def deploy(env: str, ref: str = "main", *, dry_run: bool = False, yes: bool = False,
-           maintenance: bool | None = None, lock_wait: float = 0.0, reason: str = "",
-           force: bool = False, output: str = "text", verbose: bool = False, **scope) -> int:
+def deploy(env: str, ref: str = "main", *, dry_run: bool = False, offline: bool = False,
+           yes: bool = False, maintenance: bool | None = None, lock_wait: float = 0.0,
+           reason: str = "", force: bool = False, output: str = "text", verbose: bool = False,
+           **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.deploy import DeployRun
 
+        check_offline(offline, dry_run)
         cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, ref)
         if not dry_run:
             confirm(f"deploy {ref} to {cfg.env}: {_hosts_line(cfg)}?", yes)
         d = DeployRun(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait, reason=reason,
                       force=force or dry_run)
+        if offline:
+            return d.offline_dry_run()
         return d.dry_run() if dry_run else d.run()
 
     return guarded(go, output, verbose, command="deploy")
 
 
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
-             lock_wait: float = 0.0, dry_run: bool = False, yes: bool = False, output: str = "text",
-             verbose: bool = False, **scope) -> int:
+             lock_wait: float = 0.0, dry_run: bool = False, offline: bool = False, yes: bool = False,
+             output: str = "text", verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.rollback import Rollback
 
+        check_offline(offline, dry_run)
         cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, to or "")
         if not dry_run:
             confirm(f"roll {cfg.env} back to {to or 'the previous good release'}: {_hosts_line(cfg)}"
                     + (", database restored" if restore_db else "") + "?", yes)
-        return Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
-                        lock_wait=lock_wait, dry_run=dry_run).run()
+        rb = Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
+                      lock_wait=lock_wait, dry_run=dry_run)
+        return rb.offline_dry_run() if offline else rb.run()
 
     return guarded(go, output, verbose, command="rollback")
 
