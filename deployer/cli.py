@@ -248,7 +248,9 @@ def unlock(env, **kw):
 @cli.command()
 @ENV
 @click.option("--force", is_flag=True,
-              help="recover even if the lock holder looks alive, or the database may be mid-migration")
+              help="recover even if the lock holder looks alive, or the database may be mid-migration "
+                   "(needs --reason)")
+@click.option("--reason", default="", help="why (recorded in the lock and the ledger)")
 @common()
 def recover(env, **kw):
     """After any crash: read the journal, the ledger and the hosts, then converge.

@@ -175,6 +175,20 @@ def confirm(question: str, yes: bool = False) -> None:
         raise Refused("not confirmed: nothing was changed", hint="--yes skips this question")
 
 
+def check_lock_wait(lock_wait: float) -> float:
+    """--lock-wait is a number of seconds, never negative (bad input: exit 2)."""
+    if not lock_wait >= 0:
+        raise ConfigError(f"--lock-wait {lock_wait:g}: expected a number of seconds >= 0")
+    return lock_wait
+
+
+def check_forced(force: bool, reason: str, skips: str) -> None:
+    """--force skips a safety (`skips` says which): it needs a --reason, recorded with the run."""
+    if force and not reason.strip():
+        raise ConfigError(f"--force ({skips}): --reason is required (it is recorded in the lock "
+                          "and the ledger)")
+
+
 def check_offline(offline: bool, dry_run: bool) -> None:
     if offline and not dry_run:
         raise ConfigError("--offline needs --dry-run: only a plan can be shown without the hosts")
@@ -192,8 +206,12 @@ def deploy(env: str, ref: str = "main", *, dry_run: bool = False, offline: bool 
            **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.deploy import DeployRun
+        from .release_id import validate_ref
 
         check_offline(offline, dry_run)
+        check_lock_wait(lock_wait)
+        check_forced(force, reason, "deploys outside a window or in a freeze")
+        validate_ref(ref)
         cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, ref)
         if not dry_run:
@@ -212,8 +230,12 @@ def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_
              output: str = "text", verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.rollback import Rollback
+        from .release_id import validate_target
 
         check_offline(offline, dry_run)
+        check_lock_wait(lock_wait)
+        if to is not None:
+            validate_target(to)
         cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, to or "")
         if not dry_run:
@@ -279,14 +301,16 @@ def unlock(env: str, *, force: bool = False, output: str = "text", verbose: bool
     return guarded(lambda rep: inspect.unlock(config(env, **scope), rep, force), output, verbose)
 
 
-def recover(env: str, *, force: bool = False, output: str = "text", verbose: bool = False,
-            **scope) -> int:
+def recover(env: str, *, force: bool = False, reason: str = "", output: str = "text",
+            verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.recover import Recover
 
+        check_forced(force, reason, "recovers past a live-looking lock holder or a database "
+                                    "that may be mid-migration")
         cfg = config(env, **scope)
         with_notifiers(rep, cfg)
-        return Recover(cfg, rep, force=force).run()
+        return Recover(cfg, rep, force=force, reason=reason).run()
 
     return guarded(go, output, verbose, command="recover")
 
@@ -355,6 +379,7 @@ def maintenance_run(env: str, *, promote: bool = False, force: bool = False, rea
     from . import maintenance as M
 
     def go(rep: Reporter) -> int:
+        check_forced(force, reason, "runs outside a window")
         cfg = config(env, rep=rep, **scope)
         with_notifiers(rep, cfg)
         return M.run_window(cfg, rep, promote=promote, force=force, reason=reason)

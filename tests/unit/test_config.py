@@ -618,7 +618,7 @@ freezes:
   - {start: "2027-02-01T18:00:00+01:00", end: 2027-02-02T06:00:00Z}
 schedules:
   - {name: maintenance, cron: "0 3 * * 0", command: "maintenance.run"}
-  - {name: nightly-backup, cron: "0 2 * * *", command: "backup.run"}
+  - {name: nightly-backup, cron: "0 2 * * *", command: "maintenance.run"}
 retention: {daily_days: 10, yearly_years: 5}
 maintenance_ttl: 600
 """)
@@ -634,7 +634,7 @@ maintenance_ttl: 600
     assert (second.start, second.end, second.reason) == (
         datetime(2027, 2, 1, 17, tzinfo=UTC), datetime(2027, 2, 2, 6, tzinfo=UTC), "")
     assert cfg.schedules == [Schedule("maintenance", "0 3 * * 0", "maintenance.run"),
-                             Schedule("nightly-backup", "0 2 * * *", "backup.run")]
+                             Schedule("nightly-backup", "0 2 * * *", "maintenance.run")]
     assert cfg.retention == Policy(all_days=7, daily_days=10, weekly_weeks=8, monthly_months=4,
                                    yearly_years=5)
     assert cfg.maintenance_ttl == 600
@@ -669,15 +669,15 @@ maintenance_ttl: 600
      "freezes[0].start: expected a date (2026-12-20) or an ISO datetime, got 'soon'"),
     ({"freezes": [{"start": "2026-12-20", "end": "2026-12-21", "timezone": "Mars/Olympus"}]},
      "freezes[0].timezone: unknown time zone 'Mars/Olympus'"),
-    ({"schedules": [{"name": "backup", "cron": "0 2 * * 0 0", "command": "backup.run"}]},
+    ({"schedules": [{"name": "backup", "cron": "0 2 * * 0 0", "command": "maintenance.run"}]},
      "schedules[0].cron: invalid cron expression '0 2 * * 0 0'"),
     ({"schedules": [{"name": "backup", "cron": "0 2 * * *", "command": "backup.run; rm -rf /"}]},
      ("schedules[0].command: invalid task name 'backup.run; rm -rf /' (expected an Invoke task "
      "such as backup.run)")),
-    ({"schedules": [{"name": "Backup", "cron": "0 2 * * *", "command": "backup.run"}]},
+    ({"schedules": [{"name": "Backup", "cron": "0 2 * * *", "command": "maintenance.run"}]},
      "schedules[0].name: invalid schedule name 'Backup' (use lowercase letters, digits and -)"),
-    ({"schedules": [{"name": "b", "cron": "0 2 * * *", "command": "backup.run"},
-                    {"name": "b", "cron": "0 3 * * *", "command": "backup.run"}]},
+    ({"schedules": [{"name": "b", "cron": "0 2 * * *", "command": "maintenance.run"},
+                    {"name": "b", "cron": "0 3 * * *", "command": "maintenance.run"}]},
      "schedules[1].name: duplicate name 'b' (also schedules[0])"),
     ({"retention": {"daily_days": -1}}, "retention.daily_days: must be >= 0"),
     ({"retention": {"weekly": 3}}, "retention.weekly: unknown key (did you mean 'weekly_weeks'?)"),
