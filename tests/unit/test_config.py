@@ -687,3 +687,57 @@ maintenance_ttl: 600
 def test_window_freeze_schedule_errors(root: Path, changes: dict[str, Any], message: str):
     write(root, "prod", local(**changes))
     assert error_of(root) == f"hosts/prod.yaml: {message}"
+
+
+# ------------------------------------------------------------------ YAML merge keys
+
+MERGED_INVENTORY = """\
+x-web: &web {roles: [web, worker], port: 2222, user: app}
+.db: &db
+  roles: [db, ledger]
+playbook: shop
+repo: ../.fleet/demo-app
+ssh: {key: ../.fleet/id_ed25519, known_hosts: ../.fleet/known_hosts}
+database: {name: demo}
+hosts:
+  - {<<: *web, name: web1, address: 10.77.0.11, roles: [web, worker, migrate]}
+  - {<<: *web, name: web2, address: 10.77.0.12}
+  - <<: *db
+    name: db1
+    address: 10.77.0.21
+"""
+
+MERGED_PLAYBOOK = """\
+x-supervisor: &supervisor
+  supervisorctl: /srv/bin/supervisorctl
+  supervisor_conf: /srv/supervisor/supervisord.conf
+name: shop
+extends: demo
+vars:
+  <<: *supervisor
+  python: /usr/bin/python3
+"""
+
+
+def test_yaml_merge_keys_in_an_inventory_and_a_playbook(root: Path):
+    (root / "playbooks" / "shop.yaml").write_text(MERGED_PLAYBOOK)
+    write(root, "prod", MERGED_INVENTORY)
+    cfg = load_config("prod", root=root, environ={})
+    hosts = {h.name: (h.roles, h.port, h.user) for h in cfg.hosts}
+    assert hosts == {"web1": (("web", "worker", "migrate"), 2222, "app"),  # its own roles win
+                     "web2": (("web", "worker"), 2222, "app"),
+                     "db1": (("db", "ledger"), 22, "root")}
+    assert cfg.playbook.vars["supervisorctl"] == "/srv/bin/supervisorctl"
+    assert cfg.playbook.vars["python"] == "/usr/bin/python3"
+
+
+def test_errors_through_merge_keys_still_name_the_file_and_the_line_or_key(root: Path):
+    (root / "playbooks" / "shop.yaml").write_text(MERGED_PLAYBOOK)
+    write(root, "prod", MERGED_INVENTORY.replace("port: 2222", 'port: "x"'))
+    assert error_of(root) == ("hosts/prod.yaml: hosts[0].port: expected an integer\n"
+                              "hosts/prod.yaml: hosts[1].port: expected an integer")
+    # a key written twice in one mapping is still refused (a merged key overridden is not)
+    write(root, "prod", MERGED_INVENTORY.replace("    name: db1\n", "    name: db1\n    name: db2\n"))
+    assert error_of(root) == "hosts/prod.yaml: line 13: invalid YAML: duplicate key 'name'"
+    write(root, "prod", MERGED_INVENTORY.replace("<<: *db", "<<: *nosuch"))
+    assert error_of(root) == "hosts/prod.yaml: line 11: invalid YAML: found undefined alias 'nosuch'"
