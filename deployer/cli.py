@@ -369,6 +369,30 @@ def cron_remove(env, **kw):
     return verbs.cron(env, "remove", **kw)
 
 
+@cli.group("config", cls=VerbGroup, context_settings=CONTEXT)
+def config_group() -> None:
+    """An environment's configuration, read and validated here: no host is contacted."""
+
+
+@config_group.command("show")
+@ENV
+@common()
+def config_show(env, **kw):
+    """Every setting of the env, merged, with the layer that set it (a playbook's defaults, the
+    inventory, an environment variable, --set, or the built-in default). Secrets are masked:
+    only the names and paths they come from are shown."""
+    return verbs.config_show(env, **kw)
+
+
+@config_group.command("check")
+@ENV
+@common()
+def config_check(env, **kw):
+    """Validate the env's inventory and playbook (exit 2 naming the file and key of each error),
+    else print one line saying what was checked."""
+    return verbs.config_check(env, **kw)
+
+
 @cli.group(cls=VerbGroup, context_settings=CONTEXT)
 def fleet() -> None:
     """The local fleet of real SSH hosts used by the demo and the tests (needs root)."""

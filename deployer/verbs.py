@@ -337,6 +337,52 @@ def init(*, kind: str = "demo", env: str = "production", app: str | None = None,
                                              env=env, app=app, force=force), "text", verbose)
 
 
+def config_show(env: str, *, output: str = "text", verbose: bool = False, inventory: str | None = None,
+                root: str | None = None, sets: Iterable[str] = ()) -> int:
+    """`config show`: every merged setting with the layer that set it, secrets masked."""
+    from .config.provenance import settings
+    from .inspect import _rows_table
+
+    def go(rep: Reporter) -> int:
+        loaded = _load_layered(env, inventory=inventory, root=root, sets=sets)
+        rows = [[s.key, s.value, s.source] for s in settings(loaded)]
+        _rows_table(f"{env}: configuration", ["key", "value", "source"], rows, rep)
+        return 0
+
+    return guarded(go, output, verbose)
+
+
+def config_check(env: str, *, output: str = "text", verbose: bool = False, inventory: str | None = None,
+                 root: str | None = None, sets: Iterable[str] = ()) -> int:
+    """`config check`: load and validate everything, contacting nothing; one line when valid."""
+    def go(rep: Reporter) -> int:
+        cfg = _load_layered(env, inventory=inventory, root=root, sets=sets).config
+        app = len(cfg.app_hosts)
+        rep.event("notice", message=(
+            f"{cfg.env}: OK: {_rel(cfg.inventory_path, cfg.root)} with playbook {cfg.playbook.name} "
+            f"({_rel(cfg.playbook_path, cfg.root)}): {len(cfg.hosts)} hosts ({app} app), "
+            f"{len(cfg.schedules)} schedules; nothing contacted"))
+        return 0
+
+    return guarded(go, output, verbose)
+
+
+def _load_layered(env: str, *, inventory: str | None, root: str | None, sets: Iterable[str]):
+    from .config.loading import load_layered
+
+    if root is not None and not Path(root).is_dir():
+        raise ConfigError(f"--root {root}: no such directory")
+    return load_layered(env, root=Path(root) if root is not None else None,
+                        inventory=Path(inventory) if inventory else None, overrides=parse_set(sets))
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def fleet_up(web: int = 3, keep_data: bool = False, *, verbose: bool = False) -> int:
     from .fleet.harness import Fleet
 

@@ -57,7 +57,7 @@ def _date_or_time(value: Any) -> date | datetime:
 
 #: the commands a schedule can run: every command of the CLI that takes --env and needs nothing
 #: else (tests/unit/test_input_errors.py holds this list against the CLI's)
-SCHEDULABLE = ("abort", "cron.install", "cron.remove", "cron.show",
+SCHEDULABLE = ("abort", "config.check", "config.show", "cron.install", "cron.remove", "cron.show",
                "deploy", "maintenance.off", "maintenance.on", "maintenance.run", "preflight",
                "promote", "recover", "releases", "report", "rollback", "status", "unlock")
 
