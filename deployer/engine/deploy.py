@@ -17,6 +17,7 @@ from ..output import Reporter
 from ..records import now_iso
 from ..release_id import new_release_id, validate_ref
 from ..session import Session, who
+from ..shell import Secret
 from .deploy_plan import DeployInputs, deploy_plan
 from .plan import Plan
 from .runs import Run
@@ -100,11 +101,26 @@ class DeployRun:
         self.ref = validate_ref(ref)
         self.force_maintenance = maintenance
         self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
-        # Read before anything is touched: a missing secret is bad input (exit 2).
-        self.secret_files = tuple((f.path, f.read(os.environ)) for f in cfg.secret_files)
+        self._secrets: tuple[tuple[str, Secret], ...] | None = None
         self.lock_wait = lock_wait or cfg.lock_timeout
         self.reason = reason or f"deploy {ref}"
         self._session = session
+
+    @property
+    def secret_files(self) -> tuple[tuple[str, Secret], ...]:
+        return self.read_secrets()
+
+    def read_secrets(self) -> tuple[tuple[str, Secret], ...]:
+        """(path, content) of each secret file, read once: a run reads them before anything is
+        contacted (a missing secret is bad input, exit 2); an offline plan never reads them."""
+        if self._secrets is None:
+            self._secrets = tuple((f.path, f.read(os.environ)) for f in self.cfg.secret_files)
+        return self._secrets
+
+    def assume_secrets(self) -> str:
+        """An offline plan's secret files: their paths, contents not read (shown as *** anyway)."""
+        self._secrets = tuple((f.path, Secret("")) for f in self.cfg.secret_files)
+        return "secret files: contents not read (only their paths are planned)"
 
     @property
     def s(self) -> Session:
@@ -129,6 +145,7 @@ class DeployRun:
         return facts, release
 
     def dry_run(self) -> int:
+        self.read_secrets()  # before anything is contacted
         try:
             facts, release = self.prepare()
             history = self.s.history()
@@ -142,13 +159,15 @@ class DeployRun:
         """The plan from assumed facts (`Facts.assumed`): no host, ledger or remote contacted."""
         facts = F.Facts.assumed(self.cfg, self.ref)
         maintenance, why = assumed_maintenance(self.cfg, self.force_maintenance)
-        announce_assumed(self.rep, (*facts.assumptions, why, "ledger history: assumed empty (no "
-                                    "release protected from cleanup, none known bad)"))
+        secrets = (self.assume_secrets(),) if self.cfg.secret_files else ()
+        announce_assumed(self.rep, (*facts.assumptions, why, *secrets, "ledger history: assumed "
+                                    "empty (no release protected from cleanup, none known bad)"))
         release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
         announce(self.rep, self.plan(facts, None, release, maintenance), self.cfg)
         return 0
 
     def run(self) -> int:
+        self.read_secrets()  # before anything is contacted
         cfg, s = self.cfg, self.s
         run: Run | None = None
         try:

@@ -162,3 +162,22 @@ def test_the_program_prints_the_offline_plan_at_once(tmp_path):
     for stage, host in (("backup", "db1"), ("pull", "web1"), ("pull", "web2"), ("migrate", "web1"),
                         ("switch w1", "web1"), ("switch w1", "web2")):
         assert any(line.startswith(stage) and line[15:].startswith(host) for line in p.stdout.splitlines())
+
+
+def test_an_offline_plan_reads_no_secret_but_a_dry_run_needs_them_before_connecting(tmp_path, capsys):
+    root = inventory(tmp_path / "proj")
+    path = root / "hosts" / "prod.yaml"
+    path.write_text(path.read_text() + "secret_files:\n  - {path: .env, from_env: APP_DOTENV_UNSET}\n")
+    code, evs, err = run_json(capsys, verbs.deploy, "prod", "main", dry_run=True, offline=True,
+                              root=str(root))
+    assert (code, err) == (0, "")
+    assert "  - secret files: contents not read (only their paths are planned)" in [
+        e["message"] for e in evs if e["event"] == "notice"]
+    secret = [e for e in evs if e["event"] == "plan" and e["command"].startswith("umask 077")
+              and "/shared/.env.tmp." in e["command"]]
+    assert {e["host"] for e in secret} == {"web1", "web2"}
+    # without --offline the secret is read first: bad input, before any connection (no_network)
+    capsys.readouterr()
+    assert verbs.deploy("prod", "main", dry_run=True, root=str(root)) == 2
+    assert capsys.readouterr().err == ("error: secret_files: .env: environment variable APP_DOTENV_UNSET "
+                                       "is not set\n")
