@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from .config import Config, load_config, parse_set
+from .config import Config, parse_set
+from .config.loading import load_layered
 from .errors import ConfigError, DeployerError, Refused, interrupted
 from .output import Reporter, reporter_for
 
@@ -144,12 +145,8 @@ def config(env: str, inventory: str | None = None, overrides: dict | None = None
     """Load the environment (``--set`` items as the top layer) and narrow it to ``--hosts`` /
     ``--roles``; with `rep`, say which app hosts are left (and, for a command that `migrates`,
     that leaving the migrate host out means no migration)."""
-    if root is not None and not Path(root).is_dir():
-        raise ConfigError(f"--root {root}: no such directory")
-    layered = dict(overrides or {})
-    layered.update(parse_set(sets))
-    cfg = load_config(env, root=Path(root) if root is not None else None,
-                      inventory=Path(inventory) if inventory else None, overrides=layered)
+    layered = {**(overrides or {}), **parse_set(sets)}
+    cfg = _load_layered(env, inventory=inventory, root=root, overrides=layered).config
     narrowed = cfg.narrow(names(hosts, "--hosts"), names(roles, "--roles"))
     if rep is not None and narrowed is not cfg:
         rep.event("notice", message=f"{cfg.env}: narrowed to app hosts "
@@ -344,7 +341,7 @@ def config_show(env: str, *, output: str = "text", verbose: bool = False, invent
     from .inspect import _rows_table
 
     def go(rep: Reporter) -> int:
-        loaded = _load_layered(env, inventory=inventory, root=root, sets=sets)
+        loaded = _load_layered(env, inventory=inventory, root=root, overrides=parse_set(sets))
         rows = [[s.key, s.value, s.source] for s in settings(loaded)]
         _rows_table(f"{env}: configuration", ["key", "value", "source"], rows, rep)
         return 0
@@ -356,7 +353,7 @@ def config_check(env: str, *, output: str = "text", verbose: bool = False, inven
                  root: str | None = None, sets: Iterable[str] = ()) -> int:
     """`config check`: load and validate everything, contacting nothing; one line when valid."""
     def go(rep: Reporter) -> int:
-        cfg = _load_layered(env, inventory=inventory, root=root, sets=sets).config
+        cfg = _load_layered(env, inventory=inventory, root=root, overrides=parse_set(sets)).config
         app = len(cfg.app_hosts)
         rep.event("notice", message=(
             f"{cfg.env}: OK: {_rel(cfg.inventory_path, cfg.root)} with playbook {cfg.playbook.name} "
@@ -367,13 +364,12 @@ def config_check(env: str, *, output: str = "text", verbose: bool = False, inven
     return guarded(go, output, verbose)
 
 
-def _load_layered(env: str, *, inventory: str | None, root: str | None, sets: Iterable[str]):
-    from .config.loading import load_layered
-
+def _load_layered(env: str, *, inventory: str | None, root: str | None, overrides: dict):
+    """The environment with its layers (`--root`, `--inventory` and `--set` as given)."""
     if root is not None and not Path(root).is_dir():
         raise ConfigError(f"--root {root}: no such directory")
     return load_layered(env, root=Path(root) if root is not None else None,
-                        inventory=Path(inventory) if inventory else None, overrides=parse_set(sets))
+                        inventory=Path(inventory) if inventory else None, overrides=overrides)
 
 
 def _rel(path: Path, root: Path) -> str:
