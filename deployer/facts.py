@@ -3,6 +3,7 @@
 Each host: its state (current release, releases on disk, free disk, maintenance flag). The first
 app host also resolves the ref to a commit (`git ls-remote`), the migrate host reads the schema
 version with the code it currently serves. `command()` builds the reads, `parse()` is pure.
+`Facts.assumed` makes them up instead, for a plan without any host (`--dry-run --offline`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """`deploy`: read the facts, take the lock, build the plan, run it; on any failure, the rollback
-plan. `--dry-run` reads the same facts and prints the same plan, changing nothing."""
+plan. `--dry-run` reads the same facts and prints the same plan, changing nothing; `--dry-run --offline`
+prints the plan of assumed facts (`Facts.assumed`), contacting nothing."""
 
 from __future__ import annotations
 
