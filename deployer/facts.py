@@ -77,14 +77,23 @@ def local_commit(repo: str, ref: str) -> tuple[str, str]:
     if not (path.is_absolute() and path.is_dir()):
         why = f"{repo} is not a repository on this machine"
     else:
-        found = subprocess.run(["git", "-C", str(path), "rev-parse", "--verify", "--quiet",
-                                "--end-of-options", ref + "^{commit}"],
-                               capture_output=True, text=True, timeout=30, check=False)
-        sha = found.stdout.strip()
-        if found.returncode == 0 and _is_full_sha(sha):
+        sha = _rev_parse(path, ref)
+        if sha is not None:
             return sha, f"commit: {ref} is {sha[:12]} in the local repository {repo}"
         why = f"not found in the local repository {repo}"
     return UNRESOLVED_COMMIT, f"commit: {ref} unresolved (shown as {UNRESOLVED_COMMIT[:7]}): {why}"
+
+
+def _rev_parse(repo: Path, ref: str) -> str | None:
+    """The commit `ref` names in the local repository `repo` (None: not found, or no git)."""
+    try:
+        found = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                                "--end-of-options", ref + "^{commit}"],
+                               capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    sha = found.stdout.strip()
+    return sha if found.returncode == 0 and _is_full_sha(sha) else None
 
 
 def _tolerant(cmd: Command) -> Command:
