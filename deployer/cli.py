@@ -88,6 +88,9 @@ class VerbGroup(_OneLineErrors, click.Group):
 
 # -- options shared by the commands ------------------------------------------------------------
 
+OFFLINE = click.option("--offline", is_flag=True,
+                       help="with --dry-run: contact nothing (no host, no ledger); the plan is built from "
+                            "assumed facts, each one listed")
 ENV = click.option("--env", "-e", required=True, metavar="ENV",
                    help="the environment: its inventory is hosts/<ENV>.yaml")
 VERBOSE = click.option("--verbose", "-v", is_flag=True,
@@ -137,6 +140,7 @@ def cli() -> None:
 @ENV
 @click.option("--ref", default="main", show_default=True, help="git ref to deploy (branch, tag or commit)")
 @click.option("--dry-run", is_flag=True, help="print every stage x host x command; change nothing")
+@OFFLINE
 @click.option("--yes", "-y", is_flag=True,
               help="do not ask for confirmation (asked only when stdin and stdout are a terminal)")
 @click.option("--maintenance/--no-maintenance", default=None,
@@ -147,7 +151,10 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="deploy outside a window or in a freeze (needs --reason)")
 @common(hosts=True)
 def deploy(env, ref, dry_run, yes, maintenance, **kw):
-    """The whole pipeline, with automatic rollback when a gate fails."""
+    """The whole pipeline, with automatic rollback when a gate fails.
+
+    `--dry-run --offline` prints the plan without any host: from assumed facts (no release served,
+    the ref's commit from the repository when it is on this machine), each assumption listed."""
     return verbs.deploy(env, ref, dry_run=dry_run, yes=yes, maintenance=maintenance, **kw)
 
 
@@ -160,11 +167,14 @@ def deploy(env, ref, dry_run, yes, maintenance, **kw):
 @click.option("--lock-wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="wait this long for the env's lock instead of refusing")
 @click.option("--dry-run", is_flag=True, help="print every stage x host x command; change nothing")
+@OFFLINE
 @click.option("--yes", "-y", is_flag=True,
               help="do not ask for confirmation (asked only when stdin and stdout are a terminal)")
 @common(hosts=True)
 def rollback(env, **kw):
-    """Back to the previous good release, or to a named one."""
+    """Back to the previous good release, or to a named one.
+
+    `--dry-run --offline` prints the plan to `--to RELEASE` (a full release id) without any host."""
     return verbs.rollback(env, **kw)
 
 
@@ -238,7 +248,9 @@ def unlock(env, **kw):
 @cli.command()
 @ENV
 @click.option("--force", is_flag=True,
-              help="recover even if the lock holder looks alive, or the database may be mid-migration")
+              help="recover even if the lock holder looks alive, or the database may be mid-migration "
+                   "(needs --reason)")
+@click.option("--reason", default="", help="why (recorded in the lock and the ledger)")
 @common()
 def recover(env, **kw):
     """After any crash: read the journal, the ledger and the hosts, then converge.
@@ -355,6 +367,30 @@ def cron_install(env, **kw):
 def cron_remove(env, **kw):
     """Remove the env's block from this machine's crontab."""
     return verbs.cron(env, "remove", **kw)
+
+
+@cli.group("config", cls=VerbGroup, context_settings=CONTEXT)
+def config_group() -> None:
+    """An environment's configuration, read and validated here: no host is contacted."""
+
+
+@config_group.command("show")
+@ENV
+@common()
+def config_show(env, **kw):
+    """Every setting of the env, merged, with the layer that set it (a playbook's defaults, the
+    inventory, an environment variable, --set, or the built-in default). Secrets are masked:
+    only the names and paths they come from are shown."""
+    return verbs.config_show(env, **kw)
+
+
+@config_group.command("check")
+@ENV
+@common()
+def config_check(env, **kw):
+    """Validate the env's inventory and playbook (exit 2 naming the file and key of each error),
+    else print one line saying what was checked."""
+    return verbs.config_check(env, **kw)
 
 
 @cli.group(cls=VerbGroup, context_settings=CONTEXT)

@@ -3,12 +3,15 @@
 Each host: its state (current release, releases on disk, free disk, maintenance flag). The first
 app host also resolves the ref to a commit (`git ls-remote`), the migrate host reads the schema
 version with the code it currently serves. `command()` builds the reads, `parse()` is pure.
+`Facts.assumed` makes them up instead, for a plan without any host (`--dry-run --offline`).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .commands import git as GIT
 from .commands import releases as R
@@ -17,6 +20,8 @@ from .shell import Command, batch, raw, step_outputs
 
 SCHEMA_STEP = "schema"
 COMMIT_STEP = "commit"
+#: the commit an offline plan shows when the ref cannot be resolved here (git's null id)
+UNRESOLVED_COMMIT = "0" * 40
 
 
 @dataclass
@@ -26,6 +31,26 @@ class Facts:
     commit: str | None = None
     schema: int | None = None  # the database's schema version, read with the served code
     pending: list[dict] | None = None  # pending migrations of the new code (None: not read)
+    assumptions: tuple[str, ...] = ()  # what was assumed instead of read (an offline plan)
+
+    @classmethod
+    def assumed(cls, cfg: Config, ref: str) -> Facts:
+        """Facts made up without contacting anything, for `--dry-run --offline`: every host
+        empty (no release, free disk, no maintenance), the schema unknown, the commit of `ref`
+        from the repository when it is on this machine. `assumptions` says each of these."""
+        commit, about_commit = local_commit(cfg.repo, ref)
+        return cls(
+            hosts={h.name: R.HostState() for h in cfg.hosts}, commit=commit,
+            assumptions=(
+                f"hosts: assumed to serve no release, with no release on disk and maintenance off "
+                f"(the ledger on {ledger_place(cfg)} and the hosts were not read)",
+                "schema version: assumed unknown (not read from the migrate host)",
+                about_commit,
+            ))
+
+    @property
+    def is_assumed(self) -> bool:
+        return bool(self.assumptions)
 
     def current(self, host: str) -> str | None:
         st = self.hosts.get(host)
@@ -33,6 +58,42 @@ class Facts:
 
     def snapshot_hosts(self, hosts: list[Host]) -> dict[str, str | None]:
         return {h.name: self.current(h.name) for h in hosts}
+
+
+def ledger_place(cfg: Config) -> str:
+    """Where the env's ledger lives, in words (it is never on this machine)."""
+    state = cfg.state
+    if state is not None and state.backend == "s3":
+        return f"s3://{state.bucket}/{state.prefix}".rstrip("/")
+    return cfg.ledger_host.name
+
+
+def local_commit(repo: str, ref: str) -> tuple[str, str]:
+    """(commit, note): the commit `ref` names in `repo` when the repository is a directory on
+    this machine (`git rev-parse`, nothing contacted), else UNRESOLVED_COMMIT."""
+    if _is_full_sha(ref):
+        return ref, f"commit: {ref} (given as --ref)"
+    path = Path(repo.removeprefix("file://"))
+    if not (path.is_absolute() and path.is_dir()):
+        why = f"{repo} is not a repository on this machine"
+    else:
+        sha = _rev_parse(path, ref)
+        if sha is not None:
+            return sha, f"commit: {ref} is {sha[:12]} in the local repository {repo}"
+        why = f"not found in the local repository {repo}"
+    return UNRESOLVED_COMMIT, f"commit: {ref} unresolved (shown as {UNRESOLVED_COMMIT[:7]}): {why}"
+
+
+def _rev_parse(repo: Path, ref: str) -> str | None:
+    """The commit `ref` names in the local repository `repo` (None: not found, or no git)."""
+    try:
+        found = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                                "--end-of-options", ref + "^{commit}"],
+                               capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    sha = found.stdout.strip()
+    return sha if found.returncode == 0 and _is_full_sha(sha) else None
 
 
 def _tolerant(cmd: Command) -> Command:

@@ -11,33 +11,46 @@ Writes, from the templates in deployer/templates/:
   root (`deployer.privileges`), with how to install them in ``/etc/sudoers.d/<app>``; made from
   the loaded config, so it is written last (kept when it exists, unless ``--force``).
 
-A file that exists is left alone unless ``--force`` (else exit 3, nothing written). The result
-is loaded with `load_config` before returning: a template that stopped matching the schema
-fails here, not in the user's first deploy.
+A file that exists is left alone unless ``--force`` (else exit 3, nothing written). What would be
+written is loaded with `load_config` first, from a scratch copy of the project: a name or a
+template that does not load is refused (exit 2) before any file is written, never in the user's
+first deploy, and never leaving files that block the next try.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
-from .config import Config, load_config
-from .config.types import _ENV_RE, _HOST_RE
+from .config import Config, load_config, load_playbook, shipped_playbooks
+from .config.types import _ENV_RE
 from .errors import ConfigError, Refused
 from .output import Reporter
 from .privileges import sudoers
 
 KINDS = ("laravel", "django", "node", "demo")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-#: the health URL each shipped playbook defaults to (shown in the inventory's comments)
-HEALTH = {"laravel": "http://{address}/up", "django": "http://{address}:8000/healthz",
-          "node": "http://{address}:3000/health", "demo": "http://{address}:8000/health"}
+#: an app's name: a playbook name YAML reads as a string, and (with _ for -) a database name
+_APP_RE = re.compile(r"[a-z][a-z0-9-]*\Z")
+#: names YAML reads as something else than a string
+_YAML_WORDS = ("null", "true", "false")
 
 
 def app_name(directory: Path) -> str:
-    """A playbook name from a directory name: lowercase letters, digits and -."""
+    """A playbook name from a directory name: lowercase letters, digits and -, starting with a
+    letter (``123`` gives ``app-123``)."""
     name = re.sub(r"[^a-z0-9]+", "-", directory.resolve().name.lower()).strip("-")
-    return name or "app"
+    if not name:
+        return "app"
+    return name if _APP_RE.match(name) and name not in _YAML_WORDS else f"app-{name}"
+
+
+def health_url(kind: str) -> str:
+    """The health URL the shipped playbook of `kind` checks (the inventory's comments show it)."""
+    path = shipped_playbooks() / f"{kind}.yaml"
+    return str(load_playbook(path, root=path.parent.parent).defaults["health"]["url"])
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -53,7 +66,7 @@ def render(template: str, values: dict[str, str]) -> str:
 def files(root: Path, *, kind: str, env: str, app: str) -> dict[Path, str]:
     """The files `init` writes (path -> text), known_hosts aside."""
     values = {"app": app, "env": env, "kind": kind, "db": app.replace("-", "_"),
-              "module": app.replace("-", "_"), "health_url": HEALTH[kind]}
+              "module": app.replace("-", "_"), "health_url": health_url(kind)}
     return {root / "hosts" / f"{env}.yaml": render("inventory.yaml", values),
             root / "playbooks" / f"{app}.yaml": render(f"playbook-{kind}.yaml", values)}
 
@@ -67,14 +80,16 @@ def write_project(root: Path, rep: Reporter, *, kind: str = "demo", env: str = "
     if not root.is_dir():
         raise ConfigError(f"--root {root}: no such directory")
     app = app or app_name(root)
-    if not _HOST_RE.match(app):
-        raise ConfigError(f"--app {app}: expected lowercase letters, digits and -")
+    if not _APP_RE.match(app) or app in _YAML_WORDS:
+        raise ConfigError(f"--app {app}: expected lowercase letters, digits and -, starting with a "
+                          f"letter (not {', '.join(_YAML_WORDS)})")
     out = files(root, kind=kind, env=env, app=app)
     existing = [p for p in out if p.exists()]
     if existing and not force:
         raise Refused(f"init: {', '.join(_rel(p, root) for p in existing)} already "
                       f"{'exists' if len(existing) == 1 else 'exist'}; nothing was written",
                       hint="--force overwrites them (hosts/known_hosts is never overwritten)")
+    cfg = validated(root, env, out)
     for path, text in out.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -83,14 +98,37 @@ def write_project(root: Path, rep: Reporter, *, kind: str = "demo", env: str = "
     if not known.exists():
         known.write_text((TEMPLATES / "known_hosts").read_text(encoding="utf-8"), encoding="utf-8")
         rep.event("notice", message=f"wrote {_rel(known, root)} (no keys yet: add your hosts')")
-    cfg = load_config(env, root=root, environ={})
     rep.event("notice", message=f"{cfg.env}: loads: playbook {app} (extends {kind}), hosts "
                                 f"{', '.join(h.name for h in cfg.hosts)} (placeholder addresses)")
     write_sudoers(cfg, root, rep, kind=kind, force=force)
-    rep.event("notice", message=f"next: your hosts' addresses in hosts/{env}.yaml, their keys in "
-                                f"hosts/known_hosts, then `deployer preflight --env {env}` and "
+    rep.event("notice", message=f"next: `deployer deploy --env {env} --dry-run --offline` shows the "
+                                f"plan now; then your hosts' addresses in hosts/{env}.yaml, their keys "
+                                f"in hosts/known_hosts, `deployer preflight --env {env}` and "
                                 f"`deployer deploy --env {env} --dry-run`")
     return 0
+
+
+def validated(root: Path, env: str, out: dict[Path, str]) -> Config:
+    """The config `out` (path -> text) gives once written into `root`, loaded from a scratch copy
+    of the project's playbooks and hosts/ with those files in it; ConfigError when it does not
+    load (nothing is written)."""
+    with tempfile.TemporaryDirectory(prefix="deployer-init-") as scratch:
+        copy = Path(scratch)
+        for directory in ("playbooks", "hosts"):
+            if (root / directory).is_dir():
+                shutil.copytree(root / directory, copy / directory, symlinks=True)
+        for path, text in out.items():
+            target = copy / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        known = copy / "hosts" / "known_hosts"
+        if not known.exists():
+            known.write_text((TEMPLATES / "known_hosts").read_text(encoding="utf-8"), encoding="utf-8")
+        try:
+            return load_config(env, root=copy, environ={})
+        except ConfigError as exc:
+            raise ConfigError(f"init: the files it would write do not load, so none was written:\n"
+                              f"{exc.message}", hint="--app NAME sets the app's name") from None
 
 
 def write_sudoers(cfg: Config, root: Path, rep: Reporter, *, kind: str, force: bool = False) -> None:

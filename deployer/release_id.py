@@ -44,7 +44,24 @@ def release_time(release_id: str) -> datetime:
 
 def validate_ref(ref: str) -> str:
     """Return a git ref/branch/tag/sha given with --ref unchanged, or raise ConfigError."""
-    ok = (
+    if not _is_ref(ref):
+        raise ConfigError(
+            f"--ref {ref!r}: not a valid git ref (allowed: letters, digits, . _ / -)"
+        )
+    return ref
+
+
+def validate_target(target: str) -> str:
+    """Return a rollback target (a release id, a prefix of one, or the git ref a release was
+    deployed from) unchanged, or raise ConfigError: checked before anything is contacted."""
+    if not _is_ref(target):
+        raise ConfigError(f"--to {target!r}: not a release id ({RELEASE_ID_FORMAT}), a prefix of "
+                          "one, or a git ref (allowed: letters, digits, . _ / -)")
+    return target
+
+
+def _is_ref(ref: object) -> bool:
+    return (
         isinstance(ref, str)
         and bool(_REF_RE.match(ref))
         and not ref.startswith(("-", "/"))
@@ -55,8 +72,3 @@ def validate_ref(ref: str) -> str:
         and "/." not in ref
         and not ref.startswith(".")
     )
-    if not ok:
-        raise ConfigError(
-            f"--ref {ref!r}: not a valid git ref (allowed: letters, digits, . _ / -)"
-        )
-    return ref

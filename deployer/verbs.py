@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from .config import Config, load_config, parse_set
+from .config import Config, parse_set
+from .config.loading import load_layered
 from .errors import ConfigError, DeployerError, Refused, interrupted
 from .output import Reporter, reporter_for
 
@@ -144,12 +145,8 @@ def config(env: str, inventory: str | None = None, overrides: dict | None = None
     """Load the environment (``--set`` items as the top layer) and narrow it to ``--hosts`` /
     ``--roles``; with `rep`, say which app hosts are left (and, for a command that `migrates`,
     that leaving the migrate host out means no migration)."""
-    if root is not None and not Path(root).is_dir():
-        raise ConfigError(f"--root {root}: no such directory")
-    layered = dict(overrides or {})
-    layered.update(parse_set(sets))
-    cfg = load_config(env, root=Path(root) if root is not None else None,
-                      inventory=Path(inventory) if inventory else None, overrides=layered)
+    layered = {**(overrides or {}), **parse_set(sets)}
+    cfg = _load_layered(env, inventory=inventory, root=root, overrides=layered).config
     narrowed = cfg.narrow(names(hosts, "--hosts"), names(roles, "--roles"))
     if rep is not None and narrowed is not cfg:
         rep.event("notice", message=f"{cfg.env}: narrowed to app hosts "
@@ -175,42 +172,75 @@ def confirm(question: str, yes: bool = False) -> None:
         raise Refused("not confirmed: nothing was changed", hint="--yes skips this question")
 
 
+def check_lock_wait(lock_wait: float) -> float:
+    """--lock-wait is a number of seconds, never negative (bad input: exit 2)."""
+    if not lock_wait >= 0:
+        raise ConfigError(f"--lock-wait {lock_wait:g}: expected a number of seconds >= 0")
+    return lock_wait
+
+
+def check_forced(force: bool, reason: str, skips: str) -> None:
+    """--force skips a safety (`skips` says which): it needs a --reason, recorded with the run."""
+    if force and not reason.strip():
+        raise ConfigError(f"--force ({skips}): --reason is required (it is recorded in the lock "
+                          "and the ledger)")
+
+
+def check_offline(offline: bool, dry_run: bool) -> None:
+    if offline and not dry_run:
+        raise ConfigError("--offline needs --dry-run: only a plan can be shown without the hosts")
+
+
 def _hosts_line(cfg: Config) -> str:
     app = [h.name for h in cfg.app_hosts]
     shown = ", ".join(app[:8]) + (f", ... ({len(app)} in all)" if len(app) > 8 else "")
     return f"{len(app)} app host{'s' if len(app) != 1 else ''} ({shown})"
 
 
-def deploy(env: str, ref: str = "main", *, dry_run: bool = False, yes: bool = False,
-           maintenance: bool | None = None, lock_wait: float = 0.0, reason: str = "",
-           force: bool = False, output: str = "text", verbose: bool = False, **scope) -> int:
+def deploy(env: str, ref: str = "main", *, dry_run: bool = False, offline: bool = False,
+           yes: bool = False, maintenance: bool | None = None, lock_wait: float = 0.0,
+           reason: str = "", force: bool = False, output: str = "text", verbose: bool = False,
+           **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.deploy import DeployRun
+        from .release_id import validate_ref
 
+        check_offline(offline, dry_run)
+        check_lock_wait(lock_wait)
+        check_forced(force, reason, "deploys outside a window or in a freeze")
+        validate_ref(ref)
         cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, ref)
         if not dry_run:
             confirm(f"deploy {ref} to {cfg.env}: {_hosts_line(cfg)}?", yes)
         d = DeployRun(cfg, rep, ref=ref, maintenance=maintenance, lock_wait=lock_wait, reason=reason,
                       force=force or dry_run)
+        if offline:
+            return d.offline_dry_run()
         return d.dry_run() if dry_run else d.run()
 
     return guarded(go, output, verbose, command="deploy")
 
 
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
-             lock_wait: float = 0.0, dry_run: bool = False, yes: bool = False, output: str = "text",
-             verbose: bool = False, **scope) -> int:
+             lock_wait: float = 0.0, dry_run: bool = False, offline: bool = False, yes: bool = False,
+             output: str = "text", verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.rollback import Rollback
+        from .release_id import validate_target
 
+        check_offline(offline, dry_run)
+        check_lock_wait(lock_wait)
+        if to is not None:
+            validate_target(to)
         cfg = config(env, rep=rep, migrates=True, **scope)
         with_notifiers(rep, cfg, to or "")
         if not dry_run:
             confirm(f"roll {cfg.env} back to {to or 'the previous good release'}: {_hosts_line(cfg)}"
                     + (", database restored" if restore_db else "") + "?", yes)
-        return Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
-                        lock_wait=lock_wait, dry_run=dry_run).run()
+        rb = Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
+                      lock_wait=lock_wait, dry_run=dry_run)
+        return rb.offline_dry_run() if offline else rb.run()
 
     return guarded(go, output, verbose, command="rollback")
 
@@ -268,14 +298,16 @@ def unlock(env: str, *, force: bool = False, output: str = "text", verbose: bool
     return guarded(lambda rep: inspect.unlock(config(env, **scope), rep, force), output, verbose)
 
 
-def recover(env: str, *, force: bool = False, output: str = "text", verbose: bool = False,
-            **scope) -> int:
+def recover(env: str, *, force: bool = False, reason: str = "", output: str = "text",
+            verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.recover import Recover
 
+        check_forced(force, reason, "recovers past a live-looking lock holder or a database "
+                                    "that may be mid-migration")
         cfg = config(env, **scope)
         with_notifiers(rep, cfg)
-        return Recover(cfg, rep, force=force).run()
+        return Recover(cfg, rep, force=force, reason=reason).run()
 
     return guarded(go, output, verbose, command="recover")
 
@@ -300,6 +332,51 @@ def init(*, kind: str = "demo", env: str = "production", app: str | None = None,
 
     return guarded(lambda rep: write_project(Path(root) if root else Path.cwd(), rep, kind=kind,
                                              env=env, app=app, force=force), "text", verbose)
+
+
+def config_show(env: str, *, output: str = "text", verbose: bool = False, inventory: str | None = None,
+                root: str | None = None, sets: Iterable[str] = ()) -> int:
+    """`config show`: every merged setting with the layer that set it, secrets masked."""
+    from .config.provenance import settings
+    from .inspect import _rows_table
+
+    def go(rep: Reporter) -> int:
+        loaded = _load_layered(env, inventory=inventory, root=root, overrides=parse_set(sets))
+        rows = [[s.key, s.value, s.source] for s in settings(loaded)]
+        _rows_table(f"{env}: configuration", ["key", "value", "source"], rows, rep)
+        return 0
+
+    return guarded(go, output, verbose)
+
+
+def config_check(env: str, *, output: str = "text", verbose: bool = False, inventory: str | None = None,
+                 root: str | None = None, sets: Iterable[str] = ()) -> int:
+    """`config check`: load and validate everything, contacting nothing; one line when valid."""
+    def go(rep: Reporter) -> int:
+        cfg = _load_layered(env, inventory=inventory, root=root, overrides=parse_set(sets)).config
+        app = len(cfg.app_hosts)
+        rep.event("notice", message=(
+            f"{cfg.env}: OK: {_rel(cfg.inventory_path, cfg.root)} with playbook {cfg.playbook.name} "
+            f"({_rel(cfg.playbook_path, cfg.root)}): {len(cfg.hosts)} hosts ({app} app), "
+            f"{len(cfg.schedules)} schedules; nothing contacted"))
+        return 0
+
+    return guarded(go, output, verbose)
+
+
+def _load_layered(env: str, *, inventory: str | None, root: str | None, overrides: dict):
+    """The environment with its layers (`--root`, `--inventory` and `--set` as given)."""
+    if root is not None and not Path(root).is_dir():
+        raise ConfigError(f"--root {root}: no such directory")
+    return load_layered(env, root=Path(root) if root is not None else None,
+                        inventory=Path(inventory) if inventory else None, overrides=overrides)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def fleet_up(web: int = 3, keep_data: bool = False, *, verbose: bool = False) -> int:
@@ -344,6 +421,7 @@ def maintenance_run(env: str, *, promote: bool = False, force: bool = False, rea
     from . import maintenance as M
 
     def go(rep: Reporter) -> int:
+        check_forced(force, reason, "runs outside a window")
         cfg = config(env, rep=rep, **scope)
         with_notifiers(rep, cfg)
         return M.run_window(cfg, rep, promote=promote, force=force, reason=reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,16 @@ from .reading import _interpolate, _read_yaml
 from .types import _ENV_RE, _HOST_RE, HEALTH_VALUES, LB_VALUES, _is_path, _label
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded environment with where its values came from: the runtime `config`, the merged
+    and validated `settings` (groups applied) and the `layers` they were merged from."""
+
+    config: Config
+    settings: Inventory
+    layers: tuple[_Layer, ...]
+
+
 def load_config(env: str, *, root: Path | None = None, inventory: Path | None = None,
                 overrides: Mapping[str, Any] | None = None,
                 environ: Mapping[str, str] = os.environ) -> Config:
@@ -40,6 +51,14 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
 
     `root` defaults to `project_root()`; `overrides` maps dotted keys to values (``--set``),
     string values being read as YAML."""
+    return load_layered(env, root=root, inventory=inventory, overrides=overrides,
+                        environ=environ).config
+
+
+def load_layered(env: str, *, root: Path | None = None, inventory: Path | None = None,
+                 overrides: Mapping[str, Any] | None = None,
+                 environ: Mapping[str, str] = os.environ) -> Loaded:
+    """`load_config`, keeping the settings and their layers (for `config show`)."""
     if not isinstance(env, str) or not _ENV_RE.match(env):
         raise ConfigError(f"environment {env!r}: expected lowercase letters, digits, _ and -, "
                           "starting with a letter")
@@ -95,7 +114,7 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
     hosts = _resolve_hosts(settings, layers, errors)
     if errors:
         raise ConfigError("\n".join(errors))
-    return Config(
+    return Loaded(config=Config(
         env=env, root=root, inventory_path=inv_path, playbook_path=pb_path, playbook=playbook,
         repo=settings.repo, deploy_to=settings.deploy_to, keep_releases=settings.keep_releases,
         parallel=settings.parallel, ssh=settings.ssh, database=settings.database,
@@ -108,7 +127,7 @@ def load_config(env: str, *, root: Path | None = None, inventory: Path | None = 
         rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
         gate=settings.gate, notify=settings.notify, secret_files=list(settings.secret_files),
         state=settings.state,
-    )
+    ), settings=settings, layers=tuple(layers))
 
 
 def _resolve_hosts(settings: Inventory, layers: list[_Layer], errors: list[str]) -> list[Host]:

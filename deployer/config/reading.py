@@ -16,11 +16,17 @@ from .types import _key_path
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last)."""
+    """A SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last).
+
+    Merge keys (``<<: *base``, ``<<: [*a, *b]``) work as in YAML 1.1: the mapping's own keys
+    win over merged ones; only a key written twice in the mapping itself is a duplicate."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        merges = sum(1 for key_node, _ in node.value if key_node.tag == "tag:yaml.org,2002:merge")
+        own = len(node.value) - merges
+        self.flatten_mapping(node)  # merged pairs first, then the mapping's own
         seen: set[Any] = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value[len(node.value) - own:]:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             try:
                 duplicate = key in seen
@@ -63,7 +69,13 @@ def _read_yaml(path: Path, label: str) -> dict[str, Any]:
         raise ConfigError(f"{label}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected a mapping at top level")
-    return data
+    return _without_anchor_holders(data)
+
+
+def _without_anchor_holders(data: dict[str, Any]) -> dict[str, Any]:
+    """The top-level keys that only hold anchors for merge keys (``x-web: &web {...}`` as in
+    Compose and Kamal, ``.base: &base {...}`` as in GitLab CI) are left out of the settings."""
+    return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith(("x-", ".")))}
 
 
 def _yaml_value(text: str) -> Any:

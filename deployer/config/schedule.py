@@ -3,6 +3,7 @@ retention."""
 
 from __future__ import annotations
 
+import difflib
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -54,11 +55,23 @@ def _date_or_time(value: Any) -> date | datetime:
     raise _fail(f"expected a date (2026-12-20) or an ISO datetime, got {value!r}")
 
 
+#: the commands a schedule can run: every command of the CLI that takes --env and needs nothing
+#: else (tests/unit/test_input_errors.py holds this list against the CLI's)
+SCHEDULABLE = ("abort", "config.check", "config.show", "cron.install", "cron.remove", "cron.show",
+               "deploy", "maintenance.off", "maintenance.on", "maintenance.run", "preflight",
+               "promote", "recover", "releases", "report", "rollback", "status", "unlock")
+
+
 def _task(value: str) -> str:
     try:
-        return _cron.validate_task(value)
+        name = _cron.validate_task(value)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    if name not in SCHEDULABLE:
+        close = difflib.get_close_matches(name, SCHEDULABLE, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(SCHEDULABLE)
+        raise _fail(f"unknown command {name!r} ({hint})")
+    return name
 
 
 CronExpr = Annotated[str, PlainValidator(_cron_expr)]

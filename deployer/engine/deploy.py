@@ -1,5 +1,6 @@
 """`deploy`: read the facts, take the lock, build the plan, run it; on any failure, the rollback
-plan. `--dry-run` reads the same facts and prints the same plan, changing nothing."""
+plan. `--dry-run` reads the same facts and prints the same plan, changing nothing; `--dry-run --offline`
+prints the plan of assumed facts (`Facts.assumed`), contacting nothing."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from ..output import Reporter
 from ..records import now_iso
 from ..release_id import new_release_id, validate_ref
 from ..session import Session, who
+from ..shell import Secret
 from .deploy_plan import DeployInputs, deploy_plan
 from .plan import Plan
 from .runs import Run
 from .state import RunState
 
 MIN_FREE_KB = 100 * 1024
+OFFLINE_HEADER = "offline plan: facts assumed, nothing contacted"
 
 
 def read_facts(s: Session, cfg: Config, ref: str, rep: Reporter) -> F.Facts:
@@ -62,6 +65,34 @@ def decide_maintenance(s: Session, cfg: Config, facts: F.Facts, forced: bool | N
     return bool(breaking)
 
 
+def assumed_maintenance(cfg: Config, forced: bool | None) -> tuple[bool, str]:
+    """Maintenance mode of an offline plan, and what was assumed to decide it."""
+    if forced is not None:
+        return forced, f"maintenance: {'on' if forced else 'off'} (--{'' if forced else 'no-'}maintenance)"
+    when = cfg.playbook.stages.maintenance.when
+    if when != "auto":
+        return when == "always", f"maintenance: {when} (the playbook)"
+    return False, ("maintenance: assumed not needed (pending migrations not read; "
+                   "--maintenance shows the plan with it)")
+
+
+def announce(rep: Reporter, plan: Plan, cfg: Config) -> None:
+    """Print a plan: one event per stage x host x command, then the dead-man re-arming."""
+    for stage, host, command in plan.rows():
+        rep.event("plan", stage=stage, host=host, command=command)
+    if plan.keepalive:
+        rep.event("notice", message=(
+            f"while maintenance is on, every {max(1.0, cfg.maintenance_ttl / 3):g}s the "
+            f"dead-man switch is re-armed on {', '.join(plan.keepalive)} "
+            f"(expiry {cfg.maintenance_ttl:g}s)"))
+
+
+def announce_assumed(rep: Reporter, notes: tuple[str, ...]) -> None:
+    rep.event("notice", message=OFFLINE_HEADER)
+    for note in notes:
+        rep.event("notice", message=f"  - {note}")
+
+
 class DeployRun:
     def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
                  lock_wait: float = 0.0, reason: str = "", force: bool = False, session: Session | None = None):
@@ -71,10 +102,33 @@ class DeployRun:
         self.ref = validate_ref(ref)
         self.force_maintenance = maintenance
         self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
-        # Read before anything is touched: a missing secret is bad input (exit 2).
-        self.secret_files = tuple((f.path, f.read(os.environ)) for f in cfg.secret_files)
+        self._secrets: tuple[tuple[str, Secret], ...] | None = None
         self.lock_wait = lock_wait or cfg.lock_timeout
-        self.s = session or Session(cfg, reporter, reason=reason or f"deploy {ref}")
+        self.reason = reason or f"deploy {ref}"
+        self._session = session
+
+    @property
+    def secret_files(self) -> tuple[tuple[str, Secret], ...]:
+        return self.read_secrets()
+
+    def read_secrets(self) -> tuple[tuple[str, Secret], ...]:
+        """(path, content) of each secret file, read once: a run reads them before anything is
+        contacted (a missing secret is bad input, exit 2); an offline plan never reads them."""
+        if self._secrets is None:
+            self._secrets = tuple((f.path, f.read(os.environ)) for f in self.cfg.secret_files)
+        return self._secrets
+
+    def assume_secrets(self) -> str:
+        """An offline plan's secret files: their paths, contents not read (shown as *** anyway)."""
+        self._secrets = tuple((f.path, Secret("")) for f in self.cfg.secret_files)
+        return "secret files: contents not read (only their paths are planned)"
+
+    @property
+    def s(self) -> Session:
+        """The run's session, made when first needed (an offline plan never needs one)."""
+        if self._session is None:
+            self._session = Session(self.cfg, self.rep, reason=self.reason)
+        return self._session
 
     def plan(self, facts: F.Facts, history, release: str, maintenance: bool) -> Plan:
         bad = frozenset(r for r, rec in history.releases.items() if rec.bad) if history else frozenset()
@@ -92,23 +146,29 @@ class DeployRun:
         return facts, release
 
     def dry_run(self) -> int:
+        self.read_secrets()  # before anything is contacted
         try:
             facts, release = self.prepare()
             history = self.s.history()
             maintenance = decide_maintenance(self.s, self.cfg, facts, self.force_maintenance, self.rep)
-            plan = self.plan(facts, history, release, maintenance)
-            for stage, host, command in plan.rows():
-                self.rep.event("plan", stage=stage, host=host, command=command)
-            if plan.keepalive:
-                self.rep.event("notice", message=(
-                    f"while maintenance is on, every {max(1.0, self.cfg.maintenance_ttl / 3):g}s the "
-                    f"dead-man switch is re-armed on {', '.join(plan.keepalive)} "
-                    f"(expiry {self.cfg.maintenance_ttl:g}s)"))
+            announce(self.rep, self.plan(facts, history, release, maintenance), self.cfg)
             return 0
         finally:
             self.s.close()
 
+    def offline_dry_run(self) -> int:
+        """The plan from assumed facts (`Facts.assumed`): no host, ledger or remote contacted."""
+        facts = F.Facts.assumed(self.cfg, self.ref)
+        maintenance, why = assumed_maintenance(self.cfg, self.force_maintenance)
+        secrets = (self.assume_secrets(),) if self.cfg.secret_files else ()
+        announce_assumed(self.rep, (*facts.assumptions, why, *secrets, "ledger history: assumed "
+                                    "empty (no release protected from cleanup, none known bad)"))
+        release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
+        announce(self.rep, self.plan(facts, None, release, maintenance), self.cfg)
+        return 0
+
     def run(self) -> int:
+        self.read_secrets()  # before anything is contacted
         cfg, s = self.cfg, self.s
         run: Run | None = None
         try:

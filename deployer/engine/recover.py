@@ -46,9 +46,10 @@ def _alive(held: LK.LockInfo) -> bool:
 
 
 class Recover:
-    def __init__(self, cfg: Config, reporter: Reporter, *, force: bool = False, session: Session | None = None):
+    def __init__(self, cfg: Config, reporter: Reporter, *, force: bool = False, reason: str = "",
+                 session: Session | None = None):
         self.cfg, self.rep, self.force = cfg, reporter, force
-        self.s = session or Session(cfg, reporter, reason="recover")
+        self.s = session or Session(cfg, reporter, reason=f"recover: {reason}" if reason else "recover")
 
     def say(self, message: str) -> None:
         self.rep.event("notice", message=message)
@@ -64,7 +65,7 @@ class Recover:
                 return 0
             if held is not None and _alive(held) and not self.force:
                 raise Refused(f"{cfg.env}: run {held.run} is alive ({held.describe()}); nothing to "
-                              "recover (or pass --force if that process is gone)")
+                              "recover (or pass --force --reason \"why\" if that process is gone)")
             in_flight = list(history.in_flight) + list(history.unfinished)
             dead_runs = [r["start"].get("run") for r in in_flight]
             if held is not None:
@@ -91,7 +92,7 @@ class Recover:
                                message=f"{cfg.env}: recovered {len(dead_runs)} run(s); consistent")
             if code == 4:
                 raise NeedsHuman(f"{cfg.env}: recovery stopped: see the notices above",
-                                 hint=f"then run `inv recover --env {cfg.env} --force`")
+                                 hint=f"then run `inv recover --env {cfg.env} --force --reason \"why\"`")
             return code
         finally:
             s.close()
@@ -133,7 +134,7 @@ class Recover:
                 self.say(f"the deploy died DURING THE MIGRATION on {cfg.migrate_host.name}: the database "
                          "may be half-migrated and the migration may still be running there. "
                          "Maintenance mode stays ON. Check that no migration process runs any more and "
-                         f"what the schema is, then run `inv recover --env {cfg.env} --force` (it rolls "
+                         f"what the schema is, then run `inv recover --env {cfg.env} --force --reason \"why\"` (it rolls "
                          "back code and database to the snapshot)")
                 return 4
             rolling_back = REC.RollbackStarted in kinds

@@ -10,12 +10,13 @@ from .. import records as REC
 from ..commands import backup as B
 from ..config import Config
 from ..errors import CommandFailed, ConfigError, DeployerError, NeedsHuman, Refused
+from ..facts import ledger_place
 from ..ledger import History
 from ..output import Reporter
 from ..release_id import validate_release_id
 from ..session import Session, who
 from .back_plan import manual_rollback_plan
-from .deploy import read_facts, succeed
+from .deploy import announce, announce_assumed, read_facts, succeed
 from .deploy_plan import DeployInputs, deploy_plan, offsite
 from .runs import Run
 from .state import RunState
@@ -45,6 +46,22 @@ def pick(history: History, to: str | None, current: str | None, facts) -> str:
     return target
 
 
+def offline_target(cfg: Config, to: str | None, restore_db: bool) -> str:
+    """The release an offline rollback plan goes to: only a full id names one without the ledger."""
+    where = ledger_place(cfg)
+    if restore_db:
+        raise ConfigError(f"--restore-db --offline: the backup to restore is recorded in the ledger on "
+                          f"{where}, which an offline plan does not read")
+    if to is None:
+        raise ConfigError(f"--offline: name the release with --to (the previous good one is known "
+                          f"only to the ledger on {where})")
+    try:
+        return validate_release_id(to)
+    except ConfigError:
+        raise ConfigError(f"--to {to!r} --offline: expected a full release id (a prefix or a ref is "
+                          f"resolved by the ledger on {where}, which an offline plan does not read)") from None
+
+
 class Rollback:
     def __init__(self, cfg: Config, reporter: Reporter, *, to: str | None = None,
                  restore_db: bool = False, keep_db: bool = False, lock_wait: float = 0.0,
@@ -55,7 +72,28 @@ class Rollback:
         self.to, self.restore_db, self.keep_db = to, restore_db, keep_db
         self.lock_wait = lock_wait
         self.dry_run = dry_run
-        self.s = session or Session(cfg, reporter, reason=f"rollback {to or '(previous good)'}")
+        self._session = session
+
+    @property
+    def s(self) -> Session:
+        """The run's session, made when first needed (an offline plan never needs one)."""
+        if self._session is None:
+            self._session = Session(self.cfg, self.rep, reason=f"rollback {self.to or '(previous good)'}")
+        return self._session
+
+    def offline_dry_run(self) -> int:
+        """The plan of `--to RELEASE` from assumed facts: no host or ledger contacted, so the
+        target must be a full release id and the database is left out."""
+        target = offline_target(self.cfg, self.to, self.restore_db)
+        announce_assumed(self.rep, (
+            f"target: {target} is on every selected host (not checked: the hosts were not read)",
+            f"schema: not compared with the target's (the ledger on {ledger_place(self.cfg)} was not "
+            "read); the database is left as it is",
+        ))
+        app = self.cfg.app_hosts
+        plan = manual_rollback_plan(self.cfg, target, app, backup=None, safety_path=None, now=time.time())
+        announce(self.rep, plan, self.cfg)
+        return 0
 
     def run(self) -> int:
         cfg, s = self.cfg, self.s

@@ -20,7 +20,7 @@ def baseline(fleet, cli, env) -> str:
     """Every web host on v2 with schema 2; returns the release they serve."""
     inv = ["--inventory", env.inventory]
     # whatever a failed scenario left: converged, maintenance off (each scenario starts clean)
-    cli("recover", "--env", "local", "--force", *inv, env=env.env())
+    cli("recover", "--env", "local", "--force", "--reason", "fault test", *inv, env=env.env())
     if any(fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json", check=False).returncode == 0
            for h in fleet.spec.web_hosts):
         cli("maintenance", "off", "--env", "local", *inv, env=env.env())
@@ -52,7 +52,7 @@ def recover(cli, env) -> str:
     codes.append(r.returncode)
     if r.returncode == 4 and "--force" in r.stdout + r.stderr:
         time.sleep(0.5)
-        r = cli("recover", "--env", "local", "--force", *inv, env=env.env())
+        r = cli("recover", "--env", "local", "--force", "--reason", "fault test", *inv, env=env.env())
         codes.append(r.returncode)
     assert r.returncode == 0, f"recover: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     again = cli("recover", "--env", "local", *inv, env=env.env())

@@ -120,7 +120,7 @@ def test_a_frozen_orchestrator_is_alive_until_forced(fleet, cli, fault_env):
         o.signal(signal.SIGSTOP)
         r = cli("recover", "--env", "local", *inv, env=fault_env.env())
         assert r.returncode == 3 and "alive" in r.stderr, r.stderr[-1000:]
-        cli("recover", "--env", "local", "--force", *inv, env=fault_env.env(), check=0)
+        cli("recover", "--env", "local", "--force", "--reason", "fault test", *inv, env=fault_env.env(), check=0)
         o.kill()
 
     run("frozen orchestrator, recover --force", fleet, cli, fault_env, ref="v2",

@@ -203,7 +203,7 @@ def test_both_front_ends_pass_the_same_values_to_the_verb(path, capsys, monkeypa
 
     for name in ("deploy", "rollback", "resume", "releases", "preflight", "report", "status", "unlock",
                  "recover", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "fleet_up",
-                 "fleet_down", "fleet_status", "demo"):
+                 "fleet_down", "fleet_status", "demo", "config_show", "config_check"):
         monkeypatch.setattr(verbs, name, recorder(name))
     args, values = sample_args(command(path))
     assert both(path, args, capsys, monkeypatch)[0] == 0
@@ -329,7 +329,7 @@ def test_an_unexpected_error_is_one_line_exit_4_and_the_traceback_only_with_verb
     def boom(*a, **kw):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(verbs, "load_config", boom)
+    monkeypatch.setattr(verbs, "load_layered", boom)
     code, out, err = both(("status",), ["-e", "unreach", "--root", str(project)], capsys, monkeypatch)
     assert (code, out) == (4, "")
     assert err == "error: RuntimeError: boom (--verbose shows the traceback)\n"
@@ -362,7 +362,7 @@ def test_ctrl_c_reported_as_a_lock_error_is_still_an_interruption(project, capsy
     except RuntimeError as exc:
         assert interrupted(exc)
     assert not interrupted(RuntimeError("release unlocked lock"))
-    monkeypatch.setattr(verbs, "load_config", _ctrl_c_inside_a_lock)
+    monkeypatch.setattr(verbs, "load_layered", _ctrl_c_inside_a_lock)
     code, out, err = both(("status",), ["-e", "unreach", "--root", str(project)], capsys, monkeypatch)
     assert (code, err) == (130, "interrupted\n")
     monkeypatch.setattr(verbs, "fleet_status", _ctrl_c_inside_a_lock)

@@ -618,7 +618,7 @@ freezes:
   - {start: "2027-02-01T18:00:00+01:00", end: 2027-02-02T06:00:00Z}
 schedules:
   - {name: maintenance, cron: "0 3 * * 0", command: "maintenance.run"}
-  - {name: nightly-backup, cron: "0 2 * * *", command: "backup.run"}
+  - {name: nightly-backup, cron: "0 2 * * *", command: "maintenance.run"}
 retention: {daily_days: 10, yearly_years: 5}
 maintenance_ttl: 600
 """)
@@ -634,7 +634,7 @@ maintenance_ttl: 600
     assert (second.start, second.end, second.reason) == (
         datetime(2027, 2, 1, 17, tzinfo=UTC), datetime(2027, 2, 2, 6, tzinfo=UTC), "")
     assert cfg.schedules == [Schedule("maintenance", "0 3 * * 0", "maintenance.run"),
-                             Schedule("nightly-backup", "0 2 * * *", "backup.run")]
+                             Schedule("nightly-backup", "0 2 * * *", "maintenance.run")]
     assert cfg.retention == Policy(all_days=7, daily_days=10, weekly_weeks=8, monthly_months=4,
                                    yearly_years=5)
     assert cfg.maintenance_ttl == 600
@@ -669,15 +669,15 @@ maintenance_ttl: 600
      "freezes[0].start: expected a date (2026-12-20) or an ISO datetime, got 'soon'"),
     ({"freezes": [{"start": "2026-12-20", "end": "2026-12-21", "timezone": "Mars/Olympus"}]},
      "freezes[0].timezone: unknown time zone 'Mars/Olympus'"),
-    ({"schedules": [{"name": "backup", "cron": "0 2 * * 0 0", "command": "backup.run"}]},
+    ({"schedules": [{"name": "backup", "cron": "0 2 * * 0 0", "command": "maintenance.run"}]},
      "schedules[0].cron: invalid cron expression '0 2 * * 0 0'"),
     ({"schedules": [{"name": "backup", "cron": "0 2 * * *", "command": "backup.run; rm -rf /"}]},
      ("schedules[0].command: invalid task name 'backup.run; rm -rf /' (expected an Invoke task "
      "such as backup.run)")),
-    ({"schedules": [{"name": "Backup", "cron": "0 2 * * *", "command": "backup.run"}]},
+    ({"schedules": [{"name": "Backup", "cron": "0 2 * * *", "command": "maintenance.run"}]},
      "schedules[0].name: invalid schedule name 'Backup' (use lowercase letters, digits and -)"),
-    ({"schedules": [{"name": "b", "cron": "0 2 * * *", "command": "backup.run"},
-                    {"name": "b", "cron": "0 3 * * *", "command": "backup.run"}]},
+    ({"schedules": [{"name": "b", "cron": "0 2 * * *", "command": "maintenance.run"},
+                    {"name": "b", "cron": "0 3 * * *", "command": "maintenance.run"}]},
      "schedules[1].name: duplicate name 'b' (also schedules[0])"),
     ({"retention": {"daily_days": -1}}, "retention.daily_days: must be >= 0"),
     ({"retention": {"weekly": 3}}, "retention.weekly: unknown key (did you mean 'weekly_weeks'?)"),
@@ -687,3 +687,57 @@ maintenance_ttl: 600
 def test_window_freeze_schedule_errors(root: Path, changes: dict[str, Any], message: str):
     write(root, "prod", local(**changes))
     assert error_of(root) == f"hosts/prod.yaml: {message}"
+
+
+# ------------------------------------------------------------------ YAML merge keys
+
+MERGED_INVENTORY = """\
+x-web: &web {roles: [web, worker], port: 2222, user: app}
+.db: &db
+  roles: [db, ledger]
+playbook: shop
+repo: ../.fleet/demo-app
+ssh: {key: ../.fleet/id_ed25519, known_hosts: ../.fleet/known_hosts}
+database: {name: demo}
+hosts:
+  - {<<: *web, name: web1, address: 10.77.0.11, roles: [web, worker, migrate]}
+  - {<<: *web, name: web2, address: 10.77.0.12}
+  - <<: *db
+    name: db1
+    address: 10.77.0.21
+"""
+
+MERGED_PLAYBOOK = """\
+x-supervisor: &supervisor
+  supervisorctl: /srv/bin/supervisorctl
+  supervisor_conf: /srv/supervisor/supervisord.conf
+name: shop
+extends: demo
+vars:
+  <<: *supervisor
+  python: /usr/bin/python3
+"""
+
+
+def test_yaml_merge_keys_in_an_inventory_and_a_playbook(root: Path):
+    (root / "playbooks" / "shop.yaml").write_text(MERGED_PLAYBOOK)
+    write(root, "prod", MERGED_INVENTORY)
+    cfg = load_config("prod", root=root, environ={})
+    hosts = {h.name: (h.roles, h.port, h.user) for h in cfg.hosts}
+    assert hosts == {"web1": (("web", "worker", "migrate"), 2222, "app"),  # its own roles win
+                     "web2": (("web", "worker"), 2222, "app"),
+                     "db1": (("db", "ledger"), 22, "root")}
+    assert cfg.playbook.vars["supervisorctl"] == "/srv/bin/supervisorctl"
+    assert cfg.playbook.vars["python"] == "/usr/bin/python3"
+
+
+def test_errors_through_merge_keys_still_name_the_file_and_the_line_or_key(root: Path):
+    (root / "playbooks" / "shop.yaml").write_text(MERGED_PLAYBOOK)
+    write(root, "prod", MERGED_INVENTORY.replace("port: 2222", 'port: "x"'))
+    assert error_of(root) == ("hosts/prod.yaml: hosts[0].port: expected an integer\n"
+                              "hosts/prod.yaml: hosts[1].port: expected an integer")
+    # a key written twice in one mapping is still refused (a merged key overridden is not)
+    write(root, "prod", MERGED_INVENTORY.replace("    name: db1\n", "    name: db1\n    name: db2\n"))
+    assert error_of(root) == "hosts/prod.yaml: line 13: invalid YAML: duplicate key 'name'"
+    write(root, "prod", MERGED_INVENTORY.replace("<<: *db", "<<: *nosuch"))
+    assert error_of(root) == "hosts/prod.yaml: line 11: invalid YAML: found undefined alias 'nosuch'"

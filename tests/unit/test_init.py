@@ -149,3 +149,58 @@ def test_init_keeps_an_existing_sudoers_file_unless_forced(tmp_path, rep):
     assert (tmp_path / "deploy" / "sudoers").read_text() == "# mine\n"
     assert write_project(tmp_path, rep, kind="demo", env="prod", app="shop", force=True) == 0
     assert "Cmnd_Alias DEPLOYER_SHOP" in (tmp_path / "deploy" / "sudoers").read_text()
+
+
+def test_app_name_is_one_yaml_reads_as_a_string(tmp_path):
+    assert app_name(tmp_path / "123") == "app-123"
+    assert app_name(tmp_path / "2fa-server") == "app-2fa-server"
+    assert app_name(tmp_path / "null") == "app-null"
+    assert app_name(tmp_path / "True") == "app-true"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_health_url_in_the_inventory_comments_is_the_one_the_config_loads(kind, tmp_path, rep):
+    assert write_project(tmp_path, rep, kind=kind, env="prod", app="shop") == 0
+    url = load_config("prod", root=tmp_path, environ={}).health.url
+    inventory = (tmp_path / "hosts" / "prod.yaml").read_text()
+    assert f"#   url: \"{url}\"" in inventory and f"(default: the playbook's,\n# {url})" in inventory
+    assert "healthz" not in inventory + (tmp_path / "playbooks" / "shop.yaml").read_text()
+
+
+def test_init_in_a_directory_named_123_writes_a_project_that_config_check_passes(tmp_path, monkeypatch, capsys):
+    project = tmp_path / "123"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("DEPLOYER_ROOT", raising=False)
+    assert verbs.init(kind="django") == 0
+    assert (project / "playbooks" / "app-123.yaml").is_file()
+    capsys.readouterr()
+    assert verbs.config_check("production") == 0
+    assert "production: OK: hosts/production.yaml with playbook app-123" in capsys.readouterr().out
+
+
+def test_init_writes_nothing_when_what_it_would_write_does_not_load_and_a_rerun_is_not_blocked(
+        tmp_path, monkeypatch, capsys):
+    """The project's own playbooks/django.yaml (broken here) is what `extends: django` finds: the
+    rendered files are loaded with it before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "django.yaml").write_text("name: django\nstages: {pull: 3}\n")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert verbs.init(kind="django", app="shop") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: init: the files it would write do not load, so none was written:\n"
+                          "playbooks/django.yaml: stages.pull")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
+    (tmp_path / "playbooks" / "django.yaml").unlink()
+    assert verbs.init(kind="django", app="shop") == 0
+    assert load_config("production", root=tmp_path, environ={}).playbook.name == "shop"
+
+
+def test_init_refuses_an_app_name_yaml_would_not_read_as_a_string(tmp_path, rep):
+    for app in ("123", "null", "9-lives"):
+        with pytest.raises(ConfigError, match=rf"^--app {app}: expected lowercase letters, digits and -, "
+                                              r"starting with a letter \(not null, true, false\)$"):
+            write_project(tmp_path, rep, kind="django", app=app)
+    assert list(tmp_path.iterdir()) == []
