@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from . import verbs
+from . import DISTRIBUTION, __version__, verbs
 from .errors import DeployerError, interrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -123,7 +123,8 @@ def common(*, hosts: bool = False, output: bool = True):
 
 
 @click.group(cls=VerbGroup, context_settings=CONTEXT)
-@click.version_option(package_name="deployer")
+@click.version_option(__version__, prog_name="deployer",
+                      message=f"%(prog)s %(version)s (pip: {DISTRIBUTION})")
 def cli() -> None:
     """Deploy and roll back web apps over SSH, safely.
 
