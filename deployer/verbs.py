@@ -302,6 +302,32 @@ def init(*, kind: str = "demo", env: str = "production", app: str | None = None,
                                              env=env, app=app, force=force), "text", verbose)
 
 
+def docs(topic: str | None = None, *, verbose: bool = False) -> int:
+    """`docs`: the installed documentation's topics, or one topic (paged on a terminal), and
+    where its file is."""
+    from . import manual
+
+    def go(rep: Reporter) -> int:
+        if topic is None:
+            print(manual.listing(), end="")
+            return 0
+        found = manual.topic(topic)
+        _page(found.path.read_text(encoding="utf-8"))
+        print(f"({found.title}: {found.path})", file=sys.stderr)
+        return 0
+
+    return guarded(go, "text", verbose)
+
+
+def _page(text: str) -> None:
+    if sys.stdout.isatty():
+        import click
+
+        click.echo_via_pager(text)
+    else:
+        print(text, end="")
+
+
 def fleet_up(web: int = 3, keep_data: bool = False, *, verbose: bool = False) -> int:
     from .fleet.harness import Fleet
 

@@ -189,9 +189,13 @@ def sample_args(cmd) -> tuple[list[str], list[str]]:
         for item in items:
             args += [flag, item]
         values += items
-    if any(isinstance(p, click.Argument) for p in cmd.params):
+    arguments = [p for p in cmd.params if isinstance(p, click.Argument)]
+    if arguments and arguments[0].nargs == -1:
         args += ["--", "echo", "two words", "--three"]
         values += ["echo", "two words", "--three"]
+    elif arguments:
+        args += ["--", "a-topic"]
+        values += ["a-topic"]
     return args, values
 
 
@@ -206,7 +210,7 @@ def test_both_front_ends_pass_the_same_values_to_the_verb(path, capsys, monkeypa
         return record
 
     for name in ("deploy", "rollback", "resume", "releases", "preflight", "report", "status", "unlock",
-                 "recover", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "fleet_up",
+                 "recover", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "docs", "fleet_up",
                  "fleet_down", "fleet_status", "demo"):
         monkeypatch.setattr(verbs, name, recorder(name))
     args, values = sample_args(command(path))
