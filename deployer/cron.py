@@ -13,8 +13,9 @@ An env's jobs live in one marked block of the crontab::
 absolute path of the installed `deployer` program and the schedule's verb (the Invoke task name
 ``maintenance.run`` is ``deployer maintenance run``), so the line works for any install (a
 virtualenv, pipx, a system package) without the user's PATH. ``flock -n`` makes an overrunning
-job skip its next run instead of piling up. Everything here is pure text processing: reading and writing the
-real crontab (``crontab -l`` / ``crontab -``) is the caller's job.
+job skip its next run instead of piling up. Everything here is pure text processing: reading
+and writing the real crontab (``crontab -l`` / ``crontab -``) and trying a job's command
+(`check_argv`) are the caller's job.
 """
 
 from __future__ import annotations

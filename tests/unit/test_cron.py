@@ -109,6 +109,8 @@ def test_paths_with_spaces_and_percent_are_quoted():
 def test_paths_must_be_absolute_and_single_line():
     with pytest.raises(ValueError, match="project_dir: expected an absolute path"):
         cron_lines("prod", SCHEDULES, **{**PATHS, "project_dir": "srv/deployer"})
+    with pytest.raises(ValueError, match="deployer_path: expected an absolute path, got 'deployer'"):
+        cron_lines("prod", SCHEDULES, **{**PATHS, "deployer_path": "deployer"})
     with pytest.raises(ValueError, match="log_dir: a path cannot contain a newline"):
         cron_lines("prod", SCHEDULES, **{**PATHS, "log_dir": "/var/log\n* * * * * evil"})
     with pytest.raises(ValueError, match="invalid env name"):
