@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from . import verbs
+from . import DISTRIBUTION, __version__, verbs
 from .errors import DeployerError, interrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -96,10 +96,10 @@ ENV = click.option("--env", "-e", required=True, metavar="ENV",
 VERBOSE = click.option("--verbose", "-v", is_flag=True,
                        help="more detail: every host step and gate verdict; tracebacks of unexpected errors")
 OUTPUT = click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                      help="text for humans (live on a terminal), json: one event per line (docs/events.md)")
+                      help="text for humans (live on a terminal), json: one event per line (`deployer docs events`)")
 ROOT = click.option("--root", metavar="DIR", default=None,
                     help="the project root, with hosts/ and playbooks/ (default: $DEPLOYER_ROOT, else "
-                         "the current directory when it has hosts/)")
+                         "the nearest of the current directory and its parents with hosts/)")
 INVENTORY = click.option("--inventory", metavar="FILE", default=None,
                          help="this inventory file instead of hosts/<ENV>.yaml")
 SET = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -126,7 +126,8 @@ def common(*, hosts: bool = False, output: bool = True):
 
 
 @click.group(cls=VerbGroup, context_settings=CONTEXT)
-@click.version_option(package_name="deployer")
+@click.version_option(__version__, prog_name="deployer",
+                      message=f"%(prog)s %(version)s (pip: {DISTRIBUTION})")
 def cli() -> None:
     """Deploy and roll back web apps over SSH, safely.
 
@@ -300,6 +301,25 @@ def init(**kw):
     playbook without --force (exit 3).
     """
     return verbs.init(**kw)
+
+
+def _topics(ctx, param, incomplete: str) -> list[str]:
+    from .manual import topics
+
+    return [name for name in topics() if name.startswith(incomplete)]
+
+
+@cli.command()
+@click.argument("topic", required=False, metavar="[TOPIC]", shell_complete=_topics)
+@VERBOSE
+def docs(**kw):
+    """The documentation installed with deployer: its topics, or one topic.
+
+    Without TOPIC: each topic and its title, and the directory of the files. With it (e.g.
+    `deployer docs configuration`): the topic's Markdown, paged on a terminal, then its file's
+    path on stderr. An unknown topic is exit 2, naming the topics.
+    """
+    return verbs.docs(**kw)
 
 
 @cli.group(cls=VerbGroup, context_settings=CONTEXT)

@@ -5,13 +5,17 @@ An env's jobs live in one marked block of the crontab::
     # BEGIN deployer prod
     PATH=/usr/local/bin:/usr/bin:/bin
     SHELL=/bin/sh
-    0 2 * * * cd /srv/deployer && /usr/bin/flock -n /var/lock/deployer-prod-backup.lock \
-/srv/deployer/.venv/bin/inv backup.run --env prod >> /var/log/deployer/deployer-prod-backup.log 2>&1
+    0 3 * * 0 cd /srv/shop && /usr/bin/flock -n /run/lock/deployer-prod-maintenance.lock \
+/home/ops/.venv/bin/deployer maintenance run --env prod >> /var/log/deployer/deployer-prod-maintenance.log 2>&1
     # END deployer prod
 
-(one line per job in the real crontab). ``flock -n`` makes an overrunning job skip its next
-run instead of piling up. Everything here is pure text processing: reading and writing the
-real crontab (``crontab -l`` / ``crontab -``) is the caller's job.
+(one line per job in the real crontab): the project root (the directory holding hosts/), the
+absolute path of the installed `deployer` program and the schedule's verb (the Invoke task name
+``maintenance.run`` is ``deployer maintenance run``), so the line works for any install (a
+virtualenv, pipx, a system package) without the user's PATH. ``flock -n`` makes an overrunning
+job skip its next run instead of piling up. Everything here is pure text processing: reading
+and writing the real crontab (``crontab -l`` / ``crontab -``) and trying a job's command
+(`check_argv`) are the caller's job.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from deployer.shell import quote
 
 HEADER = ("PATH=/usr/local/bin:/usr/bin:/bin", "SHELL=/bin/sh")
 FLOCK = "/usr/bin/flock"
+#: the PATH `cron install` tries a job's command with: cron's own default, nothing of the user's
+CHECK_PATH = "/usr/bin:/bin"
 NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 _ENV_RE = re.compile(r"[a-z][a-z0-9_-]*\Z")
@@ -81,14 +87,15 @@ def validate_expression(expr: object) -> str:
 def validate_task(name: object) -> str:
     """Return an Invoke task name such as ``backup.run``, else ValueError."""
     if not isinstance(name, str) or not _TASK_RE.match(name):
-        raise ValueError(f"invalid task name {name!r} (expected an Invoke task such as "
-                         "backup.run)")
+        raise ValueError(f"invalid task name {name!r} (expected a deployer verb named as its "
+                         "Invoke task, such as maintenance.run)")
     return name
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """One scheduled job: an Invoke task of deployer run by cron with ``--env <env>``."""
+    """One scheduled job: a deployer verb, named as its Invoke task (``maintenance.run``), run by
+    cron with ``--env <env>``."""
 
     name: str
     cron: str
@@ -119,24 +126,48 @@ def _q(value: str | os.PathLike[str]) -> str:
     return quote(value)[0].replace("%", "\\%")
 
 
+def _sh(value: str | os.PathLike[str]) -> str:
+    return quote(value)[0]
+
+
+def verb_words(command: str) -> list[str]:
+    """The `deployer` words of an Invoke task name: ``maintenance.run`` -> maintenance run."""
+    return validate_task(command).split(".")
+
+
+def job_command(env: str, schedule: Schedule, *, project_dir: PurePosixPath, deployer_path: PurePosixPath,
+                lock: PurePosixPath, for_cron: bool = True) -> str:
+    """``cd <project_dir> && flock -n <lock> <deployer_path> <verb words> --env <env>``, each word
+    quoted; for a crontab line (`for_cron`) a % is escaped as cron needs it, else as sh reads it."""
+    q = _q if for_cron else _sh
+    words = " ".join(q(w) for w in (deployer_path, *verb_words(schedule.command), "--env", env))
+    return f"cd {q(project_dir)} && {FLOCK} -n {q(lock)} {words}"
+
+
+def check_argv(command: str, home: str | os.PathLike[str]) -> list[str]:
+    """How `cron install` tries a job's command before installing it: with --help appended, in
+    the environment cron gives it (no variables but HOME and a minimal PATH, /bin/sh)."""
+    return ["env", "-i", f"HOME={os.fspath(home)}", f"PATH={CHECK_PATH}", "/bin/sh", "-c",
+            f"{command} --help"]
+
+
 def cron_lines(env: str, schedules: Iterable[Schedule], *, project_dir: str | os.PathLike[str],
-               inv_path: str | os.PathLike[str], log_dir: str | os.PathLike[str],
+               deployer_path: str | os.PathLike[str], log_dir: str | os.PathLike[str],
                lock_dir: str | os.PathLike[str]) -> list[str]:
     """The crontab lines (without markers) of `env`'s schedules; [] when there are none.
 
     The first lines set PATH and SHELL; each job line runs
-    ``cd <project_dir> && flock -n <lock> <inv_path> <command> --env <env> >> <log> 2>&1``
-    with every path absolute and shell-quoted.
+    ``cd <project_dir> && flock -n <lock> <deployer_path> <verb words> --env <env> >> <log> 2>&1``
+    with every path absolute and shell-quoted (`job_command`).
     """
     if not isinstance(env, str) or not _ENV_RE.match(env):
         raise ValueError(f"invalid env name {env!r}")
     schedules = list(schedules)
     if not schedules:
         return []
-    project = _abs(project_dir, "project_dir")
-    inv = _abs(inv_path, "inv_path")
-    logs = _abs(log_dir, "log_dir")
-    locks = _abs(lock_dir, "lock_dir")
+    paths = {"project_dir": _abs(project_dir, "project_dir"),
+             "deployer_path": _abs(deployer_path, "deployer_path")}
+    logs, locks = _abs(log_dir, "log_dir"), _abs(lock_dir, "lock_dir")
     names: set[str] = set()
     lines = list(HEADER)
     for schedule in schedules:
@@ -144,11 +175,8 @@ def cron_lines(env: str, schedules: Iterable[Schedule], *, project_dir: str | os
             raise ValueError(f"duplicate schedule name {schedule.name!r}")
         names.add(schedule.name)
         stem = f"deployer-{env}-{schedule.name}"
-        lines.append(
-            f"{schedule.cron} cd {_q(project)} && {FLOCK} -n {_q(locks / (stem + '.lock'))} "
-            f"{_q(inv)} {_q(schedule.command)} --env {_q(env)} "
-            f">> {_q(logs / (stem + '.log'))} 2>&1"
-        )
+        command = job_command(env, schedule, lock=locks / f"{stem}.lock", **paths)
+        lines.append(f"{schedule.cron} {command} >> {_q(logs / (stem + '.log'))} 2>&1")
     return lines
 
 

@@ -7,6 +7,9 @@ Writes, from the templates in deployer/templates/:
 - ``hosts/known_hosts``: comments saying how to fill it (only when it does not exist: it holds
   real keys, it is never overwritten);
 - ``playbooks/<app>.yaml``: ``extends: <kind>`` and commented override examples;
+- ``tasks.py``: the Invoke collection of deployer's verbs in one import (`inv deploy --env E`),
+  where the project adds its own tasks; only when there is no tasks.py (a project's own is never
+  touched, ``--force`` or not: it says what line to add to it);
 - ``deploy/sudoers``: the sudo rules of the SSH user, exactly the commands the playbook runs as
   root (`deployer.privileges`), with how to install them in ``/etc/sudoers.d/<app>``; made from
   the loaded config, so it is written last (kept when it exists, unless ``--force``).
@@ -100,6 +103,7 @@ def write_project(root: Path, rep: Reporter, *, kind: str = "demo", env: str = "
         rep.event("notice", message=f"wrote {_rel(known, root)} (no keys yet: add your hosts')")
     rep.event("notice", message=f"{cfg.env}: loads: playbook {app} (extends {kind}), hosts "
                                 f"{', '.join(h.name for h in cfg.hosts)} (placeholder addresses)")
+    write_tasks(root, rep, app=app, env=env)
     write_sudoers(cfg, root, rep, kind=kind, force=force)
     rep.event("notice", message=f"next: `deployer deploy --env {env} --dry-run --offline` shows the "
                                 f"plan now; then your hosts' addresses in hosts/{env}.yaml, their keys "
@@ -129,6 +133,21 @@ def validated(root: Path, env: str, out: dict[Path, str]) -> Config:
         except ConfigError as exc:
             raise ConfigError(f"init: the files it would write do not load, so none was written:\n"
                               f"{exc.message}", hint="--app NAME sets the app's name") from None
+TASKS_IMPORT = "from deployer.tasks import ns"
+
+
+def write_tasks(root: Path, rep: Reporter, *, app: str, env: str) -> None:
+    """tasks.py: deployer's Invoke collection in one import; a tasks.py that exists is the
+    project's own, never rewritten: a notice says what line to add when it lacks it."""
+    path = root / "tasks.py"
+    if not path.exists():
+        path.write_text(render("tasks.py", {"app": app, "env": env}), encoding="utf-8")
+        rep.event("notice", message="wrote tasks.py (every deployer verb as an Invoke task: `inv --list`)")
+    elif TASKS_IMPORT in path.read_text(encoding="utf-8", errors="replace"):
+        rep.event("notice", message="kept tasks.py (it imports deployer's tasks already)")
+    else:
+        rep.event("notice", message=f"kept tasks.py (yours): add `{TASKS_IMPORT}` to it for "
+                                    "`inv deploy` and the other verbs, or use `deployer VERB`")
 
 
 def write_sudoers(cfg: Config, root: Path, rep: Reporter, *, kind: str, force: bool = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import posixpath
+import shutil
 import subprocess
 import sys
 import time
@@ -15,11 +16,10 @@ from . import retention as RT
 from .commands import backup as B
 from .config import Config
 from .errors import ConfigError, DeployerError, NeedsHuman, Refused
+from .journal import state_dir
 from .output import Reporter
 from .shell import argv, raw
 from .windows import check_window, window_decision  # noqa: F401 - their home moved
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for maintenance",
@@ -162,25 +162,72 @@ def backup_names(cfg: Config, s) -> list[str]:
     return [n for n in out.split() if n.endswith(".dump")]
 
 
-def _paths() -> dict[str, Path]:
-    venv = Path(sys.prefix)
-    return {"project_dir": ROOT, "inv_path": venv / "bin" / "inv",
-            "log_dir": Path(os.environ.get("DEPLOYER_LOG_DIR", "/var/log/deployer")),
-            "lock_dir": Path(os.environ.get("DEPLOYER_LOCK_DIR", "/run/lock"))}
+def installed_deployer() -> Path:
+    """The absolute path of the `deployer` program running (or installed beside this Python),
+    the one a crontab line can call without the user's PATH."""
+    ran = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    candidates = [ran.resolve() if ran and ran.name == "deployer" else None,
+                  Path(sys.executable).parent / "deployer",  # the virtualenv's bin, not resolved
+                  shutil.which("deployer")]
+    for path in candidates:
+        if path and os.access(path, os.X_OK) and Path(path).is_file():
+            return Path(path).absolute()
+    raise ConfigError("cron: no `deployer` program found (not beside "
+                      f"{sys.executable}, not on PATH): install deployer with pip first")
+
+
+def _log_dir() -> Path:
+    if os.environ.get("DEPLOYER_LOG_DIR"):
+        return Path(os.environ["DEPLOYER_LOG_DIR"]).absolute()
+    return Path("/var/log/deployer") if os.geteuid() == 0 else state_dir() / "log"
+
+
+def _lock_dir(log_dir: Path) -> Path:
+    if os.environ.get("DEPLOYER_LOCK_DIR"):
+        return Path(os.environ["DEPLOYER_LOCK_DIR"]).absolute()
+    run_lock = Path("/run/lock")
+    return run_lock if os.access(run_lock, os.W_OK | os.X_OK) else log_dir
+
+
+def _paths(cfg: Config) -> dict[str, Path]:
+    log_dir = _log_dir()
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)  # the lines append to it from their start
+    except OSError as exc:
+        raise ConfigError(f"cron: cannot create the log directory {log_dir}: {exc.strerror} "
+                          "(DEPLOYER_LOG_DIR sets another)") from None
+    return {"project_dir": cfg.root.resolve(), "deployer_path": installed_deployer(),
+            "log_dir": log_dir, "lock_dir": _lock_dir(log_dir)}
 
 
 def cron_block(cfg: Config) -> list[str]:
     if not cfg.schedules:
         raise ConfigError(f"{cfg.inventory_path.name}: schedules: none defined for env {cfg.env!r}")
-    paths = _paths()
-    paths["log_dir"].mkdir(parents=True, exist_ok=True)  # the lines append to it from their start
-    return CR.cron_lines(cfg.env, cfg.schedules, **paths)
+    return CR.cron_lines(cfg.env, cfg.schedules, **_paths(cfg))
+
+
+def check_jobs(cfg: Config) -> None:
+    """Run each job's command with --help as cron would (`cron.check_argv`); ConfigError (exit 2)
+    naming the job and what it printed when one fails: nothing is installed then."""
+    paths = _paths(cfg)
+    for schedule in cfg.schedules:
+        lock = paths["lock_dir"] / f"deployer-{cfg.env}-{schedule.name}.check.lock"
+        command = CR.job_command(cfg.env, schedule, project_dir=paths["project_dir"],
+                                 deployer_path=paths["deployer_path"], lock=lock, for_cron=False)
+        proc = subprocess.run(CR.check_argv(command, Path.home()), capture_output=True, text=True,
+                              timeout=120)
+        if proc.returncode != 0:
+            said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+            raise ConfigError(f"cron install: schedule {schedule.name!r} does not run from cron's "
+                              f"environment (`{command} --help` exited {proc.returncode}: {said[0]}); "
+                              "nothing was installed")
 
 
 def cron_install(cfg: Config, rep: Reporter) -> int:
-    """Install the env's lines in this machine's crontab, in a marked block, idempotently."""
+    """Install the env's lines in this machine's crontab, in a marked block, idempotently, once
+    each job's command ran from cron's environment."""
     lines = cron_block(cfg)
-    _paths()["log_dir"].mkdir(parents=True, exist_ok=True)
+    check_jobs(cfg)
     current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
     existing = current.stdout if current.returncode == 0 else ""
     new = CR.install_block(existing, cfg.env, lines)

@@ -377,6 +377,30 @@ def _rel(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
+def docs(topic: str | None = None, *, verbose: bool = False) -> int:
+    """`docs`: the installed documentation's topics, or one topic (paged on a terminal), and
+    where its file is."""
+    from . import manual
+
+    def go(rep: Reporter) -> int:
+        if topic is None:
+            print(manual.listing(), end="")
+            return 0
+        found = manual.topic(topic)
+        _page(found.path.read_text(encoding="utf-8"))
+        print(f"({found.title}: {found.path})", file=sys.stderr)
+        return 0
+
+    return guarded(go, "text", verbose)
+
+
+def _page(text: str) -> None:
+    if sys.stdout.isatty():
+        import click
+
+        click.echo_via_pager(text)
+    else:
+        print(text, end="")
 
 
 def fleet_up(web: int = 3, keep_data: bool = False, *, verbose: bool = False) -> int:

@@ -68,6 +68,9 @@ def load_layered(env: str, *, root: Path | None = None, inventory: Path | None =
     if not inv_path.is_file():
         if inventory is not None:
             raise ConfigError(f"{inv_label}: no such inventory file")
+        if not (root / "hosts").is_dir():
+            raise ConfigError(f"{inv_label}: no such inventory: no hosts/ in {root} or above "
+                              "(`deployer init` writes one; or --root DIR, $DEPLOYER_ROOT)")
         raise ConfigError(f"{inv_label}: no such inventory (known envs: "
                           f"{', '.join(known_envs(root)) or 'none'})")
     inv_data = _interpolate(_read_yaml(inv_path, inv_label), environ, inv_label)

@@ -20,16 +20,20 @@ from .types import _ENV_RE, _HOST_RE, _is_path, _label, default_root
 
 
 def project_root(root: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
-    """The project root: `root`, else $DEPLOYER_ROOT, else the current directory when it has
-    a hosts/ directory, else the repository deployer runs from (`default_root()`)."""
+    """The project root: `root`, else $DEPLOYER_ROOT, else the nearest of the current directory
+    and its parents that has a hosts/ directory (as Invoke finds tasks.py: `inv deploy` works from
+    a subdirectory of the project), else the repository deployer runs from when it is a checkout
+    with hosts/ (`default_root()`), else the current directory."""
     if root is not None:
         return Path(root)
     if environ.get("DEPLOYER_ROOT"):
         return Path(environ["DEPLOYER_ROOT"])
     cwd = Path.cwd()
-    if (cwd / "hosts").is_dir():
-        return cwd
-    return default_root()
+    for directory in (cwd, *cwd.parents):
+        if (directory / "hosts").is_dir():
+            return directory
+    checkout = default_root()
+    return checkout if (checkout / "hosts").is_dir() else cwd
 
 
 def shipped_playbooks() -> Path:

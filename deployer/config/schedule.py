@@ -111,7 +111,8 @@ class FreezeModel(_Model):
 
 
 class ScheduleModel(_Model):
-    """A job for cron: the Invoke task `command`, run with --env when `cron` fires."""
+    """A job for cron: the deployer verb `command` (its Invoke task name), run with --env when
+    `cron` fires."""
 
     name: Annotated[str, Strict(), AfterValidator(_slug("schedule name"))]
     cron: CronExpr

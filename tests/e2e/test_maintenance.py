@@ -222,7 +222,7 @@ def test_real_cron_daemon_runs_an_installed_schedule(fleet, tmp_path, consistent
     logs = tmp_path / "logs"
     logs.mkdir()
     lines = CR.cron_lines("local", [CR.Schedule("probe", "* * * * *", "status")], project_dir=ROOT,
-                          inv_path=ROOT / ".venv" / "bin" / "inv", log_dir=logs, lock_dir=tmp_path)
+                          deployer_path=ROOT / ".venv" / "bin" / "deployer", log_dir=logs, lock_dir=tmp_path)
     old = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
     existing = old.stdout if old.returncode == 0 else ""
     subprocess.run(["crontab", "-"], input=CR.install_block(existing, "local", lines), text=True, check=True)

@@ -1,5 +1,5 @@
 """One CLI, two front ends: every verb run through `deployer` (click) and `inv` (the Invoke tasks
-generated from it in tasks.py) with the same arguments gives the same exit code and the same
+generated from it in deployer/tasks.py) with the same arguments gives the same exit code and the same
 output (program names normalised). No fleet: the hosts are 127.0.0.1 ports nothing listens on,
 so every command that reaches for them is refused (exit 3) at once."""
 
@@ -16,13 +16,10 @@ import click
 import pytest
 from invoke import Program
 
-from deployer import verbs
+from deployer import tasks, verbs
 from deployer.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("deployer_tasks", ROOT / "tasks.py")
-tasks = sys.modules["deployer_tasks"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tasks)
 
 
 def leaves(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
@@ -150,6 +147,13 @@ def test_every_click_command_is_an_invoke_task_and_back():
     assert {"init", "exec", "demo"} <= {p[-1] for p in PATHS}
 
 
+def test_the_repositorys_tasks_py_is_the_packages_collection():
+    spec = importlib.util.spec_from_file_location("repo_tasks", ROOT / "tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.ns is tasks.ns
+
+
 def test_every_command_and_option_has_help():
     for path, cmd in VERBS:
         assert cmd.help and cmd.help.strip(), f"{' '.join(path)} has no help"
@@ -185,9 +189,13 @@ def sample_args(cmd) -> tuple[list[str], list[str]]:
         for item in items:
             args += [flag, item]
         values += items
-    if any(isinstance(p, click.Argument) for p in cmd.params):
+    arguments = [p for p in cmd.params if isinstance(p, click.Argument)]
+    if arguments and arguments[0].nargs == -1:
         args += ["--", "echo", "two words", "--three"]
         values += ["echo", "two words", "--three"]
+    elif arguments:
+        args += ["--", "a-topic"]
+        values += ["a-topic"]
     return args, values
 
 
@@ -202,7 +210,7 @@ def test_both_front_ends_pass_the_same_values_to_the_verb(path, capsys, monkeypa
         return record
 
     for name in ("deploy", "rollback", "resume", "releases", "preflight", "report", "status", "unlock",
-                 "recover", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "fleet_up",
+                 "recover", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "docs", "fleet_up",
                  "fleet_down", "fleet_status", "demo", "config_show", "config_check"):
         monkeypatch.setattr(verbs, name, recorder(name))
     args, values = sample_args(command(path))

@@ -672,8 +672,8 @@ maintenance_ttl: 600
     ({"schedules": [{"name": "backup", "cron": "0 2 * * 0 0", "command": "maintenance.run"}]},
      "schedules[0].cron: invalid cron expression '0 2 * * 0 0'"),
     ({"schedules": [{"name": "backup", "cron": "0 2 * * *", "command": "backup.run; rm -rf /"}]},
-     ("schedules[0].command: invalid task name 'backup.run; rm -rf /' (expected an Invoke task "
-     "such as backup.run)")),
+     ("schedules[0].command: invalid task name 'backup.run; rm -rf /' (expected a deployer verb "
+     "named as its Invoke task, such as maintenance.run)")),
     ({"schedules": [{"name": "Backup", "cron": "0 2 * * *", "command": "maintenance.run"}]},
      "schedules[0].name: invalid schedule name 'Backup' (use lowercase letters, digits and -)"),
     ({"schedules": [{"name": "b", "cron": "0 2 * * *", "command": "maintenance.run"},

@@ -93,8 +93,19 @@ def test_root_order(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert project_root(tmp_path, env) == tmp_path  # explicit wins
     assert project_root(None, env) == project  # then DEPLOYER_ROOT
     assert project_root(None, {}) == other  # then the current directory with hosts/
-    monkeypatch.chdir(tmp_path)  # no hosts/ here
-    assert project_root(None, {}) == default_root() == REPO
+    (other / "app" / "src").mkdir(parents=True)
+    monkeypatch.chdir(other / "app" / "src")  # below the project: the nearest parent with hosts/
+    assert project_root(None, {}) == other
+    monkeypatch.chdir(tmp_path)  # no hosts/ here or above
+    assert project_root(None, {}) == default_root() == REPO  # a checkout of deployer
+    installed = tmp_path / "site-packages"  # deployer installed: no hosts/ beside the package
+    installed.mkdir()
+    monkeypatch.setattr("deployer.config.project.default_root", lambda: installed)
+    assert project_root(None, {}) == tmp_path
+    with pytest.raises(ConfigError) as exc:
+        load_config("production", environ={})
+    assert exc.value.message == (f"hosts/production.yaml: no such inventory: no hosts/ in {tmp_path} or "
+                                 "above (`deployer init` writes one; or --root DIR, $DEPLOYER_ROOT)")
 
 
 def test_current_directory_is_the_root(project: Path, monkeypatch: pytest.MonkeyPatch):

@@ -18,7 +18,7 @@ from deployer.cron import (
     validate_expression,
 )
 
-PATHS = {"project_dir": Path("/srv/deployer"), "inv_path": Path("/srv/deployer/.venv/bin/inv"),
+PATHS = {"project_dir": Path("/srv/deployer"), "deployer_path": Path("/srv/deployer/.venv/bin/deployer"),
          "log_dir": Path("/var/log/deployer"), "lock_dir": Path("/var/lock")}
 SCHEDULES = [Schedule("maintenance", "0 3 * * 0", "maintenance.run"),
              Schedule("nightly-backup", "0 2 * * *", "backup.run")]
@@ -54,7 +54,7 @@ def test_expression_that_never_fires():
 
 
 def test_schedule_validation():
-    with pytest.raises(ValueError, match="invalid task name 'backup.run; rm'"):
+    with pytest.raises(ValueError, match="invalid task name 'backup.run; rm' \\(expected a deployer verb"):
         Schedule("b", "0 2 * * *", "backup.run; rm")
     with pytest.raises(ValueError, match="invalid schedule name 'Nightly Backup'"):
         Schedule("Nightly Backup", "0 2 * * *", "backup.run")
@@ -69,10 +69,10 @@ def test_cron_lines():
         "PATH=/usr/local/bin:/usr/bin:/bin",
         "SHELL=/bin/sh",
         ("0 3 * * 0 cd /srv/deployer && /usr/bin/flock -n /var/lock/deployer-prod-maintenance.lock "
-        "/srv/deployer/.venv/bin/inv maintenance.run --env prod "
+        "/srv/deployer/.venv/bin/deployer maintenance run --env prod "
         ">> /var/log/deployer/deployer-prod-maintenance.log 2>&1"),
         ("0 2 * * * cd /srv/deployer && /usr/bin/flock -n "
-        "/var/lock/deployer-prod-nightly-backup.lock /srv/deployer/.venv/bin/inv backup.run "
+        "/var/lock/deployer-prod-nightly-backup.lock /srv/deployer/.venv/bin/deployer backup run "
         "--env prod >> /var/log/deployer/deployer-prod-nightly-backup.log 2>&1"),
     ]
     for line in lines[2:]:
@@ -89,26 +89,28 @@ def test_nickname_schedule_line():
 
 def test_paths_with_spaces_and_percent_are_quoted():
     lines = cron_lines("staging", SCHEDULES[:1], project_dir="/home/ops/my app",
-                       inv_path="/home/ops/my app/.venv/bin/inv", log_dir="/var/log/deploy 100%",
+                       deployer_path="/home/ops/my app/.venv/bin/deployer", log_dir="/var/log/deploy 100%",
                        lock_dir="/run/lock")
     line = lines[2]
     assert line == (
         "0 3 * * 0 cd '/home/ops/my app' && /usr/bin/flock -n "
-        "/run/lock/deployer-staging-maintenance.lock '/home/ops/my app/.venv/bin/inv' "
-        "maintenance.run --env staging "
+        "/run/lock/deployer-staging-maintenance.lock '/home/ops/my app/.venv/bin/deployer' "
+        "maintenance run --env staging "
         ">> '/var/log/deploy 100\\%/deployer-staging-maintenance.log' 2>&1"
     )
     # what the shell sees once cron has turned \% back into %
     command = line.split(" ", 5)[5].replace("\\%", "%")
     words = shlex.split(command)
     assert words[:2] == ["cd", "/home/ops/my app"]
-    assert words[6] == "/home/ops/my app/.venv/bin/inv"
+    assert words[6:10] == ["/home/ops/my app/.venv/bin/deployer", "maintenance", "run", "--env"]
     assert words[-2] == "/var/log/deploy 100%/deployer-staging-maintenance.log"
 
 
 def test_paths_must_be_absolute_and_single_line():
     with pytest.raises(ValueError, match="project_dir: expected an absolute path"):
         cron_lines("prod", SCHEDULES, **{**PATHS, "project_dir": "srv/deployer"})
+    with pytest.raises(ValueError, match="deployer_path: expected an absolute path, got 'deployer'"):
+        cron_lines("prod", SCHEDULES, **{**PATHS, "deployer_path": "deployer"})
     with pytest.raises(ValueError, match="log_dir: a path cannot contain a newline"):
         cron_lines("prod", SCHEDULES, **{**PATHS, "log_dir": "/var/log\n* * * * * evil"})
     with pytest.raises(ValueError, match="invalid env name"):

@@ -30,7 +30,8 @@ def test_init_then_load_config_from_the_project_directory(kind, tmp_path, monkey
     monkeypatch.delenv("DEPLOYER_ROOT", raising=False)
     assert verbs.init(kind=kind) == 0
     assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()) == [
-        "deploy/sudoers", "hosts/known_hosts", "hosts/production.yaml", "playbooks/my-shop.yaml"]
+        "deploy/sudoers", "hosts/known_hosts", "hosts/production.yaml", "playbooks/my-shop.yaml",
+        "tasks.py"]
     cfg = load_config("production")  # the root: the current directory, which now has hosts/
     assert cfg.root == project
     assert cfg.playbook.name == "my-shop" and cfg.playbook_path == project / "playbooks" / "my-shop.yaml"
@@ -204,3 +205,26 @@ def test_init_refuses_an_app_name_yaml_would_not_read_as_a_string(tmp_path, rep)
                                               r"starting with a letter \(not null, true, false\)$"):
             write_project(tmp_path, rep, kind="django", app=app)
     assert list(tmp_path.iterdir()) == []
+def _ns_of(path: Path):
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)  # as Invoke imports it
+    return namespace["ns"]
+
+
+def test_init_writes_a_tasks_py_that_is_deployers_collection(tmp_path, rep):
+    from deployer.tasks import ns
+
+    assert write_project(tmp_path, rep, kind="laravel", env="staging", app="shop") == 0
+    text = (tmp_path / "tasks.py").read_text()
+    assert "from deployer.tasks import ns" in text and "<<" not in text
+    assert _ns_of(tmp_path / "tasks.py") is ns
+    assert {"deploy", "rollback", "status"} <= set(ns.tasks)
+
+
+def test_init_never_rewrites_a_projects_own_tasks_py(tmp_path):
+    mine = "from invoke import task\n\n\n@task\ndef build(c):\n    pass\n"
+    (tmp_path / "tasks.py").write_text(mine)
+    out = io.StringIO()
+    assert write_project(tmp_path, JsonReporter(out), kind="demo", env="prod", app="shop", force=True) == 0
+    assert (tmp_path / "tasks.py").read_text() == mine
+    assert "kept tasks.py (yours): add `from deployer.tasks import ns` to it" in out.getvalue()
