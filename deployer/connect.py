@@ -10,6 +10,8 @@ import io
 import os
 import socket
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +37,19 @@ class SSHSettings:
     command_timeout: float = 600.0
 
 
-def _tcp_keepalive(sock, every: float) -> None:
+ALIVE_COUNT = 3  # keepalives left unanswered before a connection is given up (ServerAliveCountMax)
+_given_up: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transport -> why it was closed
+
+
+def why_closed(transport: paramiko.Transport) -> str | None:
+    """Why deployer closed this connection itself (its host stopped answering), if it did."""
+    return _given_up.get(transport)
+
+
+def _tcp_keepalive(sock, every: float) -> bool:
     """The kernel notices a silently dead host (pulled cable, frozen machine) within about
-    3 x `every` seconds, whatever the command's own timeout: its connection then fails."""
+    3 x `every` seconds, whatever the command's own timeout: its connection then fails. False
+    when `sock` is not a TCP socket (a jump host's channel): see `watch_liveness`."""
     try:
         # small packets leave at once (Nagle's wait for the peer's delayed ACK cost 40 ms per
         # health probe sent through the connection, as OpenSSH's client knows)
@@ -47,9 +59,40 @@ def _tcp_keepalive(sock, every: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 2))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(idle * 3 * 1000))
-    except (OSError, AttributeError):  # not a TCP socket (a jump host's channel): paramiko's own
-        pass
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(idle * ALIVE_COUNT * 1000))
+        return True
+    except (OSError, AttributeError):  # not a TCP socket (a jump host's channel)
+        return False
+
+
+def watch_liveness(transport: paramiko.Transport, every: float, label: str) -> threading.Thread:
+    """OpenSSH's ServerAliveInterval for a connection through a jump host, where no TCP
+    keepalive can see the host (the jump host's own connection to it stays quiet): every `every`
+    seconds a keepalive request that wants a reply (any reply, even a refusal, proves the host's
+    sshd alive); none within ALIVE_COUNT x `every` and the connection is closed, so the commands
+    waiting on it fail now instead of at their timeout. paramiko's own keepalive asks for no
+    reply, so it never notices."""
+    def ask(answered: threading.Event) -> None:
+        try:
+            transport.global_request("keepalive@openssh.com", wait=True)
+        except Exception:  # noqa: BLE001 - a transport closing under it: nothing to report
+            pass
+        answered.set()
+
+    def watch() -> None:
+        while transport.is_active():
+            time.sleep(every)
+            answered = threading.Event()
+            threading.Thread(target=ask, args=(answered,), name=f"alive-{label}", daemon=True).start()
+            if not answered.wait(every * ALIVE_COUNT) and transport.is_active():
+                _given_up[transport] = (f"no answer to {ALIVE_COUNT} keepalives in {every * ALIVE_COUNT:g}s "
+                                        "(the host, or the network to it, is down)")
+                transport.close()  # the host stopped answering: what waits on it fails now
+                return
+
+    thread = threading.Thread(target=watch, name=f"liveness-{label}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _auth_failed(label: str, ep: Endpoint, tried: list[str], missing: list[str],
@@ -218,7 +261,8 @@ class Connector:
                 raise
             raise ConnectError(message) from (exc if isinstance(exc, TimeoutError) else None)
         conn.transport.set_keepalive(s.keepalive)
-        _tcp_keepalive(conn.transport.sock, s.keepalive)
+        if not _tcp_keepalive(conn.transport.sock, s.keepalive):
+            watch_liveness(conn.transport, s.keepalive, label)
         return conn
 
     def _connect_error(self, exc: Exception, conn: Connection, ep: Endpoint, label: str, where: str,

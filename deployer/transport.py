@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import paramiko
 from fabric import Connection
 
-from .connect import Connector, SSHSettings
+from .connect import Connector, SSHSettings, why_closed
 from .errors import CommandFailed, ConnectError
 from .shell import Command, quote
 from .sshconfig import Endpoint
@@ -127,6 +127,8 @@ def _exec(conn: Connection, command: str, stdin: str | None, limit: float,
                 break
             out_chunks.append(data)
         exited = chan.recv_exit_status()
+        if exited == -1 and not conn.transport.is_active():  # closed under it: no exit status
+            raise EOFError(why_closed(conn.transport) or "the connection closed")
         t.join(timeout=limit)
         decode = lambda chunks: b"".join(chunks).decode("utf-8", "replace")  # noqa: E731
         return decode(out_chunks), decode(err_chunks), exited

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -168,6 +169,25 @@ def test_cut_host_mid_session_is_detected_by_keepalive_or_timeout(fleet):
                 t.run(ep, raw("echo late"), timeout=2)
         finally:
             fleet.reconnect("web3")
+
+
+def test_a_host_cut_off_mid_command_is_given_up_after_its_missed_keepalives(fleet):
+    """Behind the bastion no TCP keepalive can see web3 (the bastion's connection to it stays
+    quiet): the SSH keepalives that want a reply do. A command waiting on the cut host fails,
+    saying why, long before its own timeout (60 s), and the host is reached again once back."""
+    with transport(fleet, keepalive=1) as t:
+        ep = endpoint(fleet, "web3")
+        t.run(ep, raw("true"))
+        cutter = threading.Timer(1.0, fleet.cut, args=("web3",))
+        cutter.start()
+        try:
+            with pytest.raises(ConnectError, match=r"^web3 \(10\.78\.0\.\d+\): connection lost: no answer "
+                                                   r"to 3 keepalives in 3s \(the host, or the network"):
+                t.run(ep, raw("sleep 30; echo finished"), timeout=60)
+        finally:
+            cutter.join()
+            fleet.reconnect("web3")
+        assert t.run(ep, raw("hostname")).stdout.strip() == "web3"
 
 
 def test_killed_sshd_refuses_and_restarts(fleet):

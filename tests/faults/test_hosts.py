@@ -40,13 +40,13 @@ def test_web_host_cut_off(stage, fleet, cli, fault_env):
 
 
 def test_a_hung_migration_times_out_and_rolls_back(fleet, cli, fault_env):
-    """A session holds a lock on the migrated table longer than the command timeout (40 s)."""
+    """A session holds a lock on the migrated table longer than the command timeout (15 s here)."""
     hold = ("nohup runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run -d demo -Xq "
-            "-c 'BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(44); COMMIT' "
+            "-c 'BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(19); COMMIT' "
             ">/dev/null 2>&1 &")
     run("hung migration (table locked past the timeout)", fleet, cli, fault_env, ref="v3",
-        trigger=at_stage("migrate", command=False), action=lambda o: fleet.sh("db1", hold),
-        expect=(1,), timeout=300)
+        args=("--set", "ssh.command_timeout=15"), trigger=at_stage("migrate", command=False),
+        action=lambda o: fleet.sh("db1", hold), expect=(1,), timeout=300)
 
 
 def test_disk_full_at_pull(fleet, cli, fault_env):
