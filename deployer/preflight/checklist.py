@@ -39,6 +39,8 @@ DB_TOOLS = ("pg_dump", "pg_restore", "psql")
 DB_BINARIES = ("sha256sum", "runuser")
 LB_BINARIES = ("socat",)
 LEDGER_BINARIES = ("flock",)
+#: the roles of the app hosts (what a release runs on)
+APP_ROLES = ("web", "worker")
 
 
 # ---------------------------------------------------------------- window
@@ -104,14 +106,14 @@ def shared_checks(cfg: Config, mirror: str, expect_app_env: str | None) -> list[
         env_file = posixpath.join(cfg.shared_path, ".env")
         keys = pb.preflight.app_env
         maker = SH.made_by(".env", SH.Kind.FILE, secret_paths)
-        out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), ("web", "worker"),
+        out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), APP_ROLES,
                          parse_app_env(env_file, expect_app_env, app_keys=keys, made_by=maker),
                          _names(app),
                          about="the shared .env: " + ("APP_DEBUG, APP_ENV, " if keys else "")
                                + "mode 0600, not in git"))
     found = SH.entries(pb.shared_files, pb.shared_dirs, secret_paths, skip=skip)
     if found:
-        out.append(Check("shared", SH.command(cfg.shared_path, found), ("web", "worker"),
+        out.append(Check("shared", SH.command(cfg.shared_path, found), APP_ROLES,
                          SH.parse(cfg.shared_path, found), _names(app),
                          about="the shared files and dirs every release links"))
     return out
@@ -137,7 +139,6 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
         clock: Callable[[], datetime] = lambda: fixed  # noqa: E731
     else:
         clock = now or _utc_now
-    app_roles = ("web", "worker")
     app = cfg.app_hosts
     p = R.paths(cfg.deploy_to)
     mirror = posixpath.join(cfg.deploy_to, "repo")
@@ -152,7 +153,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
         out.append(Check("disk", disk_command(backups), ("db",),
                          parse_disk(backups, min_free_mib), (cfg.db_host.name,),
                          about=f"free space for backups under {backups}"))
-    out.append(Check("binaries", binaries_command(APP_BINARIES), app_roles,
+    out.append(Check("binaries", binaries_command(APP_BINARIES), APP_ROLES,
                      parse_binaries(APP_BINARIES), _names(app), about="tools of the pull stage"))
     if cfg.database is not None and cfg.db_host is not None:
         bin_dir = cfg.database.bin_dir
