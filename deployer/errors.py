@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: what a failed command's error keeps of each stream: its last lines, at most this many bytes
+TAIL_LINES = 20
+TAIL_BYTES = 4096
+ELLIPSIS = "…"
+
 
 def interrupted(exc: BaseException) -> bool:
     """True for Ctrl-C (or SIGTERM, raised as KeyboardInterrupt) and for what Python raises
@@ -59,19 +67,87 @@ class ConnectError(DeployerError):
     exit_code = 3
 
 
+def _last_lines(text: str, lines: int) -> tuple[list[str], int]:
+    """The last `lines` lines of `text` (blank lines at either end dropped), and how many it has."""
+    all_lines = text.strip("\n").splitlines()
+    while all_lines and not all_lines[0].strip():
+        all_lines.pop(0)
+    return all_lines[-lines:] if lines else [], len(all_lines)
+
+
+def _last_bytes(text: str, limit: int) -> str:
+    """`text` cut to its last `limit` UTF-8 bytes, at a line start when one is in reach (else
+    mid-line, marked with an ellipsis)."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    cut = data[-limit:].decode("utf-8", "ignore")
+    newline = cut.find("\n")
+    if 0 <= newline < len(cut) - 1:
+        return cut[newline + 1:]
+    return ELLIPSIS + cut[len(ELLIPSIS.encode()):]
+
+
+@dataclass(frozen=True)
+class OutputTail:
+    """The end of what a failed command printed on each stream, bounded (`TAIL_LINES` lines,
+    `TAIL_BYTES` bytes each) and masked: what its error shows, and the journal keeps."""
+
+    stdout: str = ""
+    stderr: str = ""
+    #: how many lines each stream had (more than its tail shows when it was cut)
+    stdout_lines: int = 0
+    stderr_lines: int = 0
+
+    @classmethod
+    def of(cls, stdout: str, stderr: str, redact: Callable[[str], str] | None = None, *,
+           lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> OutputTail:
+        """The tails of `stdout` and `stderr`: whole lines are cut first, then `redact` masks
+        them (a line is never split before masking, so no secret escapes it half-cut), then
+        the masked text is bounded to `max_bytes`. `redact` defaults to deployer.redact's
+        generic patterns (KEY=value, URL credentials)."""
+        if redact is None:
+            from .redact import redact as generic
+
+            redact = generic
+
+        def one(text: str) -> tuple[str, int]:
+            kept, total = _last_lines(text, lines)
+            return _last_bytes(redact("\n".join(kept)), max_bytes), total
+
+        out, n_out = one(stdout)
+        err, n_err = one(stderr)
+        return cls(out, err, n_out, n_err)
+
+    def render(self) -> str:
+        """Each non-empty stream, labelled (with how much was cut), its lines indented."""
+        parts = []
+        for name, text, total in (("stdout", self.stdout, self.stdout_lines),
+                                  ("stderr", self.stderr, self.stderr_lines)):
+            if not text.strip():
+                continue
+            shown = text.splitlines()
+            cut = f" (last {len(shown)} of {total} lines)" if total > len(shown) else ""
+            parts.append(f"{name}{cut}:")
+            parts += [f"  {line}" for line in shown]
+        return "\n".join(parts)
+
+
 class CommandFailed(DeployerError):
-    """A remote command exited non-zero or timed out."""
+    """A remote command exited non-zero or timed out. Its message is the host, the command and
+    how it ended, then the tails of both streams, labelled (`OutputTail`, masked by `redact`:
+    deployer.redact's generic patterns unless the run gives its own redactor)."""
 
     exit_code = 1
 
     def __init__(self, host: str, command: str, exit_status: int | None, stdout: str = "",
-                 stderr: str = "", *, timed_out: bool = False):
+                 stderr: str = "", *, timed_out: bool = False,
+                 redact: Callable[[str], str] | None = None):
         what = "timed out" if timed_out else f"exited {exit_status}"
-        tail = "\n".join(stderr.strip().splitlines()[-10:])
-        msg = f"{host}: `{command}` {what}"
-        if tail:
-            msg += f"\n{tail}"
-        super().__init__(msg)
+        self.output = OutputTail.of(stdout, stderr, redact)
+        self.headline = f"{host}: `{command}` {what}"
+        shown = self.output.render()
+        super().__init__(self.headline + (f"\n{shown}" if shown else ""))
         self.host = host
         self.command = command
         self.exit_status = exit_status

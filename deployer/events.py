@@ -86,6 +86,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "host": _f(STR, "host name from the inventory"),
         "state": _f(STR, "what happened on the host", choices=HOST_STATES),
         "detail": _f(STR, "the playbook step that ran (its template, never the values)"),
+        "error": _f(STR, "on failed: the host, the failing command (secrets masked) and how it "
+                         "ended", required=False),
+        "exit_status": _f((int, _NONE), "on failed: the command's exit status (null: it timed "
+                                        "out or did not end)", required=False),
+        "stdout": _f(STR, "on failed: the end of what the command printed on stdout (at most "
+                          "20 lines, 4 KiB; secrets masked)", required=False),
+        "stderr": _f(STR, "on failed: the end of what it printed on stderr (same bounds)",
+                     required=False),
     },
     "gate": {
         "host": _f(STR, "host name, or `wave N` for a wave's bake verdict"),

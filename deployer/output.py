@@ -1,8 +1,8 @@
 """What the user sees: a quiet human view, or one JSON event per line (`--output json`).
 
 On a terminal (and without NO_COLOR or TERM=dumb) the human view is live: a table of hosts x
-stages with each host's wave, redrawn as events arrive, and the failing host's stderr tail under
-it (`LiveReporter`). Otherwise (a pipe, a CI log, NO_COLOR) it prints one plain line per
+stages with each host's wave, redrawn as events arrive, and the failing host's stdout and stderr
+tails under it (`LiveReporter`). Otherwise (a pipe, a CI log, NO_COLOR) it prints one plain line per
 transition (`TextReporter`). NO_COLOR is honoured by every rich console deployer opens."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+from .errors import TAIL_LINES
 from .ledger import now_iso
 
 EVENT_SCHEMA = 1
@@ -64,7 +65,8 @@ class TextReporter(Reporter):
         elif kind == "stage" and f.get("state") == "failed":
             self._say(f"{t}  [bold red]{e['stage']:<14} FAILED[/bold red]: {e.get('error', '')}")
         elif kind == "host" and (self.verbose or f.get("state") == "failed"):
-            self._say(f"{t}    {e['host']:<10} {e.get('state')}: {e.get('detail', '')}")
+            # a failed step: its headline (the stage's failure below shows both streams' tails)
+            self._say(f"{t}    {e['host']:<10} {e.get('state')}: {e.get('error') or e.get('detail', '')}")
         elif kind == "plan":
             self._say(f"[cyan]{e['stage']:<14}[/cyan] {e['host']:<10} {e['command']}")
         elif kind == "outcome":
@@ -85,6 +87,8 @@ LIVE_STAGES = ("maintenance", "backup", "pull", "migrate", "cache_warm", "switch
 #: column headers (short: the table fits 80 columns with its glyphs)
 LIVE_LABELS = {"maintenance": "maint", "cache_warm": "warm", "worker_restart": "workers",
                "finalize": "final"}
+#: lines of a failed stage's error under the live table: the headline and both streams' tails
+FAILURE_LINES = 2 * TAIL_LINES + 3
 _WAVE_RE = re.compile(r"wave (\d+)/(\d+)(?::\s*(.*))?")
 _GLYPH = {"run": "[yellow]…[/yellow]", "ok": "[green]✓[/green]", "fail": "[bold red]✗[/bold red]"}
 
@@ -193,8 +197,9 @@ class LiveView:
             return True
         return False
 
-    def tail(self, lines: int = 12) -> str:
-        """The failing stage's error, its last lines (the remote stderr tail is in it)."""
+    def tail(self, lines: int = FAILURE_LINES) -> str:
+        """The failing stage's error, its last lines (the remote stdout and stderr tails are in
+        it, labelled)."""
         if not self.failure:
             return ""
         text = self.failure[1].strip().splitlines()

@@ -86,6 +86,23 @@ class Stage(Record):
 
 
 @dataclass
+class StepFailed(Record):
+    """A command of the plan failed on a host: how it ended and the tails of what it printed on
+    both streams (deployer.errors.OutputTail: bounded, secrets masked)."""
+
+    type: ClassVar[str] = "step.failed"
+    stage: str = ""
+    wave: int = 0
+    host: str = ""
+    what: str = ""  # the action: pull, build, migrate, a hook...
+    command: str = ""  # the failing step's display form (masked)
+    exit_status: int | None = None
+    timed_out: bool = False
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
 class Snapshot(Record):
     type: ClassVar[str] = "snapshot"
     hosts: dict = field(default_factory=dict)

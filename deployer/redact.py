@@ -1,7 +1,8 @@
 """Redaction of secrets in text that leaves a run: failure output, notifications, reports.
 
 A `Redactor` holds the secret values the run knows (the app's ``.env`` values, passwords,
-tokens: added with `add`, values shorter than `MIN_LENGTH` characters are ignored) and applies
+tokens: added with `add`, values shorter than `MIN_LENGTH` characters are ignored; a value of
+``KEY=value`` lines also masks the value of each line whose key looks secret) and applies
 generic patterns that catch secrets nobody listed:
 
 - ``KEY=value`` (also ``KEY = value``, ``--key=value``, ``"key": "value"``) where the key
@@ -64,13 +65,31 @@ def _reveal(value: object) -> str:
     return str(value)
 
 
+def _assigned(line: str) -> str | None:
+    """The value of a ``KEY=value`` line whose key looks secret (a .env's DB_PASSWORD), unquoted;
+    None for any other line."""
+    m = _ASSIGNMENT.match(line.strip().removeprefix("export").strip())
+    if m is None or not _secret_key(m["key"]):
+        return None
+    value = m["value"]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    return value
+
+
 def _forms(value: str) -> set[str]:
-    """The strings to look for: the value, trimmed, URL-encoded, and each line of a
-    multi-line value (a private key's stderr tail may show only a line of it)."""
+    """The strings to look for: the value, trimmed, URL-encoded, each line of a multi-line value
+    (a private key's stderr tail may show only a line of it), and the value of each of its
+    secret-looking ``KEY=value`` lines (a .env's password, printed without its key)."""
     forms = {value, value.strip()}
     forms |= {urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value, safe="")}
+    lines = value.splitlines()
     if "\n" in value:
-        forms |= {line.strip() for line in value.splitlines()}
+        forms |= {line.strip() for line in lines}
+    for line in lines:
+        assigned = _assigned(line)
+        if assigned:
+            forms |= {assigned, urllib.parse.quote(assigned, safe="")}
     return {f for f in forms if len(f.strip()) >= MIN_LENGTH}
 
 

@@ -213,11 +213,11 @@ class Executor:
             if rec is not None:
                 self.write(rec)
         else:
-            self.remote(a)
+            self.remote(stage, a)
         if a.effect in REMOVES:
             self.effect(a.effect, subject)
 
-    def remote(self, a: Action) -> None:
+    def remote(self, stage: Stage, a: Action) -> None:
         deadline = time.monotonic() + a.retry_for
         while True:
             try:
@@ -228,28 +228,44 @@ class Executor:
                 if time.monotonic() < deadline:
                     time.sleep(0.5)
                     continue
-                raise self._explain(a, exc) from None
+                raise self._failed(stage, a, self._explain(a, exc)) from None
         if a.records:
             self._records(a, res.stdout)
         self.rep.event("host", stage=a.what, host=a.host, state="done", detail=a.what)
 
     def _explain(self, a: Action, exc: CommandFailed) -> CommandFailed:
-        """Name the failing step of a batched script and show that step's own stderr."""
+        """Name the failing step of a batched script and show that step's own stdout and stderr
+        tails, masked by the run's redactor."""
         steps = a.command.display.split(" ;; ")
         idx = 0
+        out_text, err = exc.stdout, exc.stderr
         if STEP_MARK in exc.stderr:
             per = step_outputs(exc.stderr)
             idx = max(k for k in per if k >= 0) if any(k >= 0 for k in per) else 0
             err = per.get(idx, "")
-        else:
-            err = exc.stderr
+            out_text = step_outputs(exc.stdout).get(idx, "") if STEP_MARK in exc.stdout else exc.stdout
         step = steps[idx] if idx < len(steps) else a.command.display
-        out = CommandFailed(a.host, self.redact(step), exc.exit_status, exc.stdout, self.redact(err),
-                            timed_out=exc.timed_out)
+        out = CommandFailed(a.host, self.redact(step), exc.exit_status, self.redact(out_text),
+                            self.redact(err), timed_out=exc.timed_out, redact=self.redact)
         where = f"{a.what}: step {idx + 1}/{len(steps)}: " if len(steps) > 1 else f"{a.what}: "
+        out.headline = where + out.headline
         out.message = where + out.message
         out.args = (out.message,)
         return out
+
+    def _failed(self, stage: Stage, a: Action, exc: CommandFailed) -> CommandFailed:
+        """Journal the failure with both streams' tails (already masked), tell the reporter (not
+        for a best-effort stage: its notice says the failure is harmless), and give the error back
+        to raise."""
+        self.write(REC.StepFailed(stage=stage.name, wave=stage.wave, host=a.host, what=a.what,
+                                  command=exc.command, exit_status=exc.exit_status,
+                                  timed_out=exc.timed_out, stdout=exc.output.stdout,
+                                  stderr=exc.output.stderr))
+        if not stage.best_effort:
+            self.rep.event("host", stage=a.what, host=a.host, state="failed", detail=a.what,
+                           error=exc.headline, exit_status=exc.exit_status, stdout=exc.output.stdout,
+                           stderr=exc.output.stderr)
+        return exc
 
     def _records(self, a: Action, stdout: str) -> None:
         per = step_outputs(stdout) if STEP_MARK in stdout else {0: stdout}

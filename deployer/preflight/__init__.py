@@ -17,12 +17,16 @@ Checks: ``ssh`` (``true``; the caller verifies the host key when it connects), `
 playbook's sudo rules, the load balancer's socket, the database role, the trees deployer writes;
 one script per host answering one row per right, `Check.rows`), ``app_env`` (the shared ``.env``:
 APP_DEBUG, APP_ENV unless the playbook's ``preflight.app_env`` is false, mode, not in git; never
-prints its content), ``app_check`` (the playbook's ``preflight.checks``), ``pending_migrations``
-(informational), ``lock`` (free or held) and ``window`` (deploy windows and freezes).
+prints its content; missing is no failure when the inventory's ``secret_files`` writes it),
+``shared`` (the other shared files and dirs: present, or created by the next deploy, or a FAIL
+naming the path nobody creates), ``app_check`` (the playbook's ``preflight.checks``),
+``pending_migrations`` (informational), ``lock`` (free or held) and ``window`` (deploy windows
+and freezes).
 
 Modules: `model` (Check, Result, the statuses, table, exit_code), `remote` (the commands and
-parsers of the checks that run on hosts), `rights` and `fixes` (the rights check's script and
-its rows), `checklist` (`checks_for` and the local window check).
+parsers of the checks that run on hosts), `shared` (what shared/ holds and who creates it),
+`rights` and `fixes` (the rights check's script and its rows), `checklist` (`checks_for` and
+the local window check).
 """
 
 from __future__ import annotations

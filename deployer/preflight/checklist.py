@@ -14,6 +14,7 @@ from ..config import Config, Host
 from ..errors import ConfigError
 from . import fixes as FX
 from . import rights as RT
+from . import shared as SH
 from .model import ALL, Check, Parse, Rows
 from .remote import (
     app_env_command,
@@ -38,6 +39,8 @@ DB_TOOLS = ("pg_dump", "pg_restore", "psql")
 DB_BINARIES = ("sha256sum", "runuser")
 LB_BINARIES = ("socat",)
 LEDGER_BINARIES = ("flock",)
+#: the roles of the app hosts (what a release runs on)
+APP_ROLES = ("web", "worker")
 
 
 # ---------------------------------------------------------------- window
@@ -86,6 +89,36 @@ def _all_rows(rows: Rows) -> Parse:
     return parse
 
 
+# ---------------------------------------------------------------- shared/
+
+
+def shared_checks(cfg: Config, mirror: str, expect_app_env: str | None) -> list[Check]:
+    """What every release links from shared/: the .env (`app_env`, when shared), then the other
+    shared files and dirs (`shared`); an entry the next deploy creates (a shared dir, a file of
+    the inventory's secret_files) is no failure when it is missing."""
+    pb = cfg.playbook
+    app = cfg.app_hosts
+    secret_paths = [s.path for s in cfg.secret_files]
+    out = []
+    skip = []
+    if ".env" in pb.shared_files:
+        skip.append(".env")
+        env_file = posixpath.join(cfg.shared_path, ".env")
+        keys = pb.preflight.app_env
+        maker = SH.made_by(".env", SH.Kind.FILE, secret_paths)
+        out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), APP_ROLES,
+                         parse_app_env(env_file, expect_app_env, app_keys=keys, made_by=maker),
+                         _names(app),
+                         about="the shared .env: " + ("APP_DEBUG, APP_ENV, " if keys else "")
+                               + "mode 0600, not in git"))
+    found = SH.entries(pb.shared_files, pb.shared_dirs, secret_paths, skip=skip)
+    if found:
+        out.append(Check("shared", SH.command(cfg.shared_path, found), APP_ROLES,
+                         SH.parse(cfg.shared_path, found), _names(app),
+                         about="the shared files and dirs every release links"))
+    return out
+
+
 # ---------------------------------------------------------------- the checklist
 
 
@@ -106,7 +139,6 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
         clock: Callable[[], datetime] = lambda: fixed  # noqa: E731
     else:
         clock = now or _utc_now
-    app_roles = ("web", "worker")
     app = cfg.app_hosts
     p = R.paths(cfg.deploy_to)
     mirror = posixpath.join(cfg.deploy_to, "repo")
@@ -121,7 +153,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
         out.append(Check("disk", disk_command(backups), ("db",),
                          parse_disk(backups, min_free_mib), (cfg.db_host.name,),
                          about=f"free space for backups under {backups}"))
-    out.append(Check("binaries", binaries_command(APP_BINARIES), app_roles,
+    out.append(Check("binaries", binaries_command(APP_BINARIES), APP_ROLES,
                      parse_binaries(APP_BINARIES), _names(app), about="tools of the pull stage"))
     if cfg.database is not None and cfg.db_host is not None:
         bin_dir = cfg.database.bin_dir
@@ -138,13 +170,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
                          parse_binaries(LEDGER_BINARIES), (ledger.name,),
                          about="flock, to append to the ledger"))
     out += rights_checks(cfg)
-    if ".env" in cfg.playbook.shared_files:
-        env_file = posixpath.join(cfg.shared_path, ".env")
-        keys = cfg.playbook.preflight.app_env
-        out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), app_roles,
-                         parse_app_env(env_file, expect_app_env, app_keys=keys), _names(app),
-                         about="the shared .env: " + ("APP_DEBUG, APP_ENV, " if keys else "")
-                               + "mode 0600, not in git"))
+    out += shared_checks(cfg, mirror, expect_app_env)
     for i, step in enumerate(cfg.playbook.preflight.checks):
         hosts = [h for h in app if any(h.has(r) for r in (step.roles or []))]
         if step.once:

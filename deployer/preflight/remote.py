@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ..commands import lock as LK
 from ..shell import Command, q, raw
 from .model import Parse
+from .shared import Maker
 
 NO_RELEASE = "@@no-release"
 
@@ -133,10 +134,11 @@ def app_env_command(shared_path: str, mirror: str) -> Command:
 
 
 def parse_app_env(env_file: str, expect_app_env: str | None = "production", *,
-                  app_keys: bool = True) -> Parse:
+                  app_keys: bool = True, made_by: Maker = Maker.NOBODY) -> Parse:
     """APP_DEBUG not true, APP_ENV == expect_app_env when set (None: only not local/dev) when
     `app_keys` (the playbook's preflight.app_env), mode without group/other bits (0600), .env
-    not tracked by git."""
+    not tracked by git. A missing .env fails unless `made_by` says the deploy writes it (the
+    inventory's secret_files): then it will be created by the next deploy."""
 
     def parse(stdout: str, exit_status: int | None) -> tuple[bool, str]:
         facts: dict[str, str] = {}
@@ -148,8 +150,12 @@ def parse_app_env(env_file: str, expect_app_env: str | None = "production", *,
             return False, f"cannot inspect {env_file} (exit {exit_status})"
         problems: list[str] = []
         notes: list[str] = []
-        if facts.get("env_file") == "missing":
-            problems.append(f"{env_file} is missing (the playbook links it into every release)")
+        if facts.get("env_file") == "missing" and made_by is not Maker.NOBODY:
+            notes.append(f"{env_file} will be created by the next deploy ({made_by.value})")
+        elif facts.get("env_file") == "missing":
+            problems.append(f"{env_file} is missing (the playbook links it into every release) and "
+                            "nothing creates it: put it on the host, or give it in the inventory's "
+                            "secret_files")
         elif facts.get("env_file") == "unreadable":
             problems.append(f"{env_file} is not readable by the SSH user: cannot verify it")
         else:

@@ -188,3 +188,31 @@ def test_preflight_catches_low_disk_and_a_held_lock(fleet, cli, consistent):
     finally:
         fleet.sh("db1", "rm -rf /srv/app/.deployer/lock")
     assert serving(fleet)
+
+
+def _rows(out: str) -> list[dict]:
+    return [e for e in json_lines(out) if e.get("event") == "row"]
+
+
+def test_preflight_knows_the_env_that_secret_files_write(fleet, cli, tmp_path, consistent):
+    """web2 lost its shared .env: with a secret_files entry for it the next deploy writes it, so
+    preflight passes and says so; without one, nothing would create it: FAIL, naming host and path."""
+    _on_v2(fleet, cli)
+    env_file = "/srv/app/shared/.env"
+    fleet.sh("web2", f"mv {env_file} {env_file}.preflight-test")
+    try:
+        inv = variant(fleet, tmp_path, "\nsecret_files:\n  - {path: .env, from_env: TEST_DOTENV}\n",
+                      name="secret-env.yaml")
+        proc = cli("preflight", "--env", "local", "--inventory", inv, "--output", "json", check=0)
+        row = [r for r in _rows(proc.stdout) if r["host"] == "web2" and r["check"] == "app_env"]
+        assert len(row) == 1 and row[0]["result"] == "PASS", proc.stdout
+        assert f"{env_file} will be created by the next deploy (secret_files writes it)" in row[0]["detail"]
+
+        proc = cli("preflight", "--env", "local", "--output", "json", check=3)
+        failed = [r for r in _rows(proc.stdout) if r["result"] == "FAIL"]
+        assert [(r["host"], r["check"]) for r in failed] == [("web2", "app_env")], proc.stdout
+        assert failed[0]["detail"].startswith(f"{env_file} is missing")
+        assert "nothing creates it" in failed[0]["detail"]
+    finally:
+        fleet.sh("web2", f"mv {env_file}.preflight-test {env_file}")
+

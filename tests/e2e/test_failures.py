@@ -7,7 +7,7 @@ import signal
 import time
 
 from .conftest import serving
-from .test_rollout import _ledger, _on_v2
+from .test_rollout import _last_run, _ledger, _on_v2
 
 
 def test_unreachable_host_refuses_the_deploy_before_any_change(fleet, cli, consistent):
@@ -78,3 +78,27 @@ def test_rollback_killed_halfway_converges_when_run_again(fleet, cli, consistent
     assert set(serving(fleet).values()) == {v1}
     cli("rollback", "--env", "local", "--to", v1, "--keep-db", check=0)  # and again: a no-op
     assert set(serving(fleet).values()) == {v1}
+
+
+def test_a_failing_migration_shows_what_it_printed_on_stdout_and_the_ledger_keeps_it(fleet, cli, tmp_path,
+                                                                                   consistent):
+    """As `php artisan migrate --force` does, the migration prints its error on stdout and exits
+    1: the deploy rolls back, and the output and the ledger both show that line, labelled."""
+    before = _on_v2(fleet, cli)
+    (tmp_path / "stdout-migrate.yaml").write_text(
+        "extends: demo\nname: stdout-migrate\nstages:\n  migrate:\n"
+        "    run: \"echo 'SQLSTATE[42P01]: relation missing'; exit 1\"\n")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(fleet.inventory_path.read_text().replace("playbook: demo", "playbook: stdout-migrate.yaml"))
+    proc = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", str(inv), check=1)
+    assert "stdout:\n  SQLSTATE[42P01]: relation missing" in proc.stderr, proc.stderr[-3000:]
+    assert "migrate" in proc.stderr and "exited 1" in proc.stderr
+    assert set(serving(fleet).values()) == {before}
+    run = _last_run(fleet)
+    failed = [e for e in run if e["type"] == "step.failed"]
+    assert [(e["stage"], e["what"], e["exit_status"], e["stdout"]) for e in failed] == [
+        ("migrate", "migrate", 1, "SQLSTATE[42P01]: relation missing")], failed
+    end = [e for e in run if e["type"] == "deploy.end"]
+    assert len(end) == 1 and end[0]["outcome"] == "rolled_back"
+    assert "SQLSTATE[42P01]: relation missing" in end[0]["error"]
+

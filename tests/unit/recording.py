@@ -38,7 +38,8 @@ class RecordingTransport:
 
     def __init__(self, fleet: Fleet, *, fail=None, down: set[str] | None = None):
         self.fleet = fleet
-        self.fail = fail or (lambda host, step: None)  # -> (exit status, stderr) or None
+        # -> (exit status, stderr) or (exit status, stderr, stdout) or None
+        self.fail = fail or (lambda host, step: None)
         self.down = down if down is not None else set()
         self.calls: list[tuple[str, str]] = []
         self.opened: dict[str, int] = {}
@@ -64,8 +65,9 @@ class RecordingTransport:
                 err.append(f"{STEP_MARK} {i}")
             failed = self.fail(ep.name, step)
             if failed:
-                code, text = failed
+                code, text, *printed = failed
                 err.append(text)
+                out += printed
                 break
             out.append(self.answer(ep.name, step, stdin))
         result = Result(ep.name, cmd.display, "\n".join(out) + "\n", "\n".join(err) + "\n", code, 0.0)

@@ -13,8 +13,8 @@ from recording import FakeHttp, Fleet, RecordingTransport, fake_bake
 
 from deployer.config import load_config
 from deployer.engine.deploy import DeployRun
-from deployer.errors import DeployerError
-from deployer.output import JsonReporter, LiveReporter, LiveView, TextReporter, reporter_for
+from deployer.errors import CommandFailed, DeployerError
+from deployer.output import FAILURE_LINES, JsonReporter, LiveReporter, LiveView, TextReporter, reporter_for
 from deployer.session import Session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,17 +85,21 @@ def test_a_failing_gate_its_host_and_the_rollback():
     assert "run" not in v.cells.values()
 
 
-def test_a_failing_command_shows_its_stderr_tail():
+def test_a_failing_command_shows_both_streams_tails():
     v = LiveView()
     v.fold("stage", {"stage": "pull", "state": "start", "detail": "3f8cb52"})
     v.fold("command", {"stage": "pull", "host": "web1", "command": "git ..."})
     v.fold("command", {"stage": "pull", "host": "web2", "command": "git ..."})
     v.fold("host", {"stage": "pull", "host": "web1", "state": "done", "detail": "pull"})
-    lines = "\n".join(f"line {i}" for i in range(30))
-    v.fold("stage", {"stage": "pull", "state": "failed",
-                     "error": f"web2: `composer install` exited 1\n{lines}"})
+    out = "\n".join(f"line {i}" for i in range(30))
+    err = CommandFailed("web2", "composer install", 1, out, "Killed\n")
+    v.fold("stage", {"stage": "pull", "state": "failed", "error": err.message})
     assert v.cells == {("web1", "pull"): "ok", ("web2", "pull"): "fail"}
-    assert v.tail().splitlines() == [f"line {i}" for i in range(18, 30)]
+    assert v.tail().splitlines() == (["web2: `composer install` exited 1", "stdout (last 20 of 30 lines):"]
+                                     + [f"  line {i}" for i in range(10, 30)] + ["stderr:", "  Killed"])
+    longer = "\n".join(f"line {i}" for i in range(60))
+    v.fold("stage", {"stage": "pull", "state": "failed", "error": longer})
+    assert v.tail().splitlines() == [f"line {i}" for i in range(60 - FAILURE_LINES, 60)]
 
 
 def test_live_reporter_draws_the_table_on_a_terminal():

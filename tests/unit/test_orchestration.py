@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from recording import SHA, FakeHttp, Fleet, RecordingTransport, fake_bake
 
+from deployer import records as REC
 from deployer.config import load_config
 from deployer.engine.deploy import DeployRun
 from deployer.engine.rollback import Resume, Rollback
@@ -194,6 +195,45 @@ def test_a_failing_steps_stderr_never_carries_a_secret_anywhere(tmp_path, monkey
         assert secret not in where and "hunter2hunter2" not in where
     # ... and the secret went to the host on stdin only, never in a command line
     assert all(secret not in display for _, display in t.calls)
+
+
+def test_a_failed_migration_shows_what_it_printed_on_both_streams_everywhere(tmp_path, monkeypatch):
+    """artisan prints its exceptions on stdout: the migration's stdout tail (and its stderr's)
+    is in the error, the JSON events, the journal and the ledger, labelled, secrets masked."""
+    secret = "s3cr3t-Canary-Value-42"
+    monkeypatch.setenv("CANARY_SECRET", f"DB_PASSWORD={secret}\n")
+    cfg = config("local", tmp_path, secret_files=[{"path": ".env", "from_env": "CANARY_SECRET"}])
+    fleet = Fleet([h.name for h in cfg.hosts], OLD, schema=2)
+    said = ("Migrating: 0003_orders\n"
+            f'SQLSTATE[42P01]: Undefined table: relation "orders" does not exist (connected with {secret})')
+
+    def fail(host, step):
+        return (1, "PHP Warning: deprecated\n", said) if "PGAPPNAME" in step else None
+
+    out = io.StringIO()
+    rep = JsonReporter(out)
+    with pytest.raises(DeployFailed) as exc:
+        DeployRun(cfg, rep, ref="v2", session=Session(cfg, rep, transport=RecordingTransport(fleet, fail=fail),
+                                                       http_check=FakeHttp(), bake=fake_bake)).run()
+    shown = ("stdout:\n  Migrating: 0003_orders\n  SQLSTATE[42P01]: Undefined table: relation \"orders\" "
+             "does not exist (connected with ***)\nstderr:\n  PHP Warning: deprecated")
+    assert "failed and was rolled back: migrate: step 2/3: web1: `export PGAPPNAME=" in exc.value.message
+    assert exc.value.message.endswith(shown)
+    failed = [e for e in events(out, "host") if e["state"] == "failed"]
+    assert [(e["host"], e["detail"], e["exit_status"], e["stderr"]) for e in failed] == [
+        ("web1", "migrate", 1, "PHP Warning: deprecated")]
+    assert failed[0]["stdout"].splitlines()[-1].startswith("SQLSTATE[42P01]")
+    assert failed[0]["error"].startswith("migrate: step 2/3: web1: `export PGAPPNAME=")
+    journal = [json.loads(line) for p in (tmp_path / "state" / "local").glob("*.jsonl")
+               for line in p.read_text().splitlines()]
+    step = [REC.parse(d) for d in journal if d["type"] == "step.failed"]
+    assert len(step) == 1 and isinstance(step[0], REC.StepFailed)
+    assert (step[0].stage, step[0].host, step[0].what, step[0].exit_status) == ("migrate", "web1", "migrate", 1)
+    assert step[0].stdout == failed[0]["stdout"] and step[0].stderr == "PHP Warning: deprecated"
+    assert '"type": "step.failed"' in fleet.ledger or '"type":"step.failed"' in fleet.ledger
+    for where in (exc.value.message, out.getvalue(), json.dumps(journal), fleet.ledger):
+        assert secret not in where
+    assert fleet.current == {h: OLD for h in fleet.current}
 
 
 def test_a_migration_cut_short_is_undone_by_what_the_schema_really_is(tmp_path):

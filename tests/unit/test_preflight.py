@@ -13,6 +13,7 @@ from deployer import preflight as P
 from deployer import windows as W
 from deployer.config import load_config
 from deployer.engine.deploy import MIN_FREE_KB
+from deployer.preflight import shared as SH
 
 SUNDAY_3AM = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -48,6 +49,7 @@ def test_checks_for_prod(checks):
         ("binaries", ("lb",), ("lb1",), True),
         ("binaries", ("ledger",), ("db1",), True),
         ("app_env", ("web", "worker"), ("web1", "web2", "web3", "web4", "worker1"), True),
+        ("shared", ("web", "worker"), ("web1", "web2", "web3", "web4", "worker1"), True),
         ("pending_migrations", ("migrate",), ("web1",), False),
         ("lock", ("ledger",), ("db1",), True),
         ("window", (), (), True),
@@ -208,7 +210,8 @@ def facts(**kw) -> str:
      (False, ".env is tracked by git (in the repo's HEAD tree): remove it from the repository "
              "and rotate its secrets")),
     ("env_file=missing\nenv_tracked=no\n",
-     (False, f"{ENV_FILE} is missing (the playbook links it into every release)")),
+     (False, f"{ENV_FILE} is missing (the playbook links it into every release) and nothing "
+             "creates it: put it on the host, or give it in the inventory's secret_files")),
     ("env_file=unreadable\nenv_tracked=no\n",
      (False, f"{ENV_FILE} is not readable by the SSH user: cannot verify it")),
     (facts(app_debug="true", app_env="local", mode="644", env_tracked="yes"),
@@ -221,6 +224,34 @@ def facts(**kw) -> str:
 ])
 def test_parse_app_env(out, expected):
     assert P.parse_app_env(ENV_FILE)(out, 0) == expected
+
+
+def test_a_missing_env_that_secret_files_writes_will_be_created_by_the_next_deploy():
+    written = P.parse_app_env(ENV_FILE, made_by=SH.Maker.SECRET_FILES)
+    assert written("env_file=missing\nenv_tracked=unknown\n", 0) == (
+        True, f"{ENV_FILE} will be created by the next deploy (secret_files writes it), git not "
+              "checked (no repo mirror yet)")
+    # still checked: a .env in git, and what is there when it is there
+    assert written("env_file=missing\nenv_tracked=yes\n", 0)[0] is False
+    assert written(facts(mode="644"), 0)[0] is False
+    assert written(facts(), 0) == (True, "APP_DEBUG false, APP_ENV production, mode 600, not in git")
+
+
+def test_checks_know_what_the_inventorys_secret_files_write():
+    """prod shares .env (laravel): without secret_files a missing one FAILs, with an entry for
+    it the same answer passes; `shared` covers storage/ (a shared dir: the deploy makes it)."""
+    missing = "env_file=missing\nenv_tracked=no\n"
+    plain = P.checks_for(load_config("prod", environ={}), now=SUNDAY_3AM)
+    given = P.checks_for(load_config("prod", environ={}, overrides={
+        "secret_files": [{"path": ".env", "from_env": "APP_DOTENV"}]}), now=SUNDAY_3AM)
+    assert pick(plain, "app_env").result("web2", missing, 0).status == P.FAIL
+    row = pick(given, "app_env").result("web2", missing, 0)
+    assert row.status == P.PASS and "will be created by the next deploy (secret_files writes it)" in row.detail
+    for checks in (plain, given):
+        shared = pick(checks, "shared")
+        assert ".env" not in shared.command.script  # app_env's
+        assert shared.result("web1", "@@shared 0 missing\n", 0) == P.Result(
+            "web1", "shared", P.PASS, "will be created by the next deploy: storage (shared_dirs: mkdir -p)")
 
 
 def test_parse_app_env_other_expectations():

@@ -23,6 +23,7 @@ from deployer.errors import Refused
 from deployer.output import JsonReporter
 from deployer.preflight import fixes as FX
 from deployer.preflight import rights as RT
+from deployer.preflight import shared as SH
 from deployer.privileges import RootCommand
 from deployer.session import Session
 from deployer.shell import q
@@ -242,6 +243,8 @@ class Hosts(RecordingTransport):
             return "env_file=present\nmode=600\napp_debug=false\napp_env=production\nenv_tracked=no"
         if "missing $b" in step:
             return "\n".join(f"found {w}" for w in step.split("; do")[0].split()[3:])
+        if SH.MARK in step:  # the demo's one shared dir, storage/
+            return f"{SH.MARK} 0 dir"
         return super().answer(host, step, stdin)
 
 

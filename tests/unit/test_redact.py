@@ -49,6 +49,12 @@ def test_url_encoded_and_multiline_values():
     assert "MIIEvQIBADANBgkqhkiG9w0" not in r.redact("bad key line MIIEvQIBADANBgkqhkiG9w0 here")
 
 
+def test_a_dotenv_value_masks_its_secret_values_printed_without_their_key():
+    r = Redactor(["APP_ENV=production\nDB_PASSWORD='hunter2-x9'\nexport API_TOKEN=tok-abc123\n"])
+    assert r.redact("auth failed for hunter2-x9 with tok-abc123 in production") == (
+        "auth failed for *** with *** in production")  # APP_ENV's value is no secret
+
+
 @pytest.mark.parametrize("text, expected", [
     ("DB_PASSWORD=hunter2", "DB_PASSWORD=***"),
     ("export AWS_SECRET_ACCESS_KEY=AKIAabc/def+ghi", "export AWS_SECRET_ACCESS_KEY=***"),
