@@ -38,3 +38,18 @@ def test_version(capsys):
         cli.main(args=["--version"], prog_name="deployer")
     assert exc.value.code == 0
     assert capsys.readouterr().out == f"deployer {deployer.__version__} (pip: {deployer.DISTRIBUTION})\n"
+
+
+def test_the_version_is_released_in_the_changelog_and_pinned_by_the_ci_examples():
+    """Keep a Changelog: an [Unreleased] section on top, then one section per version, newest
+    first, each dated, with its link; the CI examples install the tag of this version."""
+    text = (ROOT / "CHANGELOG.md").read_text()
+    sections = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", text, flags=re.M)
+    assert sections[0] == ("Unreleased", "")
+    assert sections[1][0] == deployer.__version__ and sections[1][1], sections[:3]
+    assert all(date for _, date in sections[1:])
+    for name, _ in sections:
+        assert re.search(rf"^\[{re.escape(name)}\]: https://", text, flags=re.M), name
+    for example in sorted((ROOT / "examples" / "ci").glob("*.yml")):
+        packages = re.findall(r'DEPLOYER_PACKAGE: "([^"]+)"', example.read_text())
+        assert all(p.endswith(f"@v{deployer.__version__}") for p in packages), (example, packages)
