@@ -12,13 +12,12 @@ import os
 from pathlib import Path
 
 import pytest
+from test_engine_pure import REL, ROOT, canned_facts
 
 from deployer.config import load_config
 from deployer.engine import back_plan, deploy_plan, maint_plan
 from deployer.engine.deploy_plan import DeployInputs
 from deployer.engine.state import RunState
-
-from test_engine_pure import REL, ROOT, canned_facts
 
 GOLDEN = Path(__file__).parent / "golden" / "plan_rows.json"
 PREV = "20261101T000000Z-aaaaaaa"
