@@ -1,7 +1,8 @@
 """The plan of a deploy (and of `promote`, its tail): a pure function of config, facts and inputs.
 
-Stage order is STAGES (stages.py); hooks run before and after any stage, on its hosts. The plan
-is the only description of a deploy: `--dry-run` prints it, the executor runs it.
+Stage order is STAGES (deployer/stages.py; a unit test holds this builder to it); hooks run
+before and after any stage, on its hosts. The plan is the only description of a deploy:
+`--dry-run` prints it, the executor runs it.
 """
 
 from __future__ import annotations
