@@ -240,7 +240,7 @@ def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot:
         cmds += ops.step_commands(cfg, cfg.playbook.steps("finalize"), h, vals(h))
         if doomed.get(h.name):
             cmds.append(R.remove(cfg.deploy_to, doomed[h.name]))
-        effect = Effect.MAINTENANCE_OFF if inp.maintenance else ""
+        effect = Effect.MAINTENANCE_OFF if inp.maintenance else None
         pairs.append((h, [ops.run(h, cmds, what="finalize", effect=effect)]))
     if inp.maintenance and cfg.playbook.stages.maintenance.hold_workers:
         # maintenance ends first (with it, the workers it stopped), then they restart on the new
