@@ -60,3 +60,20 @@ def test_plans_print_as_recorded(offsite):
     assert rows == json.loads(GOLDEN.read_text())
     assert any("upload_backup" in r[2] for r in rows["deploy maintenance=True"])
     assert any("ensure_backup" in r[2] for r in rows["rollback restore"])
+
+
+def test_a_deploy_without_maintenance_that_cleans_up_old_releases_plans_a_finalize_without_effect():
+    """Finalize runs commands without maintenance too (the cleanup of old releases): its actions
+    change nothing the run must undo, and the plan builds (an empty effect once broke every such
+    deploy)."""
+    cfg = load_config("prod", root=ROOT)
+    facts = canned_facts(cfg)
+    old = [f"202610{d:02d}T000000Z-aaaaaaa" for d in range(1, 1 + cfg.keep_releases + 3)]
+    for state in facts.hosts.values():
+        state.releases = old + [PREV]
+    plan = deploy_plan.deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref="v2.3.0",
+                                                            maintenance=False, now=0.0))
+    finalize = [a for st in plan.stages if st.name == "finalize" for a in st.actions()]
+    assert {a.host for a in finalize} == {h.name for h in cfg.app_hosts}
+    assert all(a.effect is None for a in finalize)
+    assert all(old[0] in a.display() for a in finalize)
