@@ -16,6 +16,7 @@ import time
 
 from .errors import TAIL_LINES
 from .ledger import now_iso
+from .stages import LIVE_STAGES
 
 EVENT_SCHEMA = 1
 
@@ -81,9 +82,8 @@ class TextReporter(Reporter):
             self._say(f"{t}    {e['host']:<10} gate {verdict}: {e.get('detail', '')}")
 
 
-#: stages shown as columns of the live table, in pipeline order (others are added as they come)
-LIVE_STAGES = ("maintenance", "backup", "pull", "migrate", "cache_warm", "switch", "worker_restart",
-               "gate", "finalize")
+#: stages shown as columns of the live table are LIVE_STAGES, in pipeline order (others are added
+#: as they come)
 #: column headers (short: the table fits 80 columns with its glyphs)
 LIVE_LABELS = {"maintenance": "maint", "cache_warm": "warm", "worker_restart": "workers",
                "finalize": "final"}

@@ -4,6 +4,7 @@ session (it is brought up once, by whichever test needs it first)."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ from e2e.conftest import CLI, health, serving
 
 from deployer.config import load_config
 from deployer.fleet.harness import Fleet
+
+# The orchestrators the tests start get SIGINT as a user's terminal gives it. A suite started in
+# the background by a non-interactive shell (`./bootstrap test &`) inherits SIGINT ignored, and
+# so would every process it starts (an ignored signal stays ignored across exec; Python keeps
+# it): a Ctrl-C sent to a deploy would then do nothing. A handler, unlike SIG_IGN, is not inherited.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

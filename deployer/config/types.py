@@ -23,12 +23,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from deployer.shell import Secret
+from deployer.stages import STAGES
 
 ROLES = ("cron", "db", "lb", "ledger", "migrate", "web", "worker")
-HOOK_STAGES = (
-    "preflight", "lock", "snapshot", "maintenance", "backup", "pull", "migrate",
-    "cache_warm", "switch", "worker_restart", "gate", "finalize",
-)
+HOOK_STAGES = STAGES  # hooks run before and after any stage
 #: Values the engine provides to playbook templates (besides vars).
 TEMPLATE_VALUES = (
     "env", "host", "address", "deploy_to", "shared_path", "current_path", "releases_path",

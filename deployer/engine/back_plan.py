@@ -9,7 +9,15 @@ from ..config import Config, Host
 from ..shell import raw
 from . import ops
 from .deploy_plan import offsite
-from .plan import Action, Lane, Plan, Stage
+from .plan import (
+    Action,
+    Effect,
+    EnsureBackup,
+    Lane,
+    Plan,
+    RecordBackup,
+    Stage,
+)
 from .state import RunState
 
 DOWN_REFUSED = 97  # exit status of the down-migration action when they cannot all run
@@ -35,7 +43,7 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
         db = B.Database.of(cfg.database)
         # Lossless or nothing: the write fence set after the backup must show no write by anyone
         # but the migration, else restoring would throw those writes away.
-        act = Action(host=cfg.db_host.name, what="restore database", effect="db_restored",
+        act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
                      command=B.restore_once(db, st.backup["path"], st.backup["sha256"]),
                      timeout=cfg.ssh.command_timeout)
         lost = (f"the database was migrated ({before} -> {st.schema_after}) and data was written since the "
@@ -46,7 +54,7 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
                 f"`inv rollback --env {cfg.env} --to <previous release> --restore-db` (the writes are lost)")
         acts = (act,)
         if offsite(cfg):  # the local copy may be gone: fetched back (sha256 checked) first
-            acts = (Action(host=cfg.db_host.name, local=("ensure_backup", st.backup["path"], st.backup["sha256"]),
+            acts = (Action(host=cfg.db_host.name, backend=EnsureBackup(st.backup["path"], st.backup["sha256"]),
                            what="backup from off-site"),) + acts
         return Stage("database", f"restore {st.backup['path']}", (Lane(cfg.db_host.name, acts),),
                      refuse_on=(B.FENCE_REFUSED, lost))
@@ -75,7 +83,7 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
     from ..shell import Command
 
     act = Action(host=host.name, command=Command(script, run.display), what="down migrations",
-                 effect="db_restored", timeout=cfg.ssh.command_timeout)
+                 effect=Effect.DB_RESTORED, timeout=cfg.ssh.command_timeout)
     return Stage("database", f"down migrations to schema {before}", (Lane(host.name, (act,)),),
                  refuse_on=(DOWN_REFUSED, refusal))
 
@@ -91,7 +99,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     for h in touched:
         if h.name in st.switched:
             lanes.append(ops.switch_lane(cfg, h, snap.get(h.name), drained=h.name in st.drained,
-                                         effect="unswitched", wait_up=not st.maintenance_on))
+                                         effect=Effect.UNSWITCHED, wait_up=not st.maintenance_on))
         elif ops.behind_lb(cfg, h):  # drained (or its drain was attempted), never switched
             lanes.append(Lane(h.name, (ops.undrain(cfg, h, missing_ok=True, wait_up=not st.maintenance_on),)))
     stages = [Stage("switch", "back to the snapshot", tuple(lanes), limit=ops.switch_limit(cfg))]
@@ -102,7 +110,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     stages.append(Stage("worker_restart", "snapshot release", _workers(cfg, restarted, snap)))
     if st.maintenance_on:
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
-                                        what="maintenance off", effect="maintenance_off")])
+                                        what="maintenance off", effect=Effect.MAINTENANCE_OFF)])
                            for h in app])
         stages.append(Stage("maintenance", "off", lanes))
         stages += ops.lb_up_stage(cfg, "maintenance", app)
@@ -121,19 +129,19 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     if backup is not None:
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
             cfg, h, True, ttl=cfg.maintenance_ttl, message="Restoring, back shortly", now=now,
-            release=target), what="maintenance on", effect="maintenance_on")]) for h in hosts])
+            release=target), what="maintenance on", effect=Effect.MAINTENANCE_ON)]) for h in hosts])
         stages.append(Stage("maintenance", "on", lanes))
         db = B.Database.of(cfg.database)
-        act = Action(host=cfg.db_host.name, what="restore database", effect="db_restored",
+        act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
                      command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup["path"]).script),
-                     timeout=cfg.ssh.command_timeout, records=((0, "backup:" + safety_path),))
+                     timeout=cfg.ssh.command_timeout, records=(RecordBackup(0, safety_path),))
         stages.append(Stage("database", f"restore {backup['path']}", (Lane(cfg.db_host.name, (act,)),)))
     lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)
     stages.append(Stage("switch", f"to {target}", lanes, limit=ops.switch_limit(cfg)))
     stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
     if backup is not None:
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
-                                        what="maintenance off", effect="maintenance_off")]) for h in hosts])
+                                        what="maintenance off", effect=Effect.MAINTENANCE_OFF)]) for h in hosts])
         stages.append(Stage("maintenance", "off", lanes))
         stages += ops.lb_up_stage(cfg, "maintenance", hosts)
     return Plan("rollback", target, tuple(stages))

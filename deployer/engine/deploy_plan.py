@@ -1,7 +1,8 @@
 """The plan of a deploy (and of `promote`, its tail): a pure function of config, facts and inputs.
 
-Stage order is STAGES (stages.py); hooks run before and after any stage, on its hosts. The plan
-is the only description of a deploy: `--dry-run` prints it, the executor runs it.
+Stage order is STAGES (deployer/stages.py; a unit test holds this builder to it); hooks run
+before and after any stage, on its hosts. The plan is the only description of a deploy:
+`--dry-run` prints it, the executor runs it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from ..config import Config, Host
 from ..facts import Facts
 from ..shell import Secret, batch, chain, raw
 from . import ops
-from .plan import Action, Lane, Plan, Stage
+from .plan import (
+    Action,
+    Effect,
+    Lane,
+    Plan,
+    RecordBackup,
+    RecordSchema,
+    SchemaKey,
+    Stage,
+    UploadBackup,
+)
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"
 MIGRATION_MESSAGE = "Upgrading the database, back shortly"
@@ -72,7 +83,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
         # maintenance: only when needed; the dead-man switch brings the site back if we die
         lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
             cfg, h, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now, release=rel),
-            what="maintenance on", effect="maintenance_on")]) for h in app]) if inp.maintenance else ()
+            what="maintenance on", effect=Effect.MAINTENANCE_ON)]) for h in app]) if inp.maintenance else ()
         stages += around(cfg, Stage("maintenance", "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
         stages += around(cfg, backup_stage(cfg, rel, fence=inp.maintenance), app, rel, common)
@@ -101,10 +112,10 @@ def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
     # a fence a crashed run left behind goes first: the dump must not carry it, nor its notes
     cmds = [B.unfence(db), B.dump(db, path)] + ([B.fence(db)] if fence else [])
     act = Action(host=cfg.db_host.name, command=batch(*cmds), timeout=cfg.ssh.command_timeout,
-                 records=((1, "backup:" + path),), what="backup")
+                 records=(RecordBackup(1, path),), what="backup")
     acts = (act,)
     if offsite(cfg):  # then a copy off the host, checked against the recorded sha256
-        acts += (Action(host=cfg.db_host.name, local=("upload_backup", path), what="backup off-site"),)
+        acts += (Action(host=cfg.db_host.name, backend=UploadBackup(path), what="backup off-site"),)
     return Stage("backup", path, (Lane(cfg.db_host.name, acts),))
 
 
@@ -125,10 +136,10 @@ def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals, release_pa
         secrets = [Action(host=h.name, command=R.write_secret(cfg.shared_path, rel), stdin=secret,
                           timeout=60, what=f"secret file {rel}") for rel, secret in inp.secret_files]
         if secrets:  # each secret goes on stdin: its own round trip, before the build reads it
-            acts = [ops.run(h, code, what="pull", effect="pulled", timeout=cfg.ssh.command_timeout),
+            acts = [ops.run(h, code, what="pull", effect=Effect.PULLED, timeout=cfg.ssh.command_timeout),
                     *secrets, ops.run(h, build, what="build")]
         else:
-            acts = [ops.run(h, code + build, what="pull", effect="pulled")]
+            acts = [ops.run(h, code + build, what="pull", effect=Effect.PULLED)]
         pairs.append((h, acts))
     return Stage("pull", inp.commit[:12], ops.lanes(pairs))
 
@@ -146,14 +157,14 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
     if version:
         v = version[0].command(vals(host))
         cmds = [v, cmds[0], v]
-        records = ((0, "schema_before"), (2, "schema_after"))
+        records = (RecordSchema(0, SchemaKey.BEFORE), RecordSchema(2, SchemaKey.AFTER))
     acts: list[Action | None] = []
     if inp.maintenance:
         # Mid-migration the site must not come back by itself on the old code: no expiry.
         acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=None, message=MIGRATION_MESSAGE,
                                                  release=inp.release), what="maintenance: migrating")
                  for h in web]
-    acts.append(ops.run(host, cmds, what="migrate", effect="migrated", records=records,
+    acts.append(ops.run(host, cmds, what="migrate", effect=Effect.MIGRATED, records=records,
                         timeout=cfg.ssh.command_timeout))
     if inp.maintenance:
         acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=cfg.maintenance_ttl,
@@ -197,7 +208,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
 def worker_lanes(cfg: Config, hosts: list[Host], vals) -> list:
     return [(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals(h))
                          + ops.step_commands(cfg, cfg.playbook.steps("worker_verify"), h, vals(h)),
-                         what="workers", effect="workers_restarted")]) for h in hosts]
+                         what="workers", effect=Effect.WORKERS_RESTARTED)]) for h in hosts]
 
 
 def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict) -> dict[str, list[str]]:
@@ -229,7 +240,7 @@ def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot:
         cmds += ops.step_commands(cfg, cfg.playbook.steps("finalize"), h, vals(h))
         if doomed.get(h.name):
             cmds.append(R.remove(cfg.deploy_to, doomed[h.name]))
-        effect = "maintenance_off" if inp.maintenance else ""
+        effect = Effect.MAINTENANCE_OFF if inp.maintenance else None
         pairs.append((h, [ops.run(h, cmds, what="finalize", effect=effect)]))
     if inp.maintenance and cfg.playbook.stages.maintenance.hold_workers:
         # maintenance ends first (with it, the workers it stopped), then they restart on the new

@@ -19,10 +19,19 @@ from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, Needs
 from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
 from ..signals import deferred
-from .plan import Action, Lane, Plan, Stage
+from .plan import (
+    Action,
+    Effect,
+    EnsureBackup,
+    Lane,
+    Plan,
+    RecordBackup,
+    RecordSchema,
+    SchemaKey,
+    Stage,
+    UploadBackup,
+)
 from .state import RunState
-
-REMOVES = ("undrained", "unswitched", "maintenance_off", "db_restored")
 
 
 class GateFailed(DeployFailed):
@@ -61,9 +70,9 @@ class Executor:
     def write(self, rec: REC.Record) -> dict:
         return self.journal.write(rec)
 
-    def effect(self, effect: str, host: str, release: str = "") -> None:
+    def effect(self, effect: Effect, host: str, release: str = "") -> None:
         with self._state_lock:
-            self.write(REC.Effect(host=host, effect=effect, release=release or self.st.release))
+            self.write(REC.Effect(host=host, effect=effect.value, release=release or self.st.release))
             self.st.apply(effect, host)
 
     # -- plans ----------------------------------------------------------------------------
@@ -199,23 +208,31 @@ class Executor:
     def run_action(self, stage: Stage, subject: str, a: Action) -> None:
         label = f"{stage.name} w{stage.wave}" if stage.wave else stage.name
         self.rep.event("command", stage=label, host=a.host, command=a.display())
-        if a.effect == "switched":
+        if a.effect is Effect.SWITCHED:
             self.s.check_fence()  # a run that lost its lock switches nothing more
-        if a.effect and a.effect not in REMOVES:
+        if a.effect is not None and not a.effect.removes_risk:
             self.effect(a.effect, subject)  # journaled before the change it names
         if a.http is not None:
             self.check(a)
-        elif a.local:
-            # an operation of the state backend (e.g. a backup copied to S3): its result, if
-            # any, is a record to journal
-            op, *args = a.local
-            rec = getattr(self.s.state, op)(a.host, *args, state=self.st)
-            if rec is not None:
-                self.write(rec)
+        elif a.backend is not None:
+            self.backend(a)
         else:
             self.remote(stage, a)
-        if a.effect in REMOVES:
+        if a.effect is not None and a.effect.removes_risk:
             self.effect(a.effect, subject)
+
+    def backend(self, a: Action) -> None:
+        """An operation of the state backend (e.g. a backup copied to S3): its result, if any, is a
+        record to journal."""
+        match a.backend:
+            case UploadBackup(path=path):
+                rec = self.s.state.upload_backup(a.host, path, state=self.st)
+            case EnsureBackup(path=path, sha256=sha256):
+                rec = self.s.state.ensure_backup(a.host, path, sha256, state=self.st)
+            case other:
+                raise TypeError(f"unknown state backend operation {other!r}")
+        if rec is not None:
+            self.write(rec)
 
     def remote(self, stage: Stage, a: Action) -> None:
         deadline = time.monotonic() + a.retry_for
@@ -269,18 +286,19 @@ class Executor:
 
     def _records(self, a: Action, stdout: str) -> None:
         per = step_outputs(stdout) if STEP_MARK in stdout else {0: stdout}
-        for i, key in a.records:
-            text = per.get(i, "")
-            if key.startswith("backup:"):
-                sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
-                rec = REC.Backup(path=key.split(":", 1)[1], sha256=sha, size=size, host=a.host)
-                self.write(rec)
-                if self.st.backup is None:
-                    self.st.record("backup", rec.info())
-            else:
-                with self._state_lock:
-                    self.st.record(key, parse_schema(text))
-        if any(k == "schema_after" for _, k in a.records):
+        for entry in a.records:
+            text = per.get(entry.step, "")
+            match entry:
+                case RecordBackup(path=path):
+                    sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
+                    rec = REC.Backup(path=path, sha256=sha, size=size, host=a.host)
+                    self.write(rec)
+                    if self.st.backup is None:
+                        self.st.record_backup(rec.info())
+                case RecordSchema(key=key):
+                    with self._state_lock:
+                        self.st.record_schema(key, parse_schema(text))
+        if any(isinstance(r, RecordSchema) and r.key is SchemaKey.AFTER for r in a.records):
             self.write(REC.Migrated(before=self.st.schema_before, after=self.st.schema_after))
 
     def check(self, a: Action) -> None:

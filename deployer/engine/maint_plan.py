@@ -9,7 +9,15 @@ from ..config import Config
 from ..shell import argv
 from . import ops
 from .deploy_plan import offsite
-from .plan import Action, Lane, Plan, Stage
+from .plan import (
+    Action,
+    Effect,
+    Lane,
+    Plan,
+    RecordBackup,
+    Stage,
+    UploadBackup,
+)
 
 
 def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None, now: float,
@@ -17,7 +25,7 @@ def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | N
     lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, on, ttl=ttl, message=message,
                                                              retry=retry, now=now, release=release),
                                     what=f"maintenance {'on' if on else 'off'}",
-                                    effect="maintenance_on" if on else "maintenance_off")])
+                                    effect=Effect.MAINTENANCE_ON if on else Effect.MAINTENANCE_OFF)])
                        for h in cfg.app_hosts])
     stages = [Stage("maintenance", "on" if on else "off", lanes)]
     # on or off, done only when the load balancer sees every server UP: users get the app's
@@ -33,10 +41,10 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
     if backup_path and cfg.database and cfg.db_host:
         db = B.Database.of(cfg.database)
         act = Action(host=cfg.db_host.name, command=B.dump(db, backup_path), timeout=cfg.ssh.command_timeout,
-                     records=((0, "backup:" + backup_path),), what="nightly backup")
+                     records=(RecordBackup(0, backup_path),), what="nightly backup")
         acts: tuple[Action, ...] = (act,)
         if offsite(cfg):  # a copy in the bucket too, checked against the recorded sha256
-            acts += (Action(host=cfg.db_host.name, local=("upload_backup", backup_path), what="backup off-site"),)
+            acts += (Action(host=cfg.db_host.name, backend=UploadBackup(backup_path), what="backup off-site"),)
         stages.append(Stage("backup", backup_path, (Lane(cfg.db_host.name, acts),)))
         if remove:
             rm = Action(host=cfg.db_host.name, what="retention",

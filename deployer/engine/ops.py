@@ -10,7 +10,7 @@ from ..commands import lb as LB
 from ..commands import releases as R
 from ..config import Config, Host
 from ..shell import Command, batch, chain, raw
-from .plan import Action, HttpCheck, Lane, Stage
+from .plan import Action, Effect, HttpCheck, Lane, Stage
 
 FAST_POLL = 0.05  # health checks poll this often within the configured budget
 
@@ -40,7 +40,7 @@ def _q(text: str) -> str:
     return q(text)
 
 
-def run(host: Host, cmds: list[Command], *, what: str, effect: str = "", timeout: float | None = None,
+def run(host: Host, cmds: list[Command], *, what: str, effect: Effect | None = None, timeout: float | None = None,
         records: tuple = (), retry_for: float = 0.0) -> Action | None:
     """One action running `cmds` on `host` as one script; None when there is nothing to run."""
     if not cmds:
@@ -68,7 +68,7 @@ def behind_lb(cfg: Config, host: Host) -> bool:
 def drain(cfg: Config, host: Host) -> Action:
     name = cfg.lb_server_name(host)
     return Action(host=cfg.lb_host.name, command=LB.drain_and_wait(cfg.lb.socket, cfg.lb.backend, name),
-                  timeout=30, effect="drained", what=f"drain {name}")
+                  timeout=30, effect=Effect.DRAINED, what=f"drain {name}")
 
 
 def undrain(cfg: Config, host: Host, missing_ok: bool = False, wait_up: bool = True) -> Action:
@@ -82,7 +82,7 @@ def undrain(cfg: Config, host: Host, missing_ok: bool = False, wait_up: bool = T
     return Action(host=cfg.lb_host.name,
                   command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10 if wait_up else 0,
                                                missing_ok=missing_ok),
-                  timeout=30, effect="undrained", what=f"put back {name}")
+                  timeout=30, effect=Effect.UNDRAINED, what=f"put back {name}")
 
 
 def lb_up(cfg: Config, hosts: list[Host], what: str = "load balancer: every server UP") -> Action | None:
@@ -154,7 +154,7 @@ def check(cfg: Config, host: Host, release: str) -> Action:
 
 
 def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool = False,
-                log_mark: str | None = None, effect: str = "switched", gate: bool = True,
+                log_mark: str | None = None, effect: Effect = Effect.SWITCHED, gate: bool = True,
                 wait_up: bool = True) -> Lane:
     """Drain (unless already drained, or the only server in rotation: then the graceful reload
     alone keeps it serving), switch `current` atomically, reload, check the host itself, put it

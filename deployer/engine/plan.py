@@ -12,13 +12,78 @@ and run, unchanged, by the executor.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from ..shell import Command, Secret
 
-# Effects an action has on the run's state (applied by the executor, journaled first).
-EFFECTS = ("pulled", "switched", "unswitched", "drained", "undrained", "maintenance_on",
-           "maintenance_off", "migrated", "workers_restarted", "db_restored")
+
+class Effect(enum.Enum):
+    """What an action changes in the run's state, on its subject host (the value is journaled)."""
+
+    PULLED = "pulled"
+    SWITCHED = "switched"
+    UNSWITCHED = "unswitched"
+    DRAINED = "drained"
+    UNDRAINED = "undrained"
+    MAINTENANCE_ON = "maintenance_on"
+    MAINTENANCE_OFF = "maintenance_off"
+    MIGRATED = "migrated"
+    WORKERS_RESTARTED = "workers_restarted"
+    DB_RESTORED = "db_restored"
+
+    @property
+    def removes_risk(self) -> bool:
+        """Journaled after the change (it takes risk away), not before it."""
+        return self in (Effect.UNDRAINED, Effect.UNSWITCHED, Effect.MAINTENANCE_OFF, Effect.DB_RESTORED)
+
+
+# -- operations of the state backend, done by the orchestrator itself ------------------------
+@dataclass(frozen=True)
+class UploadBackup:
+    """Copy the verified dump `path` from the host to the state backend (after the dump)."""
+
+    path: str
+
+    def display(self) -> str:
+        return f"upload_backup {self.path}"
+
+
+@dataclass(frozen=True)
+class EnsureBackup:
+    """Before a restore: the host's dump if it has `sha256`, else the backend's copy put back."""
+
+    path: str
+    sha256: str
+
+    def display(self) -> str:
+        return f"ensure_backup {self.path} {self.sha256}"
+
+
+BackendOp = UploadBackup | EnsureBackup
+
+
+# -- what an action's output records (by step of its batched script) -------------------------
+class SchemaKey(enum.Enum):
+    """The schema version fields of the run's state a step's output sets."""
+
+    BEFORE = "schema_before"
+    AFTER = "schema_after"
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    step: int  # index of the step in the action's batch
+    key: SchemaKey
+
+
+@dataclass(frozen=True)
+class RecordBackup:
+    step: int  # the dump step: its last line is the dump's sha256 and size
+    path: str
+
+
+Recorded = RecordSchema | RecordBackup
 
 
 @dataclass(frozen=True)
@@ -54,20 +119,20 @@ class Action:
     stdin: Secret | None = None  # secret content, never in argv or output
     timeout: float | None = None
     retry_for: float = 0.0  # re-run until it succeeds, for at most this many seconds
-    effect: str = ""  # one of EFFECTS, applied to the subject host
-    records: tuple[tuple[int, str], ...] = ()  # (step index in the batch, what it records)
+    effect: Effect | None = None  # applied to the subject host
+    records: tuple[Recorded, ...] = ()  # what the output of its steps records
     what: str = ""  # short name for messages: "pull", "switch", "drain", ...
-    local: tuple = ()  # (operation of the state backend, *args): done by the orchestrator itself
+    backend: BackendOp | None = None  # an operation of the state backend, done by the orchestrator
 
     def __post_init__(self) -> None:
-        if sum(x is not None and x != () for x in (self.command, self.http, self.local)) != 1:
-            raise ValueError("an action is a remote command, an HTTP check or a local operation")
-        if self.effect and self.effect not in EFFECTS:
+        if sum(x is not None for x in (self.command, self.http, self.backend)) != 1:
+            raise ValueError("an action is a remote command, an HTTP check or a state backend operation")
+        if self.effect is not None and not isinstance(self.effect, Effect):
             raise ValueError(f"unknown effect {self.effect!r}")
 
     def display(self) -> str:
-        if self.local:
-            return " ".join(str(x) for x in self.local)
+        if self.backend is not None:
+            return self.backend.display()
         return self.command.display if self.command is not None else self.http.display()
 
 

@@ -15,6 +15,7 @@ from ..session import Session, who
 from ..signals import deferred
 from .back_plan import rollback_plan
 from .executor import Executor
+from .plan import SchemaKey
 from .state import RunState
 
 
@@ -116,7 +117,7 @@ class Run:
             return
         after = parse_schema(out)
         if after is not None:
-            st.record("schema_after", after)
+            st.record_schema(SchemaKey.AFTER, after)
             self.write(REC.Migrated(before=st.schema_before, after=after))
 
     def keep_closed(self, why: str) -> None:

@@ -9,8 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import records as REC
+from .plan import Effect, SchemaKey
 
-ADDS = ("pulled", "switched", "drained", "workers_restarted")
+KNOWN = frozenset(e.value for e in Effect)  # journaled values (a record of any other is no change)
+
+
+def _add(hosts: list[str], host: str) -> None:
+    if host not in hosts:
+        hosts.append(host)
+
+
+def _remove(hosts: list[str], host: str) -> None:
+    if host in hosts:
+        hosts.remove(host)
 
 
 @dataclass
@@ -31,36 +42,41 @@ class RunState:
     workers_restarted: list[str] = field(default_factory=list)
     waves_done: int = 0
 
-    def apply(self, effect: str, host: str) -> None:
-        """One effect of one action on the subject host (see plan.EFFECTS)."""
-        if effect in ADDS:
-            lst = getattr(self, effect)
-            if host not in lst:
-                lst.append(host)
-        elif effect == "undrained":
-            if host in self.drained:
-                self.drained.remove(host)
-        elif effect == "unswitched":
-            if host in self.switched:
-                self.switched.remove(host)
-        elif effect == "maintenance_on":
-            self.maintenance_on = True
-        elif effect == "maintenance_off":
-            self.maintenance_on = False
-        elif effect == "migrated":
-            self.migrated = True
-        elif effect == "db_restored":
-            self.migrated = False
+    def apply(self, effect: Effect, host: str) -> None:
+        """One effect of one action on the subject host."""
+        match effect:
+            case Effect.PULLED:
+                _add(self.pulled, host)
+            case Effect.SWITCHED:
+                _add(self.switched, host)
+            case Effect.DRAINED:
+                _add(self.drained, host)
+            case Effect.WORKERS_RESTARTED:
+                _add(self.workers_restarted, host)
+            case Effect.UNDRAINED:
+                _remove(self.drained, host)
+            case Effect.UNSWITCHED:
+                _remove(self.switched, host)
+            case Effect.MAINTENANCE_ON:
+                self.maintenance_on = True
+            case Effect.MAINTENANCE_OFF:
+                self.maintenance_on = False
+            case Effect.MIGRATED:
+                self.migrated = True
+            case Effect.DB_RESTORED:
+                self.migrated = False
 
-    def record(self, key: str, value) -> None:
-        if key == "schema_before":
-            self.schema_before = value if self.schema_before is None else self.schema_before
-        elif key == "schema_after":
-            self.schema_after = value
-            if value is not None and value == self.schema_before:
-                self.migrated = False  # nothing pending: nothing to undo
-        elif key == "backup":
-            self.backup = value
+    def record_schema(self, key: SchemaKey, value: int | None) -> None:
+        match key:
+            case SchemaKey.BEFORE:
+                self.schema_before = value if self.schema_before is None else self.schema_before
+            case SchemaKey.AFTER:
+                self.schema_after = value
+                if value is not None and value == self.schema_before:
+                    self.migrated = False  # nothing pending: nothing to undo
+
+    def record_backup(self, info: dict) -> None:
+        self.backup = info
 
     @classmethod
     def from_events(cls, events: list[REC.Record]) -> RunState | None:
@@ -74,8 +90,8 @@ class RunState:
             elif isinstance(e, REC.Snapshot):
                 st.snapshot = dict(e.hosts)
                 st.schema_before = e.schema
-            elif isinstance(e, REC.Effect):
-                st.apply(e.effect, e.host)
+            elif isinstance(e, REC.Effect) and e.effect in KNOWN:
+                st.apply(Effect(e.effect), e.host)
             elif isinstance(e, REC.Backup):
                 st.backup = e.info()
             elif isinstance(e, REC.Migrated):

@@ -3,6 +3,7 @@ failure paths) without the fleet, and records every command it was given, per ho
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ class Fleet:
         self.schema = schema
         self.ledger = ""
         self.lock = False
+        self.holder: dict | None = None  # the lock's info.json, when a test says who holds it
 
 
 class RecordingTransport:
@@ -99,6 +101,17 @@ class RecordingTransport:
             return ""
         if "ledger.jsonl" in step:
             return f.ledger
+        if step.startswith("if [ -d") and LK.HELD_MARK in step:  # `lock.read`: who holds it
+            if not (f.lock and f.holder):
+                return ""
+            return f"{LK.HELD_MARK}\n{json.dumps(f.holder)}\nheartbeat_age=3600"
+        if re.fullmatch(r"rm -rf '?\S+/lock'?", step.strip()):  # `lock.force_release`
+            f.lock, f.holder = False, None
+            return ""
+        if step.startswith("if grep -qF") and "/lock/info.json" in step and "rm -rf" in step:
+            if f.holder is None or f.holder.get("run", "") in step:  # only by the run holding it
+                f.lock, f.holder = False, None
+            return ""
         if "echo acquired" in step:
             f.lock = True
             return "acquired"
