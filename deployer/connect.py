@@ -41,9 +41,16 @@ ALIVE_COUNT = 3  # keepalives left unanswered before a connection is given up (S
 _given_up: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transport -> why it was closed
 
 
-def why_closed(transport: paramiko.Transport) -> str | None:
-    """Why deployer closed this connection itself (its host stopped answering), if it did."""
-    return _given_up.get(transport)
+def why_closed(transport: paramiko.Transport) -> str:
+    """Why this connection closed: deployer gave up on it (its host stopped answering), the
+    host ended it, or the error that broke it."""
+    given_up = _given_up.get(transport)
+    if given_up:
+        return given_up
+    exc = getattr(transport, "saved_exception", None)
+    if exc is None or isinstance(exc, EOFError):
+        return "the connection was closed by the host"
+    return f"the connection broke: {type(exc).__name__}: {exc}"
 
 
 def _tcp_keepalive(sock, every: float) -> bool:

@@ -128,7 +128,7 @@ def _exec(conn: Connection, command: str, stdin: str | None, limit: float,
             out_chunks.append(data)
         exited = chan.recv_exit_status()
         if exited == -1 and not conn.transport.is_active():  # closed under it: no exit status
-            raise EOFError(why_closed(conn.transport) or "the connection closed")
+            raise EOFError(why_closed(conn.transport))
         t.join(timeout=limit)
         decode = lambda chunks: b"".join(chunks).decode("utf-8", "replace")  # noqa: E731
         return decode(out_chunks), decode(err_chunks), exited
