@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from .commands import releases as R
 from .config import Config, Host
-from .errors import Refused
+from .errors import DeployerError, Refused
 from .ledger import now_iso
 from .output import Reporter
 from .shell import Command
@@ -220,11 +220,15 @@ class Session:
         stop = stop or threading.Event()
         deadline = time.monotonic() + wait
         while True:
-            if read_ledger:
-                held, events = self.state.acquire_and_read(self.lock_info())
-                self._ledger_read = events if held is None else None
-            else:
-                held = self.state.acquire(self.lock_info())
+            try:
+                if read_ledger:
+                    held, events = self.state.acquire_and_read(self.lock_info())
+                    self._ledger_read = events if held is None else None
+                else:
+                    held = self.state.acquire(self.lock_info())
+            except DeployerError as exc:
+                self._undo_unanswered_acquire(exc)
+                raise
             if held is None:
                 self.locked = True
                 self._start_heartbeat()
@@ -239,6 +243,18 @@ class Session:
                 raise Refused(f"{self.cfg.env}: locked by {held.describe()}.{hint}")
             if stop.wait(min(2.0, max(0.1, deadline - time.monotonic()))):
                 raise Refused(f"{self.cfg.env}: locked by {held.describe()}; no longer waited for")
+
+    def _undo_unanswered_acquire(self, exc: DeployerError) -> None:
+        """The lock's round trip failed (connection lost, timed out): the lock may have been
+        taken all the same, the answer lost. It is released if it names this run (a release
+        checks that), over a new connection; when even that fails, the error says so."""
+        try:
+            self.state.release(self.run_id)
+        except DeployerError as again:
+            first = again.message.splitlines()[0]
+            exc.message += (f"\nthe lock may be held by this run ({self.run_id}) and could not be "
+                            f"released ({first}): `inv unlock --env {self.cfg.env} --force` frees it")
+            exc.args = (exc.message,)
 
     def _start_heartbeat(self) -> None:
         """Beat every HEARTBEAT_SECONDS. The lock is LOST when a beat finds it is no longer ours

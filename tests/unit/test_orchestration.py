@@ -15,7 +15,7 @@ from deployer import records as REC
 from deployer.config import load_config
 from deployer.engine.deploy import DeployRun
 from deployer.engine.rollback import Resume, Rollback
-from deployer.errors import DeployFailed
+from deployer.errors import ConnectError, DeployFailed
 from deployer.output import JsonReporter
 from deployer.session import Session
 
@@ -272,3 +272,45 @@ def test_a_run_that_ended_while_the_facts_were_read_makes_the_deploy_read_them_a
     assert code == 0
     reads = [h for h, c in t.calls if "@@deployer-state" in c]
     assert sorted(reads) == sorted(hosts * 2), reads
+
+
+class AnswerLost(RecordingTransport):
+    """The lock's round trip takes the lock on db1, then the connection drops before its answer
+    comes back (`lost_release`: the release that follows fails too)."""
+
+    def __init__(self, fleet, lost_release=False):
+        super().__init__(fleet)
+        self.lost_release = lost_release
+
+    def run(self, ep, cmd, **kw):
+        from deployer.commands import lock as LK
+
+        if LK.LEDGER_MARK in cmd.script:
+            super().run(ep, cmd, **kw)
+            self.fleet.holder = json.loads(kw["stdin"])  # what the lock's info.json now says
+            raise ConnectError(f"{ep.name} ({ep.address}): connection lost: the connection was closed "
+                               "by the host")
+        if self.lost_release and "/lock/info.json" in cmd.script and "rm -rf" in cmd.script:
+            raise ConnectError(f"{ep.name} ({ep.address}): connection lost: test cut it off")
+        return super().run(ep, cmd, **kw)
+
+
+def test_a_lock_taken_whose_answer_was_lost_is_released(tmp_path):
+    cfg = config("local", tmp_path)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD)
+    with pytest.raises(ConnectError, match="db1 .*connection lost") as err:
+        run_deploy(cfg, fleet, transport=AnswerLost(fleet))
+    assert not fleet.lock  # the next run is not refused by a lock nobody holds
+    assert "may be held" not in err.value.message
+    assert fleet.current == {h: OLD for h in hosts}
+
+
+def test_a_lock_that_could_not_be_released_either_is_reported_with_its_remedy(tmp_path):
+    cfg = config("local", tmp_path)
+    fleet = Fleet([h.name for h in cfg.hosts], OLD)
+    with pytest.raises(ConnectError) as err:
+        run_deploy(cfg, fleet, transport=AnswerLost(fleet, lost_release=True))
+    assert fleet.lock
+    assert "the lock may be held by this run" in err.value.message
+    assert "inv unlock --env local --force" in err.value.message
