@@ -67,6 +67,11 @@ class ConnectError(DeployerError):
     exit_code = 3
 
 
+class ConnectionLost(ConnectError):
+    """An open connection closed under a command: what the command did on the host is unknown
+    (it may have run whole, its answer lost)."""
+
+
 def _last_lines(text: str, lines: int) -> tuple[list[str], int]:
     """The last `lines` lines of `text` (blank lines at either end dropped), and how many it has."""
     all_lines = text.strip("\n").splitlines()

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from .commands import releases as R
 from .config import Config, Host
-from .errors import DeployerError, Refused
+from .errors import CommandFailed, ConnectionLost, DeployerError, Refused
 from .ledger import now_iso
 from .output import Reporter
 from .shell import Command
@@ -226,8 +226,9 @@ class Session:
                     self._ledger_read = events if held is None else None
                 else:
                     held = self.state.acquire(self.lock_info())
-            except DeployerError as exc:
-                self._undo_unanswered_acquire(exc)
+            except (ConnectionLost, CommandFailed) as exc:
+                if isinstance(exc, ConnectionLost) or exc.timed_out:  # it may have been taken
+                    self._undo_unanswered_acquire(exc)
                 raise
             if held is None:
                 self.locked = True

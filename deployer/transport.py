@@ -21,7 +21,7 @@ import paramiko
 from fabric import Connection
 
 from .connect import Connector, SSHSettings, why_closed
-from .errors import CommandFailed, ConnectError
+from .errors import CommandFailed, ConnectError, ConnectionLost
 from .shell import Command, quote
 from .sshconfig import Endpoint
 
@@ -245,7 +245,7 @@ class Transport:
             raise CommandFailed(ep.name, cmd.display, None, timed_out=True) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self._conns.pop(ep.name, None)
-            raise ConnectError(f"{ep.name} ({ep.address}): connection lost: {exc}") from None
+            raise ConnectionLost(f"{ep.name} ({ep.address}): connection lost: {exc}") from None
         finally:
             self._inflight.pop(key, None)
         if err.startswith(PID_MARK):

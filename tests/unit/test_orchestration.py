@@ -15,7 +15,7 @@ from deployer import records as REC
 from deployer.config import load_config
 from deployer.engine.deploy import DeployRun
 from deployer.engine.rollback import Resume, Rollback
-from deployer.errors import ConnectError, DeployFailed
+from deployer.errors import ConnectError, ConnectionLost, DeployFailed
 from deployer.output import JsonReporter
 from deployer.session import Session
 
@@ -288,8 +288,8 @@ class AnswerLost(RecordingTransport):
         if LK.LEDGER_MARK in cmd.script:
             super().run(ep, cmd, **kw)
             self.fleet.holder = json.loads(kw["stdin"])  # what the lock's info.json now says
-            raise ConnectError(f"{ep.name} ({ep.address}): connection lost: the connection was closed "
-                               "by the host")
+            raise ConnectionLost(f"{ep.name} ({ep.address}): connection lost: the connection was "
+                                 "closed by the host")
         if self.lost_release and "/lock/info.json" in cmd.script and "rm -rf" in cmd.script:
             raise ConnectError(f"{ep.name} ({ep.address}): connection lost: test cut it off")
         return super().run(ep, cmd, **kw)
