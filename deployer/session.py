@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from .commands import releases as R
 from .config import Config, Host
@@ -17,7 +16,8 @@ from .errors import DeployerError, Refused
 from .ledger import now_iso
 from .output import Reporter
 from .shell import Command
-from .transport import Endpoint, GroupResult, SSHSettings, Transport
+from .state.base import FileRunner, StateBackend
+from .transport import Endpoint, GroupResult, SSHSettings, Transport, endpoint_of
 
 HEARTBEAT_SECONDS = 10
 STALE_AFTER = 60
@@ -59,16 +59,16 @@ def _write_private_file(name: str, text: str) -> str:
     return path
 
 
-def make_state(session):
-    """The state backend of the inventory: `state: {backend: s3, ...}`, else the ledger host."""
-    spec = getattr(session.cfg, "state", None)
-    if spec is not None and getattr(spec, "backend", "ssh") == "s3":
+def make_state(cfg: Config, transport: FileRunner, *, run_id: str, reporter: Reporter) -> StateBackend:
+    """The state backend of the inventory (`cfg.state`): an S3 bucket (`backend: s3`), else the
+    ledger host's state directory. `run_id` names this writer's batches in an S3 ledger."""
+    if cfg.state.backend == "s3":
         from .state.s3_backend import S3State
 
-        return S3State(session, spec)
+        return S3State(transport, cfg, cfg.state, run_id=run_id, reporter=reporter)
     from .state.ssh import SshState
 
-    return SshState(session)
+    return SshState(transport, endpoint_of(cfg.ledger_host), R.paths(cfg.deploy_to)["state_path"])
 
 
 class Session:
@@ -88,7 +88,8 @@ class Session:
             from .bake import run_bake as bake
         self.bake = bake  # bounded canary/baseline probes (HTTP)
         self.state_path = R.paths(cfg.deploy_to)["state_path"]
-        self.state = make_state(self)  # where the lock and the ledger live
+        # where the lock and the ledger live
+        self.state: StateBackend = make_state(cfg, self.transport, run_id=self.run_id, reporter=reporter)
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self.locked = False
@@ -97,12 +98,7 @@ class Session:
         self._ledger_read: list[dict] | None = None  # the ledger as read with the lock (used once)
 
     def ep(self, host: Host) -> Endpoint:
-        ep = host.endpoint
-        if ep is None:
-            return Endpoint(host.name, host.address, host.port, host.user)
-        if (ep.name, ep.address, ep.port, ep.user) != (host.name, host.address, host.port, host.user):
-            ep = replace(ep, name=host.name, address=host.address, port=host.port, user=host.user)
-        return ep
+        return endpoint_of(host)
 
     def run(self, host: Host, cmd: Command, **kw):
         return self.transport.run(self.ep(host), cmd, **kw)
@@ -285,9 +281,8 @@ class Session:
     def check_fence(self) -> None:
         """Raise LockLost when this run no longer holds its lock for sure (a backend with a
         fencing token checks it too, before each switch)."""
-        fence = getattr(self.state, "check_fence", None)
-        if self.locked and fence is not None:
-            fence(self.run_id)
+        if self.locked:
+            self.state.check_fence(self.run_id)
         if self.locked and getattr(self, "lock_lost", None):
             from .errors import LockLost
 
