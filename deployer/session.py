@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .commands import releases as R
 from .config import Config, Host
-from .errors import DeployerError, Refused
+from .errors import DeployerError, LockLost, Refused
 from .ledger import now_iso
 from .output import Reporter
 from .shell import Command
@@ -81,7 +81,7 @@ class Session:
         self.cfg = cfg
         self.reporter = reporter
         self.reason = reason
-        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+        self._run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
         self.transport = transport or Transport(ssh_settings(cfg), cfg.parallel)
         self.http_check = http_check or wait_passes
         if bake is None:
@@ -89,13 +89,39 @@ class Session:
         self.bake = bake  # bounded canary/baseline probes (HTTP)
         self.state_path = R.paths(cfg.deploy_to)["state_path"]
         # where the lock and the ledger live
-        self.state: StateBackend = make_state(cfg, self.transport, run_id=self.run_id, reporter=reporter)
+        self.state: StateBackend = make_state(cfg, self.transport, run_id=self._run_id, reporter=reporter)
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
-        self.locked = False
-        self.lock_lost: str | None = None
-        self.keep_lock = False  # a paused rollout leaves the lock to promote/abort
+        self._locked = False
+        self._lock_lost: str | None = None
+        self._keep_lock = False  # a paused rollout leaves the lock to promote/abort
         self._ledger_read: list[dict] | None = None  # the ledger as read with the lock (used once)
+
+    @property
+    def run_id(self) -> str:
+        """The run this session writes for: its journal, its lock. Its own, or the run it
+        continues (`continue_run`)."""
+        return self._run_id
+
+    @property
+    def locked(self) -> bool:
+        """This session holds the env's lock (taken or adopted, not released yet)."""
+        return self._locked
+
+    @property
+    def lock_lost(self) -> str | None:
+        """Why the lock held is no longer this run's for sure (None: it is, or none is held)."""
+        return self._lock_lost
+
+    @property
+    def keep_lock(self) -> bool:
+        """The lock stays with a paused rollout when this session ends (`pause_with_lock`)."""
+        return self._keep_lock
+
+    def continue_run(self, run_id: str) -> None:
+        """From now on this session writes as run `run_id` (a recovered or resumed run keeps
+        its id: one story in the ledger). The lock held, if any, stays as it is."""
+        self._run_id = run_id
 
     def ep(self, host: Host) -> Endpoint:
         return endpoint_of(host)
@@ -133,7 +159,7 @@ class Session:
             return self.ship(text)
         self.stop_heartbeat()
         if self.state.append_and_release(text, self.run_id):
-            self.locked = False
+            self._locked = False
 
     def history(self, ship_first: bool = True):
         """The ledger's history, with this machine's records not shipped yet (shipped first when
@@ -226,7 +252,7 @@ class Session:
                 self._undo_unanswered_acquire(exc)
                 raise
             if held is None:
-                self.locked = True
+                self._locked = True
                 self._start_heartbeat()
                 return waited
             waited = True
@@ -256,7 +282,7 @@ class Session:
         """Beat every HEARTBEAT_SECONDS. The lock is LOST when a beat finds it is no longer ours
         (broken, taken over), or when no beat got through for STALE_AFTER seconds (others may
         break it as stale): the run then stops before its next switch (`check_fence`)."""
-        self.lock_lost = None
+        self._lock_lost = None
         last_ok = time.monotonic()
 
         def beat() -> None:
@@ -266,26 +292,42 @@ class Session:
                     ours = self.state.heartbeat(self.run_id)
                 except Exception:  # noqa: BLE001 - unreachable: judged by the time since the last beat
                     if time.monotonic() - last_ok > STALE_AFTER:
-                        self.lock_lost = (f"no heartbeat got through to {self.state.where()} for "
+                        self._lock_lost = (f"no heartbeat got through to {self.state.where()} for "
                                           f"{STALE_AFTER}s: the lock may have been broken as stale")
                     continue
                 if ours:
                     last_ok = time.monotonic()
                 else:
-                    self.lock_lost = "the lock is no longer this run's (broken or taken over)"
+                    self._lock_lost = "the lock is no longer this run's (broken or taken over)"
 
         self._hb_stop.clear()
         self._hb_thread = threading.Thread(target=beat, name="lock-heartbeat", daemon=True)
         self._hb_thread.start()
+
+    def adopt_lock(self, run_id: str) -> dict | None:
+        """Continue the paused rollout `run_id` (promote/abort, from any machine): its lock is
+        taken over and kept beating. The lock's new details, or None when it could not be taken
+        over (not paused any more, or taken by another)."""
+        self.continue_run(run_id)
+        info = dict(self.lock_info(), run=run_id)
+        if not self.state.adopt(run_id, info):
+            return None
+        self._locked = True
+        self._start_heartbeat()
+        return info
+
+    def pause_with_lock(self) -> None:
+        """The run pauses its rollout: its lock is marked paused and stays held when the
+        session ends, for promote/abort to adopt."""
+        self.state.mark_paused(self.run_id)
+        self._keep_lock = True
 
     def check_fence(self) -> None:
         """Raise LockLost when this run no longer holds its lock for sure (a backend with a
         fencing token checks it too, before each switch)."""
         if self.locked:
             self.state.check_fence(self.run_id)
-        if self.locked and getattr(self, "lock_lost", None):
-            from .errors import LockLost
-
+        if self.locked and self.lock_lost:
             raise LockLost(f"{self.cfg.env}: lock lost: {self.lock_lost}; stopping before any further "
                            "switch")
 
@@ -300,4 +342,4 @@ class Session:
         if not self.locked or self.keep_lock:
             return
         self.state.release(self.run_id)
-        self.locked = False
+        self._locked = False

@@ -254,8 +254,7 @@ def pause(run: Run, cfg: Config, rep: Reporter, plan: Plan) -> int:
     done = run.ex.stage.wave if run.ex.stage is not None else 0
     total = max((s.wave for s in plan.stages), default=done)
     run.write(REC.Paused(release=st.release, waves_done=done, waves=total))
-    run.s.state.mark_paused(run.s.run_id)
-    run.s.keep_lock = True  # the lock stays with the paused rollout
+    run.s.pause_with_lock()  # the lock stays with the paused rollout
     rep.event("outcome", outcome="paused", release=st.release,
               message=f"paused after wave {done}/{total} ({', '.join(st.switched)} on {st.release}); "
                       f"continue with `inv promote --env {cfg.env}` or roll back with "

@@ -79,7 +79,7 @@ class Recover:
                     try:
                         code = max(code, self.converge(r, history))
                     finally:
-                        s.run_id = own
+                        s.continue_run(own)  # back to its own story
                 code = max(code, self.leftovers())
             finally:
                 s.release_lock()
@@ -106,7 +106,7 @@ class Recover:
         stages = [e for e in records if isinstance(e, REC.Stage)]
         self.say(f"run {run_id} ({r['kind']}) ended without a record of its end; last stage: "
                  + (f"{stages[-1].stage} ({stages[-1].state})" if stages else "none"))
-        s.run_id = run_id  # the recovery is written into the dead run's own story
+        s.continue_run(run_id)  # the recovery is written into the dead run's own story
         if r["kind"] == "maintenance":
             run = Run(s, self.rep, RunState(run=run_id, release=""))
             try:
