@@ -30,9 +30,7 @@ OFFLINE_HEADER = "offline plan: facts assumed, nothing contacted"
 
 def read_facts(s: Session, cfg: Config, ref: str, rep: Reporter) -> F.Facts:
     facts = s.facts(cfg.hosts, ref)
-    if facts.unreachable:
-        lines = [f"  {h}: {e}" for h, e in sorted(facts.unreachable.items())]
-        raise Refused("preflight: hosts not reachable or not trusted:\n" + "\n".join(lines))
+    facts.require_reachable("preflight", trusted=True)
     low = [f"{h} ({st.disk_kb // 1024} MiB free)" for h, st in facts.hosts.items()
            if st.disk_kb is not None and st.disk_kb < MIN_FREE_KB]
     if low:

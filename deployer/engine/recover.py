@@ -120,9 +120,7 @@ class Recover:
         if st is None:
             return 0
         facts = s.facts(cfg.app_hosts)
-        if facts.unreachable:
-            raise Refused("recover: hosts not reachable: " + "; ".join(
-                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        facts.require_reachable("recover")
         for name, hs in facts.hosts.items():  # defensive: what the hosts really serve
             if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
                 st.switched.append(name)

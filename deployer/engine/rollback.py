@@ -109,9 +109,7 @@ class Rollback:
                     hist = pool.submit(s.history)
                     facts = s.facts(app)
                     history = hist.result()
-                if facts.unreachable:
-                    raise Refused("rollback: hosts not reachable: " + "; ".join(
-                        f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+                facts.require_reachable("rollback")
                 return self.locked(app, facts, history)
             finally:
                 s.release_lock()
