@@ -16,6 +16,7 @@ from pathlib import Path
 from .commands import git as GIT
 from .commands import releases as R
 from .config import Config, Host
+from .errors import Refused
 from .shell import Command, batch, raw, step_outputs
 
 SCHEMA_STEP = "schema"
@@ -51,6 +52,17 @@ class Facts:
     @property
     def is_assumed(self) -> bool:
         return bool(self.assumptions)
+
+    def require_reachable(self, what: str, *, trusted: bool = False) -> None:
+        """Refused (naming each host and why) unless every host read answered; `what` names the
+        command refused. With `trusted` (preflight), one host a line: a host key not trusted
+        fails the connection too."""
+        if not self.unreachable:
+            return
+        pairs = [f"{h}: {e}" for h, e in sorted(self.unreachable.items())]
+        if trusted:
+            raise Refused(f"{what}: hosts not reachable or not trusted:\n" + "\n".join(f"  {p}" for p in pairs))
+        raise Refused(f"{what}: hosts not reachable: " + "; ".join(pairs))
 
     def current(self, host: str) -> str | None:
         st = self.hosts.get(host)

@@ -15,7 +15,7 @@ from . import cron as CR
 from . import retention as RT
 from .commands import backup as B
 from .config import Config
-from .errors import ConfigError, DeployerError, NeedsHuman, Refused
+from .errors import ConfigError, DeployerError, NeedsHuman
 from .journal import state_dir
 from .output import Reporter
 from .shell import argv, raw
@@ -34,9 +34,7 @@ def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for m
     s = Session(cfg, rep, reason=f"maintenance {'on' if on else 'off'} by hand")
     try:
         facts = s.facts(cfg.app_hosts)
-        if facts.unreachable:
-            raise Refused("maintenance: hosts not reachable: " + "; ".join(
-                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        facts.require_reachable("maintenance")
         release = next((st.current for st in facts.hosts.values() if st.current), "")
         plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, now=time.time(), release=release)
         run = Run(s, rep, RunState(run=s.run_id, release=release))
@@ -79,9 +77,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
         else:
             s.acquire_lock(0)
         facts = s.facts(cfg.app_hosts)
-        if facts.unreachable:
-            raise Refused("maintenance.run: hosts not reachable: " + "; ".join(
-                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        facts.require_reachable("maintenance.run")
         current = sorted({st.current for st in facts.hosts.values() if st.current})
         release = current[-1] if current else ""
         path, removed, kept, unknown, protected = None, [], [], [], set()

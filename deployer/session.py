@@ -9,15 +9,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from .commands import releases as R
 from .config import Config, Host
-from .errors import CommandFailed, ConnectionLost, DeployerError, Refused
+from .errors import CommandFailed, ConnectionLost, DeployerError, LockLost, Refused
 from .ledger import now_iso
 from .output import Reporter
 from .shell import Command
-from .transport import Endpoint, GroupResult, SSHSettings, Transport
+from .state.base import FileRunner, StateBackend
+from .transport import Endpoint, GroupResult, SSHSettings, Transport, endpoint_of
 
 HEARTBEAT_SECONDS = 10
 STALE_AFTER = 60
@@ -59,16 +59,16 @@ def _write_private_file(name: str, text: str) -> str:
     return path
 
 
-def make_state(session):
-    """The state backend of the inventory: `state: {backend: s3, ...}`, else the ledger host."""
-    spec = getattr(session.cfg, "state", None)
-    if spec is not None and getattr(spec, "backend", "ssh") == "s3":
+def make_state(cfg: Config, transport: FileRunner, *, run_id: str, reporter: Reporter) -> StateBackend:
+    """The state backend of the inventory (`cfg.state`): an S3 bucket (`backend: s3`), else the
+    ledger host's state directory. `run_id` names this writer's batches in an S3 ledger."""
+    if cfg.state.backend == "s3":
         from .state.s3_backend import S3State
 
-        return S3State(session, spec)
+        return S3State(transport, cfg, cfg.state, run_id=run_id, reporter=reporter)
     from .state.ssh import SshState
 
-    return SshState(session)
+    return SshState(transport, endpoint_of(cfg.ledger_host), R.paths(cfg.deploy_to)["state_path"])
 
 
 class Session:
@@ -81,28 +81,50 @@ class Session:
         self.cfg = cfg
         self.reporter = reporter
         self.reason = reason
-        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+        self._run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
         self.transport = transport or Transport(ssh_settings(cfg), cfg.parallel)
         self.http_check = http_check or wait_passes
         if bake is None:
             from .bake import run_bake as bake
         self.bake = bake  # bounded canary/baseline probes (HTTP)
         self.state_path = R.paths(cfg.deploy_to)["state_path"]
-        self.state = make_state(self)  # where the lock and the ledger live
+        # where the lock and the ledger live
+        self.state: StateBackend = make_state(cfg, self.transport, run_id=self._run_id, reporter=reporter)
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
-        self.locked = False
-        self.lock_lost: str | None = None
-        self.keep_lock = False  # a paused rollout leaves the lock to promote/abort
+        self._locked = False
+        self._lock_lost: str | None = None
+        self._keep_lock = False  # a paused rollout leaves the lock to promote/abort
         self._ledger_read: list[dict] | None = None  # the ledger as read with the lock (used once)
 
+    @property
+    def run_id(self) -> str:
+        """The run this session writes for: its journal, its lock. Its own, or the run it
+        continues (`continue_run`)."""
+        return self._run_id
+
+    @property
+    def locked(self) -> bool:
+        """This session holds the env's lock (taken or adopted, not released yet)."""
+        return self._locked
+
+    @property
+    def lock_lost(self) -> str | None:
+        """Why the lock held is no longer this run's for sure (None: it is, or none is held)."""
+        return self._lock_lost
+
+    @property
+    def keep_lock(self) -> bool:
+        """The lock stays with a paused rollout when this session ends (`pause_with_lock`)."""
+        return self._keep_lock
+
+    def continue_run(self, run_id: str) -> None:
+        """From now on this session writes as run `run_id` (a recovered or resumed run keeps
+        its id: one story in the ledger). The lock held, if any, stays as it is."""
+        self._run_id = run_id
+
     def ep(self, host: Host) -> Endpoint:
-        ep = host.endpoint
-        if ep is None:
-            return Endpoint(host.name, host.address, host.port, host.user)
-        if (ep.name, ep.address, ep.port, ep.user) != (host.name, host.address, host.port, host.user):
-            ep = replace(ep, name=host.name, address=host.address, port=host.port, user=host.user)
-        return ep
+        return endpoint_of(host)
 
     def run(self, host: Host, cmd: Command, **kw):
         return self.transport.run(self.ep(host), cmd, **kw)
@@ -137,7 +159,7 @@ class Session:
             return self.ship(text)
         self.stop_heartbeat()
         if self.state.append_and_release(text, self.run_id):
-            self.locked = False
+            self._locked = False
 
     def history(self, ship_first: bool = True):
         """The ledger's history, with this machine's records not shipped yet (shipped first when
@@ -231,7 +253,7 @@ class Session:
                     self._undo_unanswered_acquire(exc)
                 raise
             if held is None:
-                self.locked = True
+                self._locked = True
                 self._start_heartbeat()
                 return waited
             waited = True
@@ -261,7 +283,7 @@ class Session:
         """Beat every HEARTBEAT_SECONDS. The lock is LOST when a beat finds it is no longer ours
         (broken, taken over), or when no beat got through for STALE_AFTER seconds (others may
         break it as stale): the run then stops before its next switch (`check_fence`)."""
-        self.lock_lost = None
+        self._lock_lost = None
         last_ok = time.monotonic()
 
         def beat() -> None:
@@ -271,27 +293,42 @@ class Session:
                     ours = self.state.heartbeat(self.run_id)
                 except Exception:  # noqa: BLE001 - unreachable: judged by the time since the last beat
                     if time.monotonic() - last_ok > STALE_AFTER:
-                        self.lock_lost = (f"no heartbeat got through to {self.state.where()} for "
+                        self._lock_lost = (f"no heartbeat got through to {self.state.where()} for "
                                           f"{STALE_AFTER}s: the lock may have been broken as stale")
                     continue
                 if ours:
                     last_ok = time.monotonic()
                 else:
-                    self.lock_lost = "the lock is no longer this run's (broken or taken over)"
+                    self._lock_lost = "the lock is no longer this run's (broken or taken over)"
 
         self._hb_stop.clear()
         self._hb_thread = threading.Thread(target=beat, name="lock-heartbeat", daemon=True)
         self._hb_thread.start()
 
+    def adopt_lock(self, run_id: str) -> dict | None:
+        """Continue the paused rollout `run_id` (promote/abort, from any machine): its lock is
+        taken over and kept beating. The lock's new details, or None when it could not be taken
+        over (not paused any more, or taken by another)."""
+        self.continue_run(run_id)
+        info = dict(self.lock_info(), run=run_id)
+        if not self.state.adopt(run_id, info):
+            return None
+        self._locked = True
+        self._start_heartbeat()
+        return info
+
+    def pause_with_lock(self) -> None:
+        """The run pauses its rollout: its lock is marked paused and stays held when the
+        session ends, for promote/abort to adopt."""
+        self.state.mark_paused(self.run_id)
+        self._keep_lock = True
+
     def check_fence(self) -> None:
         """Raise LockLost when this run no longer holds its lock for sure (a backend with a
         fencing token checks it too, before each switch)."""
-        fence = getattr(self.state, "check_fence", None)
-        if self.locked and fence is not None:
-            fence(self.run_id)
-        if self.locked and getattr(self, "lock_lost", None):
-            from .errors import LockLost
-
+        if self.locked:
+            self.state.check_fence(self.run_id)
+        if self.locked and self.lock_lost:
             raise LockLost(f"{self.cfg.env}: lock lost: {self.lock_lost}; stopping before any further "
                            "switch")
 
@@ -306,4 +343,4 @@ class Session:
         if not self.locked or self.keep_lock:
             return
         self.state.release(self.run_id)
-        self.locked = False
+        self._locked = False

@@ -30,9 +30,7 @@ OFFLINE_HEADER = "offline plan: facts assumed, nothing contacted"
 
 def read_facts(s: Session, cfg: Config, ref: str, rep: Reporter) -> F.Facts:
     facts = s.facts(cfg.hosts, ref)
-    if facts.unreachable:
-        lines = [f"  {h}: {e}" for h, e in sorted(facts.unreachable.items())]
-        raise Refused("preflight: hosts not reachable or not trusted:\n" + "\n".join(lines))
+    facts.require_reachable("preflight", trusted=True)
     low = [f"{h} ({st.disk_kb // 1024} MiB free)" for h, st in facts.hosts.items()
            if st.disk_kb is not None and st.disk_kb < MIN_FREE_KB]
     if low:
@@ -254,8 +252,7 @@ def pause(run: Run, cfg: Config, rep: Reporter, plan: Plan) -> int:
     done = run.ex.stage.wave if run.ex.stage is not None else 0
     total = max((s.wave for s in plan.stages), default=done)
     run.write(REC.Paused(release=st.release, waves_done=done, waves=total))
-    run.s.state.mark_paused(run.s.run_id)
-    run.s.keep_lock = True  # the lock stays with the paused rollout
+    run.s.pause_with_lock()  # the lock stays with the paused rollout
     rep.event("outcome", outcome="paused", release=st.release,
               message=f"paused after wave {done}/{total} ({', '.join(st.switched)} on {st.release}); "
                       f"continue with `inv promote --env {cfg.env}` or roll back with "

@@ -79,7 +79,7 @@ class Recover:
                     try:
                         code = max(code, self.converge(r, history))
                     finally:
-                        s.run_id = own
+                        s.continue_run(own)  # back to its own story
                 code = max(code, self.leftovers())
             finally:
                 s.release_lock()
@@ -106,7 +106,7 @@ class Recover:
         stages = [e for e in records if isinstance(e, REC.Stage)]
         self.say(f"run {run_id} ({r['kind']}) ended without a record of its end; last stage: "
                  + (f"{stages[-1].stage} ({stages[-1].state})" if stages else "none"))
-        s.run_id = run_id  # the recovery is written into the dead run's own story
+        s.continue_run(run_id)  # the recovery is written into the dead run's own story
         if r["kind"] == "maintenance":
             run = Run(s, self.rep, RunState(run=run_id, release=""))
             try:
@@ -120,9 +120,7 @@ class Recover:
         if st is None:
             return 0
         facts = s.facts(cfg.app_hosts)
-        if facts.unreachable:
-            raise Refused("recover: hosts not reachable: " + "; ".join(
-                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        facts.require_reachable("recover")
         for name, hs in facts.hosts.items():  # defensive: what the hosts really serve
             if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
                 st.switched.append(name)

@@ -109,9 +109,7 @@ class Rollback:
                     hist = pool.submit(s.history)
                     facts = s.facts(app)
                     history = hist.result()
-                if facts.unreachable:
-                    raise Refused("rollback: hosts not reachable: " + "; ".join(
-                        f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+                facts.require_reachable("rollback")
                 return self.locked(app, facts, history)
             finally:
                 s.release_lock()
@@ -215,14 +213,11 @@ class Resume:
             if found is None:
                 raise Refused(f"{cfg.env}: no paused rollout to {self.action}")
             run_id, events = found
-            s.run_id = run_id  # the resumed run keeps its id: one story in the ledger
-            info = dict(s.lock_info(), run=run_id)
-            if not s.state.adopt(run_id, info):
+            info = s.adopt_lock(run_id)  # the resumed run keeps its id: one story in the ledger
+            if info is None:
                 held = s.state.read_lock()
                 raise Refused(f"{cfg.env}: cannot take over the paused rollout's lock "
                               f"(held by {held.describe() if held else 'nobody'})")
-            s.locked = True
-            s._start_heartbeat()
             try:
                 return self.resume(run_id, events, history, info)
             finally:

@@ -1,6 +1,5 @@
 """The S3 state backend: the env lock, the ledger and backup copies in a bucket (`state:` with
-`backend: s3` in the inventory). It has the methods of `ssh.SshState` (what `Session` asks a
-backend for), plus:
+`backend: s3` in the inventory). It has what every backend offers (`base.StateBackend`), and:
 
 - `check_fence(run_id)`: before each switch; LockLost unless the stored lock is still exactly
   this run's write (token, run, nonce, ETag) with at least a quarter of its lease left.
@@ -28,13 +27,21 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..commands.lock import LockInfo
 from ..shell import q, raw
+from ..transport import endpoint_of
 from . import backups as B
 from .ledger import S3Ledger
 from .lock import LockHeld, LockLost, S3Lock
 from .s3 import StateError, client
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..config.inventory import State
+    from ..output import Reporter
+    from .base import FileRunner
 
 PAUSED_LEASE = 30 * 24 * 3600.0
 #: the part of the lease that must be left at a switch (else the run stops: the renewals fail)
@@ -74,12 +81,19 @@ def parse_lines(text: str) -> list[dict]:
 
 
 class S3State:
+    """The state of `cfg.env` in the bucket of `spec` (the inventory's `state:`). `transport`
+    (with SFTP get/put) reaches the database host for backup copies; `run_id` names this
+    writer's ledger batches; `reporter` is told about the copies made."""
+
     name = "s3"
 
-    def __init__(self, session, spec):
-        self.s = session
+    def __init__(self, transport: FileRunner, cfg: Config, spec: State, *, run_id: str, reporter: Reporter):
+        self.transport = transport
+        self.cfg = cfg
         self.spec = spec
-        self.env = session.cfg.env
+        self.run_id = run_id
+        self.reporter = reporter
+        self.env = cfg.env
         self.location = spec.location()
         self.lease = float(spec.lease)
         self._s3 = None
@@ -106,7 +120,7 @@ class S3State:
     @property
     def ledger(self) -> S3Ledger:
         if self._ledger is None:
-            self._ledger = S3Ledger(self.location, self.env, run=self.s.run_id, s3=self.s3)
+            self._ledger = S3Ledger(self.location, self.env, run=self.run_id, s3=self.s3)
         return self._ledger
 
     @property
@@ -238,7 +252,7 @@ class S3State:
     def backup_key(self, path: str) -> str:
         return B.backup_key(self.location, self.env, posixpath.basename(path))
 
-    def upload_backup(self, host: str, path: str, *, state=None) -> None:
+    def upload_backup(self, host: str, path: str, *, state: Any = None) -> None:
         """Copy the verified dump `path` from `host` to the bucket (after the dump step)."""
         rec = getattr(state, "backup", None) if state is not None else None
         if not rec or rec.get("path") != path or not rec.get("sha256"):
@@ -248,23 +262,23 @@ class S3State:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deployer-backup-") as d:
             local = Path(d) / posixpath.basename(path)
-            self.s.transport.get(self.s.ep(self.s.cfg.host(host)), path, str(local))
+            self.transport.get(endpoint_of(self.cfg.host(host)), path, str(local))
             got = B.sha256_file(local)
             if got != sha:
                 raise B.BackupCorrupt(f"backup off-site: {path} copied from {host} has sha256 {got}, "
                                       f"not the recorded {sha}; not uploaded")
             obj = B.upload(self.location, local, key, sha, s3=self.s3, verify_local=False)
-        self.s.reporter.event("notice", message=(
+        self.reporter.event("notice", message=(
             f"backup {posixpath.basename(path)} copied to s3://{self.location.bucket}/{key} "
             f"({obj.size} bytes, sha256 {sha[:12]}..., {time.monotonic() - t0:.1f}s)"))
 
-    def ensure_backup(self, host: str, path: str, sha256: str, *, state=None) -> None:
+    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None) -> None:
         """Before a restore: the host's copy of the dump if it has `sha256`, else the bucket's
         (verified) put back in its place."""
-        h = self.s.cfg.host(host)
+        ep = endpoint_of(self.cfg.host(host))
         sha = sha256.lower()
-        res = self.s.run(h, raw(f"sha256sum -- {q(path)} 2>/dev/null | cut -d' ' -f1"), check=False,
-                         timeout=self.s.cfg.ssh.command_timeout)
+        res = self.transport.run(ep, raw(f"sha256sum -- {q(path)} 2>/dev/null | cut -d' ' -f1"),
+                                 check=False, timeout=self.cfg.ssh.command_timeout)
         there = res.stdout.strip()
         if there == sha:
             return None
@@ -273,9 +287,9 @@ class S3State:
         with tempfile.TemporaryDirectory(prefix="deployer-backup-") as d:
             local = Path(d) / posixpath.basename(path)
             B.download(self.location, key, local, sha, s3=self.s3)
-            self.s.transport.put(self.s.ep(h), str(local), path, mode=0o600)
+            self.transport.put(ep, str(local), path, mode=0o600)
         why = "missing" if not there else f"sha256 {there[:12]}... differs"
-        self.s.reporter.event("notice", message=(
+        self.reporter.event("notice", message=(
             f"backup {posixpath.basename(path)} on {host} was {why}: fetched from "
             f"s3://{self.location.bucket}/{key} (sha256 verified) in {time.monotonic() - t0:.1f}s"))
         return None

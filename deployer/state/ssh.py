@@ -1,25 +1,36 @@
 """The default state backend: the lock (an atomic directory) and the ledger (append-only JSON
 lines) on the ledger host, over the run's own SSH connection.
 
-A state backend is what `Session` asks for the lock and the ledger; every backend has these
-methods (see `deployer.state.s3_backend` for the one that keeps them in an S3 bucket).
+What every backend offers is `base.StateBackend` (see `deployer.state.s3_backend` for the one
+that keeps them in an S3 bucket).
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 from ..commands import ledger as L
 from ..commands import lock as LK
+from ..errors import DeployerError
+
+if TYPE_CHECKING:
+    from ..records import Record
+    from ..sshconfig import Endpoint
+    from .backups import BackupObject
+    from .base import Runner
 
 
 class SshState:
+    """The state in directory `path` of the ledger host (`host`, its endpoint), reached with
+    `transport`."""
+
     name = "ssh"
 
-    def __init__(self, session):
-        self.s = session
-        self.host = session.cfg.ledger_host
-        self.path = session.state_path
+    def __init__(self, transport: Runner, host: Endpoint, path: str):
+        self.transport = transport
+        self.host = host
+        self.path = path
 
     @property
     def ident(self) -> str:
@@ -30,7 +41,7 @@ class SshState:
         return self.host.name
 
     def _run(self, cmd, **kw):
-        return self.s.run(self.host, cmd, **kw)
+        return self.transport.run(self.host, cmd, **kw)
 
     # -- the lock ---------------------------------------------------------------------------
     def acquire(self, info: dict) -> LK.LockInfo | None:
@@ -63,6 +74,9 @@ class SshState:
     def force_release(self) -> None:
         self._run(LK.force_release(self.path), timeout=30)
 
+    def check_fence(self, run_id: str) -> None:
+        """Nothing to check: this lock has no fencing token (the heartbeat tells a lost lock)."""
+
     def mark_paused(self, run_id: str) -> None:
         self._run(LK.mark_paused(self.path, run_id), timeout=30)
 
@@ -83,3 +97,20 @@ class SshState:
 
     def read(self) -> list[dict]:
         return L.decode(self._run(L.read(self.path), timeout=60).stdout)
+
+    # -- backups: not kept off-site by this backend (plans ask for them only with `state: s3`) ---
+    def _no_backups(self) -> DeployerError:
+        return DeployerError(f"the state on {self.host.name} keeps no backup copies (they are kept "
+                             "off-site with `state: {backend: s3}`)")
+
+    def upload_backup(self, host: str, path: str, *, state: Any = None) -> Record | None:
+        raise self._no_backups()
+
+    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None) -> Record | None:
+        raise self._no_backups()
+
+    def list_backups(self) -> list[BackupObject]:
+        raise self._no_backups()
+
+    def apply_retention(self, keep: set[str]) -> list[str]:
+        raise self._no_backups()

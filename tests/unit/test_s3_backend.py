@@ -84,6 +84,12 @@ class FakeTransport:
     def __init__(self, host: FakeHost):
         self.host, self.calls = host, []
 
+    def run(self, ep, cmd, **kw):
+        """Only the sha256 probe of ensure_backup runs here: executed with the host's root."""
+        script = cmd.script.replace("-- /", f"-- {self.host.root}/")
+        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+        return SimpleNamespace(stdout=out.stdout, ok=out.returncode == 0)
+
     def get(self, ep, remote, local):
         self.calls.append(("get", ep.name, remote))
         shutil.copyfile(self.host.local(remote), local)
@@ -98,24 +104,17 @@ class FakeTransport:
 
 
 class FakeSession:
+    """What a session builds its backend from (a transport, the config, the run id, a reporter)."""
+
     def __init__(self, spec, tmp: Path, env: str = "prod"):
         self.host = FakeHost(tmp / "db1")
         self.transport = FakeTransport(self.host)
         self.events: list[tuple[str, dict]] = []
         self.reporter = SimpleNamespace(event=lambda kind, **kw: self.events.append((kind, kw)))
         self.run_id = "20261122T000000Z-" + uuid.uuid4().hex[:6]
-        db1 = SimpleNamespace(name="db1", address="10.0.0.2", port=22, user="root")
+        db1 = SimpleNamespace(name="db1", address="10.0.0.2", port=22, user="root", endpoint=None)
         self.cfg = SimpleNamespace(env=env, host=lambda name: db1, ssh=SimpleNamespace(command_timeout=60))
-        self.state = S3State(self, spec)
-
-    def ep(self, host):
-        return host
-
-    def run(self, host, cmd, **kw):
-        """Only the sha256 probe of ensure_backup runs here: executed with the host's root."""
-        script = cmd.script.replace("-- /", f"-- {self.host.root}/")
-        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
-        return SimpleNamespace(stdout=out.stdout, ok=out.returncode == 0)
+        self.state = S3State(self.transport, self.cfg, spec, run_id=self.run_id, reporter=self.reporter)
 
 
 def spec(server, lease: float = 60.0):
