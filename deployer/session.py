@@ -87,7 +87,7 @@ class Session:
         if bake is None:
             from .bake import run_bake as bake
         self.bake = bake  # bounded canary/baseline probes (HTTP)
-        self.state_path = R.paths(cfg.deploy_to)["state_path"]
+        self.state_path = cfg.layout.state
         self.state = make_state(self)  # where the lock and the ledger live
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None

@@ -65,14 +65,13 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     app = cfg.app_hosts
     web = [h for h in app if h.has("web")]
     rel = inp.release
-    p = R.paths(cfg.deploy_to, rel)
     snapshot = inp.snapshot or facts.snapshot_hosts(app)
     common = dict(commit=inp.commit, ref=inp.ref)
 
     def vals(h: Host, **extra) -> dict:
         prev = snapshot.get(h.name) or ""
         return ops.values(cfg, h, rel, commit=inp.commit, ref=inp.ref, previous_release=prev,
-                          previous_path=R.paths(cfg.deploy_to, prev or "none")["release_path"], **extra)
+                          previous_path=cfg.layout.release(prev or "none"), **extra)
 
     stages: list[Stage] = []
     ttl = cfg.maintenance_ttl
@@ -87,7 +86,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
         stages += around(cfg, Stage("maintenance", "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
         stages += around(cfg, backup_stage(cfg, rel, fence=inp.maintenance), app, rel, common)
-        stages += around(cfg, pull_stage(cfg, app, inp, vals, p["release_path"]), app, rel, common)
+        stages += around(cfg, pull_stage(cfg, app, inp, vals), app, rel, common)
         stages += around(cfg, migrate_stage(cfg, web, inp, vals), app, rel, common)
         warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
                                        what="cache warm")]) for h in app])
@@ -125,15 +124,15 @@ def offsite(cfg: Config) -> bool:
     return bool(state is not None and getattr(state, "backend", "ssh") == "s3")
 
 
-def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals, release_path: str) -> Stage:
-    mirror = cfg.deploy_to + "/repo"
+def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:
+    mirror, release_path = cfg.layout.repo, cfg.layout.release(inp.release)
     pb = cfg.playbook
     pairs = []
     for h in app:
         code = [GIT.fetch(cfg.repo, mirror), GIT.export(mirror, inp.commit, release_path),
                 R.prepare(cfg.deploy_to, inp.release, pb.shared_files, pb.shared_dirs)]
         build = ops.step_commands(cfg, pb.steps("build"), h, vals(h), cwd=release_path)
-        secrets = [Action(host=h.name, command=R.write_secret(cfg.shared_path, rel), stdin=secret,
+        secrets = [Action(host=h.name, command=R.write_secret(cfg.layout.shared, rel), stdin=secret,
                           timeout=60, what=f"secret file {rel}") for rel, secret in inp.secret_files]
         if secrets:  # each secret goes on stdin: its own round trip, before the build reads it
             acts = [ops.run(h, code, what="pull", effect=Effect.PULLED, timeout=cfg.ssh.command_timeout),

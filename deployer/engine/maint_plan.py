@@ -52,7 +52,7 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
             stages.append(Stage("retention", f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
     tasks = cfg.playbook.steps("maintenance_tasks")
     lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, tasks, h, ops.values(
-        cfg, h, release, release_path=cfg.current_path)), what="maintenance tasks")]) for h in cfg.app_hosts])
+        cfg, h, release, release_path=cfg.layout.current)), what="maintenance tasks")]) for h in cfg.app_hosts])
     stages.append(Stage("maintenance_tasks", f"{len(tasks)} task(s)", lanes))
     if release:
         checks = tuple(Lane(h.name, (ops.check(cfg, h, gate_release or release),))

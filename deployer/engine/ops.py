@@ -16,9 +16,9 @@ FAST_POLL = 0.05  # health checks poll this often within the configured budget
 
 
 def values(cfg: Config, host: Host, release: str = "", **extra) -> dict:
-    p = R.paths(cfg.deploy_to, release or "none")
-    base = dict(release=release, release_path=p["release_path"], commit="", ref="",
-                previous_release="", previous_path=R.paths(cfg.deploy_to, "none")["release_path"])
+    lay = cfg.layout
+    base = dict(release=release, release_path=lay.release(release or "none"), commit="", ref="",
+                previous_release="", previous_path=lay.release("none"))
     base.update(extra)
     return cfg.template_values(host, **base)
 
@@ -169,7 +169,7 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
     if log_mark and host.has("web"):
         cmds.append(R.mark_log_offset(cfg.deploy_to, release or "", log_mark))
     if release is None:
-        cmds.append(R.remove_path(cfg.current_path))
+        cmds.append(R.remove_path(cfg.layout.current))
     else:
         cmds.append(R.switch(cfg.deploy_to, release))
         if host.has("web"):
@@ -186,7 +186,7 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
 def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, message: str = "",
                      retry: int = 60, now: float | None = None, release: str = "") -> list[Command]:
     """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`)."""
-    state_path = R.paths(cfg.deploy_to)["state_path"]
+    state_path = cfg.layout.state
     web = host.has("web")  # the dead-man switch lives where the site is served
     if not on:
         return ([R.watchdog_stop(state_path)] if web else []) + step_commands(
@@ -202,7 +202,7 @@ def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, me
 
 def watchdog(cfg: Config, host: Host, ttl: float | None, release: str = "") -> Command:
     """Arm (ttl) or disarm (None) the dead-man switch of maintenance mode on one host."""
-    state_path = R.paths(cfg.deploy_to)["state_path"]
+    state_path = cfg.layout.state
     off = step_commands(cfg, cfg.playbook.steps("maintenance", "off"), host,
                         values(cfg, host, release, message="", retry=0, expires_at=""))
     if ttl is None or not off:
