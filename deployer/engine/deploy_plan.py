@@ -16,17 +16,7 @@ from ..config import Config, Host
 from ..facts import Facts
 from ..shell import Secret, batch, chain, raw
 from . import ops
-from .plan import (
-    Action,
-    Effect,
-    Lane,
-    Plan,
-    RecordBackup,
-    RecordSchema,
-    SchemaKey,
-    Stage,
-    UploadBackup,
-)
+from .plan import Action, Effect, Lane, Plan, RecordBackup, RecordSchema, SchemaKey, Stage, UploadBackup
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"
 MIGRATION_MESSAGE = "Upgrading the database, back shortly"
@@ -80,9 +70,8 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
             stages += hooks(cfg, "before", name, app, rel, common) + hooks(cfg, "after", name, app, rel, common)
         stages += around(cfg, Stage("snapshot"), app, rel, common)
         # maintenance: only when needed; the dead-man switch brings the site back if we die
-        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
-            cfg, h, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now, release=rel),
-            what="maintenance on", effect=Effect.MAINTENANCE_ON)]) for h in app]) if inp.maintenance else ()
+        lanes = ops.maintenance_lanes(cfg, app, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now,
+                                      release=rel) if inp.maintenance else ()
         stages += around(cfg, Stage("maintenance", "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
         stages += around(cfg, backup_stage(cfg, rel, fence=inp.maintenance), app, rel, common)
@@ -160,22 +149,19 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
     acts: list[Action | None] = []
     if inp.maintenance:
         # Mid-migration the site must not come back by itself on the old code: no expiry.
-        acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=None, message=MIGRATION_MESSAGE,
-                                                 release=inp.release), what="maintenance: migrating")
-                 for h in web]
+        acts += [ops.maintenance(cfg, h, True, ttl=None, message=MIGRATION_MESSAGE, release=inp.release,
+                                 what="maintenance: migrating", journaled=False) for h in web]
     acts.append(ops.run(host, cmds, what="migrate", effect=Effect.MIGRATED, records=records,
                         timeout=cfg.ssh.command_timeout))
     if inp.maintenance:
-        acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=cfg.maintenance_ttl,
-                                                 message=MAINTENANCE_MESSAGE, now=inp.now,
-                                                 release=inp.release), what="maintenance: migrated")
-                 for h in web]
+        acts += [ops.maintenance(cfg, h, True, ttl=cfg.maintenance_ttl, message=MAINTENANCE_MESSAGE,
+                                 now=inp.now, release=inp.release, what="maintenance: migrated",
+                                 journaled=False) for h in web]
     return Stage("migrate", host.name, (Lane(host.name, tuple(a for a in acts if a)),))
 
 
 def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
     app = cfg.app_hosts
-    limit = ops.switch_limit(cfg)
     waves = ops.plan_waves(app, [w.size for w in cfg.rollout])
     log = cfg.playbook.log_file
     out: list[Stage] = []
@@ -184,7 +170,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
         wave, spec, n = waves[i], cfg.rollout[i], i + 1
         label = f"wave {n}/{len(waves)}: {', '.join(h.name for h in wave)}"
         lanes = tuple(ops.switch_lane(cfg, h, inp.release, log_mark=log) for h in wave)
-        out += around(cfg, Stage("switch", label, lanes, limit=limit, stop_on_failure=True, wave=n),
+        out += around(cfg, ops.switch_stage(cfg, label, lanes, stop_on_failure=True, wave=n),
                       wave, inp.release, common)
         # Under maintenance mode the workers stay stopped (writers fenced) until it ends.
         hold = inp.maintenance and cfg.playbook.stages.maintenance.hold_workers
@@ -205,9 +191,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
 
 
 def worker_lanes(cfg: Config, hosts: list[Host], vals) -> list:
-    return [(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals(h))
-                         + ops.step_commands(cfg, cfg.playbook.steps("worker_verify"), h, vals(h)),
-                         what="workers", effect=Effect.WORKERS_RESTARTED)]) for h in hosts]
+    return [(h, [ops.workers(cfg, h, vals(h))]) for h in hosts]
 
 
 def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict) -> dict[str, list[str]]:

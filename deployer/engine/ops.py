@@ -60,6 +60,13 @@ def lanes(pairs: list[tuple[Host, list[Action | None]]]) -> tuple[Lane, ...]:
     return tuple(out)
 
 
+def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True,
+            effect: Effect | None = Effect.WORKERS_RESTARTED) -> Action | None:
+    """The playbook's worker_restart steps on `host`, then (`verify`) its worker_verify steps."""
+    steps = cfg.playbook.steps("worker_restart") + (cfg.playbook.steps("worker_verify") if verify else [])
+    return run(host, step_commands(cfg, steps, host, vals), what="workers", effect=effect)
+
+
 # -- the load balancer ------------------------------------------------------------------------
 def behind_lb(cfg: Config, host: Host) -> bool:
     return bool(cfg.lb and cfg.lb_host and host.has("web"))
@@ -112,6 +119,12 @@ def switch_limit(cfg: Config) -> int | None:
     if not total:
         return None
     return max(1, min(max_unavailable(cfg.max_unavailable, total), total - 1))
+
+
+def switch_stage(cfg: Config, detail: str, lanes: tuple[Lane, ...], **opts) -> Stage:
+    """The `switch` stage of `lanes` (`switch_lane`s), at most `switch_limit` of them at once;
+    `opts`: the Stage's other fields (wave, stop_on_failure)."""
+    return Stage("switch", detail, lanes, limit=switch_limit(cfg), **opts)
 
 
 def max_unavailable(value: int | str, total: int) -> int:
@@ -198,6 +211,22 @@ def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, me
     if web:
         cmds.append(watchdog(cfg, host, ttl, release))
     return cmds
+
+
+def maintenance(cfg: Config, host: Host, on: bool, *, ttl: float | None, what: str = "",
+                journaled: bool = True, **opts) -> Action | None:
+    """Maintenance mode on (or off) on `host` as one action (`maintenance_cmds`, `opts` its other
+    options). Its effect, MAINTENANCE_ON or MAINTENANCE_OFF, is journaled unless `journaled` is
+    False; `what` defaults to "maintenance on" or "maintenance off"."""
+    effect = (Effect.MAINTENANCE_ON if on else Effect.MAINTENANCE_OFF) if journaled else None
+    return run(host, maintenance_cmds(cfg, host, on, ttl=ttl, **opts),
+               what=what or f"maintenance {'on' if on else 'off'}", effect=effect)
+
+
+def maintenance_lanes(cfg: Config, hosts: list[Host], on: bool, *, ttl: float | None,
+                      **opts) -> tuple[Lane, ...]:
+    """`maintenance` on each of `hosts`, a lane each (`opts`: its options)."""
+    return lanes([(h, [maintenance(cfg, h, on, ttl=ttl, **opts)]) for h in hosts])
 
 
 def watchdog(cfg: Config, host: Host, ttl: float | None, release: str = "") -> Command:
