@@ -109,8 +109,7 @@ def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
 
 def offsite(cfg: Config) -> bool:
     """Backups are also kept by the state backend (S3) when the inventory says so."""
-    state = getattr(cfg, "state", None)
-    return bool(state is not None and getattr(state, "backend", "ssh") == "s3")
+    return cfg.state.backend == "s3"
 
 
 def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .. import records as REC
 from ..commands import backup as B
-from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman
+from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman, message_of
 from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
 from ..signals import deferred
@@ -37,7 +37,7 @@ class StageFailed(DeployFailed):
     def __init__(self, stage: str, failures: dict[str, BaseException]):
         lines = [f"{stage} failed on {len(failures)} host(s)"]
         for host, exc in sorted(failures.items()):
-            lines.append(f"  {host}: {getattr(exc, 'message', str(exc))}")
+            lines.append(f"  {host}: {message_of(exc)}")
         super().__init__("\n".join(lines))
         self.failures = failures
 
@@ -115,7 +115,7 @@ class Executor:
             failures = self.run_lanes(stage, plan)
             if failures and stage.best_effort:
                 for host, exc in sorted(failures.items()):
-                    msg = self.redact(getattr(exc, "message", str(exc)).splitlines()[0])
+                    msg = self.redact(message_of(exc).splitlines()[0])
                     self.rep.event("notice", message=f"{stage.name}: not done on {host} ({msg}); harmless")
                 failures = {}
             if failures:
@@ -131,7 +131,7 @@ class Executor:
             if stage.bake:
                 self.bake(stage)
         except BaseException as exc:
-            msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            msg = message_of(exc)
             self.write(REC.Stage(stage=stage.name, state="failed", wave=stage.wave,
                                  error=self.redact(msg)[:2000]))
             self.rep.event("stage", stage=stage.name, state="failed", error=self.redact(msg)[:2000])
