@@ -115,7 +115,7 @@ def switch(deploy_to: str, release: str) -> Command:
 def remove(deploy_to: str, releases: list[str]) -> Command:
     lay = Layout(deploy_to)
     targets = [lay.release(r) for r in releases]
-    return argv("rm", "-rf", "--", *targets) if targets else raw("true")
+    return argv("rm", "-rf", "--", *targets) if targets else argv("true")
 
 
 def to_remove(releases: list[str], keep: int, protected: set[str]) -> list[str]:

@@ -9,7 +9,7 @@ import time
 from ..commands import lb as LB
 from ..commands import releases as R
 from ..config import Config, Host
-from ..shell import Command, batch, chain, raw
+from ..shell import Command, argv, batch, chain
 from .plan import Action, Effect, HttpCheck, Lane, Stage
 
 FAST_POLL = 0.05  # health checks poll this often within the configured budget
@@ -30,14 +30,8 @@ def step_commands(cfg: Config, steps, host: Host, vals: dict, cwd: str | None = 
         if not cfg.runs_step(step, host):
             continue
         cmd = step.command(vals)
-        out.append(chain(raw(f"cd {_q(cwd)}"), cmd).with_timeout(cmd.timeout) if cwd else cmd)
+        out.append(chain(argv("cd", cwd), cmd).with_timeout(cmd.timeout) if cwd else cmd)
     return out
-
-
-def _q(text: str) -> str:
-    from ..shell import q
-
-    return q(text)
 
 
 def run(host: Host, cmds: list[Command], *, what: str, effect: Effect | None = None, timeout: float | None = None,
