@@ -37,6 +37,14 @@ class DeployerError(Exception):
         self.hint = hint
 
 
+def message_of(exc: BaseException) -> str:
+    """What to tell a user of `exc`: a DeployerError's message (which may have been added to
+    since it was raised), else its text, else the name of its type (a bare KeyboardInterrupt)."""
+    if isinstance(exc, DeployerError) and exc.message:
+        return exc.message
+    return str(exc) or type(exc).__name__
+
+
 class DeployFailed(DeployerError):
     """The deploy failed and was rolled back: the fleet is consistent on the previous release."""
 

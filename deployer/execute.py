@@ -20,7 +20,7 @@ import sys
 import threading
 
 from .config import Config, Host
-from .errors import CommandFailed, ConfigError, ConnectError, DeployerError
+from .errors import CommandFailed, ConfigError, ConnectError, DeployerError, message_of
 from .output import JsonReporter, Reporter
 from .shell import Command, argv, raw
 
@@ -113,4 +113,4 @@ def _lines(text: str) -> list[str]:
 def _error_text(error: BaseException) -> str:
     if isinstance(error, CommandFailed):
         return error.stderr or ""
-    return str(getattr(error, "message", error))
+    return message_of(error)

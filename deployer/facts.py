@@ -122,9 +122,10 @@ def command(cfg: Config, host: Host, ref: str | None = None) -> Command:
         parts.append(_tolerant(GIT.ls_remote(cfg.repo, ref)))
     version = cfg.playbook.steps("migrate", "version")
     if version and cfg.migrate_host is not None and host.name == cfg.migrate_host.name:
-        values = cfg.template_values(host, release_path=cfg.current_path)
+        current = cfg.layout.current
+        values = cfg.template_values(host, release_path=current)
         probe = version[0].command(values)
-        parts.append(_tolerant(Command(f"test -e {_q(cfg.current_path)} && {{ {probe.script}\n}}",
+        parts.append(_tolerant(Command(f"test -e {_q(current)} && {{ {probe.script}\n}}",
                                        probe.display)))
     return batch(*parts) if len(parts) > 1 else parts[0]
 
@@ -167,7 +168,7 @@ def pending_command(cfg: Config, commit: str, probe: str) -> Command | None:
     host = cfg.migrate_host
     if not steps or host is None:
         return None
-    mirror = cfg.deploy_to + "/repo"
+    mirror = cfg.layout.repo
     values = cfg.template_values(host, release_path=probe, release="probe", commit=commit)
     body = batch(GIT.fetch(cfg.repo, mirror), GIT.export(mirror, commit, probe),
                  R.prepare(cfg.deploy_to, "probe", cfg.playbook.shared_files, cfg.playbook.shared_dirs,

@@ -15,7 +15,7 @@ from . import cron as CR
 from . import retention as RT
 from .commands import backup as B
 from .config import Config
-from .errors import ConfigError, DeployerError, NeedsHuman
+from .errors import ConfigError, DeployerError, NeedsHuman, message_of
 from .journal import state_dir
 from .output import Reporter
 from .shell import argv, raw
@@ -113,7 +113,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
                     offsite = _bucket_retention(cfg, s, now or dt.datetime.now(dt.UTC),
                                                 protected | {posixpath.basename(path)})
                 except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
-                    msg = f"bucket retention failed: {getattr(exc, 'message', None) or exc}"
+                    msg = f"bucket retention failed: {message_of(exc)}"
                     run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
                     raise DeployerError(msg) from exc
                 if offsite:

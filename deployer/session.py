@@ -68,7 +68,7 @@ def make_state(cfg: Config, transport: FileRunner, *, run_id: str, reporter: Rep
         return S3State(transport, cfg, cfg.state, run_id=run_id, reporter=reporter)
     from .state.ssh import SshState
 
-    return SshState(transport, endpoint_of(cfg.ledger_host), R.paths(cfg.deploy_to)["state_path"])
+    return SshState(transport, endpoint_of(cfg.ledger_host), cfg.layout.state)
 
 
 class Session:
@@ -87,7 +87,7 @@ class Session:
         if bake is None:
             from .bake import run_bake as bake
         self.bake = bake  # bounded canary/baseline probes (HTTP)
-        self.state_path = R.paths(cfg.deploy_to)["state_path"]
+        self.state_path = cfg.layout.state
         # where the lock and the ledger live
         self.state: StateBackend = make_state(cfg, self.transport, run_id=self._run_id, reporter=reporter)
         self._hb_stop = threading.Event()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-from ..shell import Command, q, raw
+from ..shell import Command, argv, q, raw
 
 SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
 
 
 
 def ls_remote(repo: str, ref: str) -> Command:
-    return raw(f"git ls-remote -- {q(repo)} {q(ref)} {q('refs/tags/' + ref + '^{}')}")
+    return argv("git", "ls-remote", "--", repo, ref, f"refs/tags/{ref}^{{}}")
 
 
 def parse_ls_remote(output: str, ref: str) -> str | None:

@@ -6,7 +6,7 @@ import json
 import posixpath
 from dataclasses import dataclass
 
-from ..shell import Command, q, raw
+from ..shell import Command, argv, q, raw
 
 HELD_MARK = "@@lock-held"
 
@@ -87,7 +87,7 @@ def read(state_path: str) -> Command:
 
 
 def force_release(state_path: str) -> Command:
-    return raw(f"rm -rf {q(lock_dir(state_path))}")
+    return argv("rm", "-rf", lock_dir(state_path))
 
 
 @dataclass

@@ -6,41 +6,28 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 
+from ..layout import Layout
 from ..shell import Command, argv, q, raw
 
 STATE_MARK = "@@deployer-state"
 
 
-
-def paths(deploy_to: str, release: str | None = None) -> dict[str, str]:
-    d = {
-        "deploy_to": deploy_to,
-        "releases_path": posixpath.join(deploy_to, "releases"),
-        "shared_path": posixpath.join(deploy_to, "shared"),
-        "current_path": posixpath.join(deploy_to, "current"),
-        "state_path": posixpath.join(deploy_to, ".deployer"),
-    }
-    if release:
-        d["release_path"] = posixpath.join(d["releases_path"], release)
-    return d
-
-
 def read_state(deploy_to: str, flag: str | None = "storage/maintenance.json") -> Command:
     """One command that prints everything deployer needs to know about a host. `flag`: the
     maintenance flag file, relative to shared/ (its JSON, when it is JSON, tells the expiry)."""
-    p = paths(deploy_to)
-    flag_path = posixpath.join(p["shared_path"], flag or ".deployer-no-maintenance-flag")
+    lay = Layout(deploy_to)
+    flag_path = lay.shared_file(flag or ".deployer-no-maintenance-flag")
     # Shell builtins wherever they do (read, test, a glob): on a hundred hosts, every process
     # this spawns is spawned a hundred times before the deploy starts.
     return raw(
         f"echo {STATE_MARK}; "
-        f"echo current=$(readlink {q(p['current_path'])} 2>/dev/null); "
+        f"echo current=$(readlink {q(lay.current)} 2>/dev/null); "
         f"read -r h 2>/dev/null </proc/sys/kernel/hostname || h=$(hostname); echo hostname=$h; "
         f"{{ df -Pk {q(deploy_to)} 2>/dev/null || df -Pk /; }} | {{ read -r _; read -r _ _ _ a _; echo disk_kb=$a; }}; "
         f"if [ -e {q(flag_path)} ]; then echo maintenance=on; "
         f"echo maintenance_json=$(head -c 2000 {q(flag_path)} 2>/dev/null | tr -d '\\n'); "
         f"echo now=$(date +%s); else echo maintenance=off; fi; "
-        f"for r in {q(p['releases_path'])}/*; do [ -e \"$r\" ] && echo \"release=${{r##*/}}\"; done; true"
+        f"for r in {q(lay.releases)}/*; do [ -e \"$r\" ] && echo \"release=${{r##*/}}\"; done; true"
     )
 
 
@@ -107,9 +94,9 @@ def link_shared(release_path: str, shared_path: str, shared_files: list[str],
 def prepare(deploy_to: str, release: str, shared_files: list[str], shared_dirs: list[str],
             release_path: str | None = None) -> Command:
     """Link shared files and dirs into a fresh release (after the code is in place), write REVISION."""
-    p = paths(deploy_to, release)
-    rp = release_path or p["release_path"]
-    parts = link_shared(rp, p["shared_path"], shared_files, shared_dirs)
+    lay = Layout(deploy_to)
+    rp = release_path or lay.release(release)
+    parts = link_shared(rp, lay.shared, shared_files, shared_dirs)
     parts.append(f"printf '%s\\n' {q(release)} > {q(rp + '/REVISION')}")
     return raw(" && ".join(parts))
 
@@ -120,18 +107,15 @@ def remove_path(path: str) -> Command:
 
 def switch(deploy_to: str, release: str) -> Command:
     """Atomic switch: a symlink under a temporary name, renamed over `current` (rename(2))."""
-    p = paths(deploy_to, release)
-    tmp = posixpath.join(deploy_to, f".current.{release}.tmp")
-    return raw(
-        f"test -d {q(p['release_path'])} && ln -sfn {q(p['release_path'])} {q(tmp)} "
-        f"&& mv -T {q(tmp)} {q(p['current_path'])}"
-    )
+    lay = Layout(deploy_to)
+    path, tmp = lay.release(release), lay.current_tmp(release)
+    return raw(f"test -d {q(path)} && ln -sfn {q(path)} {q(tmp)} && mv -T {q(tmp)} {q(lay.current)}")
 
 
 def remove(deploy_to: str, releases: list[str]) -> Command:
-    p = paths(deploy_to)
-    targets = [posixpath.join(p["releases_path"], r) for r in releases]
-    return argv("rm", "-rf", "--", *targets) if targets else raw("true")
+    lay = Layout(deploy_to)
+    targets = [lay.release(r) for r in releases]
+    return argv("rm", "-rf", "--", *targets) if targets else argv("true")
 
 
 def to_remove(releases: list[str], keep: int, protected: set[str]) -> list[str]:
@@ -179,14 +163,10 @@ def watchdog_stop(state_path: str) -> Command:
                f"rm -f {q(pidfile)}; fi; true")
 
 
-def _log_mark(deploy_to: str, release: str) -> str:
-    return posixpath.join(paths(deploy_to)["state_path"], f"log-offset-{release}")
-
-
 def mark_log_offset(deploy_to: str, release: str, log_rel: str) -> Command:
     """Remember how long the release's log is at the switch (new lines are judged by the gate)."""
-    log = posixpath.join(paths(deploy_to, release)["release_path"], log_rel)
-    mark = _log_mark(deploy_to, release)
+    lay = Layout(deploy_to)
+    log, mark = posixpath.join(lay.release(release), log_rel), lay.log_mark(release)
     return raw(f"mkdir -p {q(posixpath.dirname(mark))} && "
                f"{{ stat -L -c %s {q(log)} 2>/dev/null || echo 0; }} > {q(mark)}")
 
@@ -194,8 +174,8 @@ def mark_log_offset(deploy_to: str, release: str, log_rel: str) -> Command:
 def log_errors_since_mark(deploy_to: str, release: str, log_rel: str, pattern: str) -> Command:
     """Fails, printing up to 20 of them, when lines matching `pattern` were written to the
     release's log since the switch."""
-    log = posixpath.join(paths(deploy_to, release)["release_path"], log_rel)
-    mark = _log_mark(deploy_to, release)
+    lay = Layout(deploy_to)
+    log, mark = posixpath.join(lay.release(release), log_rel), lay.log_mark(release)
     return raw(
         f"off=$(cat {q(mark)} 2>/dev/null || echo 0); "
         f"found=$(tail -c +$((off + 1)) {q(log)} 2>/dev/null | grep -F -- {q(pattern)} | head -n 20); "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from deployer import cron as _cron
 from deployer import retention as _retention
 from deployer import windows as _windows
 from deployer.errors import ConfigError
+from deployer.layout import Layout
 from deployer.shell import Privileged, fill
 from deployer.sshconfig import Endpoint
 
@@ -82,19 +82,9 @@ class Config:
     state: State = field(default_factory=State)
 
     @property
-    def shared_path(self) -> str:
-        return posixpath.join(self.deploy_to, "shared")
-
-    @property
-    def current_path(self) -> str:
-        return posixpath.join(self.deploy_to, "current")
-
-    @property
-    def releases_path(self) -> str:
-        return posixpath.join(self.deploy_to, "releases")
-
-    def release_path(self, release: str) -> str:
-        return posixpath.join(self.releases_path, release)
+    def layout(self) -> Layout:
+        """The paths of the deploy tree under `deploy_to` on every app host."""
+        return Layout(self.deploy_to)
 
     def hosts_with(self, role: str) -> list[Host]:
         if not _ROLE_RE.match(role):
@@ -209,9 +199,9 @@ class Config:
             "host": host.name,
             "address": host.address,
             "deploy_to": self.deploy_to,
-            "shared_path": self.shared_path,
-            "current_path": self.current_path,
-            "releases_path": self.releases_path,
+            "shared_path": self.layout.shared,
+            "current_path": self.layout.current,
+            "releases_path": self.layout.releases,
             # `{sudo} cmd`: cmd runs as root through one of the host's sudo rules (see
             # Playbook.privileged and docs/servers.md)
             "sudo": Privileged(host.user),

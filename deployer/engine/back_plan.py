@@ -9,15 +9,7 @@ from ..config import Config, Host
 from ..shell import raw
 from . import ops
 from .deploy_plan import offsite
-from .plan import (
-    Action,
-    Effect,
-    EnsureBackup,
-    Lane,
-    Plan,
-    RecordBackup,
-    Stage,
-)
+from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage
 from .state import RunState
 
 DOWN_REFUSED = 97  # exit status of the down-migration action when they cannot all run
@@ -29,9 +21,7 @@ def _workers(cfg: Config, hosts: list[Host], target: dict[str, str | None]) -> t
         rel = target.get(h.name)
         if not h.has("worker") or rel is None:
             continue
-        vals = ops.values(cfg, h, rel)
-        pairs.append((h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals),
-                                  what="workers")]))
+        pairs.append((h, [ops.workers(cfg, h, ops.values(cfg, h, rel), verify=False, effect=None)]))
     return ops.lanes(pairs)
 
 
@@ -102,17 +92,14 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
                                          effect=Effect.UNSWITCHED, wait_up=not st.maintenance_on))
         elif ops.behind_lb(cfg, h):  # drained (or its drain was attempted), never switched
             lanes.append(Lane(h.name, (ops.undrain(cfg, h, missing_ok=True, wait_up=not st.maintenance_on),)))
-    stages = [Stage("switch", "back to the snapshot", tuple(lanes), limit=ops.switch_limit(cfg))]
+    stages = [ops.switch_stage(cfg, "back to the snapshot", tuple(lanes))]
     migrated = st.migrated and st.schema_after != st.schema_before or (st.migrated and st.schema_after is None)
     if migrated:
         stages.append(database_stage(cfg, st))
     restarted = [h for h in app if h.name in st.workers_restarted or (migrated and h.has("worker"))]
     stages.append(Stage("worker_restart", "snapshot release", _workers(cfg, restarted, snap)))
     if st.maintenance_on:
-        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
-                                        what="maintenance off", effect=Effect.MAINTENANCE_OFF)])
-                           for h in app])
-        stages.append(Stage("maintenance", "off", lanes))
+        stages.append(Stage("maintenance", "off", ops.maintenance_lanes(cfg, app, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", app)
     leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
@@ -127,9 +114,8 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     maintenance (a safety dump first)."""
     stages: list[Stage] = []
     if backup is not None:
-        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
-            cfg, h, True, ttl=cfg.maintenance_ttl, message="Restoring, back shortly", now=now,
-            release=target), what="maintenance on", effect=Effect.MAINTENANCE_ON)]) for h in hosts])
+        lanes = ops.maintenance_lanes(cfg, hosts, True, ttl=cfg.maintenance_ttl,
+                                      message="Restoring, back shortly", now=now, release=target)
         stages.append(Stage("maintenance", "on", lanes))
         db = B.Database.of(cfg.database)
         act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
@@ -137,11 +123,9 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
                      timeout=cfg.ssh.command_timeout, records=(RecordBackup(0, safety_path),))
         stages.append(Stage("database", f"restore {backup['path']}", (Lane(cfg.db_host.name, (act,)),)))
     lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)
-    stages.append(Stage("switch", f"to {target}", lanes, limit=ops.switch_limit(cfg)))
+    stages.append(ops.switch_stage(cfg, f"to {target}", lanes))
     stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
     if backup is not None:
-        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, False, ttl=None),
-                                        what="maintenance off", effect=Effect.MAINTENANCE_OFF)]) for h in hosts])
-        stages.append(Stage("maintenance", "off", lanes))
+        stages.append(Stage("maintenance", "off", ops.maintenance_lanes(cfg, hosts, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", hosts)
     return Plan("rollback", target, tuple(stages))

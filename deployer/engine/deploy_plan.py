@@ -16,17 +16,7 @@ from ..config import Config, Host
 from ..facts import Facts
 from ..shell import Secret, batch, chain, raw
 from . import ops
-from .plan import (
-    Action,
-    Effect,
-    Lane,
-    Plan,
-    RecordBackup,
-    RecordSchema,
-    SchemaKey,
-    Stage,
-    UploadBackup,
-)
+from .plan import Action, Effect, Lane, Plan, RecordBackup, RecordSchema, SchemaKey, Stage, UploadBackup
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"
 MIGRATION_MESSAGE = "Upgrading the database, back shortly"
@@ -65,14 +55,13 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     app = cfg.app_hosts
     web = [h for h in app if h.has("web")]
     rel = inp.release
-    p = R.paths(cfg.deploy_to, rel)
     snapshot = inp.snapshot or facts.snapshot_hosts(app)
     common = dict(commit=inp.commit, ref=inp.ref)
 
     def vals(h: Host, **extra) -> dict:
         prev = snapshot.get(h.name) or ""
         return ops.values(cfg, h, rel, commit=inp.commit, ref=inp.ref, previous_release=prev,
-                          previous_path=R.paths(cfg.deploy_to, prev or "none")["release_path"], **extra)
+                          previous_path=cfg.layout.release(prev or "none"), **extra)
 
     stages: list[Stage] = []
     ttl = cfg.maintenance_ttl
@@ -81,13 +70,12 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
             stages += hooks(cfg, "before", name, app, rel, common) + hooks(cfg, "after", name, app, rel, common)
         stages += around(cfg, Stage("snapshot"), app, rel, common)
         # maintenance: only when needed; the dead-man switch brings the site back if we die
-        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(
-            cfg, h, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now, release=rel),
-            what="maintenance on", effect=Effect.MAINTENANCE_ON)]) for h in app]) if inp.maintenance else ()
+        lanes = ops.maintenance_lanes(cfg, app, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now,
+                                      release=rel) if inp.maintenance else ()
         stages += around(cfg, Stage("maintenance", "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
         stages += around(cfg, backup_stage(cfg, rel, fence=inp.maintenance), app, rel, common)
-        stages += around(cfg, pull_stage(cfg, app, inp, vals, p["release_path"]), app, rel, common)
+        stages += around(cfg, pull_stage(cfg, app, inp, vals), app, rel, common)
         stages += around(cfg, migrate_stage(cfg, web, inp, vals), app, rel, common)
         warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
                                        what="cache warm")]) for h in app])
@@ -121,19 +109,18 @@ def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
 
 def offsite(cfg: Config) -> bool:
     """Backups are also kept by the state backend (S3) when the inventory says so."""
-    state = getattr(cfg, "state", None)
-    return bool(state is not None and getattr(state, "backend", "ssh") == "s3")
+    return cfg.state.backend == "s3"
 
 
-def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals, release_path: str) -> Stage:
-    mirror = cfg.deploy_to + "/repo"
+def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:
+    mirror, release_path = cfg.layout.repo, cfg.layout.release(inp.release)
     pb = cfg.playbook
     pairs = []
     for h in app:
         code = [GIT.fetch(cfg.repo, mirror), GIT.export(mirror, inp.commit, release_path),
                 R.prepare(cfg.deploy_to, inp.release, pb.shared_files, pb.shared_dirs)]
         build = ops.step_commands(cfg, pb.steps("build"), h, vals(h), cwd=release_path)
-        secrets = [Action(host=h.name, command=R.write_secret(cfg.shared_path, rel), stdin=secret,
+        secrets = [Action(host=h.name, command=R.write_secret(cfg.layout.shared, rel), stdin=secret,
                           timeout=60, what=f"secret file {rel}") for rel, secret in inp.secret_files]
         if secrets:  # each secret goes on stdin: its own round trip, before the build reads it
             acts = [ops.run(h, code, what="pull", effect=Effect.PULLED, timeout=cfg.ssh.command_timeout),
@@ -161,22 +148,19 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
     acts: list[Action | None] = []
     if inp.maintenance:
         # Mid-migration the site must not come back by itself on the old code: no expiry.
-        acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=None, message=MIGRATION_MESSAGE,
-                                                 release=inp.release), what="maintenance: migrating")
-                 for h in web]
+        acts += [ops.maintenance(cfg, h, True, ttl=None, message=MIGRATION_MESSAGE, release=inp.release,
+                                 what="maintenance: migrating", journaled=False) for h in web]
     acts.append(ops.run(host, cmds, what="migrate", effect=Effect.MIGRATED, records=records,
                         timeout=cfg.ssh.command_timeout))
     if inp.maintenance:
-        acts += [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=cfg.maintenance_ttl,
-                                                 message=MAINTENANCE_MESSAGE, now=inp.now,
-                                                 release=inp.release), what="maintenance: migrated")
-                 for h in web]
+        acts += [ops.maintenance(cfg, h, True, ttl=cfg.maintenance_ttl, message=MAINTENANCE_MESSAGE,
+                                 now=inp.now, release=inp.release, what="maintenance: migrated",
+                                 journaled=False) for h in web]
     return Stage("migrate", host.name, (Lane(host.name, tuple(a for a in acts if a)),))
 
 
 def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
     app = cfg.app_hosts
-    limit = ops.switch_limit(cfg)
     waves = ops.plan_waves(app, [w.size for w in cfg.rollout])
     log = cfg.playbook.log_file
     out: list[Stage] = []
@@ -185,7 +169,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
         wave, spec, n = waves[i], cfg.rollout[i], i + 1
         label = f"wave {n}/{len(waves)}: {', '.join(h.name for h in wave)}"
         lanes = tuple(ops.switch_lane(cfg, h, inp.release, log_mark=log) for h in wave)
-        out += around(cfg, Stage("switch", label, lanes, limit=limit, stop_on_failure=True, wave=n),
+        out += around(cfg, ops.switch_stage(cfg, label, lanes, stop_on_failure=True, wave=n),
                       wave, inp.release, common)
         # Under maintenance mode the workers stay stopped (writers fenced) until it ends.
         hold = inp.maintenance and cfg.playbook.stages.maintenance.hold_workers
@@ -206,9 +190,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
 
 
 def worker_lanes(cfg: Config, hosts: list[Host], vals) -> list:
-    return [(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("worker_restart"), h, vals(h))
-                         + ops.step_commands(cfg, cfg.playbook.steps("worker_verify"), h, vals(h)),
-                         what="workers", effect=Effect.WORKERS_RESTARTED)]) for h in hosts]
+    return [(h, [ops.workers(cfg, h, vals(h))]) for h in hosts]
 
 
 def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict) -> dict[str, list[str]]:

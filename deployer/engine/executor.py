@@ -15,22 +15,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .. import records as REC
 from ..commands import backup as B
-from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman
+from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman, message_of
 from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
 from ..signals import deferred
-from .plan import (
-    Action,
-    Effect,
-    EnsureBackup,
-    Lane,
-    Plan,
-    RecordBackup,
-    RecordSchema,
-    SchemaKey,
-    Stage,
-    UploadBackup,
-)
+from . import plan as P
+from .plan import Action, Effect, Lane, Plan, Stage
 from .state import RunState
 
 
@@ -47,7 +37,7 @@ class StageFailed(DeployFailed):
     def __init__(self, stage: str, failures: dict[str, BaseException]):
         lines = [f"{stage} failed on {len(failures)} host(s)"]
         for host, exc in sorted(failures.items()):
-            lines.append(f"  {host}: {getattr(exc, 'message', str(exc))}")
+            lines.append(f"  {host}: {message_of(exc)}")
         super().__init__("\n".join(lines))
         self.failures = failures
 
@@ -125,7 +115,7 @@ class Executor:
             failures = self.run_lanes(stage, plan)
             if failures and stage.best_effort:
                 for host, exc in sorted(failures.items()):
-                    msg = self.redact(getattr(exc, "message", str(exc)).splitlines()[0])
+                    msg = self.redact(message_of(exc).splitlines()[0])
                     self.rep.event("notice", message=f"{stage.name}: not done on {host} ({msg}); harmless")
                 failures = {}
             if failures:
@@ -141,7 +131,7 @@ class Executor:
             if stage.bake:
                 self.bake(stage)
         except BaseException as exc:
-            msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            msg = message_of(exc)
             self.write(REC.Stage(stage=stage.name, state="failed", wave=stage.wave,
                                  error=self.redact(msg)[:2000]))
             self.rep.event("stage", stage=stage.name, state="failed", error=self.redact(msg)[:2000])
@@ -225,9 +215,9 @@ class Executor:
         """An operation of the state backend (e.g. a backup copied to S3): its result, if any, is a
         record to journal."""
         match a.backend:
-            case UploadBackup(path=path):
+            case P.UploadBackup(path=path):
                 rec = self.s.state.upload_backup(a.host, path, state=self.st)
-            case EnsureBackup(path=path, sha256=sha256):
+            case P.EnsureBackup(path=path, sha256=sha256):
                 rec = self.s.state.ensure_backup(a.host, path, sha256, state=self.st)
             case other:
                 raise TypeError(f"unknown state backend operation {other!r}")
@@ -289,16 +279,16 @@ class Executor:
         for entry in a.records:
             text = per.get(entry.step, "")
             match entry:
-                case RecordBackup(path=path):
+                case P.RecordBackup(path=path):
                     sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
                     rec = REC.Backup(path=path, sha256=sha, size=size, host=a.host)
                     self.write(rec)
                     if self.st.backup is None:
                         self.st.record_backup(rec.info())
-                case RecordSchema(key=key):
+                case P.RecordSchema(key=key):
                     with self._state_lock:
                         self.st.record_schema(key, parse_schema(text))
-        if any(isinstance(r, RecordSchema) and r.key is SchemaKey.AFTER for r in a.records):
+        if any(isinstance(r, P.RecordSchema) and r.key is P.SchemaKey.AFTER for r in a.records):
             self.write(REC.Migrated(before=self.st.schema_before, after=self.st.schema_after))
 
     def check(self, a: Action) -> None:

@@ -9,24 +9,13 @@ from ..config import Config
 from ..shell import argv
 from . import ops
 from .deploy_plan import offsite
-from .plan import (
-    Action,
-    Effect,
-    Lane,
-    Plan,
-    RecordBackup,
-    Stage,
-    UploadBackup,
-)
+from .plan import Action, Lane, Plan, RecordBackup, Stage, UploadBackup
 
 
 def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None, now: float,
               release: str) -> Plan:
-    lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, on, ttl=ttl, message=message,
-                                                             retry=retry, now=now, release=release),
-                                    what=f"maintenance {'on' if on else 'off'}",
-                                    effect=Effect.MAINTENANCE_ON if on else Effect.MAINTENANCE_OFF)])
-                       for h in cfg.app_hosts])
+    lanes = ops.maintenance_lanes(cfg, cfg.app_hosts, on, ttl=ttl, message=message, retry=retry, now=now,
+                                  release=release)
     stages = [Stage("maintenance", "on" if on else "off", lanes)]
     # on or off, done only when the load balancer sees every server UP: users get the app's
     # maintenance page, or the app, not the load balancer's "no server is available"
@@ -52,7 +41,7 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
             stages.append(Stage("retention", f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
     tasks = cfg.playbook.steps("maintenance_tasks")
     lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, tasks, h, ops.values(
-        cfg, h, release, release_path=cfg.current_path)), what="maintenance tasks")]) for h in cfg.app_hosts])
+        cfg, h, release, release_path=cfg.layout.current)), what="maintenance tasks")]) for h in cfg.app_hosts])
     stages.append(Stage("maintenance_tasks", f"{len(tasks)} task(s)", lanes))
     if release:
         checks = tuple(Lane(h.name, (ops.check(cfg, h, gate_release or release),))

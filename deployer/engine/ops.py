@@ -9,16 +9,16 @@ import time
 from ..commands import lb as LB
 from ..commands import releases as R
 from ..config import Config, Host
-from ..shell import Command, batch, chain, raw
+from ..shell import Command, argv, batch, chain
 from .plan import Action, Effect, HttpCheck, Lane, Stage
 
 FAST_POLL = 0.05  # health checks poll this often within the configured budget
 
 
 def values(cfg: Config, host: Host, release: str = "", **extra) -> dict:
-    p = R.paths(cfg.deploy_to, release or "none")
-    base = dict(release=release, release_path=p["release_path"], commit="", ref="",
-                previous_release="", previous_path=R.paths(cfg.deploy_to, "none")["release_path"])
+    lay = cfg.layout
+    base = dict(release=release, release_path=lay.release(release or "none"), commit="", ref="",
+                previous_release="", previous_path=lay.release("none"))
     base.update(extra)
     return cfg.template_values(host, **base)
 
@@ -30,14 +30,8 @@ def step_commands(cfg: Config, steps, host: Host, vals: dict, cwd: str | None = 
         if not cfg.runs_step(step, host):
             continue
         cmd = step.command(vals)
-        out.append(chain(raw(f"cd {_q(cwd)}"), cmd).with_timeout(cmd.timeout) if cwd else cmd)
+        out.append(chain(argv("cd", cwd), cmd).with_timeout(cmd.timeout) if cwd else cmd)
     return out
-
-
-def _q(text: str) -> str:
-    from ..shell import q
-
-    return q(text)
 
 
 def run(host: Host, cmds: list[Command], *, what: str, effect: Effect | None = None, timeout: float | None = None,
@@ -58,6 +52,13 @@ def lanes(pairs: list[tuple[Host, list[Action | None]]]) -> tuple[Lane, ...]:
         if acts:
             out.append(Lane(host.name, acts))
     return tuple(out)
+
+
+def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True,
+            effect: Effect | None = Effect.WORKERS_RESTARTED) -> Action | None:
+    """The playbook's worker_restart steps on `host`, then (`verify`) its worker_verify steps."""
+    steps = cfg.playbook.steps("worker_restart") + (cfg.playbook.steps("worker_verify") if verify else [])
+    return run(host, step_commands(cfg, steps, host, vals), what="workers", effect=effect)
 
 
 # -- the load balancer ------------------------------------------------------------------------
@@ -112,6 +113,12 @@ def switch_limit(cfg: Config) -> int | None:
     if not total:
         return None
     return max(1, min(max_unavailable(cfg.max_unavailable, total), total - 1))
+
+
+def switch_stage(cfg: Config, detail: str, lanes: tuple[Lane, ...], **opts) -> Stage:
+    """The `switch` stage of `lanes` (`switch_lane`s), at most `switch_limit` of them at once;
+    `opts`: the Stage's other fields (wave, stop_on_failure)."""
+    return Stage("switch", detail, lanes, limit=switch_limit(cfg), **opts)
 
 
 def max_unavailable(value: int | str, total: int) -> int:
@@ -169,7 +176,7 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
     if log_mark and host.has("web"):
         cmds.append(R.mark_log_offset(cfg.deploy_to, release or "", log_mark))
     if release is None:
-        cmds.append(R.remove_path(cfg.current_path))
+        cmds.append(R.remove_path(cfg.layout.current))
     else:
         cmds.append(R.switch(cfg.deploy_to, release))
         if host.has("web"):
@@ -186,7 +193,7 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
 def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, message: str = "",
                      retry: int = 60, now: float | None = None, release: str = "") -> list[Command]:
     """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`)."""
-    state_path = R.paths(cfg.deploy_to)["state_path"]
+    state_path = cfg.layout.state
     web = host.has("web")  # the dead-man switch lives where the site is served
     if not on:
         return ([R.watchdog_stop(state_path)] if web else []) + step_commands(
@@ -200,9 +207,25 @@ def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, me
     return cmds
 
 
+def maintenance(cfg: Config, host: Host, on: bool, *, ttl: float | None, what: str = "",
+                journaled: bool = True, **opts) -> Action | None:
+    """Maintenance mode on (or off) on `host` as one action (`maintenance_cmds`, `opts` its other
+    options). Its effect, MAINTENANCE_ON or MAINTENANCE_OFF, is journaled unless `journaled` is
+    False; `what` defaults to "maintenance on" or "maintenance off"."""
+    effect = (Effect.MAINTENANCE_ON if on else Effect.MAINTENANCE_OFF) if journaled else None
+    return run(host, maintenance_cmds(cfg, host, on, ttl=ttl, **opts),
+               what=what or f"maintenance {'on' if on else 'off'}", effect=effect)
+
+
+def maintenance_lanes(cfg: Config, hosts: list[Host], on: bool, *, ttl: float | None,
+                      **opts) -> tuple[Lane, ...]:
+    """`maintenance` on each of `hosts`, a lane each (`opts`: its options)."""
+    return lanes([(h, [maintenance(cfg, h, on, ttl=ttl, **opts)]) for h in hosts])
+
+
 def watchdog(cfg: Config, host: Host, ttl: float | None, release: str = "") -> Command:
     """Arm (ttl) or disarm (None) the dead-man switch of maintenance mode on one host."""
-    state_path = R.paths(cfg.deploy_to)["state_path"]
+    state_path = cfg.layout.state
     off = step_commands(cfg, cfg.playbook.steps("maintenance", "off"), host,
                         values(cfg, host, release, message="", retry=0, expires_at=""))
     if ttl is None or not off:

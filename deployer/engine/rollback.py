@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import records as REC
 from ..commands import backup as B
 from ..config import Config
-from ..errors import CommandFailed, ConfigError, DeployerError, NeedsHuman, Refused
+from ..errors import CommandFailed, ConfigError, DeployerError, NeedsHuman, Refused, message_of
 from ..facts import ledger_place
 from ..ledger import History
 from ..output import Reporter
@@ -142,7 +142,7 @@ class Rollback:
                 except Exception as exc:  # noqa: BLE001 - any failure to fetch refuses the restore
                     raise Refused(f"rollback --restore-db: backup {backup['path']} is not on "
                                   f"{cfg.db_host.name} and could not be fetched from {s.state.where()}: "
-                                  f"{getattr(exc, 'message', None) or exc}") from exc
+                                  f"{message_of(exc)}") from exc
             try:
                 s.run(cfg.db_host, B.verify(db, backup["path"], backup["sha256"]), timeout=300)
             except CommandFailed as exc:
@@ -169,7 +169,7 @@ class Rollback:
             try:
                 run.ex.run(plan)
             except (DeployerError, KeyboardInterrupt) as exc:
-                msg = getattr(exc, "message", "interrupted")
+                msg = "interrupted" if isinstance(exc, KeyboardInterrupt) else message_of(exc)
                 run.write(REC.RollbackEnded(outcome="failed", error=msg[:2000]))
                 raise NeedsHuman(f"rollback to {target} failed: {msg}",
                                  hint=f"run `inv status --env {cfg.env}` and `inv rollback` again "

@@ -131,9 +131,9 @@ class Run:
 
         cfg = self.s.cfg
         msg = "Maintenance: the deploy failed and its rollback needs a human (see inv status)"
-        lanes = ops.lanes([(h, [ops.run(h, ops.maintenance_cmds(cfg, h, True, ttl=None, message=msg,
-                                                                release=self.st.release),
-                                        what="maintenance held")]) for h in cfg.app_hosts if h.has("web")])
+        web = [h for h in cfg.app_hosts if h.has("web")]
+        lanes = ops.maintenance_lanes(cfg, web, True, ttl=None, message=msg, release=self.st.release,
+                                      what="maintenance held", journaled=False)
         try:
             self.ex.run(Plan("rollback", self.st.release, (Stage("maintenance", "held: " + why[:80], lanes),)))
         except DeployerError:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 from .. import windows as W
 from ..commands import lock as LK
-from ..commands import releases as R
 from ..config import Config, Host
 from ..errors import ConfigError
 from . import fixes as FX
@@ -103,18 +102,18 @@ def shared_checks(cfg: Config, mirror: str, expect_app_env: str | None) -> list[
     skip = []
     if ".env" in pb.shared_files:
         skip.append(".env")
-        env_file = posixpath.join(cfg.shared_path, ".env")
+        env_file = cfg.layout.shared_file(".env")
         keys = pb.preflight.app_env
         maker = SH.made_by(".env", SH.Kind.FILE, secret_paths)
-        out.append(Check("app_env", app_env_command(cfg.shared_path, mirror), APP_ROLES,
+        out.append(Check("app_env", app_env_command(cfg.layout.shared, mirror), APP_ROLES,
                          parse_app_env(env_file, expect_app_env, app_keys=keys, made_by=maker),
                          _names(app),
                          about="the shared .env: " + ("APP_DEBUG, APP_ENV, " if keys else "")
                                + "mode 0600, not in git"))
     found = SH.entries(pb.shared_files, pb.shared_dirs, secret_paths, skip=skip)
     if found:
-        out.append(Check("shared", SH.command(cfg.shared_path, found), APP_ROLES,
-                         SH.parse(cfg.shared_path, found), _names(app),
+        out.append(Check("shared", SH.command(cfg.layout.shared, found), APP_ROLES,
+                         SH.parse(cfg.layout.shared, found), _names(app),
                          about="the shared files and dirs every release links"))
     return out
 
@@ -140,8 +139,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
     else:
         clock = now or _utc_now
     app = cfg.app_hosts
-    p = R.paths(cfg.deploy_to)
-    mirror = posixpath.join(cfg.deploy_to, "repo")
+    mirror = cfg.layout.repo
     out: list[Check] = [
         Check("ssh", ssh_command(), ALL, parse_ssh, _names(cfg.hosts),
               about="reachable over SSH with a verified host key"),
@@ -194,7 +192,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
     pending = cfg.playbook.steps("migrate", "pending")
     host = cfg.migrate_host
     if pending and host is not None:
-        path = release_path or cfg.current_path
+        path = release_path or cfg.layout.current
         try:
             step = pending[0].command(cfg.template_values(host, release_path=path))
         except ConfigError as exc:
@@ -206,7 +204,7 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
             out.append(Check("pending_migrations", pending_command(step, path), ("migrate",),
                              parse_pending, (host.name,), blocking=False,
                              about=f"pending migrations of {path}"))
-    out.append(Check("lock", LK.read(p["state_path"]), ("ledger",), parse_lock, (ledger.name,),
+    out.append(Check("lock", LK.read(cfg.layout.state), ("ledger",), parse_lock, (ledger.name,),
                      about="the env lock is free"))
     out.append(Check("window", None, (), window_parse(cfg.windows, cfg.freezes, clock),
                      about="inside a deploy window, outside every freeze"))

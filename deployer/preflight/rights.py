@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from ..commands.backup import Database
 from ..config import Config, Host
+from ..layout import ENTRIES
 from ..privileges import RootCommand, commands
 from ..shell import Command, argv, q, raw
 from .remote import nearest
 
 MARK = "@@right"
-#: what deployer writes under deploy_to (R.paths, the repo mirror): each must be writable too
-DEPLOY_ENTRIES = ("releases", "shared", "repo", ".deployer")
+#: what deployer writes under deploy_to (the deploy tree's Layout): each must be writable too
+DEPLOY_ENTRIES = ENTRIES
 #: the database check: who connects, whether it is superuser, who owns the database, whether
 #: the role is (a member of) the owner, and of the owner of schema public (restores recreate it)
 DB_SQL = ("select current_user, r.rolsuper, pg_get_userbyid(d.datdba), "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployer.errors import ELLIPSIS, TAIL_BYTES, TAIL_LINES, CommandFailed, OutputTail
+from deployer.errors import ELLIPSIS, TAIL_BYTES, TAIL_LINES, CommandFailed, OutputTail, message_of
 from deployer.redact import Redactor
 
 
@@ -66,3 +66,11 @@ def test_secrets_are_masked_in_the_tails_and_the_message():
     for secret in ("Canary-Value-42", "AAAAsecretline1", "BBBBsecretline2"):
         assert secret not in exc.message and secret not in exc.output.stdout + exc.output.stderr
     assert exc.output.stderr == "***"
+
+
+def test_message_of_any_error():
+    exc = CommandFailed("db1", "true", 1)
+    exc.message += "\nthe lock may be held"  # added to after it was raised: the message is told
+    assert message_of(exc) == "db1: `true` exited 1\nthe lock may be held"
+    assert message_of(ValueError("bad value")) == "bad value"
+    assert message_of(KeyboardInterrupt()) == "KeyboardInterrupt"

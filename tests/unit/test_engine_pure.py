@@ -16,6 +16,7 @@ from deployer.config import Host, load_config
 from deployer.engine.deploy_plan import DeployInputs, deploy_plan
 from deployer.engine.ops import plan_waves
 from deployer.facts import Facts
+from deployer.layout import Layout
 from deployer.ledger import History
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,16 @@ REL = "20261121T120501Z-3f8cb52"
 def hosts(n: int) -> list[Host]:
     return [Host(name=f"web{i}", address=f"192.0.2.{i}", port=22, user="root", roles=("web",))
             for i in range(1, n + 1)]
+
+
+def test_layout_spells_every_path_of_the_deploy_tree():
+    lay = Layout("/srv/app")
+    assert (lay.releases, lay.shared, lay.current, lay.repo, lay.state) == (
+        "/srv/app/releases", "/srv/app/shared", "/srv/app/current", "/srv/app/repo", "/srv/app/.deployer")
+    assert lay.release(REL) == f"/srv/app/releases/{REL}"
+    assert lay.shared_file("storage/maintenance.json") == "/srv/app/shared/storage/maintenance.json"
+    assert lay.current_tmp(REL) == f"/srv/app/.current.{REL}.tmp"
+    assert lay.log_mark(REL) == f"/srv/app/.deployer/log-offset-{REL}"
 
 
 def test_switch_is_an_atomic_rename_of_a_temporary_symlink():
