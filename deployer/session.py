@@ -238,20 +238,22 @@ class Session:
         """Take the env's lock, waiting up to `wait` s (less if `stop` is set meanwhile). True
         when it had to wait for it. With `read_ledger`, the ledger is read in the same round
         trip, for the next `history()`."""
-        waited = False
+        waited, retried = False, False
         stop = stop or threading.Event()
         deadline = time.monotonic() + wait
         while True:
             try:
-                if read_ledger:
-                    held, events = self.state.acquire_and_read(self.lock_info())
-                    self._ledger_read = events if held is None else None
-                else:
-                    held = self.state.acquire(self.lock_info())
+                held = self._take_lock(read_ledger)
             except (ConnectionLost, CommandFailed) as exc:
-                if isinstance(exc, ConnectionLost) or exc.timed_out:  # it may have been taken
-                    self._undo_unanswered_acquire(exc)
-                raise
+                # the round trip failed after it reached the host: the lock may have been taken
+                if not (isinstance(exc, ConnectionLost) or exc.timed_out):
+                    raise
+                if not self._undo_unanswered_acquire(exc) or retried:
+                    raise
+                retried = True  # released: one more try, over a new connection
+                self.reporter.event("notice", message=f"lock: {exc.message.splitlines()[0]}; "
+                                                      "trying again")
+                continue
             if held is None:
                 self._locked = True
                 self._start_heartbeat()
@@ -267,17 +269,27 @@ class Session:
             if stop.wait(min(2.0, max(0.1, deadline - time.monotonic()))):
                 raise Refused(f"{self.cfg.env}: locked by {held.describe()}; no longer waited for")
 
-    def _undo_unanswered_acquire(self, exc: DeployerError) -> None:
+    def _take_lock(self, read_ledger: bool):
+        """One try at the lock: None when taken, else who holds it."""
+        if read_ledger:
+            held, events = self.state.acquire_and_read(self.lock_info())
+            self._ledger_read = events if held is None else None
+            return held
+        return self.state.acquire(self.lock_info())
+
+    def _undo_unanswered_acquire(self, exc: DeployerError) -> bool:
         """The lock's round trip failed (connection lost, timed out): the lock may have been
         taken all the same, the answer lost. It is released if it names this run (a release
-        checks that), over a new connection; when even that fails, the error says so."""
+        checks that), over a new connection: True. When even that fails, the error says so."""
         try:
             self.state.release(self.run_id)
+            return True
         except DeployerError as again:
             first = again.message.splitlines()[0]
             exc.message += (f"\nthe lock may be held by this run ({self.run_id}) and could not be "
                             f"released ({first}): `inv unlock --env {self.cfg.env} --force` frees it")
             exc.args = (exc.message,)
+            return False
 
     def _start_heartbeat(self) -> None:
         """Beat every HEARTBEAT_SECONDS. The lock is LOST when a beat finds it is no longer ours

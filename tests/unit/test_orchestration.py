@@ -278,14 +278,16 @@ class AnswerLost(RecordingTransport):
     """The lock's round trip takes the lock on db1, then the connection drops before its answer
     comes back (`lost_release`: the release that follows fails too)."""
 
-    def __init__(self, fleet, lost_release=False):
+    def __init__(self, fleet, lost_release=False, times=2):
         super().__init__(fleet)
         self.lost_release = lost_release
+        self.times = times  # how many of the lock's round trips lose their answer
 
     def run(self, ep, cmd, **kw):
         from deployer.commands import lock as LK
 
-        if LK.LEDGER_MARK in cmd.script:
+        if LK.LEDGER_MARK in cmd.script and self.times:
+            self.times -= 1
             super().run(ep, cmd, **kw)
             self.fleet.holder = json.loads(kw["stdin"])  # what the lock's info.json now says
             raise ConnectionLost(f"{ep.name} ({ep.address}): connection lost: the connection was "
@@ -295,7 +297,18 @@ class AnswerLost(RecordingTransport):
         return super().run(ep, cmd, **kw)
 
 
-def test_a_lock_taken_whose_answer_was_lost_is_released(tmp_path):
+def test_a_lock_taken_whose_answer_was_lost_is_released_and_taken_again(tmp_path):
+    cfg = config("local", tmp_path)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD)
+    code, out, _ = run_deploy(cfg, fleet, transport=AnswerLost(fleet, times=1))
+    assert code == 0
+    assert set(fleet.current.values()) != {OLD} and not fleet.lock
+    (notice,) = [e["message"] for e in events(out, "notice") if e["message"].startswith("lock:")]
+    assert "db1" in notice and "connection lost" in notice and "trying again" in notice
+
+
+def test_a_lock_whose_answer_is_lost_twice_is_released_and_the_run_fails(tmp_path):
     cfg = config("local", tmp_path)
     hosts = [h.name for h in cfg.hosts]
     fleet = Fleet(hosts, OLD)
