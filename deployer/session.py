@@ -17,7 +17,7 @@ from .ledger import now_iso
 from .output import Reporter
 from .shell import Command
 from .state.base import FileRunner, StateBackend
-from .transport import Endpoint, GroupResult, SSHSettings, Transport, endpoint_of
+from .transport import Endpoint, GroupResult, SSHSettings, Transport
 
 HEARTBEAT_SECONDS = 10
 STALE_AFTER = 60
@@ -68,7 +68,7 @@ def make_state(cfg: Config, transport: FileRunner, *, run_id: str, reporter: Rep
         return S3State(transport, cfg, cfg.state, run_id=run_id, reporter=reporter)
     from .state.ssh import SshState
 
-    return SshState(transport, endpoint_of(cfg.ledger_host), cfg.layout.state)
+    return SshState(transport, cfg.ledger_host.target(), cfg.layout.state)
 
 
 class Session:
@@ -124,7 +124,7 @@ class Session:
         self._run_id = run_id
 
     def ep(self, host: Host) -> Endpoint:
-        return endpoint_of(host)
+        return host.target()
 
     def run(self, host: Host, cmd: Command, **kw):
         return self.transport.run(self.ep(host), cmd, **kw)

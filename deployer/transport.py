@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import paramiko
 from fabric import Connection
@@ -25,24 +25,10 @@ from .errors import CommandFailed, ConnectError, ConnectionLost
 from .shell import Command, quote
 from .sshconfig import Endpoint
 
-if TYPE_CHECKING:
-    from .config import Host
-
 T = TypeVar("T")
 
 # Grace between the remote timeout(1) firing and the channel being given up on.
 CHANNEL_GRACE = 10.0
-
-
-def endpoint_of(host: Host) -> Endpoint:
-    """How to reach an inventory host: its endpoint (resolved with the ssh config when the config
-    was loaded) under the host's own name, address, port and user, or straight to those."""
-    ep = host.endpoint
-    if ep is None:
-        return Endpoint(host.name, host.address, host.port, host.user)
-    if (ep.name, ep.address, ep.port, ep.user) != (host.name, host.address, host.port, host.user):
-        ep = replace(ep, name=host.name, address=host.address, port=host.port, user=host.user)
-    return ep
 
 
 @dataclass

@@ -45,6 +45,16 @@ class Host(BaseModel):
     def has(self, role: str) -> bool:
         return role in self.roles
 
+    def target(self) -> Endpoint:
+        """How to reach this host: its endpoint (resolved with the ssh config when the config
+        was loaded) under the host's own name, address, port and user, or straight to those."""
+        ep = self.endpoint
+        if ep is None:
+            return Endpoint(self.name, self.address, self.port, self.user)
+        if (ep.name, ep.address, ep.port, ep.user) != (self.name, self.address, self.port, self.user):
+            ep = replace(ep, name=self.name, address=self.address, port=self.port, user=self.user)
+        return ep
+
 
 @dataclass(frozen=True)
 class Config:

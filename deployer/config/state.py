@@ -89,9 +89,3 @@ class State(_Model):
         if self.backend == "ssh" and (self.bucket or self.endpoint_url or self.prefix or self.region):
             raise _fail("bucket, prefix, endpoint_url and region need backend: s3")
         return self
-
-    def location(self):
-        """The S3Location of this state (backend s3)."""
-        from deployer.state.s3 import S3Location
-
-        return S3Location(self.bucket or "", self.prefix, self.endpoint_url, self.region)

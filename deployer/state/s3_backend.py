@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..commands.lock import LockInfo
 from ..shell import q, raw
-from ..transport import endpoint_of
 from . import backups as B
 from .ledger import S3Ledger
 from .lock import LockHeld, LockLost, S3Lock
-from .s3 import StateError, client
+from .s3 import S3Location, StateError, client
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -94,7 +93,7 @@ class S3State:
         self.run_id = run_id
         self.reporter = reporter
         self.env = cfg.env
-        self.location = spec.location()
+        self.location = S3Location(spec.bucket or "", spec.prefix, spec.endpoint_url, spec.region)
         self.lease = float(spec.lease)
         self._s3 = None
         self._lock: S3Lock | None = None
@@ -262,7 +261,7 @@ class S3State:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deployer-backup-") as d:
             local = Path(d) / posixpath.basename(path)
-            self.transport.get(endpoint_of(self.cfg.host(host)), path, str(local))
+            self.transport.get(self.cfg.host(host).target(), path, str(local))
             got = B.sha256_file(local)
             if got != sha:
                 raise B.BackupCorrupt(f"backup off-site: {path} copied from {host} has sha256 {got}, "
@@ -275,7 +274,7 @@ class S3State:
     def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None) -> None:
         """Before a restore: the host's copy of the dump if it has `sha256`, else the bucket's
         (verified) put back in its place."""
-        ep = endpoint_of(self.cfg.host(host))
+        ep = self.cfg.host(host).target()
         sha = sha256.lower()
         res = self.transport.run(ep, raw(f"sha256sum -- {q(path)} 2>/dev/null | cut -d' ' -f1"),
                                  check=False, timeout=self.cfg.ssh.command_timeout)

@@ -151,7 +151,8 @@ def test_state_section_of_the_inventory():
     assert cfg.state.backend == "ssh"
     cfg = load_config("local", overrides={"state": {"backend": "s3", "bucket": "acme-state", "prefix": "/web/",
                                                     "endpoint_url": "http://10.77.0.30:8333/", "lease": 5}})
-    loc = cfg.state.location()
+    st = cfg.state
+    loc = S3Location(st.bucket, st.prefix, st.endpoint_url, st.region)
     assert (loc.bucket, loc.prefix, loc.endpoint_url, cfg.state.lease) == ("acme-state", "web", "http://10.77.0.30:8333", 5)
     bad = [({"backend": "s3"}, "bucket: required"),
            ({"backend": "s3", "bucket": "acme-state", "aws_secret_access_key": "x"}, "credentials cannot be set"),
