@@ -21,6 +21,8 @@ import pytest
 
 from deployer import errors
 from deployer.config import load_config
+from deployer.config.model import Host
+from deployer.config.state import State
 from deployer.errors import ConfigError
 from deployer.fleet import s3 as weed
 from deployer.state import backups as B
@@ -112,14 +114,14 @@ class FakeSession:
         self.events: list[tuple[str, dict]] = []
         self.reporter = SimpleNamespace(event=lambda kind, **kw: self.events.append((kind, kw)))
         self.run_id = "20261122T000000Z-" + uuid.uuid4().hex[:6]
-        db1 = SimpleNamespace(name="db1", address="10.0.0.2", port=22, user="root", endpoint=None)
+        db1 = Host(name="db1", address="10.0.0.2", port=22, user="root", roles=("db",))
         self.cfg = SimpleNamespace(env=env, host=lambda name: db1, ssh=SimpleNamespace(command_timeout=60))
         self.state = S3State(self.transport, self.cfg, spec, run_id=self.run_id, reporter=self.reporter)
 
 
 def spec(server, lease: float = 60.0):
-    loc = S3Location(BUCKET, f"u/{uuid.uuid4().hex[:10]}", endpoint_url=server.endpoint_url)
-    return SimpleNamespace(backend="s3", lease=lease, location=lambda: loc)
+    return State(backend="s3", bucket=BUCKET, prefix=f"u/{uuid.uuid4().hex[:10]}",
+                 endpoint_url=server.endpoint_url, lease=lease)
 
 
 def info(s: FakeSession, who: str = "alice") -> dict:
