@@ -74,6 +74,7 @@ def normalise(text: str, path) -> str:
     text = text.replace("deployer " + " ".join(path), "PROG").replace("inv " + ".".join(path), "PROG")
     text = re.sub(r'"at": "[^"]*"', '"at": "<at>"', text)
     text = re.sub(r"\b\d+\.\d+s\b", "<t>", text)
+    text = re.sub(r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b", "<run>", text)  # each run's own id
     if path == ("exec",):  # hosts print as they finish, in any order: sort the `host | ` lines
         lines = text.splitlines(keepends=True)
         at = [i for i, line in enumerate(lines) if re.match(r"[a-z0-9-]+ *\| ", line)]
