@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+from . import records as REC
 from .config import Config
 from .errors import ConfigError, DeployerError, NeedsHuman
-from .ledger import History
+from .ledger import History, RunRecord
 from .output import Reporter
 from .session import Session
 
@@ -47,12 +48,12 @@ def status(cfg: Config, reporter: Reporter) -> int:
                 lb_states = {"?": f"unreadable: {exc.message.splitlines()[0]}"}
     finally:
         s.close()
-    in_flight = {}
+    in_flight: dict[str, tuple[RunRecord, REC.Stage | None]] = {}
     for run in history.in_flight:
-        stages = [e for e in history.events if e.get("run") == run["start"].get("run") and e.get("type") == "stage"]
-        in_flight[run["start"].get("run")] = (run, stages[-1] if stages else None)
+        stages = [e for e in history.records_of(run.run) if isinstance(e, REC.Stage)]
+        in_flight[run.run] = (run, stages[-1] if stages else None)
     # A run that started migrating and recorded no end of it: the database may be half-migrated.
-    mid_migration = any(last and last.get("stage") == "migrate" and last.get("state") == "start"
+    mid_migration = any(last is not None and last.stage == "migrate" and last.state == "start"
                         for _, last in in_flight.values())
     rows = []
     served = set()
@@ -83,11 +84,11 @@ def status(cfg: Config, reporter: Reporter) -> int:
     else:
         lines.append("lock: free")
     for run_id, (run, last) in in_flight.items():
-        where = f"{last['stage']} ({last['state']})" if last else "starting"
+        where = f"{last.stage} ({last.state})" if last is not None else "starting"
         if held and held.run == run_id:
-            lines.append(f"IN-FLIGHT {run['kind']} {run_id} of {run.get('release')}: stage {where}")
+            lines.append(f"IN-FLIGHT {run.kind} {run_id} of {run.release}: stage {where}")
         else:
-            lines.append(f"ABANDONED {run['kind']} {run_id} of {run.get('release')} (no end recorded, "
+            lines.append(f"ABANDONED {run.kind} {run_id} of {run.release} (no end recorded, "
                          f"lock not held): last stage {where}; check hosts above")
     paused = bool(held and held.paused)
     if len(served) > 1 and paused:
@@ -219,7 +220,7 @@ def report(cfg: Config, reporter: Reporter, *, release: str | None = None, out: 
         release = history.order[-1]
     else:
         raise ConfigError(f"{cfg.env}: the ledger has no deploy to report on")
-    html = RP.render(history.events, env=cfg.env, release=release)
+    html = RP.render(history.raw_events(), env=cfg.env, release=release)
     path = Path(out) if out else cfg.root / "reports" / f"{cfg.env}-{release}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)

@@ -89,11 +89,12 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
             db = B.Database.of(cfg.database)
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
-            protected = {posixpath.basename(r.backup["path"]) for r in history.releases.values()
-                         if r.backup and r.release in set(current) | history.snapshot_releases()}
+            protected = {posixpath.basename(r.backup.path) for r in history.releases.values()
+                         if r.backup is not None and r.release in set(current) | history.snapshot_releases()}
             # the backup of the newest deploy is what its rollback would restore
-            if history.order and history.releases[history.order[-1]].backup:
-                protected.add(posixpath.basename(history.releases[history.order[-1]].backup["path"]))
+            newest = history.releases[history.order[-1]].backup if history.order else None
+            if newest is not None:
+                protected.add(posixpath.basename(newest.path))
             names = backup_names(cfg, s) + [posixpath.basename(path)]
             kept, removed, unknown = RT.plan(names, now or dt.datetime.now(dt.UTC), cfg.retention,
                                              protected | {posixpath.basename(path)})
@@ -110,7 +111,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
                 raise
             if path:
                 run.write(REC.Retention(kept=kept, removed=removed, unknown=unknown, protected=sorted(protected)))
-                size = run.st.backup["size"] if run.st.backup else 0
+                size = run.st.backup.size if run.st.backup is not None else 0
                 done.append(f"backup {posixpath.basename(path)} ({size} bytes), retention kept "
                             f"{len(kept)}, removed {len(removed)}")
                 try:

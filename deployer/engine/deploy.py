@@ -195,8 +195,7 @@ class DeployRun:
                     wait([probe])
             # Another run held the lock, or ended while the facts were read (it wrote to the
             # ledger since): what it did is the truth now, not what we read.
-            waited = waited or any(e.get("at", "") >= since and e.get("run") != s.run_id
-                                   for e in history.events)
+            waited = waited or any(e.at >= since and e.run != s.run_id for e in history.records)
             if waited:
                 facts = read_facts(s, cfg, self.ref, self.rep)
                 maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)
