@@ -58,10 +58,10 @@ def decide_maintenance(s: Session, cfg: Config, facts: F.Facts, forced: bool | N
         facts.pending = F.parse_pending(out)
     except ValueError as exc:
         raise DeployerError(f"migrate.pending: output is not a JSON list: {out[-200:]!r}") from exc
-    breaking = [m for m in facts.pending if not m.get("online_safe")]
+    breaking = [m for m in facts.pending if not m.online_safe]
     if breaking:
         rep.event("notice", message="maintenance needed: migrations not online-safe: "
-                  + ", ".join(str(m.get("name", m.get("version"))) for m in breaking))
+                  + ", ".join(str(m.name) for m in breaking))
     return bool(breaking)
 
 
