@@ -109,24 +109,13 @@ class Recover:
                  + (f"{stages[-1].stage} ({stages[-1].state})" if stages else "none"))
         s.run_id = run_id  # the recovery is written into the dead run's own story
         if r.kind is RunKind.MAINTENANCE:
-            run = Run(s, self.rep, RunState(run=run_id, release=""))
-            try:
-                run.write(REC.MaintenanceEnded(outcome="failed", error="the job died; recovered"))
-            finally:
-                run.close()
-            return 0
+            return self.end_maintenance(run_id)
         if r.kind is RunKind.ROLLBACK:
             return self.redo_rollback(run_id, r)
         st = RunState.from_events(records)
         if st is None:
             return 0
-        facts = s.facts(cfg.app_hosts)
-        if facts.unreachable:
-            raise Refused("recover: hosts not reachable: " + "; ".join(
-                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
-        for name, hs in facts.hosts.items():  # defensive: what the hosts really serve
-            if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
-                st.switched.append(name)
+        self.add_switched_hosts(st)
         st.drained = sorted(set(st.drained) | set(self.drained_hosts()))
         run = Run(s, self.rep, st)
         try:
@@ -167,6 +156,25 @@ class Recover:
             return 0
         finally:
             run.close()
+
+    def end_maintenance(self, run_id: str) -> int:
+        """A maintenance job that died: its end is recorded, failed (nothing to undo)."""
+        run = Run(self.s, self.rep, RunState(run=run_id, release=""))
+        try:
+            run.write(REC.MaintenanceEnded(outcome="failed", error="the job died; recovered"))
+        finally:
+            run.close()
+        return 0
+
+    def add_switched_hosts(self, st: RunState) -> None:
+        """Defensive: a host serving the run's release is switched, recorded or not."""
+        facts = self.s.facts(self.cfg.app_hosts)
+        if facts.unreachable:
+            raise Refused("recover: hosts not reachable: " + "; ".join(
+                f"{h}: {e}" for h, e in sorted(facts.unreachable.items())))
+        for name, hs in facts.hosts.items():
+            if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
+                st.switched.append(name)
 
     def redo_rollback(self, run_id: str, r: RunRecord) -> int:
         cfg = self.cfg
