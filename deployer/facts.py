@@ -25,13 +25,36 @@ COMMIT_STEP = "commit"
 UNRESOLVED_COMMIT = "0" * 40
 
 
+@dataclass(frozen=True)
+class PendingMigration:
+    """One object of the JSON list the playbook's migrate.pending step prints."""
+
+    name: str | None  # its "name", else its "version", as text (None: it has neither)
+    online_safe: bool  # runs without maintenance mode (false unless it says true)
+
+    @classmethod
+    def of(cls, d: dict) -> PendingMigration:
+        label = d["name"] if "name" in d else d.get("version")
+        named = "name" in d or "version" in d
+        return cls(name=str(label) if named else None, online_safe=bool(d.get("online_safe")))
+
+
+def pending_migrations(data: object) -> list[PendingMigration]:
+    """migrate.pending's decoded JSON: a list of objects (else ValueError)."""
+    if not isinstance(data, list):
+        raise ValueError("not a JSON list")
+    if not all(isinstance(m, dict) for m in data):
+        raise ValueError("not a JSON list of objects")
+    return [PendingMigration.of(m) for m in data]
+
+
 @dataclass
 class Facts:
     hosts: dict[str, R.HostState] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
     commit: str | None = None
     schema: int | None = None  # the database's schema version, read with the served code
-    pending: list[dict] | None = None  # pending migrations of the new code (None: not read)
+    pending: list[PendingMigration] | None = None  # of the new code (None: not read)
     assumptions: tuple[str, ...] = ()  # what was assumed instead of read (an offline plan)
 
     @classmethod
@@ -177,16 +200,14 @@ def pending_command(cfg: Config, commit: str, probe: str) -> Command | None:
     return Command(f"{{ {body.script}\n}}; rc=$?; rm -rf {_q(probe)}; exit $rc", body.display)
 
 
-def parse_pending(output: str) -> list[dict]:
+def parse_pending(output: str) -> list[PendingMigration]:
     steps = step_outputs(output)
     text = steps.get(max(steps), "") if steps else output
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return []
-    data = json.loads(lines[-1])
-    if not isinstance(data, list):
-        raise ValueError("not a JSON list")
-    return data
+    return pending_migrations(json.loads(lines[-1]))
 
 
-__all__ = ["Facts", "command", "parse", "pending_command", "parse_pending", "parse_schema", "raw"]
+__all__ = ["Facts", "PendingMigration", "command", "parse", "pending_command", "parse_pending",
+           "parse_schema", "raw"]

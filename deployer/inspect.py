@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+from . import records as REC
+from .commands.releases import HostState
 from .config import Config
 from .errors import ConfigError, DeployerError, NeedsHuman
-from .ledger import History
+from .ledger import History, RunRecord
 from .output import Reporter
 from .session import Session
 
@@ -29,6 +31,40 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]], reporter:
     Console(file=reporter.stream, width=160).print(table)
 
 
+def _maintenance_cell(st: HostState, mid_migration: bool) -> str:
+    """A host's maintenance column: on (with its expiry and message) or off."""
+    if not st.maintenance:
+        return "off (expired flag)" if st.maintenance_expired else "off"
+    if mid_migration:
+        return "ON: DATABASE MID-MIGRATION (no expiry): `inv recover` says what to check"
+    exp = (st.maintenance_info or {}).get("expires_at")
+    maint = "ON (no expiry)" if exp is None else f"ON (expires in {int(exp - time.time())}s)"
+    message = str((st.maintenance_info or {}).get("message", ""))
+    return maint + (f": {message[:70]}" if message else "")
+
+
+def _last_stages(history: History) -> dict[str, tuple[RunRecord, REC.Stage | None]]:
+    """The runs in flight by id, each with its last stage record (None: none yet)."""
+    out: dict[str, tuple[RunRecord, REC.Stage | None]] = {}
+    for run in history.in_flight:
+        stages = [e for e in history.records_of(run.run) if isinstance(e, REC.Stage)]
+        out[run.run] = (run, stages[-1] if stages else None)
+    return out
+
+
+def _in_flight_lines(in_flight: dict[str, tuple[RunRecord, REC.Stage | None]], holder: str | None) -> list[str]:
+    """A line per run in flight: running (it holds the lock) or abandoned."""
+    lines = []
+    for run_id, (run, last) in in_flight.items():
+        where = f"{last.stage} ({last.state})" if last is not None else "starting"
+        if holder is not None and holder == run_id:
+            lines.append(f"IN-FLIGHT {run.kind} {run_id} of {run.release}: stage {where}")
+        else:
+            lines.append(f"ABANDONED {run.kind} {run_id} of {run.release} (no end recorded, "
+                         f"lock not held): last stage {where}; check hosts above")
+    return lines
+
+
 def status(cfg: Config, reporter: Reporter) -> int:
     s = Session(cfg, reporter)
     try:
@@ -47,12 +83,9 @@ def status(cfg: Config, reporter: Reporter) -> int:
                 lb_states = {"?": f"unreadable: {exc.message.splitlines()[0]}"}
     finally:
         s.close()
-    in_flight = {}
-    for run in history.in_flight:
-        stages = [e for e in history.events if e.get("run") == run["start"].get("run") and e.get("type") == "stage"]
-        in_flight[run["start"].get("run")] = (run, stages[-1] if stages else None)
+    in_flight = _last_stages(history)
     # A run that started migrating and recorded no end of it: the database may be half-migrated.
-    mid_migration = any(last and last.get("stage") == "migrate" and last.get("state") == "start"
+    mid_migration = any(last is not None and last.stage == "migrate" and last.state == "start"
                         for _, last in in_flight.values())
     rows = []
     served = set()
@@ -64,31 +97,11 @@ def status(cfg: Config, reporter: Reporter) -> int:
         served.add(st.current)
         rec = history.releases.get(st.current or "")
         ref = rec.ref if rec else ""
-        if st.maintenance:
-            exp = (st.maintenance_info or {}).get("expires_at")
-            maint = "ON (no expiry)" if exp is None else f"ON (expires in {int(exp - time.time())}s)"
-            message = str((st.maintenance_info or {}).get("message", ""))
-            if message:
-                maint += f": {message[:70]}"
-            if mid_migration:
-                maint = "ON: DATABASE MID-MIGRATION (no expiry): `inv recover` says what to check"
-        else:
-            maint = "off (expired flag)" if st.maintenance_expired else "off"
-        rows.append([h.name, h.address, st.current or "(none)", ref, maint])
+        rows.append([h.name, h.address, st.current or "(none)", ref, _maintenance_cell(st, mid_migration)])
     _rows_table(f"{cfg.env}: what each host serves", ["host", "address", "release", "ref", "maintenance"],
                 rows, reporter)
-    lines = []
-    if held:
-        lines.append(f"lock: held by {held.describe()}")
-    else:
-        lines.append("lock: free")
-    for run_id, (run, last) in in_flight.items():
-        where = f"{last['stage']} ({last['state']})" if last else "starting"
-        if held and held.run == run_id:
-            lines.append(f"IN-FLIGHT {run['kind']} {run_id} of {run.get('release')}: stage {where}")
-        else:
-            lines.append(f"ABANDONED {run['kind']} {run_id} of {run.get('release')} (no end recorded, "
-                         f"lock not held): last stage {where}; check hosts above")
+    lines = [f"lock: held by {held.describe()}" if held else "lock: free"]
+    lines += _in_flight_lines(in_flight, held.run if held else None)
     paused = bool(held and held.paused)
     if len(served) > 1 and paused:
         lines.append("hosts serve two releases: a rollout is paused between waves "
@@ -219,7 +232,7 @@ def report(cfg: Config, reporter: Reporter, *, release: str | None = None, out: 
         release = history.order[-1]
     else:
         raise ConfigError(f"{cfg.env}: the ledger has no deploy to report on")
-    html = RP.render(history.events, env=cfg.env, release=release)
+    html = RP.render(history.raw_events(), env=cfg.env, release=release)
     path = Path(out) if out else cfg.root / "reports" / f"{cfg.env}-{release}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)

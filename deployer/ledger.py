@@ -1,16 +1,58 @@
 """The ledger on the fleet: what happened, readable from any machine with SSH access.
 
 Events are JSON objects appended (never rewritten) to `<deploy_to>/.deployer/ledger.jsonl` on the
-ledger host. `History.fold` turns them into releases, outcomes and in-flight runs (pure).
+ledger host. `History.fold` turns them into releases, outcomes and in-flight runs (pure), all
+typed: `RunRecord`s of typed start and end records, `ReleaseRecord`s with their `REC.Snapshot` and
+`REC.BackupRef`, the records themselves (`History.records`). The JSON as written is only for
+renderers (`History.raw_events`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from . import records as REC
 from .commands import ledger as L
 from .records import SCHEMA_VERSION, now_iso  # noqa: F401 - one definition, the records'
+
+
+class RunKind(StrEnum):
+    """What a run of the ledger does: the prefix of its start and end records' types."""
+
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+    MAINTENANCE = "maintenance"
+
+    @classmethod
+    def of(cls, record: RunStart | RunEnd) -> RunKind:
+        return cls(record.type.split(".")[0])
+
+
+#: the records that start a run, and those that end one (a rollback's end is a RunEnded)
+RunStart = REC.RunStarted | REC.RollbackStarted | REC.MaintenanceStarted
+RunEnd = REC.RunEnded | REC.MaintenanceEnded
+
+
+@dataclass
+class RunRecord:
+    """One run of the ledger: its kind, the record that started it, the release it deploys (a
+    rollback by hand: the release it returns to; else None) and the record of its end (None: no
+    end recorded, it is in flight or died)."""
+
+    kind: RunKind
+    start: RunStart
+    release: str | None = None
+    end: RunEnd | None = None
+
+    @property
+    def run(self) -> str:
+        return self.start.run
+
+    @property
+    def outcome(self) -> str | None:
+        """How it ended (None: no end recorded)."""
+        return self.end.outcome if self.end is not None else None
 
 
 @dataclass
@@ -26,81 +68,97 @@ class ReleaseRecord:
     bad_reason: str = ""
     schema_before: int | None = None
     schema_after: int | None = None
-    snapshot: dict = field(default_factory=dict)  # the snapshot taken before this release's deploy
-    backup: dict | None = None  # the backup taken before this release's deploy
+    snapshot: REC.Snapshot | None = None  # the snapshot taken before this release's deploy
+    backup: REC.BackupRef | None = None  # the backup taken before this release's deploy
+
+    @property
+    def snapshot_hosts(self) -> dict[str, str | None]:
+        """host -> the release it served before this release's deploy (empty: no snapshot)."""
+        return (self.snapshot.hosts or {}) if self.snapshot is not None else {}
+
+    def add(self, e: REC.Record) -> None:
+        """One record of the run that deployed this release (those about the release itself)."""
+        if isinstance(e, REC.Snapshot):
+            self.snapshot = e
+            self.schema_before = e.schema
+        elif isinstance(e, REC.Backup):
+            if e.kind == "predeploy" and self.backup is None:
+                self.backup = e.ref()
+        elif isinstance(e, REC.Migrated):
+            self.schema_after = e.after
+            if self.schema_before is None:
+                self.schema_before = e.before
+        elif isinstance(e, REC.Paused):
+            self.outcome = f"paused after wave {e.waves_done}/{e.waves}"
+        elif isinstance(e, REC.Resumed):
+            self.outcome = "in-flight"
+        elif isinstance(e, REC.RunEnded) and e.type == REC.RunEnded.type:
+            self.outcome = e.outcome or "?"
 
 
 @dataclass
 class History:
     releases: dict[str, ReleaseRecord] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # releases in first-deploy order
-    runs: dict[str, dict] = field(default_factory=dict)  # run id -> start event + end/outcome
-    in_flight: list[dict] = field(default_factory=list)  # runs started, never ended
-    events: list[dict] = field(default_factory=list)
+    runs: dict[str, RunRecord] = field(default_factory=dict)  # by run id, in order of start
+    in_flight: list[RunRecord] = field(default_factory=list)  # runs started, never ended
+    records: list[REC.Record] = field(default_factory=list)  # the ledger's records, typed, in order
 
     local_only: list[str] = field(default_factory=list)  # runs whose record is not shipped yet
-    unfinished: list[dict] = field(default_factory=list)  # ended needing a human, not superseded
+    unfinished: list[RunRecord] = field(default_factory=list)  # ended needing a human, not superseded
+    _raw: list[dict] = field(default_factory=list, repr=False)  # the JSON objects `records` came from
 
     @classmethod
     def fold(cls, events: list[dict]) -> History:
         """Releases, outcomes and unfinished runs, from the typed records of the ledger."""
-        h = cls(events=events)
-        for d in events:
-            e = REC.parse(d)
-            run = e.run
-            rid = h.runs.get(run, {}).get("release")
-            rec = h.releases.get(rid) if rid else None
-            if isinstance(e, REC.RunStarted):
-                rec = h.releases.get(e.release) or ReleaseRecord(release=e.release)
-                rec.run, rec.ref, rec.commit = run, e.ref, e.commit
-                rec.who, rec.at, rec.outcome = e.who, e.at, "in-flight"
-                h.releases[e.release] = rec
-                if e.release not in h.order:
-                    h.order.append(e.release)
-                h.runs[run] = {"kind": "deploy", "start": d, "release": e.release, "end": None}
-            elif isinstance(e, (REC.RollbackStarted, REC.MaintenanceStarted)):
-                if run not in h.runs:  # an automatic rollback belongs to its deploy's run
-                    to = getattr(e, "to", None)
-                    h.runs[run] = {"kind": e.type.split(".")[0], "start": d, "end": None,
-                                   "release": to if isinstance(to, str) else None}
-            elif rec is None:
-                if isinstance(e, REC.ReleaseBad) and e.release in h.releases:
-                    h.releases[e.release].bad, h.releases[e.release].bad_reason = True, e.reason
-                elif isinstance(e, (REC.RunEnded, REC.MaintenanceEnded)) and run in h.runs \
-                        and e.type.split(".")[0] == h.runs[run]["kind"]:
-                    h.runs[run]["end"] = d
-            elif isinstance(e, REC.Snapshot):
-                rec.snapshot = d
-                rec.schema_before = e.schema
-            elif isinstance(e, REC.Backup):
-                if e.kind == "predeploy" and rec.backup is None:
-                    rec.backup = e.info()
-            elif isinstance(e, REC.Migrated):
-                rec.schema_after = e.after
-                if rec.schema_before is None:
-                    rec.schema_before = e.before
-            elif isinstance(e, REC.Paused):
-                rec.outcome = f"paused after wave {e.waves_done}/{e.waves}"
-            elif isinstance(e, REC.Resumed):
-                rec.outcome = "in-flight"
-            elif isinstance(e, REC.ReleaseBad):
-                target = h.releases.get(e.release)
-                if target is not None:
-                    target.bad, target.bad_reason = True, e.reason
-            elif isinstance(e, (REC.RunEnded, REC.MaintenanceEnded)):
-                if run in h.runs and e.type.split(".")[0] == h.runs[run]["kind"]:
-                    h.runs[run]["end"] = d
-                if isinstance(e, REC.RunEnded) and e.type == "deploy.end":
-                    rec.outcome = e.outcome or "?"
-        h.in_flight = [r for r in h.runs.values() if r["end"] is None]
+        h = cls(records=REC.parse_all(events), _raw=events)
+        for e in h.records:
+            h._fold(e)
+        h.in_flight = [r for r in h.runs.values() if r.end is None]
         # Runs that ended needing a human (their rollback failed), unless a later run succeeded.
         ordered = list(h.runs.values())
-        for i, r in enumerate(ordered):
-            end = r["end"] or {}
-            if end.get("outcome") == "needs_human" and not any(
-                    (later["end"] or {}).get("outcome") == "success" for later in ordered[i + 1:]):
-                h.unfinished.append(r)
+        h.unfinished = [r for i, r in enumerate(ordered) if r.outcome == "needs_human"
+                        and not any(later.outcome == "success" for later in ordered[i + 1:])]
         return h
+
+    def _fold(self, e: REC.Record) -> None:
+        known = self.runs.get(e.run)
+        rec = self.releases.get(known.release) if known is not None and known.release else None
+        if isinstance(e, REC.RunStarted):
+            self._deploy_started(e)
+        elif isinstance(e, (REC.RollbackStarted, REC.MaintenanceStarted)):
+            if known is None:  # an automatic rollback belongs to its deploy's run
+                to = e.to if isinstance(e, REC.RollbackStarted) else None
+                self.runs[e.run] = RunRecord(RunKind.of(e), e, release=to if isinstance(to, str) else None)
+        elif isinstance(e, REC.ReleaseBad):
+            target = self.releases.get(e.release)
+            if target is not None:
+                target.bad, target.bad_reason = True, e.reason
+        elif isinstance(e, (REC.RunEnded, REC.MaintenanceEnded)):
+            if known is not None and RunKind.of(e) == known.kind:
+                known.end = e
+            if rec is not None:
+                rec.add(e)
+        elif rec is not None:
+            rec.add(e)
+
+    def _deploy_started(self, e: REC.RunStarted) -> None:
+        rec = self.releases.get(e.release) or ReleaseRecord(release=e.release)
+        rec.run, rec.ref, rec.commit = e.run, e.ref, e.commit
+        rec.who, rec.at, rec.outcome = e.who, e.at, "in-flight"
+        self.releases[e.release] = rec
+        if e.release not in self.order:
+            self.order.append(e.release)
+        self.runs[e.run] = RunRecord(RunKind.DEPLOY, e, release=e.release)
+
+    def records_of(self, run: str) -> list[REC.Record]:
+        """The typed records of one run, in ledger order."""
+        return [e for e in self.records if e.run == run]
+
+    def raw_events(self) -> list[dict]:
+        """The ledger's JSON objects as written (every field, unknown kinds too), for renderers
+        such as the HTML report. Everything else reads `records`."""
+        return self._raw
 
     def resolve(self, target: str, present=None) -> ReleaseRecord | None:
         """A release by id, unique id prefix, or the git ref it was deployed from: of the
@@ -145,18 +203,16 @@ class History:
         releases are never cleaned up. The running deploy adds its own snapshot.
         """
         keep: set[str] = set()
-        live = [self.releases[r["release"]] for r in self.in_flight
-                if r.get("release") in self.releases]
+        live = [self.releases[r.release] for r in self.in_flight if r.release in self.releases]
         for rec in live:
-            keep |= {rel for rel in (rec.snapshot.get("hosts") or {}).values() if rel}
+            keep |= {rel for rel in rec.snapshot_hosts.values() if rel}
         return keep
 
-    def backup_before_leaving(self, release: str) -> dict | None:
+    def backup_before_leaving(self, release: str) -> REC.BackupRef | None:
         """The newest backup taken while the fleet was on `release` (restores its data)."""
         for rid in reversed(self.order):
             rec = self.releases[rid]
-            hosts = (rec.snapshot.get("hosts") or {}).values()
-            if rec.backup and release in hosts:
+            if rec.backup is not None and release in rec.snapshot_hosts.values():
                 return rec.backup
         return None
 

@@ -17,6 +17,7 @@ from .commands import backup as B
 from .config import Config
 from .errors import ConfigError, DeployerError, NeedsHuman, message_of
 from .journal import state_dir
+from .ledger import History
 from .output import Reporter
 from .shell import argv, raw
 from .windows import check_window, window_decision  # noqa: F401 - their home moved
@@ -52,6 +53,18 @@ def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for m
         s.close()
 
 
+def protected_backups(history: History, current: list[str]) -> set[str]:
+    """The backups retention never removes (file names): those taken before a release served
+    now or one an unfinished run can return to, and the newest deploy's."""
+    protected = {posixpath.basename(r.backup.path) for r in history.releases.values()
+                 if r.backup is not None and r.release in set(current) | history.snapshot_releases()}
+    # the backup of the newest deploy is what its rollback would restore
+    newest = history.releases[history.order[-1]].backup if history.order else None
+    if newest is not None:
+        protected.add(posixpath.basename(newest.path))
+    return protected
+
+
 def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool = False,
                reason: str = "", now: dt.datetime | None = None) -> int:
     """`maintenance.run`, the job cron runs: window, lock, backup with retention, the playbook's
@@ -85,11 +98,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
             db = B.Database.of(cfg.database)
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
-            protected = {posixpath.basename(r.backup["path"]) for r in history.releases.values()
-                         if r.backup and r.release in set(current) | history.snapshot_releases()}
-            # the backup of the newest deploy is what its rollback would restore
-            if history.order and history.releases[history.order[-1]].backup:
-                protected.add(posixpath.basename(history.releases[history.order[-1]].backup["path"]))
+            protected = protected_backups(history, current)
             names = backup_names(cfg, s) + [posixpath.basename(path)]
             kept, removed, unknown = RT.plan(names, now or dt.datetime.now(dt.UTC), cfg.retention,
                                              protected | {posixpath.basename(path)})
@@ -106,7 +115,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
                 raise
             if path:
                 run.write(REC.Retention(kept=kept, removed=removed, unknown=unknown, protected=sorted(protected)))
-                size = run.st.backup["size"] if run.st.backup else 0
+                size = run.st.backup.size if run.st.backup is not None else 0
                 done.append(f"backup {posixpath.basename(path)} ({size} bytes), retention kept "
                             f"{len(kept)}, removed {len(removed)}")
                 try:

@@ -120,6 +120,17 @@ class Effect(Record):
     release: str = ""
 
 
+@dataclass(frozen=True)
+class BackupRef:
+    """A verified database dump: where it is (`host`, `path`), what it must hash to, its size.
+    What a restore needs, kept by the run that took it and by the ledger's history."""
+
+    path: str
+    sha256: str
+    size: int
+    host: str
+
+
 @dataclass
 class Backup(Record):
     type: ClassVar[str] = "backup"
@@ -129,8 +140,8 @@ class Backup(Record):
     host: str = ""
     kind: str = "predeploy"
 
-    def info(self) -> dict:
-        return {"path": self.path, "sha256": self.sha256, "size": self.size, "host": self.host}
+    def ref(self) -> BackupRef:
+        return BackupRef(path=self.path, sha256=self.sha256, size=self.size, host=self.host)
 
 
 @dataclass

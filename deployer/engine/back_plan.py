@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .. import records as REC
 from ..commands import backup as B
 from ..commands import releases as R
 from ..config import Config, Host
@@ -29,29 +30,29 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
     """Undo the run's migrations: restore the backup when that loses nothing (maintenance held
     since the dump), else down migrations when all exist, else stop and say what to do."""
     before = st.schema_before
-    if st.backup and st.maintenance_on and cfg.database and cfg.db_host:
+    if st.backup is not None and st.maintenance_on and cfg.database and cfg.db_host:
         db = B.Database.of(cfg.database)
         # Lossless or nothing: the write fence set after the backup must show no write by anyone
         # but the migration, else restoring would throw those writes away.
         act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
-                     command=B.restore_once(db, st.backup["path"], st.backup["sha256"]),
+                     command=B.restore_once(db, st.backup.path, st.backup.sha256),
                      timeout=cfg.ssh.command_timeout)
         lost = (f"the database was migrated ({before} -> {st.schema_after}) and data was written since the "
                 f"backup by something else than the migration (listed above), so restoring "
-                f"{st.backup['path']} would lose it. The code is back on the previous release and "
+                f"{st.backup.path} would lose it. The code is back on the previous release and "
                 f"maintenance mode stays ON. To finish: look at those writes, then either run the down "
                 f"migrations by hand and `inv maintenance.off --env {cfg.env}`, or restore anyway with "
                 f"`inv rollback --env {cfg.env} --to <previous release> --restore-db` (the writes are lost)")
         acts = (act,)
         if offsite(cfg):  # the local copy may be gone: fetched back (sha256 checked) first
-            acts = (Action(host=cfg.db_host.name, backend=EnsureBackup(st.backup["path"], st.backup["sha256"]),
+            acts = (Action(host=cfg.db_host.name, backend=EnsureBackup(st.backup.path, st.backup.sha256),
                            what="backup from off-site"),) + acts
-        return Stage("database", f"restore {st.backup['path']}", (Lane(cfg.db_host.name, acts),),
+        return Stage("database", f"restore {st.backup.path}", (Lane(cfg.db_host.name, acts),),
                      refuse_on=(B.FENCE_REFUSED, lost))
     host = cfg.migrate_host
     down = cfg.playbook.steps("migrate", "down")
     can = cfg.playbook.steps("migrate", "can_down")
-    backup = st.backup["path"] if st.backup else "(no backup was taken)"
+    backup = st.backup.path if st.backup is not None else "(no backup was taken)"
     refusal = (
         f"the database was migrated ({before} -> {st.schema_after}) without maintenance mode and "
         f"the down migrations are missing, so restoring the backup could lose writes made since. "
@@ -108,7 +109,7 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     return Plan("rollback", st.release, tuple(stages))
 
 
-def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: dict | None,
+def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,
                          safety_path: str | None, now: float) -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
     maintenance (a safety dump first)."""
@@ -119,9 +120,9 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
         stages.append(Stage("maintenance", "on", lanes))
         db = B.Database.of(cfg.database)
         act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
-                     command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup["path"]).script),
+                     command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup.path).script),
                      timeout=cfg.ssh.command_timeout, records=(RecordBackup(0, safety_path),))
-        stages.append(Stage("database", f"restore {backup['path']}", (Lane(cfg.db_host.name, (act,)),)))
+        stages.append(Stage("database", f"restore {backup.path}", (Lane(cfg.db_host.name, (act,)),)))
     lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)
     stages.append(ops.switch_stage(cfg, f"to {target}", lanes))
     stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))

@@ -56,10 +56,10 @@ def decide_maintenance(s: Session, cfg: Config, facts: F.Facts, forced: bool | N
         facts.pending = F.parse_pending(out)
     except ValueError as exc:
         raise DeployerError(f"migrate.pending: output is not a JSON list: {out[-200:]!r}") from exc
-    breaking = [m for m in facts.pending if not m.get("online_safe")]
+    breaking = [m for m in facts.pending if not m.online_safe]
     if breaking:
         rep.event("notice", message="maintenance needed: migrations not online-safe: "
-                  + ", ".join(str(m.get("name", m.get("version"))) for m in breaking))
+                  + ", ".join(str(m.name) for m in breaking))
     return bool(breaking)
 
 
@@ -193,8 +193,7 @@ class DeployRun:
                     wait([probe])
             # Another run held the lock, or ended while the facts were read (it wrote to the
             # ledger since): what it did is the truth now, not what we read.
-            waited = waited or any(e.get("at", "") >= since and e.get("run") != s.run_id
-                                   for e in history.events)
+            waited = waited or any(e.at >= since and e.run != s.run_id for e in history.records)
             if waited:
                 facts = read_facts(s, cfg, self.ref, self.rep)
                 maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)

@@ -284,7 +284,7 @@ class Executor:
                     rec = REC.Backup(path=path, sha256=sha, size=size, host=a.host)
                     self.write(rec)
                     if self.st.backup is None:
-                        self.st.record_backup(rec.info())
+                        self.st.record_backup(rec.ref())
                 case P.RecordSchema(key=key):
                     with self._state_lock:
                         self.st.record_schema(key, parse_schema(text))

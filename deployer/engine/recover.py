@@ -15,6 +15,7 @@ from ..commands import lb as LB
 from ..commands import lock as LK
 from ..config import Config
 from ..errors import DeployerError, NeedsHuman, Refused
+from ..ledger import History, RunKind, RunRecord
 from ..output import Reporter
 from ..session import STALE_AFTER, Session
 from . import ops
@@ -67,7 +68,7 @@ class Recover:
                 raise Refused(f"{cfg.env}: run {held.run} is alive ({held.describe()}); nothing to "
                               "recover (or pass --force --reason \"why\" if that process is gone)")
             in_flight = list(history.in_flight) + list(history.unfinished)
-            dead_runs = [r["start"].get("run") for r in in_flight]
+            dead_runs = [r.run for r in in_flight]
             if held is not None:
                 self.say(f"lock held by a dead run: {held.describe()}")
                 s.state.force_release()
@@ -98,32 +99,23 @@ class Recover:
             s.close()
 
     # -- one dead run ---------------------------------------------------------------------
-    def converge(self, r: dict, history) -> int:
+    def converge(self, r: RunRecord, history: History) -> int:
         cfg, s = self.cfg, self.s
-        run_id = r["start"].get("run", "")
-        records = REC.parse_all([e for e in history.events if e.get("run") == run_id])
+        run_id = r.run
+        records = history.records_of(run_id)
         kinds = {type(e) for e in records}
         stages = [e for e in records if isinstance(e, REC.Stage)]
-        self.say(f"run {run_id} ({r['kind']}) ended without a record of its end; last stage: "
+        self.say(f"run {run_id} ({r.kind}) ended without a record of its end; last stage: "
                  + (f"{stages[-1].stage} ({stages[-1].state})" if stages else "none"))
         s.continue_run(run_id)  # the recovery is written into the dead run's own story
-        if r["kind"] == "maintenance":
-            run = Run(s, self.rep, RunState(run=run_id, release=""))
-            try:
-                run.write(REC.MaintenanceEnded(outcome="failed", error="the job died; recovered"))
-            finally:
-                run.close()
-            return 0
-        if r["kind"] == "rollback":
+        if r.kind is RunKind.MAINTENANCE:
+            return self.end_maintenance(run_id)
+        if r.kind is RunKind.ROLLBACK:
             return self.redo_rollback(run_id, r)
         st = RunState.from_events(records)
         if st is None:
             return 0
-        facts = s.facts(cfg.app_hosts)
-        facts.require_reachable("recover")
-        for name, hs in facts.hosts.items():  # defensive: what the hosts really serve
-            if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
-                st.switched.append(name)
+        self.add_switched_hosts(st)
         st.drained = sorted(set(st.drained) | set(self.drained_hosts()))
         run = Run(s, self.rep, st)
         try:
@@ -165,10 +157,27 @@ class Recover:
         finally:
             run.close()
 
-    def redo_rollback(self, run_id: str, r: dict) -> int:
+    def end_maintenance(self, run_id: str) -> int:
+        """A maintenance job that died: its end is recorded, failed (nothing to undo)."""
+        run = Run(self.s, self.rep, RunState(run=run_id, release=""))
+        try:
+            run.write(REC.MaintenanceEnded(outcome="failed", error="the job died; recovered"))
+        finally:
+            run.close()
+        return 0
+
+    def add_switched_hosts(self, st: RunState) -> None:
+        """Defensive: a host serving the run's release is switched, recorded or not."""
+        facts = self.s.facts(self.cfg.app_hosts)
+        facts.require_reachable("recover")
+        for name, hs in facts.hosts.items():
+            if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
+                st.switched.append(name)
+
+    def redo_rollback(self, run_id: str, r: RunRecord) -> int:
         cfg = self.cfg
-        target = r["start"].get("to")
-        if not isinstance(target, str):
+        target = r.release  # the release a rollback by hand returns to (None: an automatic one)
+        if target is None:
             return 0
         self.say(f"a rollback by hand to {target} died: running it again (code only)")
         run = Run(self.s, self.rep, RunState(run=run_id, release=target))

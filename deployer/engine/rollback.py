@@ -127,30 +127,7 @@ class Rollback:
                 f"rollback to {target}: its schema version is {schema_target} but the database "
                 f"is at {schema_now}. Pass --restore-db to restore the backup taken before it was "
                 f"left (data written since is lost), or --keep-db to switch the code only.")
-        backup = None
-        if self.restore_db:
-            backup = history.backup_before_leaving(target)
-            if backup is None:
-                raise Refused(f"rollback to {target} --restore-db: no backup of that release's "
-                              "database is recorded in the ledger")
-            db = B.Database.of(cfg.database)
-            remote = offsite(cfg)
-            if remote and not self.dry_run:
-                # the host's copy may be gone: fetched back from the bucket, sha256 checked first
-                try:
-                    s.state.ensure_backup(cfg.db_host.name, backup["path"], backup["sha256"])
-                except Exception as exc:  # noqa: BLE001 - any failure to fetch refuses the restore
-                    raise Refused(f"rollback --restore-db: backup {backup['path']} is not on "
-                                  f"{cfg.db_host.name} and could not be fetched from {s.state.where()}: "
-                                  f"{message_of(exc)}") from exc
-            try:
-                s.run(cfg.db_host, B.verify(db, backup["path"], backup["sha256"]), timeout=300)
-            except CommandFailed as exc:
-                if not (remote and self.dry_run):
-                    raise Refused(f"rollback --restore-db: backup {backup['path']} on {cfg.db_host.name} "
-                                  "is missing or corrupt (sha256 mismatch)") from exc
-                self.rep.event("notice", message=f"backup {backup['path']} is not on {cfg.db_host.name}: "
-                                                 f"it would be fetched from {s.state.where()}")
+        backup = self.backup_to_restore(target, history) if self.restore_db else None
         safety = None
         if backup is not None:
             db = B.Database.of(cfg.database)
@@ -175,7 +152,7 @@ class Rollback:
                                  hint=f"run `inv status --env {cfg.env}` and `inv rollback` again "
                                       "(it converges)") from None
             if backup is not None:
-                run.write(REC.DbRestored(path=backup["path"], sha256=backup["sha256"], safety_backup=safety))
+                run.write(REC.DbRestored(path=backup.path, sha256=backup.sha256, safety_backup=safety))
             took = time.monotonic() - run.t0
             targets = {h.name: target for h in app}
             run.write(REC.RollbackEnded(outcome="success", seconds=round(took, 3), hosts=targets))
@@ -185,14 +162,41 @@ class Rollback:
         finally:
             run.close(release_lock=True)  # the run's last act (`run` releases again if need be)
 
+    def backup_to_restore(self, target: str, history: History) -> REC.BackupRef:
+        """`--restore-db`: the backup taken before `target` was left, checked on the db host
+        (fetched back from off-site first when the host's copy may be gone)."""
+        cfg, s = self.cfg, self.s
+        backup = history.backup_before_leaving(target)
+        if backup is None:
+            raise Refused(f"rollback to {target} --restore-db: no backup of that release's "
+                          "database is recorded in the ledger")
+        db = B.Database.of(cfg.database)
+        remote = offsite(cfg)
+        if remote and not self.dry_run:
+            # the host's copy may be gone: fetched back from the bucket, sha256 checked first
+            try:
+                s.state.ensure_backup(cfg.db_host.name, backup.path, backup.sha256)
+            except Exception as exc:  # noqa: BLE001 - any failure to fetch refuses the restore
+                raise Refused(f"rollback --restore-db: backup {backup.path} is not on "
+                              f"{cfg.db_host.name} and could not be fetched from {s.state.where()}: "
+                              f"{message_of(exc)}") from exc
+        try:
+            s.run(cfg.db_host, B.verify(db, backup.path, backup.sha256), timeout=300)
+        except CommandFailed as exc:
+            if not (remote and self.dry_run):
+                raise Refused(f"rollback --restore-db: backup {backup.path} on {cfg.db_host.name} "
+                              "is missing or corrupt (sha256 mismatch)") from exc
+            self.rep.event("notice", message=f"backup {backup.path} is not on {cfg.db_host.name}: "
+                                             f"it would be fetched from {s.state.where()}")
+        return backup
 
-def paused_run(history: History) -> tuple[str, list[dict]] | None:
-    """The run id and records of a paused, unfinished deploy, if any."""
+
+def paused_run(history: History) -> tuple[str, list[REC.Record]] | None:
+    """The run id and typed records of a paused, unfinished deploy, if any."""
     for r in reversed(history.in_flight):
-        run_id = r["start"].get("run")
-        events = [e for e in history.events if e.get("run") == run_id]
-        if any(e.get("type") == "deploy.paused" for e in events):
-            return run_id, events
+        records = history.records_of(r.run)
+        if any(isinstance(e, REC.Paused) for e in records):
+            return r.run, records
     return None
 
 
@@ -212,22 +216,22 @@ class Resume:
             found = paused_run(history)
             if found is None:
                 raise Refused(f"{cfg.env}: no paused rollout to {self.action}")
-            run_id, events = found
+            run_id, records = found
             info = s.adopt_lock(run_id)  # the resumed run keeps its id: one story in the ledger
             if info is None:
                 held = s.state.read_lock()
                 raise Refused(f"{cfg.env}: cannot take over the paused rollout's lock "
                               f"(held by {held.describe() if held else 'nobody'})")
             try:
-                return self.resume(run_id, events, history, info)
+                return self.resume(run_id, records, history, info)
             finally:
                 s.release_lock()
         finally:
             s.close()
 
-    def resume(self, run_id: str, events: list[dict], history: History, info: dict) -> int:
+    def resume(self, run_id: str, records: list[REC.Record], history: History, info: dict) -> int:
         cfg, s = self.cfg, self.s
-        st = RunState.from_events(REC.parse_all(events))
+        st = RunState.from_events(records)
         run = Run(s, self.rep, st)
         try:
             kind = REC.Resumed if self.action == "promote" else REC.Aborted

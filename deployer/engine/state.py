@@ -33,7 +33,7 @@ class RunState:
     snapshot: dict[str, str | None] = field(default_factory=dict)
     schema_before: int | None = None
     schema_after: int | None = None
-    backup: dict | None = None
+    backup: REC.BackupRef | None = None  # the first backup the run took (what a rollback restores)
     maintenance_on: bool = False
     migrated: bool = False
     pulled: list[str] = field(default_factory=list)
@@ -75,8 +75,8 @@ class RunState:
                 if value is not None and value == self.schema_before:
                     self.migrated = False  # nothing pending: nothing to undo
 
-    def record_backup(self, info: dict) -> None:
-        self.backup = info
+    def record_backup(self, backup: REC.BackupRef) -> None:
+        self.backup = backup
 
     @classmethod
     def from_events(cls, events: list[REC.Record]) -> RunState | None:
@@ -93,7 +93,7 @@ class RunState:
             elif isinstance(e, REC.Effect) and e.effect in KNOWN:
                 st.apply(Effect(e.effect), e.host)
             elif isinstance(e, REC.Backup):
-                st.backup = e.info()
+                st.backup = e.ref()
             elif isinstance(e, REC.Migrated):
                 st.schema_before = e.before if e.before is not None else st.schema_before
                 st.schema_after = e.after

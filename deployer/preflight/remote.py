@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 
 from ..commands import lock as LK
+from ..facts import pending_migrations
 from ..shell import Command, q, raw
 from .model import Parse
 from .shared import Maker
@@ -236,17 +237,19 @@ def parse_pending(stdout: str, exit_status: int | None) -> tuple[bool, str]:
     if exit_status != 0:
         return False, f"could not list pending migrations (exit {exit_status})"
     try:
-        pending = json.loads(lines[-1]) if lines else []
+        data = json.loads(lines[-1]) if lines else []
     except ValueError:
         return False, "migrate.pending did not print a JSON list"
-    if not isinstance(pending, list) or not all(isinstance(m, dict) for m in pending):
+    try:
+        pending = pending_migrations(data)
+    except ValueError:
         return False, "migrate.pending did not print a JSON list of objects"
     if not pending:
         return True, "none pending"
     names = []
     for m in pending:
-        name = str(m.get("name", m.get("version", "?")))
-        if not m.get("online_safe"):
+        name = m.name if m.name is not None else "?"
+        if not m.online_safe:
             name += " (not online-safe: maintenance mode)"
         names.append(name)
     return True, f"{len(pending)} pending: " + ", ".join(names)

@@ -253,10 +253,10 @@ class S3State:
 
     def upload_backup(self, host: str, path: str, *, state: Any = None) -> None:
         """Copy the verified dump `path` from `host` to the bucket (after the dump step)."""
-        rec = getattr(state, "backup", None) if state is not None else None
-        if not rec or rec.get("path") != path or not rec.get("sha256"):
+        rec = state.backup if state is not None else None  # the run's RunState: its BackupRef
+        if rec is None or rec.path != path or not rec.sha256:
             raise StateError(f"backup off-site: no verified backup of {path} recorded by this run")
-        sha = str(rec["sha256"]).lower()
+        sha = rec.sha256.lower()
         key = self.backup_key(path)
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deployer-backup-") as d:

@@ -241,8 +241,8 @@ def test_ledger_fold_tells_outcomes_bad_releases_and_what_to_return_to():
     assert h.resolve("20261102").release == "20261102T000000Z-bbbbbbb"
     assert h.resolve("2026110") is None  # ambiguous prefix, no ref by that name
     assert h.schema_of("20261101T000000Z-aaaaaaa") == 1
-    assert h.backup_before_leaving("20261101T000000Z-aaaaaaa")["path"] == "/srv/backups/b.dump"
-    assert [r["start"]["run"] for r in h.in_flight] == ["r4"]
+    assert h.backup_before_leaving("20261101T000000Z-aaaaaaa").path == "/srv/backups/b.dump"
+    assert [r.run for r in h.in_flight] == ["r4"]
 
 
 def canned_facts(cfg, current: str | None = "20261101T000000Z-aaaaaaa") -> Facts:

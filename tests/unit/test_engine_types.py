@@ -159,7 +159,7 @@ def test_a_recorded_backup_is_parsed_from_its_step_and_journaled():
     ex.run_action(STAGE, "db1", act)
     backups = [r for r in ex.journal.records if isinstance(r, REC.Backup)]
     assert [(b.path, b.sha256, b.size, b.host) for b in backups] == [("/b/x.dump", SHA, 1234, "db1")]
-    assert ex.st.backup == {"path": "/b/x.dump", "sha256": SHA, "size": 1234, "host": "db1"}
+    assert ex.st.backup == REC.BackupRef(path="/b/x.dump", sha256=SHA, size=1234, host="db1")
     assert not any(isinstance(r, REC.Migrated) for r in ex.journal.records)
 
 

@@ -18,9 +18,11 @@ from deployer.config import load_config
 from deployer.engine import back_plan, deploy_plan, maint_plan
 from deployer.engine.deploy_plan import DeployInputs
 from deployer.engine.state import RunState
+from deployer.records import BackupRef
 
 GOLDEN = Path(__file__).parent / "golden" / "plan_rows.json"
 PREV = "20261101T000000Z-aaaaaaa"
+BACKUP = BackupRef(path="/srv/backups/x.dump", sha256="ab" * 32, size=0, host="db1")
 
 
 @pytest.fixture
@@ -39,14 +41,14 @@ def plans() -> dict[str, list]:
         out[f"deploy maintenance={maint}"] = plan.rows()
     app = [h.name for h in cfg.app_hosts]
     st = RunState(run="r1", release=REL, snapshot={h: PREV for h in app}, schema_before=1, schema_after=2,
-                  backup={"path": "/srv/backups/x.dump", "sha256": "ab" * 32}, maintenance_on=True,
+                  backup=BACKUP, maintenance_on=True,
                   migrated=True, pulled=list(app), switched=list(app), drained=app[:1],
                   workers_restarted=list(app))
     out["rollback restore"] = back_plan.rollback_plan(cfg, st).rows()
     st.maintenance_on = False
     out["rollback down"] = back_plan.rollback_plan(cfg, st).rows()
     out["rollback --to"] = back_plan.manual_rollback_plan(
-        cfg, PREV, cfg.app_hosts, backup={"path": "/srv/backups/x.dump", "sha256": "ab" * 32},
+        cfg, PREV, cfg.app_hosts, backup=BACKUP,
         safety_path="/srv/backups/safety.dump", now=0.0).rows()
     out["window"] = maint_plan.window_plan(cfg, backup_path="/srv/backups/nightly.dump", remove=[],
                                            release=PREV, gate_release=None).rows()

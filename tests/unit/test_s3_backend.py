@@ -25,6 +25,7 @@ from deployer.config.model import Host
 from deployer.config.state import State
 from deployer.errors import ConfigError
 from deployer.fleet import s3 as weed
+from deployer.records import BackupRef
 from deployer.state import backups as B
 from deployer.state.lock import LockHeld
 from deployer.state.s3 import S3Location, StateError
@@ -283,9 +284,9 @@ def test_backup_off_site_and_back(server, tmp_path):
     with pytest.raises(StateError, match="no verified backup"):
         s.state.upload_backup("db1", path, state=SimpleNamespace(backup=None))
     with pytest.raises(B.BackupCorrupt, match="not the recorded"):
-        s.state.upload_backup("db1", path, state=SimpleNamespace(backup={"path": path, "sha256": "0" * 64}))
+        s.state.upload_backup("db1", path, state=SimpleNamespace(backup=BackupRef(path, "0" * 64, len(data), "db1")))
     assert s.state.list_backups() == []
-    s.state.upload_backup("db1", path, state=SimpleNamespace(backup={"path": path, "sha256": sha}))
+    s.state.upload_backup("db1", path, state=SimpleNamespace(backup=BackupRef(path, sha, len(data), "db1")))
     [obj] = B.list_backups(s.state.location, "prod", with_sha256=True)
     assert obj.name == Path(path).name and obj.sha256 == sha and obj.size == len(data)
     assert any("copied to s3://" in kw.get("message", "") for _, kw in s.events)
