@@ -44,27 +44,17 @@ class RunState:
 
     def apply(self, effect: Effect, host: str) -> None:
         """One effect of one action on the subject host."""
-        match effect:
-            case Effect.PULLED:
-                _add(self.pulled, host)
-            case Effect.SWITCHED:
-                _add(self.switched, host)
-            case Effect.DRAINED:
-                _add(self.drained, host)
-            case Effect.WORKERS_RESTARTED:
-                _add(self.workers_restarted, host)
-            case Effect.UNDRAINED:
-                _remove(self.drained, host)
-            case Effect.UNSWITCHED:
-                _remove(self.switched, host)
-            case Effect.MAINTENANCE_ON:
-                self.maintenance_on = True
-            case Effect.MAINTENANCE_OFF:
-                self.maintenance_on = False
-            case Effect.MIGRATED:
-                self.migrated = True
-            case Effect.DB_RESTORED:
-                self.migrated = False
+        added = {Effect.PULLED: self.pulled, Effect.SWITCHED: self.switched,
+                 Effect.DRAINED: self.drained, Effect.WORKERS_RESTARTED: self.workers_restarted}
+        removed = {Effect.UNDRAINED: self.drained, Effect.UNSWITCHED: self.switched}
+        if effect in added:
+            _add(added[effect], host)
+        elif effect in removed:
+            _remove(removed[effect], host)
+        elif effect in (Effect.MAINTENANCE_ON, Effect.MAINTENANCE_OFF):
+            self.maintenance_on = effect is Effect.MAINTENANCE_ON
+        elif effect in (Effect.MIGRATED, Effect.DB_RESTORED):
+            self.migrated = effect is Effect.MIGRATED
 
     def record_schema(self, key: SchemaKey, value: int | None) -> None:
         match key:
