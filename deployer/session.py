@@ -93,14 +93,15 @@ class Session:
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._locked = False
+        self._lock_run = self._run_id  # the run the lock is held as (recover writes as others)
         self._lock_lost: str | None = None
         self._keep_lock = False  # a paused rollout leaves the lock to promote/abort
         self._ledger_read: list[dict] | None = None  # the ledger as read with the lock (used once)
 
     @property
     def run_id(self) -> str:
-        """The run this session writes for: its journal, its lock. Its own, or the run it
-        continues (`continue_run`)."""
+        """The run this session writes for: its journal. Its own, or the run it continues
+        (`continue_run`). The lock stays held as the run that took or adopted it."""
         return self._run_id
 
     @property
@@ -158,7 +159,7 @@ class Session:
         if not self.locked or self.keep_lock:
             return self.ship(text)
         self.stop_heartbeat()
-        if self.state.append_and_release(text, self.run_id):
+        if self.state.append_and_release(text, self._lock_run):
             self._locked = False
 
     def history(self, ship_first: bool = True):
@@ -231,7 +232,7 @@ class Session:
     # -- the lock ------------------------------------------------------------------------
     def lock_info(self) -> dict:
         return {"holder": who().split("@")[0], "host": socket.gethostname(), "pid": os.getpid(),
-                "reason": self.reason, "started": now_iso(), "run": self.run_id}
+                "reason": self.reason, "started": now_iso(), "run": self._lock_run}
 
     def acquire_lock(self, wait: float = 0.0, *, read_ledger: bool = False,
                      stop: threading.Event | None = None) -> bool:
@@ -239,6 +240,7 @@ class Session:
         when it had to wait for it. With `read_ledger`, the ledger is read in the same round
         trip, for the next `history()`."""
         waited, retried = False, False
+        self._lock_run = self.run_id
         stop = stop or threading.Event()
         deadline = time.monotonic() + wait
         while True:
@@ -282,11 +284,11 @@ class Session:
         taken all the same, the answer lost. It is released if it names this run (a release
         checks that), over a new connection: True. When even that fails, the error says so."""
         try:
-            self.state.release(self.run_id)
+            self.state.release(self._lock_run)
             return True
         except DeployerError as again:
             first = again.message.splitlines()[0]
-            exc.message += (f"\nthe lock may be held by this run ({self.run_id}) and could not be "
+            exc.message += (f"\nthe lock may be held by this run ({self._lock_run}) and could not be "
                             f"released ({first}): `inv unlock --env {self.cfg.env} --force` frees it")
             exc.args = (exc.message,)
             return False
@@ -302,7 +304,7 @@ class Session:
             nonlocal last_ok
             while not self._hb_stop.wait(HEARTBEAT_SECONDS):
                 try:
-                    ours = self.state.heartbeat(self.run_id)
+                    ours = self.state.heartbeat(self._lock_run)
                 except Exception:  # noqa: BLE001 - unreachable: judged by the time since the last beat
                     if time.monotonic() - last_ok > STALE_AFTER:
                         self._lock_lost = (f"no heartbeat got through to {self.state.where()} for "
@@ -322,7 +324,8 @@ class Session:
         taken over and kept beating. The lock's new details, or None when it could not be taken
         over (not paused any more, or taken by another)."""
         self.continue_run(run_id)
-        info = dict(self.lock_info(), run=run_id)
+        self._lock_run = run_id
+        info = self.lock_info()
         if not self.state.adopt(run_id, info):
             return None
         self._locked = True
@@ -332,14 +335,14 @@ class Session:
     def pause_with_lock(self) -> None:
         """The run pauses its rollout: its lock is marked paused and stays held when the
         session ends, for promote/abort to adopt."""
-        self.state.mark_paused(self.run_id)
+        self.state.mark_paused(self._lock_run)
         self._keep_lock = True
 
     def check_fence(self) -> None:
         """Raise LockLost when this run no longer holds its lock for sure (a backend with a
         fencing token checks it too, before each switch)."""
         if self.locked:
-            self.state.check_fence(self.run_id)
+            self.state.check_fence(self._lock_run)
         if self.locked and self.lock_lost:
             raise LockLost(f"{self.cfg.env}: lock lost: {self.lock_lost}; stopping before any further "
                            "switch")
@@ -354,5 +357,5 @@ class Session:
         self.stop_heartbeat()
         if not self.locked or self.keep_lock:
             return
-        self.state.release(self.run_id)
+        self.state.release(self._lock_run)
         self._locked = False

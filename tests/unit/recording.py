@@ -45,6 +45,7 @@ class RecordingTransport:
         self.down = down if down is not None else set()
         self.calls: list[tuple[str, str]] = []
         self.opened: dict[str, int] = {}
+        self.refused_heartbeats = 0  # heartbeats that named another run than the lock's
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -65,7 +66,7 @@ class RecordingTransport:
             if batched:
                 out.append(f"{STEP_MARK} {i}")
                 err.append(f"{STEP_MARK} {i}")
-            failed = self.fail(ep.name, step)
+            failed = self.fail(ep.name, step) or self.heartbeat_refused(step)
             if failed:
                 code, text, *printed = failed
                 err.append(text)
@@ -76,6 +77,14 @@ class RecordingTransport:
         if check and code:
             raise CommandFailed(ep.name, cmd.display, code, result.stdout, result.stderr)
         return result
+
+    def heartbeat_refused(self, step: str):
+        """`lock.heartbeat` fails, as on a host, unless the lock's details name its run."""
+        if step.startswith("grep -qF") and re.search(r"/lock/heartbeat'?$", step.strip()) and self.fleet.holder \
+                and self.fleet.holder.get("run", "") not in step:
+            self.refused_heartbeats += 1
+            return 1, ""
+        return None
 
     def answer(self, host: str, step: str, stdin) -> str:
         f = self.fleet
@@ -89,6 +98,7 @@ class RecordingTransport:
             return f"{SHA}\trefs/tags/v2"
         if LK.LEDGER_MARK in step:  # the lock taken and the ledger read in one script
             f.lock = True
+            f.holder = json.loads(stdin) if stdin else f.holder
             return f"acquired\n{LK.LEDGER_MARK}\n{f.ledger}"
         if LK.RELEASED_MARK in step:  # the last lines appended and the lock released
             with self._lock:
@@ -114,6 +124,7 @@ class RecordingTransport:
             return ""
         if "echo acquired" in step:
             f.lock = True
+            f.holder = json.loads(stdin) if stdin else f.holder
             return "acquired"
         if "pg_dump" in step:
             return "a" * 64 + " 1234"

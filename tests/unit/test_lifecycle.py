@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import time
 
 import pytest
 from recording import FakeHttp, Fleet, RecordingTransport, fake_bake
@@ -273,3 +274,26 @@ def test_maintenance_job_outside_its_window_refuses_and_contacts_nothing(tmp_pat
     assert M.run_window(cfg, JsonReporter(io.StringIO()), now=monday, force=True, reason="urgent vacuum") == 0
     start = ledger(fleet)[0]
     assert start["type"] == "maintenance.start" and "urgent vacuum" in start["forced"]
+
+
+def test_a_recovery_that_outlasts_a_heartbeat_keeps_its_lock(tmp_path, monkeypatch):
+    """recover writes into the dead run's story, but holds the lock as itself: its heartbeats
+    must name the run the lock was taken as, or the lock is judged lost at the next switch."""
+    cfg, fleet, run_id, new = died(tmp_path, lambda h, step: h == "lb1" and "state drain" in step
+                                   and "web1" not in step)
+    monkeypatch.setattr(SESSION, "HEARTBEAT_SECONDS", 0.02)
+    rec, out, t = recover(cfg, fleet)
+    slow = t.run
+
+    def run(ep, cmd, **kw):  # each command of the recovery takes a few heartbeats
+        if "/lock/" not in cmd.script:
+            time.sleep(0.05)
+        return slow(ep, cmd, **kw)
+
+    t.run = run
+    assert rec.run() == 0
+    beats = [c for h, c in t.calls if c.rstrip("'").endswith("/lock/heartbeat")]
+    assert beats and t.refused_heartbeats == 0  # every beat kept the lock alive
+    assert fleet.current == {h: OLD for h in fleet.current}
+    assert ledger(fleet, run_id)[-1]["outcome"] == "rolled_back"
+    assert not fleet.lock
