@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import cron as CR
@@ -28,29 +29,23 @@ def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for m
     """`maintenance.on/off` by hand. Without --ttl, maintenance set by hand does not expire."""
     from . import records as REC
     from .engine.maint_plan import mode_plan
-    from .engine.runs import Run
+    from .engine.runs import journaled, session_of
     from .engine.state import RunState
     from .session import Session, who
 
-    s = Session(cfg, rep, reason=f"maintenance {'on' if on else 'off'} by hand")
-    try:
+    with session_of(Session(cfg, rep, reason=f"maintenance {'on' if on else 'off'} by hand"), rep) as s:
         facts = s.facts(cfg.app_hosts)
         facts.require_reachable("maintenance")
         release = next((st.current for st in facts.hosts.values() if st.current), "")
         plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, now=time.time(), release=release)
-        run = Run(s, rep, RunState(run=s.run_id, release=release))
-        try:
+        with journaled(s, rep, RunState(run=s.run_id, release=release)) as run:
             run.ex.run(plan)
             run.write(REC.MaintenanceManual(on=on, who=who(), message=message, ttl=ttl))
-        finally:
-            run.close()
         rep.event("outcome", outcome="success", release=release,
                   message=f"{cfg.env}: maintenance {'ON' if on else 'off'} on "
                           f"{len([h for h in cfg.app_hosts if h.has('web')])} web host(s)"
                           + (f", expires in {ttl:g}s" if on and ttl else ""))
         return 0
-    finally:
-        s.close()
 
 
 def protected_backups(history: History, current: list[str]) -> set[str]:
@@ -69,18 +64,14 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
                reason: str = "", now: dt.datetime | None = None) -> int:
     """`maintenance.run`, the job cron runs: window, lock, backup with retention, the playbook's
     maintenance tasks, optionally promote a paused rollout, the gate; ledger and notices."""
-    from . import records as REC
-    from .engine.maint_plan import window_plan
     from .engine.rollback import Resume, paused_run
-    from .engine.runs import Run
-    from .engine.state import RunState
+    from .engine.runs import session_of
     from .session import Session
 
     forced = check_window(cfg, force=force, reason=reason, now=now)
     rep.event("run", message=f"scheduled maintenance of {cfg.env}" + (f" ({forced})" if forced else ""))
-    s = Session(cfg, rep, reason="scheduled maintenance")
-    has_paused = False
-    try:
+    now = now or dt.datetime.now(dt.UTC)
+    with session_of(Session(cfg, rep, reason="scheduled maintenance"), rep) as s:
         history = s.history()
         has_paused = paused_run(history) is not None
         if has_paused:
@@ -93,56 +84,76 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
         facts.require_reachable("maintenance.run")
         current = sorted({st.current for st in facts.hosts.values() if st.current})
         release = current[-1] if current else ""
-        path, removed, kept, unknown, protected = None, [], [], [], set()
-        if cfg.database and cfg.db_host:
-            db = B.Database.of(cfg.database)
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
-            protected = protected_backups(history, current)
-            names = backup_names(cfg, s) + [posixpath.basename(path)]
-            kept, removed, unknown = RT.plan(names, now or dt.datetime.now(dt.UTC), cfg.retention,
-                                             protected | {posixpath.basename(path)})
-        plan = window_plan(cfg, backup_path=path, remove=removed, release=release,
-                           gate_release=release if len(current) <= 1 else None)
-        run = Run(s, rep, RunState(run=s.run_id, release=release))
-        done = []
-        try:
-            run.write(REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id))
-            try:
-                run.ex.run(plan)
-            except DeployerError as exc:
-                run.write(REC.MaintenanceEnded(outcome="failed", error=exc.message[:2000]))
-                raise
-            if path:
-                run.write(REC.Retention(kept=kept, removed=removed, unknown=unknown, protected=sorted(protected)))
-                size = run.st.backup.size if run.st.backup is not None else 0
-                done.append(f"backup {posixpath.basename(path)} ({size} bytes), retention kept "
-                            f"{len(kept)}, removed {len(removed)}")
-                try:
-                    offsite = _bucket_retention(cfg, s, now or dt.datetime.now(dt.UTC),
-                                                protected | {posixpath.basename(path)})
-                except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
-                    msg = f"bucket retention failed: {message_of(exc)}"
-                    run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
-                    raise DeployerError(msg) from exc
-                if offsite:
-                    done.append(offsite)
-            done.append(f"{len(cfg.playbook.steps('maintenance_tasks'))} maintenance task(s)")
-            if release:
-                done.append("gate passed")
-            run.write(REC.MaintenanceEnded(outcome="success", done=done))
-        finally:
-            run.close()
-    finally:
-        try:
-            s.release_lock()
-        finally:
-            s.close()
+        done = _nightly(cfg, s, rep, forced, release, _Backups.plan(cfg, s, history, current, now), now,
+                        gate=len(current) <= 1)
     rep.event("outcome", outcome="success", release=release,
               message=f"{cfg.env}: scheduled maintenance done: " + "; ".join(done))
     if promote and has_paused:
         return Resume(cfg, rep, "promote").run()
     return 0
+
+
+@dataclass(frozen=True)
+class _Backups:
+    """The nightly backup's path and what retention keeps and removes (no database: nothing)."""
+
+    path: str | None = None
+    kept: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    protected: frozenset[str] = frozenset()
+
+    @classmethod
+    def plan(cls, cfg: Config, s, history: History, current: list[str], now: dt.datetime) -> _Backups:
+        if not (cfg.database and cfg.db_host):
+            return cls()
+        db = B.Database.of(cfg.database)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # the dump's own time, not the window's
+        path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
+        protected = protected_backups(history, current)
+        names = backup_names(cfg, s) + [posixpath.basename(path)]
+        kept, removed, unknown = RT.plan(names, now, cfg.retention, protected | {posixpath.basename(path)})
+        return cls(path, tuple(kept), tuple(removed), tuple(unknown), frozenset(protected))
+
+
+def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: _Backups,
+             now: dt.datetime, *, gate: bool) -> list[str]:
+    """The job's run: its plan executed and journaled; what it did, for the outcome."""
+    from . import records as REC
+    from .engine.maint_plan import window_plan
+    from .engine.runs import journaled
+    from .engine.state import RunState
+
+    path = backups.path
+    plan = window_plan(cfg, backup_path=path, remove=list(backups.removed), release=release,
+                       gate_release=release if gate else None)
+    done: list[str] = []
+    with journaled(s, rep, RunState(run=s.run_id, release=release),
+                   REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id)) as run:
+        try:
+            run.ex.run(plan)
+        except DeployerError as exc:
+            run.write(REC.MaintenanceEnded(outcome="failed", error=exc.message[:2000]))
+            raise
+        if path:
+            run.write(REC.Retention(kept=list(backups.kept), removed=list(backups.removed),
+                                    unknown=list(backups.unknown), protected=sorted(backups.protected)))
+            size = run.st.backup.size if run.st.backup is not None else 0
+            done.append(f"backup {posixpath.basename(path)} ({size} bytes), retention kept "
+                        f"{len(backups.kept)}, removed {len(backups.removed)}")
+            try:
+                offsite = _bucket_retention(cfg, s, now, backups.protected | {posixpath.basename(path)})
+            except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
+                msg = f"bucket retention failed: {message_of(exc)}"
+                run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
+                raise DeployerError(msg) from exc
+            if offsite:
+                done.append(offsite)
+        done.append(f"{len(cfg.playbook.steps('maintenance_tasks'))} maintenance task(s)")
+        if release:
+            done.append("gate passed")
+        run.write(REC.MaintenanceEnded(outcome="success", done=done))
+    return done
 
 
 def _bucket_retention(cfg: Config, s, now: dt.datetime, protected: set[str]) -> str | None:

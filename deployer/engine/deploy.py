@@ -14,6 +14,7 @@ from .. import facts as F
 from .. import records as REC
 from ..config import Config
 from ..errors import ConfigError, DeployerError, LockLost, NeedsHuman, Refused
+from ..ledger import History
 from ..output import Reporter
 from ..records import now_iso
 from ..release_id import new_release_id, validate_ref
@@ -21,7 +22,7 @@ from ..session import Session, who
 from ..shell import Secret
 from .deploy_plan import DeployInputs, deploy_plan
 from .plan import Plan
-from .runs import Run
+from .runs import Run, journaled, session_of
 from .state import RunState
 
 MIN_FREE_KB = 100 * 1024
@@ -145,14 +146,12 @@ class DeployRun:
 
     def dry_run(self) -> int:
         self.read_secrets()  # before anything is contacted
-        try:
+        with session_of(self.s, self.rep) as s:
             facts, release = self.prepare()
-            history = self.s.history()
-            maintenance = decide_maintenance(self.s, self.cfg, facts, self.force_maintenance, self.rep)
+            history = s.history()
+            maintenance = decide_maintenance(s, self.cfg, facts, self.force_maintenance, self.rep)
             announce(self.rep, self.plan(facts, history, release, maintenance), self.cfg)
             return 0
-        finally:
-            self.s.close()
 
     def offline_dry_run(self) -> int:
         """The plan from assumed facts (`Facts.assumed`): no host, ledger or remote contacted."""
@@ -167,69 +166,58 @@ class DeployRun:
 
     def run(self) -> int:
         self.read_secrets()  # before anything is contacted
-        cfg, s = self.cfg, self.s
-        run: Run | None = None
-        try:
-            since = now_iso()
-            with ThreadPoolExecutor(2) as pool:
-                # The lock is taken (and the ledger read) while the facts are read: one round
-                # trip less. A failed preflight wins over the lock (which is released, below).
-                giving_up = threading.Event()
-                locking = pool.submit(s.acquire_lock, self.lock_wait, read_ledger=True, stop=giving_up)
-                try:
-                    facts, release = self.prepare()
-                except BaseException:
-                    giving_up.set()
-                    wait([locking])
-                    raise
-                self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
-                # the pending-migrations probe (a scratch export on the migrate host, removed
-                # after) needs no lock: it runs while the lock is taken and the ledger read
-                probe = pool.submit(decide_maintenance, s, cfg, facts, self.force_maintenance, self.rep)
-                try:
-                    waited = locking.result()
-                    history = s.history()
-                finally:
-                    wait([probe])
-            # Another run held the lock, or ended while the facts were read (it wrote to the
-            # ledger since): what it did is the truth now, not what we read.
-            waited = waited or any(e.at >= since and e.run != s.run_id for e in history.records)
-            if waited:
-                facts = read_facts(s, cfg, self.ref, self.rep)
-                maintenance = decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)
-            else:
-                maintenance = probe.result()
+        cfg = self.cfg
+        with session_of(self.s, self.rep) as s:
+            facts, history, maintenance = self.lock_and_read(s)
             # the id is taken under the lock: release ids sort by the time they went out
             release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
             plan = self.plan(facts, history, release, maintenance)
             app = cfg.app_hosts
             st = RunState(run=s.run_id, release=release, commit=facts.commit, ref=self.ref,
                           snapshot=facts.snapshot_hosts(app), schema_before=facts.schema)
-            run = Run(s, self.rep, st, secrets=[v for _, v in self.secret_files])
-            run.write(REC.RunStarted(env=cfg.env, release=release, ref=self.ref, commit=facts.commit,
-                                     who=who(), reason=s.reason, forced=self.forced, ledger=s.ledger_id))
-            self.rep.event("run", message=f"deploying {self.ref} ({facts.commit[:7]}) to {cfg.env}: "
-                                          f"{len(app)} app hosts")
-            run.write(REC.Snapshot(hosts=st.snapshot, schema=facts.schema,
-                                   maintenance=any(facts.hosts[h.name].maintenance for h in app)))
-            if self.secret_files:
-                run.write(REC.SecretFiles(paths=[p for p, _ in self.secret_files]))
-            return self.execute(run, plan)
-        finally:
-            try:
-                if run is not None:
-                    run.close(release_lock=True)
-                self.release_lock()  # nothing when the lock was not taken (or is released)
-            finally:
-                s.close()
+            start = REC.RunStarted(env=cfg.env, release=release, ref=self.ref, commit=facts.commit,
+                                   who=who(), reason=s.reason, forced=self.forced, ledger=s.ledger_id)
+            with journaled(s, self.rep, st, start, release_lock=True,
+                           secrets=[v for _, v in self.secret_files]) as run:
+                self.rep.event("run", message=f"deploying {self.ref} ({facts.commit[:7]}) to {cfg.env}: "
+                                              f"{len(app)} app hosts")
+                run.write(REC.Snapshot(hosts=st.snapshot, schema=facts.schema,
+                                       maintenance=any(facts.hosts[h.name].maintenance for h in app)))
+                if self.secret_files:
+                    run.write(REC.SecretFiles(paths=[p for p, _ in self.secret_files]))
+                return self.execute(run, plan)
 
-    def release_lock(self) -> None:
-        try:
-            self.s.release_lock()
-        except DeployerError as exc:
-            self.rep.event("notice", message=f"lock NOT released ({exc.message.splitlines()[0]}): it "
-                                             f"is held by run {self.s.run_id}, which has ended; "
-                                             f"`inv recover --env {self.cfg.env}` frees it")
+    def lock_and_read(self, s: Session) -> tuple[F.Facts, History, bool]:
+        """The lock taken (and the ledger read) while the facts are read: one round trip less.
+        A failed preflight wins over the lock (released by `session_of`). Returns the facts,
+        the history and whether the deploy goes through maintenance mode."""
+        cfg = self.cfg
+        since = now_iso()
+        with ThreadPoolExecutor(2) as pool:
+            giving_up = threading.Event()
+            locking = pool.submit(s.acquire_lock, self.lock_wait, read_ledger=True, stop=giving_up)
+            try:
+                facts, _ = self.prepare()
+            except BaseException:
+                giving_up.set()
+                wait([locking])
+                raise
+            self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
+            # the pending-migrations probe (a scratch export on the migrate host, removed
+            # after) needs no lock: it runs while the lock is taken and the ledger read
+            probe = pool.submit(decide_maintenance, s, cfg, facts, self.force_maintenance, self.rep)
+            try:
+                waited = locking.result()
+                history = s.history()
+            finally:
+                wait([probe])
+        # Another run held the lock, or ended while the facts were read (it wrote to the
+        # ledger since): what it did is the truth now, not what we read.
+        waited = waited or any(e.at >= since and e.run != s.run_id for e in history.records)
+        if waited:
+            facts = read_facts(s, cfg, self.ref, self.rep)
+            return facts, history, decide_maintenance(s, cfg, facts, self.force_maintenance, self.rep)
+        return facts, history, probe.result()
 
     def execute(self, run: Run, plan: Plan) -> int:
         try:

@@ -22,7 +22,7 @@ from . import ops
 from .back_plan import manual_rollback_plan, rollback_plan
 from .maint_plan import mode_plan
 from .plan import Lane, Plan, Stage
-from .runs import Run
+from .runs import journaled, session_of
 from .state import RunState
 
 
@@ -56,8 +56,8 @@ class Recover:
         self.rep.event("notice", message=message)
 
     def run(self) -> int:
-        cfg, s = self.cfg, self.s
-        try:
+        cfg = self.cfg
+        with session_of(self.s, self.rep) as s:
             history = s.history()
             held = s.state.read_lock()
             if held is not None and held.paused:
@@ -73,17 +73,14 @@ class Recover:
                 self.say(f"lock held by a dead run: {held.describe()}")
                 s.state.force_release()
             s.acquire_lock(0)
-            try:
-                code = 0
-                own = s.run_id
-                for r in in_flight:
-                    try:
-                        code = max(code, self.converge(r, history))
-                    finally:
-                        s.continue_run(own)  # back to its own story
-                code = max(code, self.leftovers())
-            finally:
-                s.release_lock()
+            code = 0
+            own = s.run_id
+            for r in in_flight:
+                try:
+                    code = max(code, self.converge(r, history))
+                finally:
+                    s.continue_run(own)  # back to its own story
+            code = max(code, self.leftovers())
             if not dead_runs and code == 0:
                 self.rep.event("outcome", outcome="success", release="",
                                message=f"{cfg.env}: nothing to recover (lock free, no run in flight, "
@@ -95,8 +92,6 @@ class Recover:
                 raise NeedsHuman(f"{cfg.env}: recovery stopped: see the notices above",
                                  hint=f"then run `inv recover --env {cfg.env} --force --reason \"why\"`")
             return code
-        finally:
-            s.close()
 
     # -- one dead run ---------------------------------------------------------------------
     def converge(self, r: RunRecord, history: History) -> int:
@@ -117,8 +112,7 @@ class Recover:
             return 0
         self.add_switched_hosts(st)
         st.drained = sorted(set(st.drained) | set(self.drained_hosts()))
-        run = Run(s, self.rep, st)
-        try:
+        with journaled(s, self.rep, st) as run:
             mid = self.mid_migration(stages, records)
             if mid and not self.force:
                 self.say(f"the deploy died DURING THE MIGRATION on {cfg.migrate_host.name}: the database "
@@ -154,17 +148,12 @@ class Recover:
             run.write(REC.RunEnded(outcome="rolled_back", error="the run died; recovered",
                                    hosts=dict(st.snapshot)))
             return 0
-        finally:
-            run.close()
 
     def end_maintenance(self, run_id: str) -> int:
         """A maintenance job that died: its end is recorded, failed (nothing to undo)."""
-        run = Run(self.s, self.rep, RunState(run=run_id, release=""))
-        try:
-            run.write(REC.MaintenanceEnded(outcome="failed", error="the job died; recovered"))
-        finally:
-            run.close()
-        return 0
+        with journaled(self.s, self.rep, RunState(run=run_id, release=""),
+                       REC.MaintenanceEnded(outcome="failed", error="the job died; recovered")):
+            return 0
 
     def add_switched_hosts(self, st: RunState) -> None:
         """Defensive: a host serving the run's release is switched, recorded or not."""
@@ -180,18 +169,16 @@ class Recover:
         if target is None:
             return 0
         self.say(f"a rollback by hand to {target} died: running it again (code only)")
-        run = Run(self.s, self.rep, RunState(run=run_id, release=target))
-        try:
-            run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
-                                            now=time.time()))
+        with journaled(self.s, self.rep, RunState(run=run_id, release=target)) as run:
+            try:
+                run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
+                                                now=time.time()))
+            except DeployerError as exc:
+                run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
+                self.say(f"rollback failed: {exc.message}")
+                return 4
             run.write(REC.RollbackEnded(outcome="success", hosts={h.name: target for h in cfg.app_hosts}))
-        except DeployerError as exc:
-            run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
-            self.say(f"rollback failed: {exc.message}")
-            return 4
-        finally:
-            run.close()
-        return 0
+            return 0
 
     @staticmethod
     def mid_migration(stages: list[REC.Stage], records: list[REC.Record]) -> bool:
@@ -229,12 +216,10 @@ class Recover:
             current = facts.current(name)
             acts = ([ops.check(cfg, h, current)] if current else []) + [ops.undrain(cfg, h)]
             lanes.append(Lane(name, tuple(acts)))
-        run = Run(s, self.rep, RunState(run=s.run_id, release=""))
-        try:
-            run.ex.run(Plan("recover", "", (Stage("switch", "put back", tuple(lanes)),)))
-        except DeployerError as exc:
-            self.say(f"could not put them back: {exc.message}")
-            return 4
-        finally:
-            run.close()
-        return 0
+        with journaled(s, self.rep, RunState(run=s.run_id, release="")) as run:
+            try:
+                run.ex.run(Plan("recover", "", (Stage("switch", "put back", tuple(lanes)),)))
+            except DeployerError as exc:
+                self.say(f"could not put them back: {exc.message}")
+                return 4
+            return 0

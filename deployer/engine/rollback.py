@@ -18,7 +18,7 @@ from ..session import Session, who
 from .back_plan import manual_rollback_plan
 from .deploy import announce, announce_assumed, read_facts, succeed
 from .deploy_plan import DeployInputs, deploy_plan, offsite
-from .runs import Run
+from .runs import journaled, session_of
 from .state import RunState
 
 
@@ -96,25 +96,19 @@ class Rollback:
         return 0
 
     def run(self) -> int:
-        cfg, s = self.cfg, self.s
-        try:
-            app = cfg.app_hosts
-            try:
-                # The lock first (the hosts' connections open meanwhile), then the facts and the
-                # ledger at once: both read under the lock, so neither can be stale.
-                with ThreadPoolExecutor(2) as pool:
-                    pool.submit(s.warm, app)
-                    if not self.dry_run:
-                        s.acquire_lock(self.lock_wait)
-                    hist = pool.submit(s.history)
-                    facts = s.facts(app)
-                    history = hist.result()
-                facts.require_reachable("rollback")
-                return self.locked(app, facts, history)
-            finally:
-                s.release_lock()
-        finally:
-            s.close()
+        app = self.cfg.app_hosts
+        with session_of(self.s, self.rep) as s:
+            # The lock first (the hosts' connections open meanwhile), then the facts and the
+            # ledger at once: both read under the lock, so neither can be stale.
+            with ThreadPoolExecutor(2) as pool:
+                pool.submit(s.warm, app)
+                if not self.dry_run:
+                    s.acquire_lock(self.lock_wait)
+                hist = pool.submit(s.history)
+                facts = s.facts(app)
+                history = hist.result()
+            facts.require_reachable("rollback")
+            return self.locked(app, facts, history)
 
     def locked(self, app, facts, history: History) -> int:
         cfg, s = self.cfg, self.s
@@ -138,10 +132,9 @@ class Rollback:
                 self.rep.event("plan", stage=stage, host=host, command=command)
             return 0
         st = RunState(run=s.run_id, release=target, snapshot=facts.snapshot_hosts(app))
-        run = Run(s, self.rep, st)
-        try:
-            run.write(REC.RollbackStarted(auto=False, to=target, who=who(), restore_db=self.restore_db,
-                                          keep_db=self.keep_db, ledger=s.ledger_id))
+        start = REC.RollbackStarted(auto=False, to=target, who=who(), restore_db=self.restore_db,
+                                    keep_db=self.keep_db, ledger=s.ledger_id)
+        with journaled(s, self.rep, st, start, release_lock=True) as run:  # its last act: the release
             self.rep.event("rollback", message=f"rolling back {cfg.env}: {current} -> {target}")
             try:
                 run.ex.run(plan)
@@ -159,8 +152,6 @@ class Rollback:
             self.rep.event("outcome", outcome="success", release=target,
                            message=f"rolled back {cfg.env} to {target} on {len(app)} hosts in {took:.1f}s")
             return 0
-        finally:
-            run.close(release_lock=True)  # the run's last act (`run` releases again if need be)
 
     def backup_to_restore(self, target: str, history: History) -> REC.BackupRef:
         """`--restore-db`: the backup taken before `target` was left, checked on the db host
@@ -210,8 +201,8 @@ class Resume:
         self.s = session or Session(cfg, reporter, reason=f"{action} paused rollout")
 
     def run(self) -> int:
-        cfg, s = self.cfg, self.s
-        try:
+        cfg = self.cfg
+        with session_of(self.s, self.rep) as s:
             history = s.history()
             found = paused_run(history)
             if found is None:
@@ -222,20 +213,14 @@ class Resume:
                 held = s.state.read_lock()
                 raise Refused(f"{cfg.env}: cannot take over the paused rollout's lock "
                               f"(held by {held.describe() if held else 'nobody'})")
-            try:
-                return self.resume(run_id, records, history, info)
-            finally:
-                s.release_lock()
-        finally:
-            s.close()
+            return self.resume(run_id, records, history, info)
 
     def resume(self, run_id: str, records: list[REC.Record], history: History, info: dict) -> int:
         cfg, s = self.cfg, self.s
         st = RunState.from_events(records)
-        run = Run(s, self.rep, st)
-        try:
-            kind = REC.Resumed if self.action == "promote" else REC.Aborted
-            run.write(kind(who=info["holder"], from_host=info["host"]))
+        kind = REC.Resumed if self.action == "promote" else REC.Aborted
+        with journaled(s, self.rep, st, kind(who=info["holder"], from_host=info["host"]),
+                       release_lock=True) as run:
             self.rep.event("run", message=f"{self.action}: {st.release} ({st.ref}), {len(st.switched)} "
                                           f"host(s) switched, {st.waves_done} wave(s) done")
             if self.action == "abort":
@@ -255,5 +240,3 @@ class Resume:
             if outcome == "paused":
                 return pause(run, cfg, self.rep, plan)
             return succeed(run, cfg, self.rep, verb="promoted")
-        finally:
-            run.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .. import records as REC
@@ -17,6 +18,44 @@ from .back_plan import rollback_plan
 from .executor import Executor
 from .plan import SchemaKey
 from .state import RunState
+
+
+@contextmanager
+def session_of(s: Session, reporter: Reporter) -> Iterator[Session]:
+    """A verb's session, whatever happens in it: the lock it took or adopted released (a
+    release that fails is reported, with how to free the lock; a paused rollout keeps it), then
+    its connections closed. Every verb runs inside one."""
+    try:
+        yield s
+    finally:
+        try:
+            release_or_report(s, reporter)
+        finally:
+            s.close()
+
+
+def release_or_report(s: Session, reporter: Reporter) -> None:
+    try:
+        s.release_lock()  # nothing when no lock is held (or it was released with the last shipment)
+    except DeployerError as exc:
+        reporter.event("notice", message=f"lock NOT released ({exc.message.splitlines()[0]}): it "
+                                         f"is held by run {s.run_id}, which has ended; "
+                                         f"`inv recover --env {s.cfg.env}` frees it")
+
+
+@contextmanager
+def journaled(s: Session, reporter: Reporter, state: RunState, start: REC.Record | None = None, *,
+              release_lock: bool = False, secrets=()) -> Iterator[Run]:
+    """One run's journal: its first record written (none when it continues a run already
+    started), its last lines shipped whatever happens (and with `release_lock`, the lock
+    released in the same round trip: the run's last act)."""
+    run = Run(s, reporter, state, secrets=secrets)
+    try:
+        if start is not None:
+            run.write(start)
+        yield run
+    finally:
+        run.close(release_lock=release_lock)
 
 
 class Run:
