@@ -220,9 +220,10 @@ def report(cfg: Config, reporter: Reporter, *, release: str | None = None, out: 
 
     s = Session(cfg, reporter)
     try:
-        history = s.history()
+        events = s.ledger_events()  # the ledger as written: the report renders its own format
     finally:
         s.close()
+    history = History.fold(events)
     if release:
         rec = history.resolve(release)
         if rec is None:
@@ -232,7 +233,7 @@ def report(cfg: Config, reporter: Reporter, *, release: str | None = None, out: 
         release = history.order[-1]
     else:
         raise ConfigError(f"{cfg.env}: the ledger has no deploy to report on")
-    html = RP.render(history.raw_events(), env=cfg.env, release=release)
+    html = RP.render(events, env=cfg.env, release=release)
     path = Path(out) if out else cfg.root / "reports" / f"{cfg.env}-{release}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)

@@ -3,8 +3,8 @@
 Events are JSON objects appended (never rewritten) to `<deploy_to>/.deployer/ledger.jsonl` on the
 ledger host. `History.fold` turns them into releases, outcomes and in-flight runs (pure), all
 typed: `RunRecord`s of typed start and end records, `ReleaseRecord`s with their `REC.Snapshot` and
-`REC.BackupRef`, the records themselves (`History.records`). The JSON as written is only for
-renderers (`History.raw_events`).
+`REC.BackupRef`, the records themselves (`History.records`). The JSON as written is read only by
+renderers (`Session.ledger_events`).
 """
 
 from __future__ import annotations
@@ -106,12 +106,11 @@ class History:
 
     local_only: list[str] = field(default_factory=list)  # runs whose record is not shipped yet
     unfinished: list[RunRecord] = field(default_factory=list)  # ended needing a human, not superseded
-    _raw: list[dict] = field(default_factory=list, repr=False)  # the JSON objects `records` came from
 
     @classmethod
     def fold(cls, events: list[dict]) -> History:
         """Releases, outcomes and unfinished runs, from the typed records of the ledger."""
-        h = cls(records=REC.parse_all(events), _raw=events)
+        h = cls(records=REC.parse_all(events))
         for e in h.records:
             h._fold(e)
         h.in_flight = [r for r in h.runs.values() if r.end is None]
@@ -154,11 +153,6 @@ class History:
     def records_of(self, run: str) -> list[REC.Record]:
         """The typed records of one run, in ledger order."""
         return [e for e in self.records if e.run == run]
-
-    def raw_events(self) -> list[dict]:
-        """The ledger's JSON objects as written (every field, unknown kinds too), for renderers
-        such as the HTML report. Everything else reads `records`."""
-        return self._raw
 
     def resolve(self, target: str, present=None) -> ReleaseRecord | None:
         """A release by id, unique id prefix, or the git ref it was deployed from: of the

@@ -165,8 +165,20 @@ class Session:
     def history(self, ship_first: bool = True):
         """The ledger's history, with this machine's records not shipped yet (shipped first when
         the ledger answers). `local_only` lists the runs whose record is still only local."""
-        from . import journal as J
         from .ledger import History
+
+        events, local = self._ledger(ship_first)
+        h = History.fold(events)
+        h.local_only = local
+        return h
+
+    def ledger_events(self) -> list[dict]:
+        """The ledger's JSON objects as written (this machine's records not shipped yet
+        included), for what renders the ledger's own format (the HTML report)."""
+        return self._ledger(True)[0]
+
+    def _ledger(self, ship_first: bool) -> tuple[list[dict], list[str]]:
+        from . import journal as J
         from .records import dedupe
 
         events, self._ledger_read = self._ledger_read, None
@@ -187,9 +199,7 @@ class Session:
         local = J.local_only(self.cfg.env, self.ledger_id)
         for path in local:
             events += J.read_records(path)
-        h = History.fold(dedupe(events))
-        h.local_only = sorted({p.stem for p in local})
-        return h
+        return dedupe(events), sorted({p.stem for p in local})
 
     def facts(self, hosts: list[Host], ref: str | None = None):
         """Read every host's facts in one command each, in parallel."""

@@ -1,7 +1,7 @@
 """`History.fold`: the ledger's JSON objects folded into typed runs, releases and backups.
 
-Readers use attributes (`run.kind`, `run.end.outcome`, `release.backup.path`); the JSON as
-written stays available, unchanged, to the renderers (`raw_events`).
+Readers use attributes (`run.kind`, `run.end.outcome`, `release.backup.path`); History holds no
+dict (the JSON as written is read for renderers by `Session.ledger_events`).
 """
 
 from __future__ import annotations
@@ -103,10 +103,9 @@ def test_old_records_fold_with_their_defaults():
     assert h.releases[A].outcome == "?" and h.runs["r1"].outcome == "" and h.in_flight == []
 
 
-def test_records_are_typed_and_the_json_is_kept_for_renderers():
+def test_records_are_typed_unknown_kinds_kept_whole():
     events = ledger()
     h = History.fold(events)
-    assert h.raw_events() is events
     assert [type(e) for e in h.records_of("m1")] == [REC.MaintenanceStarted, REC.Unknown]
     assert h.records_of("m1")[1].data == {"type": "some.future.kind", "run": "m1", "x": 1}
     assert len(h.records) == len(events)
