@@ -180,7 +180,7 @@ class Playbook(_Model):
         """Hook steps run before/after an engine stage."""
         if stage not in HOOK_STAGES:
             raise ValueError(f"unknown hook stage {stage!r}")
-        return list(getattr(self.hooks, when).get(stage, []))
+        return list((self.hooks.before if when == "before" else self.hooks.after).get(stage, []))
 
     def all_steps(self) -> list[Step]:
         """Every step of the playbook (stages and hooks)."""

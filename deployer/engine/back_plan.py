@@ -8,6 +8,7 @@ from ..commands import backup as B
 from ..commands import releases as R
 from ..config import Config, Host
 from ..shell import raw
+from ..stages import StageName
 from . import ops
 from .deploy_plan import offsite
 from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage
@@ -47,7 +48,7 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
         if offsite(cfg):  # the local copy may be gone: fetched back (sha256 checked) first
             acts = (Action(host=cfg.db_host.name, backend=EnsureBackup(st.backup.path, st.backup.sha256),
                            what="backup from off-site"),) + acts
-        return Stage("database", f"restore {st.backup.path}", (Lane(cfg.db_host.name, acts),),
+        return Stage(StageName.DATABASE, f"restore {st.backup.path}", (Lane(cfg.db_host.name, acts),),
                      refuse_on=(B.FENCE_REFUSED, lost))
     host = cfg.migrate_host
     down = cfg.playbook.steps("migrate", "down")
@@ -61,7 +62,7 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
         f"{cfg.db_host.name if cfg.db_host else 'the db host'} with `inv rollback --env {cfg.env} "
         f"--restore-db`")
     if not down or host is None or before is None:
-        return Stage("database", "needs a human", refuse=refusal)
+        return Stage(StageName.DATABASE, "needs a human", refuse=refusal)
     prev = st.snapshot.get(host.name) or st.release
     vals = ops.values(cfg, host, st.release, target_version=before,
                       previous_release=prev)
@@ -75,7 +76,7 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
 
     act = Action(host=host.name, command=Command(script, run.display), what="down migrations",
                  effect=Effect.DB_RESTORED, timeout=cfg.ssh.command_timeout)
-    return Stage("database", f"down migrations to schema {before}", (Lane(host.name, (act,)),),
+    return Stage(StageName.DATABASE, f"down migrations to schema {before}", (Lane(host.name, (act,)),),
                  refuse_on=(DOWN_REFUSED, refusal))
 
 
@@ -98,14 +99,14 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     if migrated:
         stages.append(database_stage(cfg, st))
     restarted = [h for h in app if h.name in st.workers_restarted or (migrated and h.has("worker"))]
-    stages.append(Stage("worker_restart", "snapshot release", _workers(cfg, restarted, snap)))
+    stages.append(Stage(StageName.WORKER_RESTART, "snapshot release", _workers(cfg, restarted, snap)))
     if st.maintenance_on:
-        stages.append(Stage("maintenance", "off", ops.maintenance_lanes(cfg, app, False, ttl=None)))
+        stages.append(Stage(StageName.MAINTENANCE, "off", ops.maintenance_lanes(cfg, app, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", app)
     leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
-    stages.append(Stage("finalize", f"{st.release} marked bad", rm, best_effort=True))
+    stages.append(Stage(StageName.FINALIZE, f"{st.release} marked bad", rm, best_effort=True))
     return Plan("rollback", st.release, tuple(stages))
 
 
@@ -117,16 +118,16 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     if backup is not None:
         lanes = ops.maintenance_lanes(cfg, hosts, True, ttl=cfg.maintenance_ttl,
                                       message="Restoring, back shortly", now=now, release=target)
-        stages.append(Stage("maintenance", "on", lanes))
+        stages.append(Stage(StageName.MAINTENANCE, "on", lanes))
         db = B.Database.of(cfg.database)
         act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
                      command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup.path).script),
                      timeout=cfg.ssh.command_timeout, records=(RecordBackup(0, safety_path),))
-        stages.append(Stage("database", f"restore {backup.path}", (Lane(cfg.db_host.name, (act,)),)))
+        stages.append(Stage(StageName.DATABASE, f"restore {backup.path}", (Lane(cfg.db_host.name, (act,)),)))
     lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)
     stages.append(ops.switch_stage(cfg, f"to {target}", lanes))
-    stages.append(Stage("worker_restart", target, _workers(cfg, hosts, {h.name: target for h in hosts})))
+    stages.append(Stage(StageName.WORKER_RESTART, target, _workers(cfg, hosts, {h.name: target for h in hosts})))
     if backup is not None:
-        stages.append(Stage("maintenance", "off", ops.maintenance_lanes(cfg, hosts, False, ttl=None)))
+        stages.append(Stage(StageName.MAINTENANCE, "off", ops.maintenance_lanes(cfg, hosts, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", hosts)
     return Plan("rollback", target, tuple(stages))

@@ -20,6 +20,7 @@ from ..records import now_iso
 from ..release_id import new_release_id, validate_ref
 from ..session import Session, who
 from ..shell import Secret
+from ..stages import StageName
 from .deploy_plan import DeployInputs, deploy_plan
 from .plan import Plan
 from .runs import Run, journaled, session_of
@@ -138,7 +139,7 @@ class DeployRun:
 
     def prepare(self) -> tuple[F.Facts, str]:
         cfg = self.cfg
-        self.rep.event("stage", stage="preflight", state="start",
+        self.rep.event("stage", stage=StageName.PREFLIGHT, state="start",
                        detail=f"{len(cfg.hosts)} hosts, ref {self.ref}")
         facts = read_facts(self.s, cfg, self.ref, self.rep)
         release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
@@ -202,7 +203,7 @@ class DeployRun:
                 giving_up.set()
                 wait([locking])
                 raise
-            self.rep.event("stage", stage="lock", state="start", detail=f"on {s.state.where()}")
+            self.rep.event("stage", stage=StageName.LOCK, state="start", detail=f"on {s.state.where()}")
             # the pending-migrations probe (a scratch export on the migrate host, removed
             # after) needs no lock: it runs while the lock is taken and the ledger read
             probe = pool.submit(decide_maintenance, s, cfg, facts, self.force_maintenance, self.rep)

@@ -15,8 +15,9 @@ from ..commands import releases as R
 from ..config import Config, Host
 from ..facts import Facts
 from ..shell import Secret, batch, chain, raw
+from ..stages import StageName
 from . import ops
-from .plan import Action, Effect, Lane, Plan, RecordBackup, RecordSchema, SchemaKey, Stage, UploadBackup
+from .plan import Action, Effect, Hook, Lane, Plan, RecordBackup, RecordSchema, SchemaKey, Stage, UploadBackup
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"
 MIGRATION_MESSAGE = "Upgrading the database, back shortly"
@@ -36,19 +37,19 @@ class DeployInputs:
     snapshot: dict[str, str | None] = field(default_factory=dict)  # promote: the run's snapshot
 
 
-def hooks(cfg: Config, when: str, stage: str, hosts: list[Host], release: str, vals: dict,
+def hooks(cfg: Config, when: Hook, stage: StageName, hosts: list[Host], release: str, vals: dict,
           wave: int = 0) -> list[Stage]:
     steps = cfg.playbook.hooks_for(when, stage)
     if not steps:
         return []
     lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, steps, h, ops.values(cfg, h, release, **vals)),
                                     what=f"{when} {stage}")]) for h in hosts])
-    return [Stage(f"{when}:{stage}", lanes=lanes, wave=wave)] if lanes else []
+    return [Stage(stage, lanes=lanes, wave=wave, hook=when)] if lanes else []
 
 
 def around(cfg: Config, stage: Stage, hosts: list[Host], release: str, vals: dict) -> list[Stage]:
-    return (hooks(cfg, "before", stage.name, hosts, release, vals, stage.wave) + [stage]
-            + hooks(cfg, "after", stage.name, hosts, release, vals, stage.wave))
+    return (hooks(cfg, Hook.BEFORE, stage.name, hosts, release, vals, stage.wave) + [stage]
+            + hooks(cfg, Hook.AFTER, stage.name, hosts, release, vals, stage.wave))
 
 
 def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
@@ -66,20 +67,20 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     stages: list[Stage] = []
     ttl = cfg.maintenance_ttl
     if inp.start_wave == 0:
-        for name in ("preflight", "lock"):
-            stages += hooks(cfg, "before", name, app, rel, common) + hooks(cfg, "after", name, app, rel, common)
-        stages += around(cfg, Stage("snapshot"), app, rel, common)
+        for name in (StageName.PREFLIGHT, StageName.LOCK):
+            stages += hooks(cfg, Hook.BEFORE, name, app, rel, common) + hooks(cfg, Hook.AFTER, name, app, rel, common)
+        stages += around(cfg, Stage(StageName.SNAPSHOT), app, rel, common)
         # maintenance: only when needed; the dead-man switch brings the site back if we die
         lanes = ops.maintenance_lanes(cfg, app, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now,
                                       release=rel) if inp.maintenance else ()
-        stages += around(cfg, Stage("maintenance", "on" if inp.maintenance else "not needed", lanes),
+        stages += around(cfg, Stage(StageName.MAINTENANCE, "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
         stages += around(cfg, backup_stage(cfg, rel, fence=inp.maintenance), app, rel, common)
         stages += around(cfg, pull_stage(cfg, app, inp, vals), app, rel, common)
         stages += around(cfg, migrate_stage(cfg, web, inp, vals), app, rel, common)
         warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
                                        what="cache warm")]) for h in app])
-        stages += around(cfg, Stage("cache_warm", lanes=warm), app, rel, common)
+        stages += around(cfg, Stage(StageName.CACHE_WARM, lanes=warm), app, rel, common)
     stages += wave_stages(cfg, inp, vals)
     stages += around(cfg, finalize_stage(cfg, facts, inp, vals, snapshot), app, rel, common)
     if inp.maintenance:  # done only when users get the app again through the load balancer
@@ -94,7 +95,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
 def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
     """The backup; under maintenance mode, then the write fence (what a lossless restore checks)."""
     if not (cfg.database and cfg.db_host):
-        return Stage("backup", "no database")
+        return Stage(StageName.BACKUP, "no database")
     db = B.Database.of(cfg.database)
     path = B.backup_path(db, cfg.env, release)
     # a fence a crashed run left behind goes first: the dump must not carry it, nor its notes
@@ -104,7 +105,7 @@ def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
     acts = (act,)
     if offsite(cfg):  # then a copy off the host, checked against the recorded sha256
         acts += (Action(host=cfg.db_host.name, backend=UploadBackup(path), what="backup off-site"),)
-    return Stage("backup", path, (Lane(cfg.db_host.name, acts),))
+    return Stage(StageName.BACKUP, path, (Lane(cfg.db_host.name, acts),))
 
 
 def offsite(cfg: Config) -> bool:
@@ -128,14 +129,14 @@ def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:
         else:
             acts = [ops.run(h, code + build, what="pull", effect=Effect.PULLED)]
         pairs.append((h, acts))
-    return Stage("pull", inp.commit[:12], ops.lanes(pairs))
+    return Stage(StageName.PULL, inp.commit[:12], ops.lanes(pairs))
 
 
 def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stage:
     steps = cfg.playbook.steps("migrate", "run")
     host = cfg.migrate_host
     if not steps or host is None:
-        return Stage("migrate", "nothing to migrate")
+        return Stage(StageName.MIGRATE, "nothing to migrate")
     version = cfg.playbook.steps("migrate", "version")
     # The migration's own connections name themselves: the write fence tells them from others.
     run = steps[0].command(vals(host))
@@ -156,7 +157,7 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
         acts += [ops.maintenance(cfg, h, True, ttl=cfg.maintenance_ttl, message=MAINTENANCE_MESSAGE,
                                  now=inp.now, release=inp.release, what="maintenance: migrated",
                                  journaled=False) for h in web]
-    return Stage("migrate", host.name, (Lane(host.name, tuple(a for a in acts if a)),))
+    return Stage(StageName.MIGRATE, host.name, (Lane(host.name, tuple(a for a in acts if a)),))
 
 
 def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
@@ -174,7 +175,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
         # Under maintenance mode the workers stay stopped (writers fenced) until it ends.
         hold = inp.maintenance and cfg.playbook.stages.maintenance.hold_workers
         workers = [] if hold else worker_lanes(cfg, wave, vals)
-        out += around(cfg, Stage("worker_restart", label + (" (after maintenance)" if hold else ""),
+        out += around(cfg, Stage(StageName.WORKER_RESTART, label + (" (after maintenance)" if hold else ""),
                                  ops.lanes(workers), wave=n), wave, inp.release, common)
         checks = []
         for h in wave:
@@ -184,7 +185,7 @@ def wave_stages(cfg: Config, inp: DeployInputs, vals) -> list[Stage]:
             checks.append((h, [ops.run(h, cmds, what="gate checks")]))
         bake = spec.bake or 0.0
         pause = bool(spec.pause) and n < len(waves) and not inp.maintenance
-        out += around(cfg, Stage("gate", label + (f", bake {bake:g}s" if bake else ""), ops.lanes(checks),
+        out += around(cfg, Stage(StageName.GATE, label + (f", bake {bake:g}s" if bake else ""), ops.lanes(checks),
                                  wave=n, bake=bake, pause_after=pause), wave, inp.release, common)
     return out
 
@@ -229,7 +230,7 @@ def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot:
         # release
         for (_h, acts), (_, workers) in zip(pairs, worker_lanes(cfg, cfg.app_hosts, vals), strict=True):
             acts += workers
-    return Stage("finalize", "", ops.lanes(pairs))
+    return Stage(StageName.FINALIZE, "", ops.lanes(pairs))
 
 
 def unfence_stage(cfg: Config, inp: DeployInputs) -> list[Stage]:
@@ -237,4 +238,4 @@ def unfence_stage(cfg: Config, inp: DeployInputs) -> list[Stage]:
     if not (inp.maintenance and cfg.database and cfg.db_host):
         return []
     act = Action(host=cfg.db_host.name, command=B.unfence(B.Database.of(cfg.database)), what="unfence")
-    return [Stage("finalize", "write fence removed", (Lane(cfg.db_host.name, (act,)),), best_effort=True)]
+    return [Stage(StageName.FINALIZE, "write fence removed", (Lane(cfg.db_host.name, (act,)),), best_effort=True)]

@@ -19,6 +19,7 @@ from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, Needs
 from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
 from ..signals import deferred
+from ..stages import StageName
 from . import plan as P
 from .plan import Action, Effect, Lane, Plan, Stage
 from .state import RunState
@@ -105,9 +106,9 @@ class Executor:
             raise KeyboardInterrupt
 
     def run_stage(self, stage: Stage, plan: Plan) -> None:
-        label = f"{stage.name}" + (f" (wave {stage.wave})" if stage.wave else "")
-        self.write(REC.Stage(stage=stage.name, state="start", detail=stage.detail, wave=stage.wave))
-        self.rep.event("stage", stage=stage.name, state="start", detail=stage.detail)
+        label = f"{stage.label}" + (f" (wave {stage.wave})" if stage.wave else "")
+        self.write(REC.Stage(stage=stage.label, state="start", detail=stage.detail, wave=stage.wave))
+        self.rep.event("stage", stage=stage.label, state="start", detail=stage.detail)
         t0 = time.monotonic()
         try:
             if stage.refuse:
@@ -116,7 +117,7 @@ class Executor:
             if failures and stage.best_effort:
                 for host, exc in sorted(failures.items()):
                     msg = self.redact(message_of(exc).splitlines()[0])
-                    self.rep.event("notice", message=f"{stage.name}: not done on {host} ({msg}); harmless")
+                    self.rep.event("notice", message=f"{stage.label}: not done on {host} ({msg}); harmless")
                 failures = {}
             if failures:
                 for exc in failures.values():
@@ -132,13 +133,13 @@ class Executor:
                 self.bake(stage)
         except BaseException as exc:
             msg = message_of(exc)
-            self.write(REC.Stage(stage=stage.name, state="failed", wave=stage.wave,
+            self.write(REC.Stage(stage=stage.label, state="failed", wave=stage.wave,
                                  error=self.redact(msg)[:2000]))
-            self.rep.event("stage", stage=stage.name, state="failed", error=self.redact(msg)[:2000])
+            self.rep.event("stage", stage=stage.label, state="failed", error=self.redact(msg)[:2000])
             self.journal.request_ship()
             raise
         took = round(time.monotonic() - t0, 3)
-        self.write(REC.Stage(stage=stage.name, state="done", wave=stage.wave, seconds=took))
+        self.write(REC.Stage(stage=stage.label, state="done", wave=stage.wave, seconds=took))
         self.journal.request_ship()
 
     def _refusal(self, stage: Stage, exc: BaseException) -> str | None:
@@ -155,7 +156,7 @@ class Executor:
         width = max(1, min(stage.limit or self.s.transport.parallel, self.s.transport.parallel, len(lanes)))
         stop = threading.Event()
         it = iter(lanes)
-        with ThreadPoolExecutor(max_workers=width, thread_name_prefix=stage.name) as pool:
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix=stage.label) as pool:
             running: dict = {}
 
             def submit() -> None:
@@ -196,7 +197,7 @@ class Executor:
             self.run_action(stage, lane.subject, action)
 
     def run_action(self, stage: Stage, subject: str, a: Action) -> None:
-        label = f"{stage.name} w{stage.wave}" if stage.wave else stage.name
+        label = f"{stage.label} w{stage.wave}" if stage.wave else stage.label
         self.rep.event("command", stage=label, host=a.host, command=a.display())
         if a.effect is Effect.SWITCHED:
             self.s.check_fence()  # a run that lost its lock switches nothing more
@@ -264,7 +265,7 @@ class Executor:
         """Journal the failure with both streams' tails (already masked), tell the reporter (not
         for a best-effort stage: its notice says the failure is harmless), and give the error back
         to raise."""
-        self.write(REC.StepFailed(stage=stage.name, wave=stage.wave, host=a.host, what=a.what,
+        self.write(REC.StepFailed(stage=stage.label, wave=stage.wave, host=a.host, what=a.what,
                                   command=exc.command, exit_status=exc.exit_status,
                                   timed_out=exc.timed_out, stdout=exc.output.stdout,
                                   stderr=exc.output.stderr))
@@ -346,7 +347,7 @@ class Executor:
 
         def loop() -> None:
             while not stop.wait(every):
-                if not self.st.maintenance_on or (self.stage and self.stage.name == "migrate"):
+                if not self.st.maintenance_on or (self.stage and self.stage.label == StageName.MIGRATE):
                     continue
                 for host, cmd in plan.keepalive.items():
                     try:

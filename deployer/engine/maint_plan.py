@@ -7,6 +7,7 @@ import posixpath
 from ..commands import backup as B
 from ..config import Config
 from ..shell import argv
+from ..stages import StageName
 from . import ops
 from .deploy_plan import offsite
 from .plan import Action, Lane, Plan, RecordBackup, Stage, UploadBackup
@@ -16,7 +17,7 @@ def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | N
               release: str) -> Plan:
     lanes = ops.maintenance_lanes(cfg, cfg.app_hosts, on, ttl=ttl, message=message, retry=retry, now=now,
                                   release=release)
-    stages = [Stage("maintenance", "on" if on else "off", lanes)]
+    stages = [Stage(StageName.MAINTENANCE, "on" if on else "off", lanes)]
     # on or off, done only when the load balancer sees every server UP: users get the app's
     # maintenance page, or the app, not the load balancer's "no server is available"
     stages += ops.lb_up_stage(cfg, "maintenance", cfg.app_hosts)
@@ -34,22 +35,22 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
         acts: tuple[Action, ...] = (act,)
         if offsite(cfg):  # a copy in the bucket too, checked against the recorded sha256
             acts += (Action(host=cfg.db_host.name, backend=UploadBackup(backup_path), what="backup off-site"),)
-        stages.append(Stage("backup", backup_path, (Lane(cfg.db_host.name, acts),)))
+        stages.append(Stage(StageName.BACKUP, backup_path, (Lane(cfg.db_host.name, acts),)))
         if remove:
             rm = Action(host=cfg.db_host.name, what="retention",
                         command=argv("rm", "-f", "--", *[posixpath.join(db.backup_dir, n) for n in remove]))
-            stages.append(Stage("retention", f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
+            stages.append(Stage(StageName.RETENTION, f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
     tasks = cfg.playbook.steps("maintenance_tasks")
     lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, tasks, h, ops.values(
         cfg, h, release, release_path=cfg.layout.current)), what="maintenance tasks")]) for h in cfg.app_hosts])
-    stages.append(Stage("maintenance_tasks", f"{len(tasks)} task(s)", lanes))
+    stages.append(Stage(StageName.MAINTENANCE_TASKS, f"{len(tasks)} task(s)", lanes))
     if release:
         checks = tuple(Lane(h.name, (ops.check(cfg, h, gate_release or release),))
                        for h in cfg.app_hosts if h.has("web"))
         if gate_release is None:  # hosts disagree: check each answers, whatever its release
             checks = tuple(Lane(h.name, (_any_release(ops.check(cfg, h, release)),))
                            for h in cfg.app_hosts if h.has("web"))
-        stages.append(Stage("gate", "", checks))
+        stages.append(Stage(StageName.GATE, "", checks))
     return Plan("maintenance", release, tuple(stages))
 
 

@@ -10,6 +10,7 @@ from ..commands import lb as LB
 from ..commands import releases as R
 from ..config import Config, Host
 from ..shell import Command, argv, batch, chain
+from ..stages import StageName
 from .plan import Action, Effect, HttpCheck, Lane, Stage
 
 FAST_POLL = 0.05  # health checks poll this often within the configured budget
@@ -118,7 +119,7 @@ def switch_limit(cfg: Config) -> int | None:
 def switch_stage(cfg: Config, detail: str, lanes: tuple[Lane, ...], **opts) -> Stage:
     """The `switch` stage of `lanes` (`switch_lane`s), at most `switch_limit` of them at once;
     `opts`: the Stage's other fields (wave, stop_on_failure)."""
-    return Stage("switch", detail, lanes, limit=switch_limit(cfg), **opts)
+    return Stage(StageName.SWITCH, detail, lanes, limit=switch_limit(cfg), **opts)
 
 
 def max_unavailable(value: int | str, total: int) -> int:

@@ -16,6 +16,7 @@ import enum
 from dataclasses import dataclass, field
 
 from ..shell import Command, Secret
+from ..stages import StageName
 
 
 class Effect(enum.Enum):
@@ -142,9 +143,14 @@ class Lane:
     actions: tuple[Action, ...]
 
 
+class Hook(enum.StrEnum):
+    BEFORE = "before"
+    AFTER = "after"
+
+
 @dataclass(frozen=True)
 class Stage:
-    name: str  # a name of STAGES, or "before:<stage>" / "after:<stage>" for hooks
+    name: StageName
     detail: str = ""
     lanes: tuple[Lane, ...] = ()
     limit: int | None = None  # lanes at once (max_unavailable for switches)
@@ -155,6 +161,12 @@ class Stage:
     refuse: str = ""  # reaching this stage stops the run: a human must act (the message says how)
     refuse_on: tuple = ()  # (exit status, message): an action exiting so needs a human
     best_effort: bool = False  # failures are reported, not raised (cleanup of what nothing uses)
+    hook: Hook | None = None  # the playbook's hook run before or after stage `name`
+
+    @property
+    def label(self) -> str:
+        """What the journal, the ledger and the output call it: `switch`, `before:switch`."""
+        return f"{self.hook}:{self.name}" if self.hook else str(self.name)
 
     def actions(self) -> list[Action]:
         return [a for lane in self.lanes for a in lane.actions]
@@ -172,7 +184,7 @@ class Plan:
         """(stage, host, command) in execution order, as `--dry-run` prints them."""
         rows = []
         for st in self.stages:
-            label = f"{st.name} w{st.wave}" if st.wave else st.name
+            label = f"{st.label} w{st.wave}" if st.wave else st.label
             for a in st.actions():
                 rows.append((label, a.host, a.display()))
         return rows

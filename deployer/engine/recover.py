@@ -18,6 +18,7 @@ from ..errors import DeployerError, NeedsHuman, Refused
 from ..ledger import History, RunKind, RunRecord
 from ..output import Reporter
 from ..session import STALE_AFTER, Session
+from ..stages import StageName
 from . import ops
 from .back_plan import manual_rollback_plan, rollback_plan
 from .maint_plan import mode_plan
@@ -122,7 +123,7 @@ class Recover:
                          "back code and database to the snapshot)")
                 return 4
             rolling_back = REC.RollbackStarted in kinds
-            finalizing = any(e.stage == "finalize" for e in stages) and not rolling_back
+            finalizing = any(e.stage == StageName.FINALIZE for e in stages) and not rolling_back
             if finalizing:
                 self.say(f"it had passed every gate: finishing it ({st.release} stays)")
                 plan = Plan("recover", st.release, tuple(
@@ -182,8 +183,8 @@ class Recover:
 
     @staticmethod
     def mid_migration(stages: list[REC.Stage], records: list[REC.Record]) -> bool:
-        started = any(e.stage == "migrate" and e.state == "start" for e in stages)
-        ended = any(e.stage == "migrate" and e.state in ("done", "failed") for e in stages)
+        started = any(e.stage == StageName.MIGRATE and e.state == "start" for e in stages)
+        ended = any(e.stage == StageName.MIGRATE and e.state in ("done", "failed") for e in stages)
         return started and not ended and not any(isinstance(e, REC.Migrated) for e in records)
 
     # -- what no run explains -------------------------------------------------------------
@@ -200,7 +201,7 @@ class Recover:
         cfg = self.cfg
         lanes = tuple(Lane(h.name, (ops.undrain(cfg, h, wait_up=not st.maintenance_on),))
                       for h in cfg.app_hosts if h.name in st.drained)
-        return [Stage("switch", "put back", lanes)] if lanes else []
+        return [Stage(StageName.SWITCH, "put back", lanes)] if lanes else []
 
     def leftovers(self) -> int:
         """Servers left drained by nobody's run: checked, then put back."""
@@ -218,7 +219,7 @@ class Recover:
             lanes.append(Lane(name, tuple(acts)))
         with journaled(s, self.rep, RunState(run=s.run_id, release="")) as run:
             try:
-                run.ex.run(Plan("recover", "", (Stage("switch", "put back", tuple(lanes)),)))
+                run.ex.run(Plan("recover", "", (Stage(StageName.SWITCH, "put back", tuple(lanes)),)))
             except DeployerError as exc:
                 self.say(f"could not put them back: {exc.message}")
                 return 4

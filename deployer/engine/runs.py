@@ -14,6 +14,7 @@ from ..journal import Journal
 from ..output import Reporter
 from ..session import Session, who
 from ..signals import deferred
+from ..stages import StageName
 from .back_plan import rollback_plan
 from .executor import Executor
 from .plan import SchemaKey
@@ -174,7 +175,7 @@ class Run:
         lanes = ops.maintenance_lanes(cfg, web, True, ttl=None, message=msg, release=self.st.release,
                                       what="maintenance held", journaled=False)
         try:
-            self.ex.run(Plan("rollback", self.st.release, (Stage("maintenance", "held: " + why[:80], lanes),)))
+            self.ex.run(Plan("rollback", self.st.release, (Stage(StageName.MAINTENANCE, "held: " + why[:80], lanes),)))
         except DeployerError:
             pass
 
