@@ -4,12 +4,11 @@ abort, maintenance, recover). Pure: they build values, they never run anything."
 from __future__ import annotations
 
 import math
-import time
 
 from ..commands import lb as LB
 from ..commands import releases as R
 from ..config import Config, Host
-from ..shell import Command, argv, batch, chain
+from ..shell import Command, HostDeadline, argv, batch, chain
 from ..stages import StageName
 from .plan import Action, Effect, HttpCheck, Lane, Stage
 
@@ -192,15 +191,17 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
 
 # -- maintenance mode -------------------------------------------------------------------------
 def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, message: str = "",
-                     retry: int = 60, now: float | None = None, release: str = "") -> list[Command]:
-    """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`)."""
+                     retry: int = 60, release: str = "") -> list[Command]:
+    """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`). The
+    flag's expiry is `ttl` seconds from when the host writes it, by the host's own clock (the
+    clock its app and its dead-man switch read), never a time computed here."""
     state_path = cfg.layout.state
     web = host.has("web")  # the dead-man switch lives where the site is served
     if not on:
         return ([R.watchdog_stop(state_path)] if web else []) + step_commands(
             cfg, cfg.playbook.steps("maintenance", "off"), host,
             values(cfg, host, release, message="", retry=0, expires_at=""))
-    expires = f"{(now or time.time()) + float(ttl):.0f}" if ttl else ""
+    expires = HostDeadline(ttl) if ttl else ""
     vals = values(cfg, host, release, message=message, retry=retry, expires_at=expires)
     cmds = step_commands(cfg, cfg.playbook.steps("maintenance", "on"), host, vals)
     if web:

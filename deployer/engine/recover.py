@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 from .. import records as REC
 from ..commands import lb as LB
@@ -127,7 +126,7 @@ class Recover:
             if finalizing:
                 self.say(f"it had passed every gate: finishing it ({st.release} stays)")
                 plan = Plan("recover", st.release, tuple(
-                    ([mode_plan(cfg, False, message="", retry=0, ttl=None, now=time.time(),
+                    ([mode_plan(cfg, False, message="", retry=0, ttl=None,
                                 release=st.release).stages[0]] if st.maintenance_on else [])
                     + self.undrain_stage(st)))
                 run.ex.run(plan)
@@ -172,8 +171,7 @@ class Recover:
         self.say(f"a rollback by hand to {target} died: running it again (code only)")
         with journaled(self.s, self.rep, RunState(run=run_id, release=target)) as run:
             try:
-                run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
-                                                now=time.time()))
+                run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
                 self.say(f"rollback failed: {exc.message}")
