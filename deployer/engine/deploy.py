@@ -204,6 +204,8 @@ class DeployRun:
                 giving_up.set()
                 wait([locking])
                 raise
+            if locking.done() and locking.exception() is not None:
+                raise locking.exception()  # refused (held, state unwritable): no probe either
             self.rep.event("stage", stage=StageName.LOCK, state="start", detail=f"on {s.state.where()}")
             # the pending-migrations probe (a scratch export on the migrate host, removed
             # after) needs no lock: it runs while the lock is taken and the ledger read

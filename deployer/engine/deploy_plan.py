@@ -69,7 +69,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     if inp.start_wave == 0:
         for name in (StageName.PREFLIGHT, StageName.LOCK):
             stages += hooks(cfg, Hook.BEFORE, name, app, rel, common) + hooks(cfg, Hook.AFTER, name, app, rel, common)
-        stages += around(cfg, Stage(StageName.SNAPSHOT), app, rel, common)
+        stages += around(cfg, snapshot_stage(cfg, snapshot), app, rel, common)
         # maintenance: only when needed; the dead-man switch brings the site back if we die
         lanes = ops.maintenance_lanes(cfg, app, True, ttl=ttl, message=MAINTENANCE_MESSAGE,
                                       release=rel) if inp.maintenance else ()
@@ -90,6 +90,22 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     if inp.maintenance and ttl:
         keepalive = {h.name: ops.watchdog(cfg, h, ttl, rel) for h in web}
     return Plan("deploy", rel, tuple(stages), keepalive=keepalive)
+
+
+#: a probe accepts a heartbeat this many seconds old (the worker's own period, and then some)
+PROBE_SLACK = 2
+
+
+def snapshot_stage(cfg: Config, snapshot: dict[str, str | None]) -> Stage:
+    """The snapshot, with a probe of each worker host's health on the release it serves (before
+    anything changes): a host whose worker passes is journaled WORKER_HEALTHY. A failing probe
+    changes nothing: it only tells, if the deploy then fails on that host, that the host's
+    environment was unhealthy before (the release is then not marked bad)."""
+    pairs = [(h, [ops.worker_check(cfg, h, snapshot[h.name], effect=Effect.WORKER_HEALTHY,
+                                   slack=PROBE_SLACK, what="worker probe")])
+             for h in cfg.app_hosts if snapshot.get(h.name)]
+    return Stage(StageName.SNAPSHOT, "", ops.lanes(pairs), best_effort=True,
+                 best_effort_note="its worker was unhealthy before the deploy")
 
 
 def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:

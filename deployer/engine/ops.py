@@ -3,6 +3,7 @@ abort, maintenance, recover). Pure: they build values, they never run anything."
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ..commands import lb as LB
@@ -54,11 +55,38 @@ def lanes(pairs: list[tuple[Host, list[Action | None]]]) -> tuple[Lane, ...]:
     return tuple(out)
 
 
-def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True,
-            effect: Effect | None = Effect.WORKERS_RESTARTED) -> Action | None:
-    """The playbook's worker_restart steps on `host`, then (`verify`) its worker_verify steps."""
-    steps = cfg.playbook.steps("worker_restart") + (cfg.playbook.steps("worker_verify") if verify else [])
-    return run(host, step_commands(cfg, steps, host, vals), what="workers", effect=effect)
+#: the host's clock (epoch seconds) when a worker action starts, before its restart steps: a
+#: worker_verify step proves the worker alive with evidence newer than `$since` (a heartbeat written
+#: after it), never with a file that merely exists
+SINCE = "since=$(date +%s)"
+
+
+def since_taken(cmd: Command, slack: int = 0) -> Command:
+    """`cmd` preceded by `SINCE` (taken `slack` seconds earlier: a probe accepts a heartbeat of the
+    last `slack` seconds), in the same shell: every step of a batch sees `$since`."""
+    first = SINCE if not slack else f"since=$(( $(date +%s) - {int(slack)} ))"
+    return Command(f"{first}\n{cmd.script}", f"{first}; {cmd.display}", cmd.timeout)
+
+
+def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True, restart: bool = True,
+            effect: Effect | None = Effect.WORKERS_RESTARTED, slack: int = 0,
+            what: str = "workers") -> Action | None:
+    """The playbook's worker_restart steps on `host` (unless not `restart`), then (`verify`) its
+    worker_verify steps, after `$since` is taken on the host (`since_taken`)."""
+    steps = ((cfg.playbook.steps("worker_restart") if restart else [])
+             + (cfg.playbook.steps("worker_verify") if verify else []))
+    act = run(host, step_commands(cfg, steps, host, vals), what=what, effect=effect)
+    if act is None or not verify:
+        return act
+    return dataclasses.replace(act, command=since_taken(act.command, slack))
+
+
+def worker_check(cfg: Config, host: Host, release: str, *, effect: Effect | None = None,
+                 slack: int = 0, what: str = "worker check") -> Action | None:
+    """The playbook's worker_verify steps alone on `host`, about `release` (no restart): None
+    when the host has no worker to check."""
+    return workers(cfg, host, values(cfg, host, release), restart=False, effect=effect, slack=slack,
+                   what=what)
 
 
 # -- the load balancer ------------------------------------------------------------------------
