@@ -17,7 +17,8 @@ from .runner import baseline, run
 
 
 def _maintenance_done(e: dict) -> bool:
-    return e.get("event") == "stage" and e.get("stage") == "maintenance" and e.get("state") == "done"
+    """The stage after maintenance started: the flag is on every web host."""
+    return e.get("event") == "stage" and e.get("stage") == "backup" and e.get("state") == "start"
 
 
 def _rollback_lifts_maintenance(o: Orchestrator) -> bool:
@@ -30,15 +31,27 @@ def _rollback_lifts_maintenance(o: Orchestrator) -> bool:
     return False
 
 
+FLAG = "/srv/app/shared/storage/maintenance.json"
+TTL = 60  # the fault inventories' maintenance_ttl
+
+
 class WriteProbe:
-    """A user POSTing to every web host's app, from the moment maintenance is on until the
-    rollback starts taking it off: every answer, per host."""
+    """Once maintenance is on: each web host's flag read with the host's own clock (how long it
+    holds), then a user POSTing to every web host's app until the rollback starts taking
+    maintenance off: every answer, per host."""
 
     def __init__(self, fleet):
         self.fleet = fleet
         self.answers: list[tuple[str, int | str]] = []
+        self.holds_for: dict[str, float] = {}  # host -> seconds its flag still holds, by its clock
+
+    def read_flags(self) -> None:
+        for h in self.fleet.spec.web_hosts:
+            flag, now = self.fleet.sh(h.name, f"cat {FLAG}; echo; date +%s").stdout.strip().rsplit("\n", 1)
+            self.holds_for[h.name] = float(json.loads(flag)["expires_at"]) - float(now)
 
     def __call__(self, o: Orchestrator) -> None:
+        self.read_flags()
         n = 0
         while o.proc.poll() is None and not _rollback_lifts_maintenance(o):
             for h in self.fleet.spec.web_hosts:
@@ -69,7 +82,10 @@ def test_a_failed_maintenance_deploy_keeps_users_out_until_its_rollback_ends(off
     run(f"orchestrator clock {offset}: maintenance deploy, gate fails", fleet, cli, fault_env, ref="v3",
         inventory=fault_env.failing_gate, prefix=faketime(offset), trigger=_maintenance_done, action=probe,
         expect=(1,), timeout=300)
-    assert probe.answers and all(s == 503 for _, s in probe.answers), (
+    # the dead-man switch counts from the host's clock: it holds for the TTL, not an hour less
+    # (already expired: users served during the migration) nor an hour more
+    assert probe.holds_for and all(TTL - 30 < left <= TTL for left in probe.holds_for.values()), probe.holds_for
+    assert all(s == 503 for _, s in probe.answers), (
         f"answers while maintenance held: {sorted(set(probe.answers))[:10]}")
     assert not probe.accepted
     assert psql(fleet, "select count(*) from items where name like 'clock-skew-probe-%'") == "0"
