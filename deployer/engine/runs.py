@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .. import records as REC
-from ..errors import DeployerError, DeployFailed, NeedsHuman, interrupted
+from ..errors import CommandFailed, DeployerError, DeployFailed, NeedsHuman, interrupted
 from ..journal import Journal
 from ..output import Reporter
 from ..session import Session, who
@@ -215,8 +215,9 @@ def failed_hosts(exc: BaseException) -> set[str]:
         return set(exc.failures)
     if isinstance(exc, GateFailed):
         return set(exc.failed)
-    host = getattr(exc, "host", None)
-    return {host} if isinstance(host, str) and host else set()
+    if isinstance(exc, CommandFailed) and exc.host:
+        return {exc.host}
+    return set()
 
 
 def environment_at_fault(cfg, st: RunState, cause: BaseException, stage: StageName | None) -> list[str]:
