@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,31 +16,15 @@ from deployer.fleet.harness import Fleet
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def faketime(offset: str) -> tuple[str, ...]:
-    """The argv prefix that runs a command with its clock `offset` off this machine's (libfaketime,
-    e.g. "-1h", "+1h"), the multi-threaded library (deployer runs hosts in threads). The monotonic
-    clock is shifted too: with it excluded, libfaketime turns Python's sleeps (absolute monotonic
-    deadlines) into EINVAL; shifted by the same offset, every wait inside the run stays consistent."""
-    if shutil.which("faketime") is None:
-        pytest.fail("faketime is not installed (the bootstrap script installs it)")
-    return ("faketime", "-m", "-f", offset)
-
-
 class CLI:
-    """Runs `deployer` as a user would, in a subprocess: real exit codes and messages. `prefix`:
-    an argv the command runs under (e.g. `faketime(...)`: an orchestrator whose clock is off)."""
+    """Runs `deployer` as a user would, in a subprocess: real exit codes and messages."""
 
-    def __init__(self, inventory: str, prefix: tuple[str, ...] = ()):
+    def __init__(self, inventory: str):
         self.inventory = inventory
-        self.prefix = tuple(prefix)
-
-    def under(self, *prefix: str) -> CLI:
-        """The same CLI, its commands run under `prefix`."""
-        return CLI(self.inventory, prefix)
 
     def __call__(self, *args: str, env: dict | None = None, timeout: float = 300,
                  check: int | None = None) -> subprocess.CompletedProcess:
-        argv = [*self.prefix, sys.executable, "-m", "deployer.cli", *args]
+        argv = [sys.executable, "-m", "deployer.cli", *args]
         if "--env" in args and "--inventory" not in args and args[0] != "fleet":
             argv += ["--inventory", self.inventory]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
@@ -53,7 +36,7 @@ class CLI:
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen:
-        argv = [*self.prefix, sys.executable, "-m", "deployer.cli", *args]
+        argv = [sys.executable, "-m", "deployer.cli", *args]
         if "--inventory" not in args:
             argv += ["--inventory", self.inventory]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
