@@ -37,7 +37,7 @@ def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for m
         facts = s.facts(cfg.app_hosts)
         facts.require_reachable("maintenance")
         release = next((st.current for st in facts.hosts.values() if st.current), "")
-        plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, now=time.time(), release=release)
+        plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, release=release)
         with journaled(s, rep, RunState(run=s.run_id, release=release)) as run:
             run.ex.run(plan)
             run.write(REC.MaintenanceManual(on=on, who=who(), message=message, ttl=ttl))

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from ..shell import Command, argv, q, raw
 
 HELD_MARK = "@@lock-held"
+#: `acquire`'s exit status when the state directory cannot be written (full, read-only): it
+#: leaves nothing behind, and the run is refused
+UNWRITABLE = 73
 
 
 
@@ -23,18 +26,29 @@ def acquire(state_path: str, run_id: str) -> Command:
     newline): when the connection dies while they are sent, `cat` sees an early end of input
     and the shell, which lives on, must not install a lock that nobody can heartbeat or release."""
     d = lock_dir(state_path)
-    tmp = d + ".new.$$"
+    tmp = f"{q(d + '.new.')}$$"
     info = tmp + "/info.json"
     return raw(
-        f"mkdir -p {q(state_path)} && mkdir {tmp} && cat > {info} && "
+        f"unwritable() {{ rm -rf {tmp}; echo {q('lock: cannot write ' + state_path)} >&2; exit {UNWRITABLE}; }}; "
+        f"mkdir -p {q(state_path)} || unwritable; mkdir {tmp} || unwritable; cat > {info} || unwritable; "
         f"{{ grep -qF {q(run_id)} {info} && [ \"$(tail -c 2 {info})\" = '}}' ] "
         f"|| {{ rm -rf {tmp}; echo 'lock: holder details cut short' >&2; exit 1; }}; }} && "
-        f"touch {tmp}/heartbeat && "
+        f"{{ touch {tmp}/heartbeat || unwritable; }} && "
         f"if mv -T {tmp} {q(d)} 2>/dev/null; then echo acquired; else rm -rf {tmp}; "
         f"echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
         f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || date +%s) )); "
         f"if [ -e {q(d + '/paused')} ]; then echo paused=1; fi; fi"
     )
+
+
+def unwritable(host: str, state_path: str, stderr: str) -> str:
+    """Why `acquire` could not write the lock (it exited UNWRITABLE, having removed what it had
+    begun): "db1: no space left on /srv/app/.deployer: the lock cannot be taken"."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("lock: ")]
+    if any("No space left on device" in ln for ln in lines):
+        return f"{host}: no space left on {state_path}: the lock cannot be taken"
+    why = lines[-1].rsplit(": ", 1)[-1] if lines else "write failed"
+    return f"{host}: cannot write {state_path} ({why}): the lock cannot be taken"
 
 
 def heartbeat(state_path: str, run_id: str) -> Command:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from deployer.commands import lock as LK
@@ -33,6 +34,14 @@ class Fleet:
         self.ledger = ""
         self.lock = False
         self.holder: dict | None = None  # the lock's info.json, when a test says who holds it
+        # each host's clock, as `date +%s` prints it in the state read: seconds off this
+        # machine's (an int), per host (a dict; hosts not in it are on time), or None: on time
+        self.clock_offset: int | dict[str, int] | None = None
+
+    def now(self, host: str) -> int:
+        """What `date +%s` prints on `host`."""
+        off = self.clock_offset
+        return int(time.time()) + (off.get(host, 0) if isinstance(off, dict) else off or 0)
 
 
 class RecordingTransport:
@@ -91,7 +100,7 @@ class RecordingTransport:
         if "@@deployer-state" in step:
             cur = f.current.get(host)
             lines = ["@@deployer-state", f"current=/srv/app/releases/{cur}" if cur else "current=",
-                     f"hostname={host}", "disk_kb=99999999", "maintenance=off", "now=1"]
+                     f"hostname={host}", "disk_kb=99999999", "maintenance=off", f"now={f.now(host)}"]
             lines += [f"release={r}" for r in f.releases.get(host, [])]
             return "\n".join(lines)
         if "git ls-remote" in step:
