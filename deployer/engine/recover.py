@@ -128,7 +128,7 @@ class Recover:
                 self.say(f"it had passed every gate: finishing it ({st.release} stays)")
                 plan = Plan("recover", st.release, tuple(
                     ([mode_plan(cfg, False, message="", retry=0, ttl=None, now=time.time(),
-                                release=st.release).stages[0]] if st.maintenance_on else [])
+                                release=st.release, token=s.fence_token).stages[0]] if st.maintenance_on else [])
                     + self.undrain_stage(st)))
                 run.ex.run(plan)
                 run.write(REC.RunEnded(outcome="success", error="finished by recover"))
@@ -139,7 +139,7 @@ class Recover:
                      + (", maintenance on" if st.maintenance_on else ""))
             try:
                 run.settle_schema()
-                run.ex.run(rollback_plan(cfg, st))
+                run.ex.run(rollback_plan(cfg, st, s.fence_token))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
                 self.say(f"rollback failed: {exc.message}")
@@ -173,7 +173,7 @@ class Recover:
         with journaled(self.s, self.rep, RunState(run=run_id, release=target)) as run:
             try:
                 run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
-                                                now=time.time()))
+                                                now=time.time(), token=self.s.fence_token))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
                 self.say(f"rollback failed: {exc.message}")
