@@ -36,15 +36,24 @@ def _alive(held: LK.LockInfo) -> bool:
         return True
     if not held.run:
         return False
-    if held.host == socket.gethostname() and held.pid:
-        try:
-            os.kill(int(held.pid), 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    here = alive_here(held)
+    if here is not None:
+        return here
     return held.heartbeat_age is not None and held.heartbeat_age <= STALE_AFTER
+
+
+def alive_here(held: LK.LockInfo) -> bool | None:
+    """Is the lock's holder a live process of this machine (same host name, its pid answers)?
+    None when the holder is not of this machine (or names no pid)."""
+    if held.host != socket.gethostname() or not held.pid:
+        return None
+    try:
+        os.kill(int(held.pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 class Recover:
