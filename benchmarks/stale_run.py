@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deployer.commands import fence as FN  # noqa: E402
 from deployer.fleet import spec as S  # noqa: E402
 from deployer.fleet.harness import Fleet  # noqa: E402
 
@@ -44,6 +45,8 @@ rollout:
   - {size: 1, bake: 30}
   - {size: "100%", bake: 0}
 """
+#: each host's fence record of env local (in the deploy user's home)
+RECORD = FN.record("local", S.DEPLOY_TO)
 
 
 def deployer(inv: Path, *args: str) -> list[str]:
@@ -73,7 +76,7 @@ def host_state(fleet: Fleet, hosts: list[str]) -> dict[str, tuple[str, str]]:
     """Each host's (release `current` points to, largest fencing token seen)."""
     out = {}
     for h in hosts:
-        res = fleet.sh(h, f"readlink {S.DEPLOY_TO}/current; cat {S.DEPLOY_TO}/.deployer/fence 2>/dev/null; true",
+        res = fleet.sh(h, f"readlink {S.DEPLOY_TO}/current; cat ~{S.DEPLOY_USER}/.deployer/{RECORD} 2>/dev/null; true",
                        capture_output=True, text=True, timeout=30)
         lines = (res.stdout.splitlines() + ["", ""])[:2]
         out[h] = (lines[0].rsplit("/", 1)[-1], lines[1].strip())

@@ -108,7 +108,7 @@ def rollback_plan(cfg: Config, st: RunState, token: int | None = None) -> Plan:
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
     stages.append(Stage(StageName.FINALIZE, f"{st.release} marked bad", rm, best_effort=True))
-    return fenced(Plan("rollback", st.release, tuple(stages)), cfg.layout.state, token)
+    return fenced(Plan("rollback", st.release, tuple(stages)), cfg.fence_record, token)
 
 
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,
@@ -131,4 +131,4 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     if backup is not None:
         stages.append(Stage(StageName.MAINTENANCE, "off", ops.maintenance_lanes(cfg, hosts, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", hosts)
-    return fenced(Plan("rollback", target, tuple(stages)), cfg.layout.state, token)
+    return fenced(Plan("rollback", target, tuple(stages)), cfg.fence_record, token)

@@ -102,7 +102,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     keepalive = {}
     if inp.maintenance and ttl:
         keepalive = {h.name: ops.watchdog(cfg, h, ttl, rel) for h in web}
-    return fenced(Plan("deploy", rel, tuple(stages), keepalive=keepalive), cfg.layout.state, inp.token)
+    return fenced(Plan("deploy", rel, tuple(stages), keepalive=keepalive), cfg.fence_record, inp.token)
 
 
 def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:

@@ -101,7 +101,7 @@ class Executor:
         built for another token (a dry run's) is never run."""
         token = self.s.fence_token
         if plan.token is None:
-            return P.fenced(plan, self.s.cfg.layout.state, token)
+            return P.fenced(plan, self.s.cfg.fence_record, token)
         if plan.token != token:
             raise DeployerError(f"internal error: a plan built for fencing token {plan.token} run with "
                                 f"the lock's {token}")
@@ -264,7 +264,7 @@ class Executor:
         if seen is None:
             return
         self._failed(stage, a, self._explain(a, exc))
-        raise Fenced(a.host, seen[0], seen[1], FN.reset_hint(self.s.state.where(), self.s.cfg.layout.state))
+        raise Fenced(a.host, seen[0], seen[1], FN.reset_hint(self.s.state.where(), self.s.cfg.fence_record))
 
     def _explain(self, a: Action, exc: CommandFailed) -> CommandFailed:
         """Name the failing step of a batched script and show that step's own stdout and stderr

@@ -21,7 +21,7 @@ def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | N
     # on or off, done only when the load balancer sees every server UP: users get the app's
     # maintenance page, or the app, not the load balancer's "no server is available"
     stages += ops.lb_up_stage(cfg, "maintenance", cfg.app_hosts)
-    return fenced(Plan("maintenance", release, tuple(stages)), cfg.layout.state, token)
+    return fenced(Plan("maintenance", release, tuple(stages)), cfg.fence_record, token)
 
 
 def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], release: str,
@@ -51,7 +51,7 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
             checks = tuple(Lane(h.name, (_any_release(ops.check(cfg, h, release)),))
                            for h in cfg.app_hosts if h.has("web"))
         stages.append(Stage(StageName.GATE, "", checks))
-    return fenced(Plan("maintenance", release, tuple(stages)), cfg.layout.state, token)
+    return fenced(Plan("maintenance", release, tuple(stages)), cfg.fence_record, token)
 
 
 def _any_release(a: Action) -> Action:

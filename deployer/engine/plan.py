@@ -206,16 +206,16 @@ class Plan:
         return out
 
 
-def fenced(plan: Plan, state_dir: str, token: int | None) -> Plan:
+def fenced(plan: Plan, record: str, token: int | None) -> Plan:
     """The plan whose every host script (each action's command, each dead-man re-arming) starts
-    with the check of fencing token `token` (`commands.fence.guard`; `state_dir`: the hosts'
-    `.deployer`): a host that has seen a larger token refuses it, else records it. Every script,
+    with the check of fencing token `token` (`commands.fence.guard`; `record`: the hosts' fence
+    record, `Config.fence_record`): a host that has seen a larger token refuses it, else records it. Every script,
     not only those that change something: each host a run touches learns its token. None: the
     plan as it is (a run without the lock: maintenance by hand). `FN.DRY_RUN`: the plan of a
     dry run, which shows the check and is never run."""
     if token is None:
         return plan
-    check = FN.guard(state_dir, token)
+    check = FN.guard(record, token)
 
     def one(a: Action) -> Action:
         return replace(a, guard=check) if a.command is not None else a

@@ -18,8 +18,11 @@ from deployer.transport import GroupResult, Result
 SHA = "3f8cb52" + "0" * 33
 
 
-#: a host script's fencing token check (`fence.guard`), as `fence.fenced` puts it first
-GUARD_RE = re.compile(r"\A\(f=.*?-gt (\d+) \]; then echo \"fenced: host has seen token .*?\) \|\| exit \$\?\n", re.S)
+#: how a host script's fencing token check (`fence.guard`) starts
+GUARD_HEAD = "(command -v flock "
+#: a host script's fencing token check, as `fence.fenced` puts it first
+GUARD_RE = re.compile(re.escape(GUARD_HEAD)
+                      + r".*?-gt (\d+) \]; then echo \"fenced: host has seen token .*?\) \|\| exit \$\?\n", re.S)
 
 
 def split_guard(script: str) -> tuple[int | None, str]:
@@ -40,7 +43,7 @@ def untoken(display: str) -> str:
 def unguarded(display: str) -> str:
     """A command's display without the token check it starts with."""
     head, sep, tail = display.partition(") || exit $?; ")
-    return tail if sep and head.startswith("(f=") else display
+    return tail if sep and head.startswith(GUARD_HEAD) else display
 
 
 def split_steps(script: str) -> list[str]:

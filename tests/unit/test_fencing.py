@@ -8,13 +8,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from localshell import LocalShell, local_config
-from recording import FakeHttp, Fleet, RecordingTransport, fake_bake, split_guard
+from recording import GUARD_HEAD, FakeHttp, Fleet, RecordingTransport, fake_bake, split_guard
 from test_engine_pure import REL, ROOT, canned_facts
 
 from deployer import inspect
@@ -34,6 +35,7 @@ from deployer.session import Session
 from deployer.shell import raw
 
 OLD = "20261101T000000Z-aaaaaaa"
+SH = shutil.which("sh") or "/bin/sh"
 TOKEN = 7
 
 
@@ -74,7 +76,8 @@ def test_every_host_script_of_every_plan_starts_with_the_token_check(env, tmp_pa
         (tmp_path / "known_hosts").write_text("")
         overrides = {"ssh.key": str(tmp_path / "id"), "ssh.known_hosts": str(tmp_path / "known_hosts")}
     cfg = load_config(env, root=ROOT, overrides=overrides)
-    check = FN.guard(cfg.layout.state, TOKEN)
+    check = FN.guard(cfg.fence_record, TOKEN)
+    assert cfg.deploy_to not in check.script  # the load balancer and db host may have none
     for name, plan in plans(cfg).items():
         assert plan.token == TOKEN, name
         remote = [a for st in plan.stages for a in st.actions() if a.command is not None]
@@ -99,16 +102,33 @@ def test_a_dry_run_plan_shows_a_placeholder_and_is_never_run(tmp_path):
         ex.fenced(plan)
 
 
-def sh(cmd, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", cmd.script], input=stdin, capture_output=True, text=True, timeout=30)
+def sh(cmd, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([SH, "-c", cmd.script], input=stdin, capture_output=True, text=True, timeout=30,
+                          env=env)
+
+
+def test_the_fence_record_is_named_by_env_and_deploy_tree():
+    name = FN.record("prod", "/srv/app")
+    assert name.startswith("fence-prod-") and len(name) == len("fence-prod-") + 8
+    assert FN.record("prod", "/srv/app") == name != FN.record("prod", "/srv/shop")
+    assert FN.record("staging", "/srv/app") != name
+    assert load_config("prod", root=ROOT).fence_record == FN.record("prod", load_config("prod", root=ROOT).deploy_to)
+    for bad in ("a/b", "x y", "$(touch p)"):
+        with pytest.raises(ValueError, match="not a plain file name"):
+            FN.record(bad, "/srv/app")
+    assert FN.record_path(name) == f"$HOME/.deployer/{name}"
 
 
 def test_the_host_check_refuses_a_smaller_token_and_keeps_the_largest(tmp_path):
-    state = str(tmp_path / "app" / ".deployer")
+    """The record is the SSH user's, under its home directory (made when missing): nothing under
+    deploy_to, which a host without the app may not have."""
+    home = tmp_path / "home" / "deploy"
+    env = {**os.environ, "HOME": str(home)}
+    name = FN.record("prod", "/srv/app")
     marker = tmp_path / "ran"
 
     def run(token: int) -> subprocess.CompletedProcess:
-        return sh(FN.fenced(raw(f"echo {token} >> {marker}"), FN.guard(state, token)))
+        return sh(FN.fenced(raw(f"echo {token} >> {marker}"), FN.guard(name, token)), env=env)
 
     assert run(3).returncode == 0
     assert run(5).returncode == 0
@@ -118,8 +138,29 @@ def test_the_host_check_refuses_a_smaller_token_and_keeps_the_largest(tmp_path):
     assert FN.refusal(stale.returncode, stale.stderr) == (5, 4)
     assert run(5).returncode == 0  # the same run again: allowed
     assert marker.read_text().split() == ["3", "5", "5"]  # the stale script never ran
-    assert (Path(state) / FN.SEEN).read_text().strip() == "5"
+    assert (home / ".deployer" / name).read_text().strip() == "5"
+    assert sorted(p.name for p in (home / ".deployer").iterdir()) == [name, name + ".lock"]
     assert FN.refusal(1, stale.stderr) is None and FN.refusal(FN.FENCED_EXIT, "other") is None
+    assert sh(FN.seen(name), env=env).stdout.strip() == "5"
+    other = FN.record("prod", "/srv/shop")  # another project's env of the same name: its own record
+    assert sh(FN.fenced(raw("true"), FN.guard(other, 1)), env=env).returncode == 0
+
+
+def test_the_host_check_says_what_is_missing(tmp_path):
+    """Without flock (or without HOME) the check fails, saying why, and the script never runs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("cat", "mkdir", "mv"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    marker = tmp_path / "ran"
+    script = FN.fenced(raw(f"echo ran > {marker}"), FN.guard(FN.record("prod", "/srv/app"), 3))
+    no_flock = sh(script, env={"HOME": str(tmp_path / "home"), "PATH": str(bin_dir)})
+    assert no_flock.returncode == 1 and "fence: flock is not installed on this host" in no_flock.stderr
+    no_home = sh(script, env={"PATH": os.environ["PATH"]})
+    assert no_home.returncode != 0 and "HOME is not set" in no_home.stderr
+    assert not marker.exists() and not (tmp_path / "home").exists()
 
 
 def test_the_lock_hands_out_growing_tokens_and_a_take_over_gets_a_new_one(tmp_path):
@@ -162,7 +203,7 @@ def test_a_deploy_writes_its_token_to_every_host_it_touches(tmp_path):
     fleet = Fleet([h.name for h in cfg.hosts], OLD)
     d, t, _ = run_deploy(cfg, fleet)
     assert d.run() == 0
-    guarded = {h for h, c in t.calls if c.startswith("(f=")}
+    guarded = {h for h, c in t.calls if c.startswith(GUARD_HEAD)}
     assert guarded >= {h.name for h in cfg.app_hosts}
     assert set(fleet.seen) == guarded and set(fleet.seen.values()) == {1}
     assert not fleet.refused
