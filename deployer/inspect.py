@@ -38,9 +38,44 @@ def _maintenance_cell(st: HostState, mid_migration: bool) -> str:
     if mid_migration:
         return "ON: DATABASE MID-MIGRATION (no expiry): `inv recover` says what to check"
     exp = (st.maintenance_info or {}).get("expires_at")
-    maint = "ON (no expiry)" if exp is None else f"ON (expires in {int(exp - time.time())}s)"
+    if not isinstance(exp, (int, float)):
+        maint = "ON (no expiry)"
+    elif st.now is None:  # the host did not tell its time: its clock is the one that counts
+        maint = f"ON (expires at {int(exp)} by the host's clock)"
+    else:
+        maint = f"ON (expires in {int(exp - st.now)}s)"
     message = str((st.maintenance_info or {}).get("message", ""))
     return maint + (f": {message[:70]}" if message else "")
+
+
+#: How far a host's clock may be from the orchestrator's before `status` warns (seconds).
+CLOCK_SKEW_LIMIT = 5.0
+
+
+def clock_skew(host_now: int, before: float, after: float) -> float:
+    """How far a host's clock is off the orchestrator's (seconds, signed; 0 within the reading):
+    the host printed `host_now` (whole seconds, truncated) between our `before` and `after`."""
+    if host_now + 1 < before:
+        return host_now + 1 - before
+    if host_now > after:
+        return host_now - after
+    return 0.0
+
+
+def clock_lines(states: dict[str, HostState], before: float, after: float) -> list[str]:
+    """A warning per host whose clock is more than CLOCK_SKEW_LIMIT off the orchestrator's.
+    Nothing deployer decides rests on it (expiries are computed on the host, release order is
+    the ledger's), but the app, its logs, cron and TLS do."""
+    lines = []
+    for name, st in sorted(states.items()):
+        if st.now is None:
+            continue
+        off = clock_skew(st.now, before, after)
+        if abs(off) > CLOCK_SKEW_LIMIT:
+            lines.append(f"WARNING: {name}'s clock is {abs(off):.0f}s {'ahead of' if off > 0 else 'behind'} "
+                         "this machine's: check NTP on both (deployer itself does not rely on them "
+                         "agreeing)")
+    return lines
 
 
 def _last_stages(history: History) -> dict[str, tuple[RunRecord, REC.Stage | None]]:
@@ -65,22 +100,29 @@ def _in_flight_lines(in_flight: dict[str, tuple[RunRecord, REC.Stage | None]], h
     return lines
 
 
+def _lb_states(cfg: Config, s: Session) -> dict[str, str]:
+    """Each server's state at the load balancer (none without one; "?" when unreadable)."""
+    if not (cfg.lb and cfg.lb_host):
+        return {}
+    from .commands import lb as LB
+
+    try:
+        out = s.run(cfg.lb_host, LB.states(cfg.lb.socket), timeout=30).stdout
+        return LB.parse_states(out, cfg.lb.backend)
+    except DeployerError as exc:
+        return {"?": f"unreadable: {exc.message.splitlines()[0]}"}
+
+
 def status(cfg: Config, reporter: Reporter) -> int:
     s = Session(cfg, reporter)
     try:
         app_hosts = cfg.app_hosts
+        before = time.time()
         states = s.host_states(app_hosts)
+        after = time.time()
         history = s.history()
         held = s.state.read_lock()
-        lb_states = {}
-        if cfg.lb and cfg.lb_host:
-            from .commands import lb as LB
-
-            try:
-                out = s.run(cfg.lb_host, LB.states(cfg.lb.socket), timeout=30).stdout
-                lb_states = LB.parse_states(out, cfg.lb.backend)
-            except DeployerError as exc:
-                lb_states = {"?": f"unreadable: {exc.message.splitlines()[0]}"}
+        lb_states = _lb_states(cfg, s)
     finally:
         s.close()
     in_flight = _last_stages(history)
@@ -101,6 +143,7 @@ def status(cfg: Config, reporter: Reporter) -> int:
     _rows_table(f"{cfg.env}: what each host serves", ["host", "address", "release", "ref", "maintenance"],
                 rows, reporter)
     lines = [f"lock: held by {held.describe()}" if held else "lock: free"]
+    lines += clock_lines(states.results, before, after)
     lines += _in_flight_lines(in_flight, held.run if held else None)
     paused = bool(held and held.paused)
     if len(served) > 1 and paused:
@@ -136,7 +179,7 @@ def releases(cfg: Config, reporter: Reporter) -> int:
         if st.current:
             serving.setdefault(st.current, []).append(name)
     rows = []
-    for rid in sorted(history.releases, reverse=True):
+    for rid in reversed(history.order):  # newest first, as the ledger has them
         rec = history.releases[rid]
         outcome = rec.outcome + (" (BAD)" if rec.bad else "")
         rows.append([rid, rec.ref, rec.commit[:7], rec.who, rec.at[:19], outcome,

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from . import records as REC
 from .commands import ledger as L
+from .commands.releases import in_order
 from .records import SCHEMA_VERSION, now_iso  # noqa: F401 - one definition, the records'
 
 
@@ -169,8 +170,9 @@ class History:
         return self.releases[good[0]] if good else None
 
     def deployed_from(self, ref: str) -> list[str]:
-        """The releases deployed from a git ref (or a commit, 7+ hex digits), newest first."""
-        return [r for r in sorted(self.releases, reverse=True)
+        """The releases deployed from a git ref (or a commit, 7+ hex digits), newest first (in
+        the ledger's order)."""
+        return [r for r in reversed(self.order)
                 if self.releases[r].ref == ref or len(ref) >= 7 and self.releases[r].commit.startswith(ref)]
 
     def schema_of(self, release: str) -> int | None:
@@ -181,14 +183,21 @@ class History:
         return rec.schema_after if rec.schema_after is not None else rec.schema_before
 
     def previous_good(self, current: str | None) -> ReleaseRecord | None:
-        """The newest good release older than `current` (by release id: ids sort by time)."""
-        for rid in sorted(self.releases, reverse=True):
+        """The newest good release deployed before `current`, in the ledger's order (first
+        deploys, as appended): never by release id, whose timestamp is the clock of the machine
+        that made it. A `current` the ledger does not know: the newest good one of all."""
+        before = self.order[:self.order.index(current)] if current in self.releases else self.order
+        for rid in reversed(before):
             rec = self.releases[rid]
-            if current is not None and rid >= current:
-                continue
             if not rec.bad and rec.outcome in ("success",):
                 return rec
         return None
+
+    def newest(self, releases) -> str | None:
+        """The newest of `releases` in the ledger's order (ones it does not know count as older,
+        by id among themselves); None for none."""
+        ordered = in_order(releases, self.order)
+        return ordered[-1] if ordered else None
 
     def snapshot_releases(self) -> set[str]:
         """Releases the snapshot of an unfinished run refers to (paused, crashed or running).

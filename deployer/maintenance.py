@@ -38,8 +38,7 @@ def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for m
         facts.require_reachable("maintenance")
         release = next((st.current for st in facts.hosts.values() if st.current), "")
         # without the lock (maintenance by hand takes none): no fencing token, no check
-        plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, now=time.time(), release=release,
-                         token=s.fence_token)
+        plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, release=release, token=s.fence_token)
         with journaled(s, rep, RunState(run=s.run_id, release=release)) as run:
             run.ex.run(plan)
             run.write(REC.MaintenanceManual(on=on, who=who(), message=message, ttl=ttl))

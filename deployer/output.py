@@ -168,6 +168,8 @@ class LiveView:
                     if cell == "run":
                         self.cells[key] = "ok"
             return state in ("start", "failed", "done")
+        if kind == "command" and host and f.get("stage") == "snapshot":
+            return False  # the snapshot's probes change nothing: no column, no row
         if kind == "command" and host:
             col = self._column(str(f.get("stage", "")))
             if self.cells.get((host, col)) != "fail":

@@ -73,7 +73,34 @@ class Privileged:
         return hash((Privileged, self.prefix))
 
 
-Value = str | int | float | Secret | os.PathLike | Privileged
+class HostDeadline:
+    """A time `seconds` from now by the clock of the host that runs the command: the shell
+    arithmetic `$(( $(date +%s) + seconds ))`, evaluated there, never a number computed on the
+    orchestrator (whose clock may be off). Inserted verbatim (one double-quoted word); deployer
+    makes it from a number, no user input ever reaches it."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise TypeError(f"HostDeadline takes a number of seconds, not {seconds!r}")
+        self.seconds = int(round(seconds))
+
+    @property
+    def shell(self) -> str:
+        return f'"$(( $(date +%s) + {self.seconds} ))"'
+
+    def __repr__(self) -> str:
+        return f"HostDeadline({self.seconds})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HostDeadline) and other.seconds == self.seconds
+
+    def __hash__(self) -> int:
+        return hash((HostDeadline, self.seconds))
+
+
+Value = str | int | float | Secret | os.PathLike | Privileged | HostDeadline
 
 
 @dataclass(frozen=True)
@@ -97,6 +124,8 @@ def quote(value: Value) -> tuple[str, str]:
         return shlex.quote(value.reveal()), MASK
     if isinstance(value, Privileged):
         return value.prefix, value.prefix
+    if isinstance(value, HostDeadline):
+        return value.shell, value.shell
     if isinstance(value, bool) or value is None:
         raise TypeError(f"cannot quote {value!r} as a shell word")
     if isinstance(value, (int, float)):
@@ -265,6 +294,8 @@ def fill(template: str, values: Mapping[str, object], *, where: str = "") -> str
         value = values[name]
         if isinstance(value, Secret):
             raise TypeError("secrets cannot be used in plain text templates")
+        if isinstance(value, HostDeadline):
+            raise TypeError("a host-side deadline is shell arithmetic: not in plain text templates")
         out.append(str(value))
     return "".join(out)
 

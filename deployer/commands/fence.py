@@ -43,13 +43,15 @@ _REFUSED_RE = re.compile(r"fenced: host has seen token (\d+) > (\d+)")
 _RECORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
-def next_token(state_path: str) -> str:
+def next_token(state_path: str, unwritable: int = 1) -> str:
     """Shell text printing the next token (the counter incremented under flock); it fails, and
-    prints nothing, when the counter cannot be read or written. Meant for `t=$(...)`."""
+    prints nothing, when the counter cannot be read or written (exit status `unwritable` when
+    the new value could not be written). Meant for `t=$(...)`."""
     c = posixpath.join(state_path, COUNTER)
     return (f"exec 9>>{q(c + '.lock')} && flock -w 30 9 || exit 1; n=$(cat {q(c)} 2>/dev/null); "
             f"case ${{n:-0}} in *[!0-9]*) echo \"lock: token counter {c} holds '$n'\" >&2; exit 1;; esac; "
-            f"n=$(( ${{n:-0}} + 1 )); echo $n > {q(c + '.new')} && mv -f {q(c + '.new')} {q(c)} && echo $n")
+            f"n=$(( ${{n:-0}} + 1 )); {{ echo $n > {q(c + '.new')} && mv -f {q(c + '.new')} {q(c)}; }} || exit {unwritable}; "
+            f"echo $n")
 
 
 def parse_token(output: str) -> int | None:

@@ -10,6 +10,9 @@ from ..shell import Command, argv, q, raw
 from . import fence as FN
 
 HELD_MARK = "@@lock-held"
+#: `acquire`'s exit status when the state directory cannot be written (full, read-only): it
+#: leaves nothing behind, and the run is refused
+UNWRITABLE = 73
 
 
 def lock_dir(state_path: str) -> str:
@@ -23,29 +26,44 @@ def acquire(state_path: str, run_id: str) -> Command:
     newline): when the connection dies while they are sent, `cat` sees an early end of input
     and the shell, which lives on, must not install a lock that nobody can heartbeat or release.
     The winner gets the next fencing token (`fence.next_token`, kept in the lock as `token`) on
-    a `token=N` line after `acquired`; without one, the lock is removed again and the script fails."""
+    a `token=N` line after `acquired`; without one, the lock is removed again and the script fails
+    (with UNWRITABLE when the token could not be written)."""
     d = lock_dir(state_path)
-    tmp = d + ".new.$$"
+    tmp = f"{q(d + '.new.')}$$"
     info = tmp + "/info.json"
     return raw(
-        f"mkdir -p {q(state_path)} && mkdir {tmp} && cat > {info} && "
+        f"unwritable() {{ rm -rf {tmp}; echo {q('lock: cannot write ' + state_path)} >&2; exit {UNWRITABLE}; }}; "
+        f"mkdir -p {q(state_path)} || unwritable; mkdir {tmp} || unwritable; cat > {info} || unwritable; "
         f"{{ grep -qF {q(run_id)} {info} && [ \"$(tail -c 2 {info})\" = '}}' ] "
         f"|| {{ rm -rf {tmp}; echo 'lock: holder details cut short' >&2; exit 1; }}; }} && "
-        f"touch {tmp}/heartbeat && "
-        f"if mv -T {tmp} {q(d)} 2>/dev/null; then {_token_into(state_path, 'rm -rf ' + q(d))} echo acquired; "
-        f"echo {FN.TOKEN_PREFIX}$t; else rm -rf {tmp}; "
+        f"{{ touch {tmp}/heartbeat || unwritable; }} && "
+        f"if mv -T {tmp} {q(d)} 2>/dev/null; then {_token_into(state_path, 'rm -rf ' + q(d), UNWRITABLE)} "
+        f"echo acquired; echo {FN.TOKEN_PREFIX}$t; else rm -rf {tmp}; "
         f"echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
         f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || date +%s) )); "
         f"if [ -e {q(d + '/paused')} ]; then echo paused=1; fi; fi"
     )
 
 
-def _token_into(state_path: str, undo: str) -> str:
+def _token_into(state_path: str, undo: str, unwritable: int = 1) -> str:
     """Shell text: the next fencing token into `$t` and the lock's `token` file; when that
-    fails, `undo` runs and the script exits 1."""
+    fails, `undo` runs and the script exits: with `unwritable` when the counter or the token
+    file could not be written (a full state filesystem), else with 1."""
     tok = q(lock_dir(state_path) + "/token")
-    return (f"if t=$({FN.next_token(state_path)}) && [ -n \"$t\" ] && echo $t > {tok}; then :; else "
-            f"{undo}; echo 'lock: no fencing token' >&2; exit 1; fi;")
+    return (f"rc=0; t=$({FN.next_token(state_path, unwritable)}) || rc=$?; "
+            f"if [ $rc -eq 0 ] && [ -n \"$t\" ]; then echo $t > {tok} || rc={unwritable}; "
+            f"elif [ $rc -ne {unwritable} ]; then rc=1; fi; "
+            f"if [ $rc -ne 0 ]; then {undo}; echo 'lock: no fencing token' >&2; exit $rc; fi;")
+
+
+def unwritable(host: str, state_path: str, stderr: str) -> str:
+    """Why `acquire` could not write the lock (it exited UNWRITABLE, having removed what it had
+    begun): "db1: no space left on /srv/app/.deployer: the lock cannot be taken"."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("lock: ")]
+    if any("No space left on device" in ln for ln in lines):
+        return f"{host}: no space left on {state_path}: the lock cannot be taken"
+    why = lines[-1].rsplit(": ", 1)[-1] if lines else "write failed"
+    return f"{host}: cannot write {state_path} ({why}): the lock cannot be taken"
 
 
 def heartbeat(state_path: str, run_id: str) -> Command:

@@ -14,7 +14,9 @@ STATE_MARK = "@@deployer-state"
 
 def read_state(deploy_to: str, flag: str | None = "storage/maintenance.json") -> Command:
     """One command that prints everything deployer needs to know about a host. `flag`: the
-    maintenance flag file, relative to shared/ (its JSON, when it is JSON, tells the expiry)."""
+    maintenance flag file, relative to shared/ (its JSON, when it is JSON, tells the expiry).
+    `now` is the host's own clock: the flag's expiry is judged by it, and `status` compares it
+    with the orchestrator's."""
     lay = Layout(deploy_to)
     flag_path = lay.shared_file(flag or ".deployer-no-maintenance-flag")
     # Shell builtins wherever they do (read, test, a glob): on a hundred hosts, every process
@@ -26,7 +28,7 @@ def read_state(deploy_to: str, flag: str | None = "storage/maintenance.json") ->
         f"{{ df -Pk {q(deploy_to)} 2>/dev/null || df -Pk /; }} | {{ read -r _; read -r _ _ _ a _; echo disk_kb=$a; }}; "
         f"if [ -e {q(flag_path)} ]; then echo maintenance=on; "
         f"echo maintenance_json=$(head -c 2000 {q(flag_path)} 2>/dev/null | tr -d '\\n'); "
-        f"echo now=$(date +%s); else echo maintenance=off; fi; "
+        f"else echo maintenance=off; fi; echo now=$(date +%s); "
         f"for r in {q(lay.releases)}/*; do [ -e \"$r\" ] && echo \"release=${{r##*/}}\"; done; true"
     )
 
@@ -40,12 +42,12 @@ class HostState:
     maintenance: bool = False
     maintenance_info: dict | None = None  # the flag file: message, retry, expires_at
     maintenance_expired: bool = False
+    now: int | None = None  # the host's clock (unix seconds) when it was read
 
 
 def parse_state(output: str) -> HostState:
     st = HostState()
     seen = False
-    now: int | None = None
     for line in output.splitlines():
         if line == STATE_MARK:
             seen = True
@@ -67,11 +69,11 @@ def parse_state(output: str) -> HostState:
             except ValueError:
                 st.maintenance_info = {"unreadable": True}
         elif key == "now" and value.isdigit():
-            now = int(value)
+            st.now = int(value)
     if not seen:
         raise ValueError("host state: marker missing from output")
     expires = (st.maintenance_info or {}).get("expires_at")
-    if st.maintenance and isinstance(expires, (int, float)) and now is not None and expires <= now:
+    if st.maintenance and isinstance(expires, (int, float)) and st.now is not None and expires <= st.now:
         st.maintenance = False  # expired: the app serves again (dead-man expiry)
         st.maintenance_expired = True
     st.releases.sort()
@@ -118,12 +120,20 @@ def remove(deploy_to: str, releases: list[str]) -> Command:
     return argv("rm", "-rf", "--", *targets) if targets else argv("true")
 
 
+def in_order(releases, order) -> list[str]:
+    """`releases` oldest first: those in `order` (the ledger's, first-deploy order) as they are
+    there, after the ones it does not know, which only their ids order (their timestamps come
+    from the clock of whichever machine made them)."""
+    rank = {r: i for i, r in enumerate(order)}
+    unknown = sorted(r for r in set(releases) if r not in rank)
+    return unknown + sorted((r for r in set(releases) if r in rank), key=rank.__getitem__)
+
+
 def to_remove(releases: list[str], keep: int, protected: set[str]) -> list[str]:
-    """Releases to delete: beyond the newest `keep`, never a protected one (current, previous
-    good, referenced by a snapshot)."""
-    ordered = sorted(releases)
-    keepers = set(ordered[-keep:]) | protected
-    return [r for r in ordered if r not in keepers]
+    """Releases to delete, from `releases` oldest first (`in_order`): beyond the newest `keep`,
+    never a protected one (current, previous good, referenced by a snapshot)."""
+    keepers = set(releases[-keep:] if keep > 0 else []) | protected
+    return [r for r in releases if r not in keepers]
 
 
 def file_size(path: str) -> Command:

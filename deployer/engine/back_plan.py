@@ -112,13 +112,13 @@ def rollback_plan(cfg: Config, st: RunState, token: int | None = None) -> Plan:
 
 
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,
-                         safety_path: str | None, now: float, token: int | None = None) -> Plan:
+                         safety_path: str | None, token: int | None = None) -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
     maintenance (a safety dump first)."""
     stages: list[Stage] = []
     if backup is not None:
         lanes = ops.maintenance_lanes(cfg, hosts, True, ttl=cfg.maintenance_ttl,
-                                      message="Restoring, back shortly", now=now, release=target)
+                                      message="Restoring, back shortly", release=target)
         stages.append(Stage(StageName.MAINTENANCE, "on", lanes))
         db = B.Database.of(cfg.database)
         act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,

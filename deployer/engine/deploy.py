@@ -138,8 +138,9 @@ class DeployRun:
         bad = frozenset(r for r, rec in history.releases.items() if rec.bad) if history else frozenset()
         protected = frozenset(history.snapshot_releases()) if history else frozenset()
         return deploy_plan(self.cfg, facts, DeployInputs(
-            release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance, now=time.time(),
-            secret_files=self.secret_files, protected=protected, bad=bad, token=token))
+            release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance,
+            secret_files=self.secret_files, protected=protected, bad=bad,
+            order=tuple(history.order) if history else (), token=token))
 
     def prepare(self) -> tuple[F.Facts, str]:
         cfg = self.cfg
@@ -207,6 +208,8 @@ class DeployRun:
                 giving_up.set()
                 wait([locking])
                 raise
+            if locking.done() and locking.exception() is not None:
+                raise locking.exception()  # refused (held, state unwritable): no probe either
             self.rep.event("stage", stage=StageName.LOCK, state="start", detail=f"on {s.state.where()}")
             # the pending-migrations probe (a scratch export on the migrate host, removed
             # after) needs no lock: it runs while the lock is taken and the ledger read

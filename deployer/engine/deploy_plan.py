@@ -41,10 +41,10 @@ class DeployInputs:
     commit: str
     ref: str
     maintenance: bool
-    now: float  # when the plan is built: the dead-man expiry counts from it
     secret_files: tuple[tuple[str, Secret], ...] = ()
     protected: frozenset[str] = frozenset()  # releases a live snapshot refers to
     bad: frozenset[str] = frozenset()  # releases marked bad in the ledger
+    order: tuple[str, ...] = ()  # the ledger's releases, first-deploy order (cleanup keeps the newest)
     start_wave: int = 0  # promote: waves already done
     snapshot: dict[str, str | None] = field(default_factory=dict)  # promote: the run's snapshot
     token: int | None = None  # the lock's fencing token, checked first by every host script
@@ -82,9 +82,9 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     if inp.start_wave == 0:
         for name in (StageName.PREFLIGHT, StageName.LOCK):
             stages += hooks(cfg, Hook.BEFORE, name, app, rel, common) + hooks(cfg, Hook.AFTER, name, app, rel, common)
-        stages += around(cfg, Stage(StageName.SNAPSHOT), app, rel, common)
+        stages += around(cfg, snapshot_stage(cfg, snapshot), app, rel, common)
         # maintenance: only when needed; the dead-man switch brings the site back if we die
-        lanes = ops.maintenance_lanes(cfg, app, True, ttl=ttl, message=MAINTENANCE_MESSAGE, now=inp.now,
+        lanes = ops.maintenance_lanes(cfg, app, True, ttl=ttl, message=MAINTENANCE_MESSAGE,
                                       release=rel) if inp.maintenance else ()
         stages += around(cfg, Stage(StageName.MAINTENANCE, "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
@@ -103,6 +103,22 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     if inp.maintenance and ttl:
         keepalive = {h.name: ops.watchdog(cfg, h, ttl, rel) for h in web}
     return fenced(Plan("deploy", rel, tuple(stages), keepalive=keepalive), cfg.fence_record, inp.token)
+
+
+#: a probe accepts a heartbeat this many seconds old (the worker's own period, and then some)
+PROBE_SLACK = 2
+
+
+def snapshot_stage(cfg: Config, snapshot: dict[str, str | None]) -> Stage:
+    """The snapshot, with a probe of each worker host's health on the release it serves (before
+    anything changes): a host whose worker passes is journaled WORKER_HEALTHY. A failing probe
+    changes nothing: it only tells, if the deploy then fails on that host, that the host's
+    environment was unhealthy before (the release is then not marked bad)."""
+    pairs = [(h, [ops.worker_check(cfg, h, snapshot[h.name], effect=Effect.WORKER_HEALTHY,
+                                   slack=PROBE_SLACK, what="worker probe")])
+             for h in cfg.app_hosts if snapshot.get(h.name)]
+    return Stage(StageName.SNAPSHOT, "", ops.lanes(pairs), best_effort=True,
+                 best_effort_note="its worker was unhealthy before the deploy")
 
 
 def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
@@ -168,7 +184,7 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
                         timeout=cfg.ssh.command_timeout))
     if inp.maintenance:
         acts += [ops.maintenance(cfg, h, True, ttl=cfg.maintenance_ttl, message=MAINTENANCE_MESSAGE,
-                                 now=inp.now, release=inp.release, what="maintenance: migrated",
+                                 release=inp.release, what="maintenance: migrated",
                                  journaled=False) for h in web]
     return Stage(StageName.MIGRATE, host.name, (Lane(host.name, tuple(a for a in acts if a)),))
 
@@ -209,7 +225,8 @@ def worker_lanes(cfg: Config, hosts: list[Host], vals) -> list:
 
 def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict) -> dict[str, list[str]]:
     """Per host, the releases to remove: beyond keep_releases, never the new one, the one of the
-    snapshot, the one served, or one a live snapshot refers to; bad and partial ones go first."""
+    snapshot, the one served, or one a live snapshot refers to; bad and partial ones go first.
+    "Beyond" counts in the ledger's order, not by release id (a timestamp of some clock)."""
     out = {}
     for h in cfg.app_hosts:
         st = facts.hosts.get(h.name)
@@ -217,7 +234,8 @@ def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict
             continue
         keep = set(inp.protected) | {inp.release}
         keep |= {r for r in (snapshot.get(h.name), st.current) if r}
-        on_disk = sorted(set(st.releases) | {inp.release})
+        # oldest first by the ledger's order, the new release last (not in the ledger yet)
+        on_disk = R.in_order(set(st.releases) - {inp.release}, inp.order) + [inp.release]
         good = [r for r in on_disk if r not in inp.bad and not r.endswith(".partial")]
         doomed = R.to_remove(good, cfg.keep_releases, keep)
         doomed += [r for r in on_disk if (r in inp.bad or r.endswith(".partial")) and r not in keep]

@@ -134,7 +134,8 @@ class Executor:
             if failures and stage.best_effort:
                 for host, exc in sorted(failures.items()):
                     msg = self.redact(message_of(exc).splitlines()[0])
-                    self.rep.event("notice", message=f"{stage.label}: not done on {host} ({msg}); harmless")
+                    self.rep.event("notice", message=f"{stage.label}: not done on {host} ({msg}); "
+                                                       f"{stage.best_effort_note}")
                 failures = {}
             if failures:
                 for exc in failures.values():

@@ -13,9 +13,9 @@ from .deploy_plan import offsite
 from .plan import Action, Lane, Plan, RecordBackup, Stage, UploadBackup, fenced
 
 
-def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None, now: float,
+def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None,
               release: str, token: int | None = None) -> Plan:
-    lanes = ops.maintenance_lanes(cfg, cfg.app_hosts, on, ttl=ttl, message=message, retry=retry, now=now,
+    lanes = ops.maintenance_lanes(cfg, cfg.app_hosts, on, ttl=ttl, message=message, retry=retry,
                                   release=release)
     stages = [Stage(StageName.MAINTENANCE, "on" if on else "off", lanes)]
     # on or off, done only when the load balancer sees every server UP: users get the app's

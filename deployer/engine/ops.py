@@ -3,13 +3,13 @@ abort, maintenance, recover). Pure: they build values, they never run anything."
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
 
 from ..commands import lb as LB
 from ..commands import releases as R
 from ..config import Config, Host
-from ..shell import Command, argv, batch, chain
+from ..shell import Command, HostDeadline, argv, batch, chain
 from ..stages import StageName
 from .plan import Action, Effect, HttpCheck, Lane, Stage
 
@@ -55,11 +55,38 @@ def lanes(pairs: list[tuple[Host, list[Action | None]]]) -> tuple[Lane, ...]:
     return tuple(out)
 
 
-def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True,
-            effect: Effect | None = Effect.WORKERS_RESTARTED) -> Action | None:
-    """The playbook's worker_restart steps on `host`, then (`verify`) its worker_verify steps."""
-    steps = cfg.playbook.steps("worker_restart") + (cfg.playbook.steps("worker_verify") if verify else [])
-    return run(host, step_commands(cfg, steps, host, vals), what="workers", effect=effect)
+#: the host's clock (epoch seconds) when a worker action starts, before its restart steps: a
+#: worker_verify step proves the worker alive with evidence newer than `$since` (a heartbeat written
+#: after it), never with a file that merely exists
+SINCE = "since=$(date +%s)"
+
+
+def since_taken(cmd: Command, slack: int = 0) -> Command:
+    """`cmd` preceded by `SINCE` (taken `slack` seconds earlier: a probe accepts a heartbeat of the
+    last `slack` seconds), in the same shell: every step of a batch sees `$since`."""
+    first = SINCE if not slack else f"since=$(( $(date +%s) - {int(slack)} ))"
+    return Command(f"{first}\n{cmd.script}", f"{first}; {cmd.display}", cmd.timeout)
+
+
+def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True, restart: bool = True,
+            effect: Effect | None = Effect.WORKERS_RESTARTED, slack: int = 0,
+            what: str = "workers") -> Action | None:
+    """The playbook's worker_restart steps on `host` (unless not `restart`), then (`verify`) its
+    worker_verify steps, after `$since` is taken on the host (`since_taken`)."""
+    steps = ((cfg.playbook.steps("worker_restart") if restart else [])
+             + (cfg.playbook.steps("worker_verify") if verify else []))
+    act = run(host, step_commands(cfg, steps, host, vals), what=what, effect=effect)
+    if act is None or not verify:
+        return act
+    return dataclasses.replace(act, command=since_taken(act.command, slack))
+
+
+def worker_check(cfg: Config, host: Host, release: str, *, effect: Effect | None = None,
+                 slack: int = 0, what: str = "worker check") -> Action | None:
+    """The playbook's worker_verify steps alone on `host`, about `release` (no restart): None
+    when the host has no worker to check."""
+    return workers(cfg, host, values(cfg, host, release), restart=False, effect=effect, slack=slack,
+                   what=what)
 
 
 # -- the load balancer ------------------------------------------------------------------------
@@ -192,15 +219,17 @@ def switch_lane(cfg: Config, host: Host, release: str | None, *, drained: bool =
 
 # -- maintenance mode -------------------------------------------------------------------------
 def maintenance_cmds(cfg: Config, host: Host, on: bool, *, ttl: float | None, message: str = "",
-                     retry: int = 60, now: float | None = None, release: str = "") -> list[Command]:
-    """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`)."""
+                     retry: int = 60, release: str = "") -> list[Command]:
+    """The playbook's on/off steps plus the host-side dead-man switch (armed for `ttl`). The
+    flag's expiry is `ttl` seconds from when the host writes it, by the host's own clock (the
+    clock its app and its dead-man switch read), never a time computed here."""
     state_path = cfg.layout.state
     web = host.has("web")  # the dead-man switch lives where the site is served
     if not on:
         return ([R.watchdog_stop(state_path)] if web else []) + step_commands(
             cfg, cfg.playbook.steps("maintenance", "off"), host,
             values(cfg, host, release, message="", retry=0, expires_at=""))
-    expires = f"{(now or time.time()) + float(ttl):.0f}" if ttl else ""
+    expires = HostDeadline(ttl) if ttl else ""
     vals = values(cfg, host, release, message=message, retry=retry, expires_at=expires)
     cmds = step_commands(cfg, cfg.playbook.steps("maintenance", "on"), host, vals)
     if web:

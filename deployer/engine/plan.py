@@ -33,11 +33,14 @@ class Effect(enum.Enum):
     MIGRATED = "migrated"
     WORKERS_RESTARTED = "workers_restarted"
     DB_RESTORED = "db_restored"
+    #: a probe, not a change: the host's worker proved itself alive before the switch
+    WORKER_HEALTHY = "worker_healthy"
 
     @property
     def removes_risk(self) -> bool:
         """Journaled after the change (it takes risk away), not before it."""
-        return self in (Effect.UNDRAINED, Effect.UNSWITCHED, Effect.MAINTENANCE_OFF, Effect.DB_RESTORED)
+        return self in (Effect.UNDRAINED, Effect.UNSWITCHED, Effect.MAINTENANCE_OFF, Effect.DB_RESTORED,
+                        Effect.WORKER_HEALTHY)
 
 
 # -- operations of the state backend, done by the orchestrator itself ------------------------
@@ -170,6 +173,7 @@ class Stage:
     refuse: str = ""  # reaching this stage stops the run: a human must act (the message says how)
     refuse_on: tuple = ()  # (exit status, message): an action exiting so needs a human
     best_effort: bool = False  # failures are reported, not raised (cleanup of what nothing uses)
+    best_effort_note: str = "harmless"  # what a best-effort failure means, in its notice
     hook: Hook | None = None  # the playbook's hook run before or after stage `name`
 
     @property

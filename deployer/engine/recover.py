@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 from .. import records as REC
 from ..commands import lb as LB
@@ -23,7 +22,7 @@ from . import ops
 from .back_plan import manual_rollback_plan, rollback_plan
 from .maint_plan import mode_plan
 from .plan import Lane, Plan, Stage
-from .runs import journaled, session_of
+from .runs import failed_hosts, journaled, session_of
 from .state import RunState
 
 
@@ -61,6 +60,7 @@ class Recover:
                  session: Session | None = None):
         self.cfg, self.rep, self.force = cfg, reporter, force
         self.s = session or Session(cfg, reporter, reason=f"recover: {reason}" if reason else "recover")
+        self.restarted: list[str] = []  # hosts whose wedged worker recover restarted
 
     def say(self, message: str) -> None:
         self.rep.event("notice", message=message)
@@ -91,7 +91,12 @@ class Recover:
                 finally:
                     s.continue_run(own)  # back to its own story
             code = max(code, self.leftovers())
-            if not dead_runs and code == 0:
+            code = max(code, self.check_workers())
+            if not dead_runs and code == 0 and self.restarted:
+                self.rep.event("outcome", outcome="success", release="",
+                               message=f"{cfg.env}: restarted the wedged worker of {', '.join(self.restarted)}; "
+                                       "consistent")
+            elif not dead_runs and code == 0:
                 self.rep.event("outcome", outcome="success", release="",
                                message=f"{cfg.env}: nothing to recover (lock free, no run in flight, "
                                        "no server drained)")
@@ -136,7 +141,7 @@ class Recover:
             if finalizing:
                 self.say(f"it had passed every gate: finishing it ({st.release} stays)")
                 plan = Plan("recover", st.release, tuple(
-                    ([mode_plan(cfg, False, message="", retry=0, ttl=None, now=time.time(),
+                    ([mode_plan(cfg, False, message="", retry=0, ttl=None,
                                 release=st.release, token=s.fence_token).stages[0]] if st.maintenance_on else [])
                     + self.undrain_stage(st)))
                 run.ex.run(plan)
@@ -182,7 +187,7 @@ class Recover:
         with journaled(self.s, self.rep, RunState(run=run_id, release=target)) as run:
             try:
                 run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
-                                                now=time.time(), token=self.s.fence_token))
+                                                token=self.s.fence_token))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
                 self.say(f"rollback failed: {exc.message}")
@@ -232,4 +237,47 @@ class Recover:
             except DeployerError as exc:
                 self.say(f"could not put them back: {exc.message}")
                 return 4
+            return 0
+
+    # -- the workers ------------------------------------------------------------------------
+    def worker_lanes(self, served: dict[str, str], *, restart: bool) -> tuple[Lane, ...]:
+        """Per worker host serving a release: its worker checked on that release (a heartbeat
+        newer than the check's start), after the playbook's worker restart when `restart`."""
+        cfg = self.cfg
+        if restart:
+            pairs = [(cfg.host(n), [ops.workers(cfg, cfg.host(n), ops.values(cfg, cfg.host(n), r), effect=None)])
+                     for n, r in served.items()]
+        else:
+            pairs = [(cfg.host(n), [ops.worker_check(cfg, cfg.host(n), r)]) for n, r in served.items()]
+        return ops.lanes(pairs)
+
+    def check_workers(self) -> int:
+        """Once converged, each app host's worker must report the release the host serves with a
+        fresh heartbeat: a wedged one (stale heartbeat: stuck on a dead database connection after
+        a partition, say) is restarted and checked again; still wedged, a human must look (4)."""
+        cfg, s = self.cfg, self.s
+        facts = s.facts(cfg.app_hosts)
+        for name, why in sorted(facts.unreachable.items()):
+            self.say(f"{name}: not reachable ({why}): its worker is not checked")
+        served = {h.name: cur for h in cfg.app_hosts if (cur := facts.current(h.name))}
+        lanes = self.worker_lanes(served, restart=False)
+        if not lanes:
+            return 0
+        with journaled(s, self.rep, RunState(run=s.run_id, release="")) as run:
+            try:
+                run.ex.run(Plan("recover", "", (Stage(StageName.WORKER_RESTART, "check", lanes),)))
+                return 0
+            except DeployerError as exc:
+                wedged = sorted(failed_hosts(exc) & set(served)) or sorted(lane.subject for lane in lanes)
+            self.say(f"worker not reporting its release with a fresh heartbeat on {', '.join(wedged)}: "
+                     "restarting it")
+            again = self.worker_lanes({n: served[n] for n in wedged}, restart=True)
+            try:
+                run.ex.run(Plan("recover", "", (Stage(StageName.WORKER_RESTART, "restart wedged", again),)))
+            except DeployerError as exc:
+                self.say(f"worker still wedged after a restart: {exc.message}; look at the worker's log "
+                         f"on {', '.join(sorted(failed_hosts(exc)) or wedged)}")
+                return 4
+            self.say(f"worker restarted and reporting its release on {', '.join(wedged)}")
+            self.restarted = wedged
             return 0

@@ -92,8 +92,7 @@ class Rollback:
             "read); the database is left as it is",
         ))
         app = self.cfg.app_hosts
-        plan = manual_rollback_plan(self.cfg, target, app, backup=None, safety_path=None, now=time.time(),
-                                    token=FN.DRY_RUN)
+        plan = manual_rollback_plan(self.cfg, target, app, backup=None, safety_path=None, token=FN.DRY_RUN)
         announce(self.rep, plan, self.cfg)
         return 0
 
@@ -115,7 +114,7 @@ class Rollback:
     def locked(self, app, facts, history: History) -> int:
         cfg, s = self.cfg, self.s
         serving = [st.current for st in facts.hosts.values() if st.current]
-        current = max(serving) if serving else None
+        current = history.newest(serving)
         target = pick(history, self.to, current, facts)
         schema_now, schema_target = facts.schema, history.schema_of(target)
         if schema_now != schema_target and not (self.restore_db or self.keep_db):
@@ -128,7 +127,7 @@ class Rollback:
         if backup is not None:
             db = B.Database.of(cfg.database)
             safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
-        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety, now=time.time(),
+        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety,
                                     token=FN.DRY_RUN if self.dry_run else s.fence_token)
         if self.dry_run:
             for stage, host, command in plan.rows():
@@ -231,9 +230,10 @@ class Resume:
             facts = read_facts(s, cfg, st.commit, self.rep)
             plan = deploy_plan(cfg, facts, DeployInputs(
                 release=st.release, commit=st.commit, ref=st.ref, maintenance=st.maintenance_on,
-                now=time.time(), start_wave=st.waves_done, snapshot=st.snapshot, token=s.fence_token,
+                start_wave=st.waves_done, snapshot=st.snapshot, token=s.fence_token,
                 protected=frozenset(history.snapshot_releases()),
-                bad=frozenset(r for r, rec in history.releases.items() if rec.bad)))
+                bad=frozenset(r for r, rec in history.releases.items() if rec.bad),
+                order=tuple(history.order)))
             from .deploy import lock_lost, pause
 
             try:

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .. import records as REC
-from ..errors import DeployerError, DeployFailed, NeedsHuman, interrupted
+from ..errors import CommandFailed, DeployerError, DeployFailed, NeedsHuman, interrupted
 from ..journal import Journal
 from ..output import Reporter
 from ..session import Session, who
 from ..signals import deferred
 from ..stages import StageName
 from .back_plan import rollback_plan
-from .executor import Executor
+from .executor import Executor, GateFailed, StageFailed
 from .plan import SchemaKey
 from .state import RunState
 
@@ -106,6 +106,7 @@ class Run:
     def _roll_back(self, cause: DeployerError, *, interrupted: bool, outcome: str) -> int:
         st = self.st
         cfg = self.s.cfg
+        failed_in = self.ex.stage.name if self.ex.stage is not None else None
         cause.message = self.redactor.redact(cause.message)
         self.rep.event("rollback", message=f"deploy failed: {cause.message}\nrolling back to the snapshot")
         self.write(REC.RollbackStarted(auto=True, to=st.snapshot, cause=cause.message[:500], who=who()))
@@ -125,17 +126,23 @@ class Run:
                              f"{rb.message}", hint=f"run `inv status --env {cfg.env}`, then "
                                                f"`inv recover --env {cfg.env}`") from rb
         took = time.monotonic() - t0
-        self.write(REC.ReleaseBad(release=st.release, reason=cause.message[:500]))
+        blamed = environment_at_fault(self.s.cfg, st, cause, failed_in)
+        if not blamed:
+            self.write(REC.ReleaseBad(release=st.release, reason=cause.message[:500]))
         self.write(REC.RollbackEnded(outcome="success", seconds=round(took, 3)))
         self.write(REC.RunEnded(outcome=outcome or ("interrupted" if interrupted else "rolled_back"),
                                 error=cause.message[:2000], hosts=dict(st.snapshot)))
-        self.rep.event("rollback", message=f"rolled back {switched} switched host(s) in {took:.1f}s; "
-                                           f"{st.release} marked bad")
+        verdict = f"{st.release} marked bad"
+        if blamed:
+            verdict = (f"{st.release} NOT marked bad (it stays a rollback target): the environment was at "
+                       f"fault: the worker of {', '.join(blamed)} was already unhealthy before the switch")
+        self.rep.event("rollback", message=f"rolled back {switched} switched host(s) in {took:.1f}s; {verdict}")
         if interrupted:
             return 130
         if outcome:
             return 0
-        raise DeployFailed(f"deploy of {st.release} ({st.ref}) failed and was rolled back: {cause.message}")
+        raise DeployFailed(f"deploy of {st.release} ({st.ref}) failed and was rolled back: {cause.message}"
+                           + (f"\n{verdict}" if blamed else ""))
 
     def settle_schema(self) -> None:
         """A migration cut short (Ctrl-C, a lost host) left no `after` version: read it now, once the
@@ -200,3 +207,27 @@ class Run:
 
         with deferred(note):
             yield received
+
+
+def failed_hosts(exc: BaseException) -> set[str]:
+    """The hosts a stage's failure names (none for a failure of no host, e.g. a bake)."""
+    if isinstance(exc, StageFailed):
+        return set(exc.failures)
+    if isinstance(exc, GateFailed):
+        return set(exc.failed)
+    if isinstance(exc, CommandFailed) and exc.host:
+        return {exc.host}
+    return set()
+
+
+def environment_at_fault(cfg, st: RunState, cause: BaseException, stage: StageName | None) -> list[str]:
+    """The failing hosts, when the deploy failed at a worker check or the gate on hosts that ALL
+    failed their worker probe before the switch (a host with a worker, serving a release then, not
+    journaled WORKER_HEALTHY): their environment, not the release, is at fault. Else []."""
+    if stage not in (StageName.WORKER_RESTART, StageName.GATE):
+        return []
+    hosts = failed_hosts(cause)
+    probed = {h.name for h in cfg.app_hosts if st.snapshot.get(h.name)
+              and any(cfg.runs_step(step, h) for step in cfg.playbook.steps("worker_verify"))}
+    unhealthy = probed - set(st.workers_healthy)
+    return sorted(hosts) if hosts and hosts <= unhealthy else []

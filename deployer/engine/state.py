@@ -40,12 +40,16 @@ class RunState:
     switched: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     workers_restarted: list[str] = field(default_factory=list)
+    #: hosts whose worker passed its check before the switch (the snapshot stage's probe); a
+    #: worker host not in it was unhealthy before the deploy changed anything
+    workers_healthy: list[str] = field(default_factory=list)
     waves_done: int = 0
 
     def apply(self, effect: Effect, host: str) -> None:
         """One effect of one action on the subject host."""
         added = {Effect.PULLED: self.pulled, Effect.SWITCHED: self.switched,
-                 Effect.DRAINED: self.drained, Effect.WORKERS_RESTARTED: self.workers_restarted}
+                 Effect.DRAINED: self.drained, Effect.WORKERS_RESTARTED: self.workers_restarted,
+                 Effect.WORKER_HEALTHY: self.workers_healthy}
         removed = {Effect.UNDRAINED: self.drained, Effect.UNSWITCHED: self.switched}
         if effect in added:
             _add(added[effect], host)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..commands import fence as FN
 from ..commands import ledger as L
 from ..commands import lock as LK
-from ..errors import DeployerError
+from ..errors import CommandFailed, DeployerError, Refused
 
 if TYPE_CHECKING:
     from ..records import Record
@@ -55,12 +55,16 @@ class SshState:
         when not read)."""
         run_id = info.get("run", "")
         cmd = LK.acquire_then_read(self.path, run_id, L.read(self.path)) if read else LK.acquire(self.path, run_id)
-        out, ledger = LK.split_ledger(self._run(cmd, stdin=json.dumps(info) + "\n", timeout=60).stdout)
+        try:
+            res = self._run(cmd, stdin=json.dumps(info) + "\n", timeout=60)
+        except CommandFailed as exc:
+            if exc.exit_status == LK.UNWRITABLE:
+                raise Refused(LK.unwritable(self.host.name, self.path, exc.stderr)) from None
+            raise
+        out, ledger = LK.split_ledger(res.stdout)
         held = LK.parse_held(out)
         token = FN.parse_token(out)
         if held is None and ("acquired" not in out.split() or token is None):
-            from ..errors import Refused
-
             raise Refused(f"lock: unexpected answer from {self.host.name}: {out.strip()[:200]!r}")
         if held is None:
             self._tokens[run_id] = token

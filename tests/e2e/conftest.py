@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +17,31 @@ from deployer.fleet.harness import Fleet
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class CLI:
-    """Runs `deployer` as a user would, in a subprocess: real exit codes and messages."""
+def faketime(offset: str) -> tuple[str, ...]:
+    """The argv prefix that runs a command with its clock `offset` off this machine's (libfaketime,
+    e.g. "-1h", "+1h"), the multi-threaded library (deployer runs hosts in threads). The monotonic
+    clock is shifted too: with it excluded, libfaketime turns Python's sleeps (absolute monotonic
+    deadlines) into EINVAL; shifted by the same offset, every wait inside the run stays consistent."""
+    if shutil.which("faketime") is None:
+        pytest.fail("faketime is not installed (the bootstrap script installs it)")
+    return ("faketime", "-m", "-f", offset)
 
-    def __init__(self, inventory: str):
+
+class CLI:
+    """Runs `deployer` as a user would, in a subprocess: real exit codes and messages. `prefix`:
+    an argv the command runs under (e.g. `faketime(...)`: an orchestrator whose clock is off)."""
+
+    def __init__(self, inventory: str, prefix: tuple[str, ...] = ()):
         self.inventory = inventory
+        self.prefix = tuple(prefix)
+
+    def under(self, *prefix: str) -> CLI:
+        """The same CLI, its commands run under `prefix`."""
+        return CLI(self.inventory, prefix)
 
     def __call__(self, *args: str, env: dict | None = None, timeout: float = 300,
                  check: int | None = None) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-m", "deployer.cli", *args]
+        argv = [*self.prefix, sys.executable, "-m", "deployer.cli", *args]
         if "--env" in args and "--inventory" not in args and args[0] != "fleet":
             argv += ["--inventory", self.inventory]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
@@ -36,7 +53,7 @@ class CLI:
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "deployer.cli", *args]
+        argv = [*self.prefix, sys.executable, "-m", "deployer.cli", *args]
         if "--inventory" not in args:
             argv += ["--inventory", self.inventory]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -21,10 +21,11 @@ STAGES = ("preflight", "lock", "snapshot", "maintenance", "backup", "pull", "mig
 
 
 class Orchestrator:
-    """`deployer <args> --output json` in a subprocess; events arrive on a queue as they are printed."""
+    """`deployer <args> --output json` in a subprocess; events arrive on a queue as they are printed.
+    `prefix`: an argv it runs under (e.g. faketime: an orchestrator whose clock is off)."""
 
-    def __init__(self, args: list[str], inventory: str, env: dict | None = None):
-        argv = [sys.executable, "-m", "deployer.cli", *args, "--inventory", inventory, "--output", "json"]
+    def __init__(self, args: list[str], inventory: str, env: dict | None = None, prefix: tuple[str, ...] = ()):
+        argv = [*prefix, sys.executable, "-m", "deployer.cli", *args, "--inventory", inventory, "--output", "json"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      cwd=ROOT, env={**os.environ, **(env or {})})
         self.events: list[dict] = []
@@ -165,12 +166,14 @@ def check_invariants(fleet, cli, inventory: str, *, allowed: set[str], canary_ro
     if lock and "lock: held by" not in said:
         obs.problems.append(f"lock left held and not reported: {lock}")
     for h in fleet.spec.web_hosts:
-        flag = fleet.sh(h.name, "cat /srv/app/shared/storage/maintenance.json 2>/dev/null", check=False).stdout
+        # the flag's expiry is judged by the host's clock, as its app does
+        host_now, _, flag = fleet.sh(h.name, "date +%s; cat /srv/app/shared/storage/maintenance.json 2>/dev/null",
+                                     check=False).stdout.partition("\n")
         if flag.strip():
             expired = False
             try:
                 exp = json.loads(flag).get("expires_at")
-                expired = exp is not None and exp <= time.time()
+                expired = exp is not None and exp <= int(host_now)
             except ValueError:
                 pass
             if not expired and "ON" not in said:

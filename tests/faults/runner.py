@@ -63,9 +63,10 @@ def recover(cli, env) -> str:
 
 def run(name: str, fleet, cli, env, *, ref: str = "v3", args: tuple = (), trigger=None, action=None,
         heal=None, expect: tuple = (-9,), do_recover: bool = True, timeout: float = 240,
-        inventory: str | None = None) -> Orchestrator:
+        inventory: str | None = None, prefix: tuple[str, ...] = ()) -> Orchestrator:
     """The scenario: baseline, the faulted run (with `inventory` if given, else the fault
-    inventory), heal, recover, invariants (recorded in the table)."""
+    inventory; under the argv `prefix` if given, e.g. faketime), heal, recover, invariants
+    (recorded in the table)."""
     snap = baseline(fleet, cli, env)
     o = None
     code: object = "?"
@@ -74,7 +75,7 @@ def run(name: str, fleet, cli, env, *, ref: str = "v3", args: tuple = (), trigge
     try:
         with ArgvWatch(env.secret) as watch:
             o = Orchestrator(["deploy", "--env", "local", "--ref", ref, *args], inventory or env.inventory,
-                             env.env())
+                             env.env(), prefix)
             if trigger is not None:
                 hit = o.wait_for(trigger, timeout=timeout)
                 if hit is not None and action is not None:

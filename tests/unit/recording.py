@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from deployer.commands import fence as FN
@@ -65,6 +66,9 @@ class Fleet:
         self.counter = 0  # the last fencing token the lock handed out
         self.seen: dict[str, int] = {}  # host -> the largest fencing token it has seen
         self.refused: list[tuple[str, int, int]] = []  # (host, seen, token) of each script refused
+        # each host's clock, as `date +%s` prints it in the state read: seconds off this
+        # machine's (an int), per host (a dict; hosts not in it are on time), or None: on time
+        self.clock_offset: int | dict[str, int] | None = None
 
     def next_token(self) -> int:
         self.counter += 1
@@ -80,6 +84,11 @@ class Fleet:
             return f"fenced: host has seen token {seen} > {token}"
         self.seen[host] = max(seen, token)
         return None
+
+    def now(self, host: str) -> int:
+        """What `date +%s` prints on `host`."""
+        off = self.clock_offset
+        return int(time.time()) + (off.get(host, 0) if isinstance(off, dict) else off or 0)
 
 
 class RecordingTransport:
@@ -144,7 +153,7 @@ class RecordingTransport:
         if "@@deployer-state" in step:
             cur = f.current.get(host)
             lines = ["@@deployer-state", f"current=/srv/app/releases/{cur}" if cur else "current=",
-                     f"hostname={host}", "disk_kb=99999999", "maintenance=off", "now=1"]
+                     f"hostname={host}", "disk_kb=99999999", "maintenance=off", f"now={f.now(host)}"]
             lines += [f"release={r}" for r in f.releases.get(host, [])]
             return "\n".join(lines)
         if "git ls-remote" in step:

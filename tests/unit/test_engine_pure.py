@@ -257,7 +257,7 @@ def test_dry_run_plan_of_the_laravel_playbook_is_the_deploy_sh_of_seed_003():
     cfg = load_config("prod", root=ROOT)
     facts = canned_facts(cfg)
     plan = deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref="v2.3.0",
-                                                 maintenance=True, now=0.0))
+                                                 maintenance=True))
     rows = plan.rows()
     by_stage = {}
     for stage, _host, command in rows:

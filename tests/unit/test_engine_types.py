@@ -80,7 +80,7 @@ STAGE = Stage("backup")
 def test_effects_are_an_enum_whose_values_are_what_the_journal_always_held():
     assert [e.value for e in Effect] == [
         "pulled", "switched", "unswitched", "drained", "undrained", "maintenance_on",
-        "maintenance_off", "migrated", "workers_restarted", "db_restored"]
+        "maintenance_off", "migrated", "workers_restarted", "db_restored", "worker_healthy"]
     with pytest.raises(ValueError, match="unknown effect"):
         Action(host="web1", command=raw("true"), effect="switched")
 
@@ -93,6 +93,7 @@ def test_effects_are_an_enum_whose_values_are_what_the_journal_always_held():
     (Effect.UNDRAINED, {"drained": ["web1"]}, {"drained": []}),
     (Effect.UNDRAINED, {}, {"drained": []}),
     (Effect.WORKERS_RESTARTED, {}, {"workers_restarted": ["web1"]}),
+    (Effect.WORKER_HEALTHY, {}, {"workers_healthy": ["web1"]}),
     (Effect.MAINTENANCE_ON, {}, {"maintenance_on": True}),
     (Effect.MAINTENANCE_OFF, {"maintenance_on": True}, {"maintenance_on": False}),
     (Effect.MIGRATED, {}, {"migrated": True}),

@@ -53,15 +53,15 @@ def plans(cfg) -> dict[str, Plan]:
                   backup=backup, maintenance_on=True, migrated=True, pulled=list(app), switched=list(app),
                   drained=app[:1], workers_restarted=list(app))
     out = {f"deploy maintenance={m}": deploy_plan.deploy_plan(cfg, facts, DeployInputs(
-        release=REL, commit=facts.commit, ref="v2", maintenance=m, now=0.0, token=TOKEN)) for m in (True, False)}
+        release=REL, commit=facts.commit, ref="v2", maintenance=m, token=TOKEN)) for m in (True, False)}
     out["promote"] = deploy_plan.deploy_plan(cfg, facts, DeployInputs(
-        release=REL, commit=facts.commit, ref="v2", maintenance=False, now=0.0, start_wave=1, token=TOKEN))
+        release=REL, commit=facts.commit, ref="v2", maintenance=False, start_wave=1, token=TOKEN))
     out["rollback"] = back_plan.rollback_plan(cfg, st, TOKEN)
     out["rollback --to"] = back_plan.manual_rollback_plan(cfg, OLD, cfg.app_hosts, backup=backup,
-                                                          safety_path="/srv/backups/s.dump", now=0.0, token=TOKEN)
-    out["maintenance on"] = maint_plan.mode_plan(cfg, True, message="m", retry=60, ttl=600, now=0.0,
+                                                          safety_path="/srv/backups/s.dump", token=TOKEN)
+    out["maintenance on"] = maint_plan.mode_plan(cfg, True, message="m", retry=60, ttl=600,
                                                  release=OLD, token=TOKEN)
-    out["maintenance off (recover)"] = maint_plan.mode_plan(cfg, False, message="", retry=0, ttl=None, now=0.0,
+    out["maintenance off (recover)"] = maint_plan.mode_plan(cfg, False, message="", retry=0, ttl=None,
                                                             release=OLD, token=TOKEN)
     out["maintenance job"] = maint_plan.window_plan(cfg, backup_path="/srv/backups/n.dump", remove=["old.dump"],
                                                     release=OLD, gate_release=OLD, token=TOKEN)
@@ -93,7 +93,7 @@ def test_every_host_script_of_every_plan_starts_with_the_token_check(env, tmp_pa
 def test_a_dry_run_plan_shows_a_placeholder_and_is_never_run(tmp_path):
     cfg = load_config("prod", root=ROOT)
     plan = deploy_plan.deploy_plan(cfg, canned_facts(cfg), DeployInputs(
-        release=REL, commit="3f8cb52" + "0" * 33, ref="v2", maintenance=False, now=0.0, token=FN.DRY_RUN))
+        release=REL, commit="3f8cb52" + "0" * 33, ref="v2", maintenance=False, token=FN.DRY_RUN))
     rows = plan.rows()
     assert all(f"-gt {FN.DRY_RUN_SHOWN} ]" in cmd for _, _, cmd in rows if not cmd.startswith(("GET ", "upload")))
     s = Session(cfg, JsonReporter(io.StringIO()), transport=RecordingTransport(Fleet([], OLD)))
@@ -181,6 +181,28 @@ def test_the_lock_hands_out_growing_tokens_and_a_take_over_gets_a_new_one(tmp_pa
     assert other.fence_token == 3
     other.release_lock()
     assert Path(LK.lock_dir(cfg.layout.state)).exists() is False
+
+
+def test_a_token_that_cannot_be_written_is_a_full_state_filesystem_and_leaves_no_lock(tmp_path):
+    """The lock taken, its token could not be written (a full state filesystem, here a directory
+    in the way of the counter's new value): the lock is removed again and the script exits as
+    `acquire` does when it cannot write the lock (the run is refused, exit 3)."""
+    cfg = local_config(tmp_path)
+    blocker = Path(cfg.layout.state) / (FN.COUNTER + ".new")
+    blocker.mkdir(parents=True)
+    s = Session(cfg, JsonReporter(io.StringIO()), reason="a", transport=LocalShell())
+    with pytest.raises(Refused) as err:
+        s.state.acquire({"run": s.run_id, "holder": "t"})
+    s.close()
+    assert err.value.exit_code == 3
+    assert err.value.message == f"db1: cannot write {cfg.layout.state} (Is a directory): the lock cannot be taken"
+    assert not Path(LK.lock_dir(cfg.layout.state)).exists()
+    blocker.rmdir()
+    s = Session(cfg, JsonReporter(io.StringIO()), reason="b", transport=LocalShell())
+    s.acquire_lock(0)
+    assert s.fence_token == 1  # the counter was left as it was
+    s.release_lock()
+    s.close()
 
 
 def run_deploy(cfg, fleet, transport=None):

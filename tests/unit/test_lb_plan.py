@@ -33,7 +33,7 @@ def switch_actions(plan, host):
 
 def test_the_only_server_in_rotation_is_not_drained_but_still_waited_up_for():
     cfg = one_web(prod())
-    plan = deploy_plan(cfg, canned_facts(cfg), DeployInputs(release=REL, commit="c" * 40, ref="v2", maintenance=False, now=0.0))
+    plan = deploy_plan(cfg, canned_facts(cfg), DeployInputs(release=REL, commit="c" * 40, ref="v2", maintenance=False))
     assert switch_actions(plan, "web1") == ["switch", "health", "put back web1"]
     put_back = next(a for st in plan.stages for a in st.actions() if a.what == "put back web1")
     assert "state ready" in put_back.command.script and "not UP at the load balancer" in put_back.command.script
@@ -44,7 +44,7 @@ def test_a_switch_never_takes_every_server_out_of_rotation():
     assert ops.switch_limit(prod(max_unavailable=1)) == 1
     assert ops.switch_limit(one_web(prod())) == 1
     plan = deploy_plan(prod(max_unavailable="100%"), canned_facts(prod()),
-                       DeployInputs(release=REL, commit="c" * 40, ref="v2", maintenance=False, now=0.0))
+                       DeployInputs(release=REL, commit="c" * 40, ref="v2", maintenance=False))
     assert {st.limit for st in plan.stages if st.name == "switch"} == {3}
     assert switch_actions(plan, "web2")[0] == "drain web2"
 
@@ -52,7 +52,7 @@ def test_a_switch_never_takes_every_server_out_of_rotation():
 def test_a_maintenance_deploy_waits_for_the_load_balancer_at_each_put_back_and_at_the_end():
     cfg = prod()
     plan = deploy_plan(cfg, canned_facts(cfg), DeployInputs(release=REL, commit="c" * 40, ref="v2",
-                                                         maintenance=True, now=0.0))
+                                                         maintenance=True))
     put_backs = [a for st in plan.stages for a in st.actions() if a.what.startswith("put back")]
     assert len(put_backs) == 4 and all("not UP at the load balancer" in a.command.script for a in put_backs)
     names = [st.name for st in plan.stages]
@@ -68,7 +68,7 @@ def test_a_maintenance_deploy_waits_for_the_load_balancer_at_each_put_back_and_a
 def test_maintenance_on_and_off_end_when_the_load_balancer_sees_every_server_up():
     cfg = prod()
     for on in (True, False):
-        plan = mode_plan(cfg, on, message="m", retry=60, ttl=600 if on else None, now=0.0, release=REL)
+        plan = mode_plan(cfg, on, message="m", retry=60, ttl=600 if on else None, release=REL)
         assert [st.name for st in plan.stages] == ["maintenance", "maintenance"]
         assert plan.stages[-1].actions()[0].what == "load balancer: every server UP"
 

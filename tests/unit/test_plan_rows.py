@@ -38,7 +38,7 @@ def plans() -> dict[str, list]:
     out = {}
     for maint in (True, False):
         plan = deploy_plan.deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref="v2.3.0",
-                                                                maintenance=maint, now=0.0, token=TOKEN))
+                                                                maintenance=maint, token=TOKEN))
         out[f"deploy maintenance={maint}"] = plan.rows()
     app = [h.name for h in cfg.app_hosts]
     st = RunState(run="r1", release=REL, snapshot={h: PREV for h in app}, schema_before=1, schema_after=2,
@@ -50,7 +50,7 @@ def plans() -> dict[str, list]:
     out["rollback down"] = back_plan.rollback_plan(cfg, st, TOKEN).rows()
     out["rollback --to"] = back_plan.manual_rollback_plan(
         cfg, PREV, cfg.app_hosts, backup=BACKUP,
-        safety_path="/srv/backups/safety.dump", now=0.0, token=TOKEN).rows()
+        safety_path="/srv/backups/safety.dump", token=TOKEN).rows()
     out["window"] = maint_plan.window_plan(cfg, backup_path="/srv/backups/nightly.dump", remove=[],
                                            release=PREV, gate_release=None, token=TOKEN).rows()
     return {k: [list(r) for r in v] for k, v in out.items()}
@@ -75,7 +75,7 @@ def test_a_deploy_without_maintenance_that_cleans_up_old_releases_plans_a_finali
     for state in facts.hosts.values():
         state.releases = old + [PREV]
     plan = deploy_plan.deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref="v2.3.0",
-                                                            maintenance=False, now=0.0))
+                                                            maintenance=False))
     finalize = [a for st in plan.stages if st.name == "finalize" for a in st.actions()]
     assert {a.host for a in finalize} == {h.name for h in cfg.app_hosts}
     assert all(a.effect is None for a in finalize)

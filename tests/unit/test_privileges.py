@@ -55,7 +55,8 @@ def test_commands_per_host_follow_the_steps_roles(tmp_path):
     cfg = config(tmp_path)
     web1 = P.commands(cfg, cfg.host("web1"))
     assert [(c.text, c.steps) for c in web1] == [
-        (f"{CTL} stop worker", ("playbooks/demo.yaml: stages.maintenance.on[1].run",)),
+        (f"{CTL} stop worker", ("playbooks/demo.yaml: stages.maintenance.on[1].run",
+                                "playbooks/demo.yaml: stages.worker_restart[0]")),
         (f"{CTL} start worker", ("playbooks/demo.yaml: stages.maintenance.off[1].run",
                                  "playbooks/demo.yaml: stages.worker_restart[0]")),
         (f"{CTL} status worker", ("playbooks/demo.yaml: stages.maintenance.off[1].run",
@@ -76,8 +77,8 @@ def test_sudoers_of_the_demo_playbook(tmp_path):
     assert P.sudoers(cfg, "deploy") == f"""\
 # What the demo playbook runs as root ({{sudo}} in these steps), and nothing else:
 #   playbooks/demo.yaml: stages.maintenance.on[1].run
-#   playbooks/demo.yaml: stages.maintenance.off[1].run
 #   playbooks/demo.yaml: stages.worker_restart[0]
+#   playbooks/demo.yaml: stages.maintenance.off[1].run
 #   playbooks/demo.yaml: stages.reload[0]
 Cmnd_Alias DEPLOYER_DEMO = \\
     {CTL} stop worker, \\

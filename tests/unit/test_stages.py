@@ -40,7 +40,7 @@ def test_a_deploy_plan_runs_its_stages_in_the_order_of_the_list(maintenance, wit
         monkeypatch.setattr(type(cfg.playbook), "hooks_for", lambda self, when, stage: list(step))
     facts = canned_facts(cfg)
     plan = deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref="v2.3.0",
-                                                 maintenance=maintenance, now=0.0))
+                                                 maintenance=maintenance))
     where = [position(st.name, st.wave) for st in plan.stages]
     assert where == sorted(where)
     # a hook sits right next to its stage (preflight's and lock's have no stage in the plan)
