@@ -240,9 +240,15 @@ def status(env, **kw):
 @cli.command()
 @ENV
 @click.option("--force", is_flag=True, help="really break the lock")
+@click.option("--reason", default="", help="why: needed to break the lock of a run alive on this machine "
+                                           "(recorded in the ledger)")
 @common()
 def unlock(env, **kw):
-    """Break a stale lock, printing who held it."""
+    """Break a stale lock, printing who held it (holder, run, pid).
+
+    `inv recover --env E` is the usual way out of a dead run's lock: it converges what the run
+    left, then frees it. A holder alive on this machine is refused unless --reason is given.
+    """
     return verbs.unlock(env, **kw)
 
 

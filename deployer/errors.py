@@ -176,3 +176,14 @@ class Interrupted(DeployerError):
 class LockLost(NeedsHuman):
     """The run no longer holds its lock: it stops before changing anything more (no rollback:
     another run may be at work); `status` and `recover` tell what to do."""
+
+
+class Fenced(LockLost):
+    """A host refused a script of this run: it has seen a larger fencing token than the run's,
+    so a newer run took the lock (deployer.commands.fence). The run ends as one that lost its lock."""
+
+    def __init__(self, host: str, seen: int, token: int, hint: str = ""):
+        super().__init__(f"fenced: {host} has seen fencing token {seen} > this run's {token}: a newer run "
+                         "took the lock; this run stops before changing anything more"
+                         + (f" ({hint})" if hint else ""))
+        self.host, self.seen, self.token = host, seen, token

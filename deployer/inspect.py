@@ -7,7 +7,7 @@ import time
 from . import records as REC
 from .commands.releases import HostState
 from .config import Config
-from .errors import ConfigError, DeployerError, NeedsHuman
+from .errors import ConfigError, DeployerError, NeedsHuman, Refused
 from .ledger import History, RunRecord
 from .output import Reporter
 from .session import Session
@@ -191,15 +191,25 @@ def releases(cfg: Config, reporter: Reporter) -> int:
     return 0
 
 
-def unlock(cfg: Config, reporter: Reporter, force: bool) -> int:
+def unlock(cfg: Config, reporter: Reporter, force: bool, reason: str = "") -> int:
+    """`unlock --force`: break the lock, printing what it broke. A holder alive on this machine
+    (its pid answers) is refused unless `reason` says why (`inv recover` is the usual way out:
+    it converges what a dead run left, then frees its lock)."""
+    from .engine.recover import alive_here
+
     if not force:
-        raise ConfigError("unlock: breaking a lock needs --force (check `inv status` first)")
+        raise ConfigError(f"unlock: breaking a lock needs --force (check `inv status --env {cfg.env}` "
+                          f"first; `inv recover --env {cfg.env}` frees a dead run's lock)")
     s = Session(cfg, reporter)
     try:
         held = s.state.read_lock()
         if held is None:
             reporter.event("notice", message=f"{cfg.env}: lock is free; nothing to do")
             return 0
+        if alive_here(held) and not reason.strip():
+            raise Refused(f"{cfg.env}: the lock's holder is alive on this machine ({held.describe()}); "
+                          f"not broken. Wait for it, or `inv recover --env {cfg.env}` once it is gone; "
+                          "`--force --reason \"why\"` breaks it anyway")
         s.state.force_release()
         import json
 
@@ -207,8 +217,11 @@ def unlock(cfg: Config, reporter: Reporter, force: bool) -> int:
         from .session import who
 
         s.ship(json.dumps({"v": SCHEMA_VERSION, "at": now_iso(), "type": "lock.broken", "run": s.run_id,
-                           "who": who(), "holder": held.__dict__}, sort_keys=True) + "\n")
-        reporter.event("notice", message=f"{cfg.env}: broke the lock held by {held.describe()}")
+                           "who": who(), "holder": held.__dict__, "reason": reason},
+                          sort_keys=True) + "\n")
+        reporter.event("notice", message=f"{cfg.env}: broke the lock of run {held.run or '?'} (holder "
+                                         f"{held.holder}@{held.host}, pid {held.pid}): {held.describe()}"
+                                         + (f"; reason: {reason}" if reason else ""))
         return 0
     finally:
         s.close()

@@ -37,7 +37,8 @@ def set_mode(cfg: Config, rep: Reporter, *, on: bool, message: str = "Down for m
         facts = s.facts(cfg.app_hosts)
         facts.require_reachable("maintenance")
         release = next((st.current for st in facts.hosts.values() if st.current), "")
-        plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, release=release)
+        # without the lock (maintenance by hand takes none): no fencing token, no check
+        plan = mode_plan(cfg, on, message=message, retry=retry, ttl=ttl, release=release, token=s.fence_token)
         with journaled(s, rep, RunState(run=s.run_id, release=release)) as run:
             run.ex.run(plan)
             run.write(REC.MaintenanceManual(on=on, who=who(), message=message, ttl=ttl))
@@ -126,7 +127,7 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
 
     path = backups.path
     plan = window_plan(cfg, backup_path=path, remove=list(backups.removed), release=release,
-                       gate_release=release if gate else None)
+                       gate_release=release if gate else None, token=s.fence_token)
     done: list[str] = []
     with journaled(s, rep, RunState(run=s.run_id, release=release),
                    REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id)) as run:

@@ -95,6 +95,7 @@ class Session:
         self._locked = False
         self._lock_run = self._run_id  # the run the lock is held as (recover writes as others)
         self._lock_lost: str | None = None
+        self._fence_token: int | None = None  # the lock's fencing token (taken or adopted)
         self._keep_lock = False  # a paused rollout leaves the lock to promote/abort
         self._ledger_read: list[dict] | None = None  # the ledger as read with the lock (used once)
 
@@ -108,6 +109,12 @@ class Session:
     def locked(self) -> bool:
         """This session holds the env's lock (taken or adopted, not released yet)."""
         return self._locked
+
+    @property
+    def fence_token(self) -> int | None:
+        """The fencing token of the lock this session took or adopted (None: it took none).
+        Every host script of the run's plans checks it first (`commands.fence.guard`)."""
+        return self._fence_token
 
     @property
     def lock_lost(self) -> str | None:
@@ -268,14 +275,15 @@ class Session:
                 continue
             if held is None:
                 self._locked = True
+                self._fence_token = self.state.token(self._lock_run)
                 self._start_heartbeat()
                 return waited
             waited = True
             if time.monotonic() >= deadline:
                 stale = not held.paused and (not held.run or (held.heartbeat_age is not None
                                                               and held.heartbeat_age > STALE_AFTER))
-                hint = (" The lock looks STALE (no heartbeat): if that run is dead, break it with "
-                        f"`inv unlock --env {self.cfg.env} --force`." if stale else
+                hint = (" The lock looks STALE (no heartbeat): if that run is dead, "
+                        f"`inv recover --env {self.cfg.env}` converges what it left and frees the lock." if stale else
                         " Wait for it, or pass --lock-wait SECONDS.")
                 raise Refused(f"{self.cfg.env}: locked by {held.describe()}.{hint}")
             if stop.wait(min(2.0, max(0.1, deadline - time.monotonic()))):
@@ -299,7 +307,7 @@ class Session:
         except DeployerError as again:
             first = again.message.splitlines()[0]
             exc.message += (f"\nthe lock may be held by this run ({self._lock_run}) and could not be "
-                            f"released ({first}): `inv unlock --env {self.cfg.env} --force` frees it")
+                            f"released ({first}): `inv recover --env {self.cfg.env}` frees it")
             exc.args = (exc.message,)
             return False
 
@@ -339,6 +347,7 @@ class Session:
         if not self.state.adopt(run_id, info):
             return None
         self._locked = True
+        self._fence_token = self.state.token(run_id)  # a new one: the paused run's is stale now
         self._start_heartbeat()
         return info
 

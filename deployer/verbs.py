@@ -291,11 +291,11 @@ def releases(env: str, *, output: str = "text", verbose: bool = False, **scope) 
     return guarded(lambda rep: inspect.releases(config(env, rep=rep, **scope), rep), output, verbose)
 
 
-def unlock(env: str, *, force: bool = False, output: str = "text", verbose: bool = False,
+def unlock(env: str, *, force: bool = False, reason: str = "", output: str = "text", verbose: bool = False,
            **scope) -> int:
     from . import inspect
 
-    return guarded(lambda rep: inspect.unlock(config(env, **scope), rep, force), output, verbose)
+    return guarded(lambda rep: inspect.unlock(config(env, **scope), rep, force, reason), output, verbose)
 
 
 def recover(env: str, *, force: bool = False, reason: str = "", output: str = "text",

@@ -7,12 +7,12 @@ import posixpath
 from dataclasses import dataclass
 
 from ..shell import Command, argv, q, raw
+from . import fence as FN
 
 HELD_MARK = "@@lock-held"
 #: `acquire`'s exit status when the state directory cannot be written (full, read-only): it
 #: leaves nothing behind, and the run is refused
 UNWRITABLE = 73
-
 
 
 def lock_dir(state_path: str) -> str:
@@ -24,7 +24,10 @@ def acquire(state_path: str, run_id: str) -> Command:
     rename(2) of a private directory, so no reader ever sees a lock without its holder; exactly
     one caller wins. The details must have arrived whole (this run's id, and the final "}" and
     newline): when the connection dies while they are sent, `cat` sees an early end of input
-    and the shell, which lives on, must not install a lock that nobody can heartbeat or release."""
+    and the shell, which lives on, must not install a lock that nobody can heartbeat or release.
+    The winner gets the next fencing token (`fence.next_token`, kept in the lock as `token`) on
+    a `token=N` line after `acquired`; without one, the lock is removed again and the script fails
+    (with UNWRITABLE when the token could not be written)."""
     d = lock_dir(state_path)
     tmp = f"{q(d + '.new.')}$$"
     info = tmp + "/info.json"
@@ -34,11 +37,23 @@ def acquire(state_path: str, run_id: str) -> Command:
         f"{{ grep -qF {q(run_id)} {info} && [ \"$(tail -c 2 {info})\" = '}}' ] "
         f"|| {{ rm -rf {tmp}; echo 'lock: holder details cut short' >&2; exit 1; }}; }} && "
         f"{{ touch {tmp}/heartbeat || unwritable; }} && "
-        f"if mv -T {tmp} {q(d)} 2>/dev/null; then echo acquired; else rm -rf {tmp}; "
+        f"if mv -T {tmp} {q(d)} 2>/dev/null; then {_token_into(state_path, 'rm -rf ' + q(d), UNWRITABLE)} "
+        f"echo acquired; echo {FN.TOKEN_PREFIX}$t; else rm -rf {tmp}; "
         f"echo {HELD_MARK}; cat {q(d + '/info.json')} 2>/dev/null; echo; "
         f"echo heartbeat_age=$(( $(date +%s) - $(stat -c %Y {q(d + '/heartbeat')} 2>/dev/null || date +%s) )); "
         f"if [ -e {q(d + '/paused')} ]; then echo paused=1; fi; fi"
     )
+
+
+def _token_into(state_path: str, undo: str, unwritable: int = 1) -> str:
+    """Shell text: the next fencing token into `$t` and the lock's `token` file; when that
+    fails, `undo` runs and the script exits: with `unwritable` when the counter or the token
+    file could not be written (a full state filesystem), else with 1."""
+    tok = q(lock_dir(state_path) + "/token")
+    return (f"rc=0; t=$({FN.next_token(state_path, unwritable)}) || rc=$?; "
+            f"if [ $rc -eq 0 ] && [ -n \"$t\" ]; then echo $t > {tok} || rc={unwritable}; "
+            f"elif [ $rc -ne {unwritable} ]; then rc=1; fi; "
+            f"if [ $rc -ne 0 ]; then {undo}; echo 'lock: no fencing token' >&2; exit $rc; fi;")
 
 
 def unwritable(host: str, state_path: str, stderr: str) -> str:
@@ -154,9 +169,11 @@ def mark_paused(state_path: str, run_id: str) -> Command:
 
 def adopt(state_path: str, run_id: str) -> Command:
     """Take over the lock of a paused run (promote/abort from another machine); details on stdin.
-    The `paused` mark is claimed by a rename: of two takers at once, exactly one wins."""
+    The `paused` mark is claimed by a rename: of two takers at once, exactly one wins. The taker
+    gets a new fencing token (a `token=N` line): the paused run's is stale from now on."""
     d = lock_dir(state_path)
     claimed = d + "/paused.taken.$$"
     return raw(f"grep -qF {q(run_id)} {q(d + '/info.json')} && mv {q(d + '/paused')} {claimed} 2>/dev/null && "
                f"cat > {q(d + '/info.json.new')} && mv -f {q(d + '/info.json.new')} {q(d + '/info.json')} "
-               f"&& rm -f {claimed} && touch {q(d + '/heartbeat')}")
+               f"&& rm -f {claimed} && touch {q(d + '/heartbeat')} && "
+               f"{{ {_token_into(state_path, 'true')} echo {FN.TOKEN_PREFIX}$t; }}")

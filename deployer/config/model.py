@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from deployer import cron as _cron
 from deployer import retention as _retention
 from deployer import windows as _windows
+from deployer.commands import fence as _fence
 from deployer.errors import ConfigError
 from deployer.layout import Layout
 from deployer.shell import Privileged, fill
@@ -95,6 +96,12 @@ class Config:
     def layout(self) -> Layout:
         """The paths of the deploy tree under `deploy_to` on every app host."""
         return Layout(self.deploy_to)
+
+    @property
+    def fence_record(self) -> str:
+        """The file name of the fence record every host keeps for this env, under the SSH
+        user's `$HOME/.deployer` (`commands.fence.record`)."""
+        return _fence.record(self.env, self.deploy_to)
 
     def hosts_with(self, role: str) -> list[Host]:
         if not _ROLE_RE.match(role):

@@ -11,7 +11,7 @@ from ..shell import raw
 from ..stages import StageName
 from . import ops
 from .deploy_plan import offsite
-from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage
+from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage, fenced
 from .state import RunState
 
 DOWN_REFUSED = 97  # exit status of the down-migration action when they cannot all run
@@ -80,10 +80,11 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
                  refuse_on=(DOWN_REFUSED, refusal))
 
 
-def rollback_plan(cfg: Config, st: RunState) -> Plan:
+def rollback_plan(cfg: Config, st: RunState, token: int | None = None) -> Plan:
     """Every host the run touched back to its snapshot: code (drained, switched, reloaded,
     checked, put back: no request lost), then the database when it changed, workers, maintenance
-    off, and the failed release removed where it was pulled."""
+    off, and the failed release removed where it was pulled. `token`: the lock's fencing token
+    (`plan.fenced`)."""
     app = cfg.app_hosts
     snap = st.snapshot
     touched = [h for h in app if h.name in st.switched or h.name in st.drained]
@@ -107,11 +108,11 @@ def rollback_plan(cfg: Config, st: RunState) -> Plan:
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
     stages.append(Stage(StageName.FINALIZE, f"{st.release} marked bad", rm, best_effort=True))
-    return Plan("rollback", st.release, tuple(stages))
+    return fenced(Plan("rollback", st.release, tuple(stages)), cfg.fence_record, token)
 
 
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,
-                         safety_path: str | None) -> Plan:
+                         safety_path: str | None, token: int | None = None) -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
     maintenance (a safety dump first)."""
     stages: list[Stage] = []
@@ -130,4 +131,4 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     if backup is not None:
         stages.append(Stage(StageName.MAINTENANCE, "off", ops.maintenance_lanes(cfg, hosts, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", hosts)
-    return Plan("rollback", target, tuple(stages))
+    return fenced(Plan("rollback", target, tuple(stages)), cfg.fence_record, token)

@@ -9,9 +9,11 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import NoReturn
 
 from .. import facts as F
 from .. import records as REC
+from ..commands import fence as FN
 from ..config import Config
 from ..errors import ConfigError, DeployerError, LockLost, NeedsHuman, Refused
 from ..ledger import History
@@ -130,13 +132,15 @@ class DeployRun:
             self._session = Session(self.cfg, self.rep, reason=self.reason)
         return self._session
 
-    def plan(self, facts: F.Facts, history, release: str, maintenance: bool) -> Plan:
+    def plan(self, facts: F.Facts, history, release: str, maintenance: bool, token: int) -> Plan:
+        """The deploy's plan; `token`: the lock's fencing token (`FN.DRY_RUN` for a dry run,
+        which takes no lock: its plan shows `<token>` and is never run)."""
         bad = frozenset(r for r, rec in history.releases.items() if rec.bad) if history else frozenset()
         protected = frozenset(history.snapshot_releases()) if history else frozenset()
         return deploy_plan(self.cfg, facts, DeployInputs(
             release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance,
             secret_files=self.secret_files, protected=protected, bad=bad,
-            order=tuple(history.order) if history else ()))
+            order=tuple(history.order) if history else (), token=token))
 
     def prepare(self) -> tuple[F.Facts, str]:
         cfg = self.cfg
@@ -152,7 +156,7 @@ class DeployRun:
             facts, release = self.prepare()
             history = s.history()
             maintenance = decide_maintenance(s, self.cfg, facts, self.force_maintenance, self.rep)
-            announce(self.rep, self.plan(facts, history, release, maintenance), self.cfg)
+            announce(self.rep, self.plan(facts, history, release, maintenance, FN.DRY_RUN), self.cfg)
             return 0
 
     def offline_dry_run(self) -> int:
@@ -163,7 +167,7 @@ class DeployRun:
         announce_assumed(self.rep, (*facts.assumptions, why, *secrets, "ledger history: assumed "
                                     "empty (no release protected from cleanup, none known bad)"))
         release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
-        announce(self.rep, self.plan(facts, None, release, maintenance), self.cfg)
+        announce(self.rep, self.plan(facts, None, release, maintenance, FN.DRY_RUN), self.cfg)
         return 0
 
     def run(self) -> int:
@@ -173,7 +177,7 @@ class DeployRun:
             facts, history, maintenance = self.lock_and_read(s)
             # the id is taken under the lock: release ids sort by the time they went out
             release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
-            plan = self.plan(facts, history, release, maintenance)
+            plan = self.plan(facts, history, release, maintenance, s.fence_token)
             app = cfg.app_hosts
             st = RunState(run=s.run_id, release=release, commit=facts.commit, ref=self.ref,
                           snapshot=facts.snapshot_hosts(app), schema_before=facts.schema)
@@ -227,15 +231,21 @@ class DeployRun:
         try:
             outcome = run.ex.run(plan)
         except LockLost as exc:
-            run.write(REC.RunEnded(outcome="needs_human", error=exc.message))
-            raise NeedsHuman(f"{exc.message}. Hosts switched so far: {', '.join(run.st.switched) or 'none'} "
-                             f"(on {run.st.release}); not rolled back since another run may be at work",
-                             hint=f"`inv status --env {self.cfg.env}`, then `inv recover --env {self.cfg.env}`") from exc
+            lock_lost(run, self.cfg, exc)
         except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - a bug must still take the failure path
             return run.fail(exc)
         if outcome == "paused":
             return pause(run, self.cfg, self.rep, plan)
         return succeed(run, self.cfg, self.rep)
+
+
+def lock_lost(run: Run, cfg: Config, exc: LockLost) -> NoReturn:
+    """The run lost its lock (broken, taken over, or a host refused its fencing token): it
+    stops, not rolled back since another run may be at work (exit 4)."""
+    run.write(REC.RunEnded(outcome="needs_human", error=exc.message))
+    raise NeedsHuman(f"{exc.message}. Hosts switched so far: {', '.join(run.st.switched) or 'none'} "
+                     f"(on {run.st.release}); not rolled back since another run may be at work",
+                     hint=f"`inv status --env {cfg.env}`, then `inv recover --env {cfg.env}`") from exc
 
 
 def pause(run: Run, cfg: Config, rep: Reporter, plan: Plan) -> int:

@@ -17,7 +17,19 @@ from ..facts import Facts
 from ..shell import Secret, batch, chain, raw
 from ..stages import StageName
 from . import ops
-from .plan import Action, Effect, Hook, Lane, Plan, RecordBackup, RecordSchema, SchemaKey, Stage, UploadBackup
+from .plan import (
+    Action,
+    Effect,
+    Hook,
+    Lane,
+    Plan,
+    RecordBackup,
+    RecordSchema,
+    SchemaKey,
+    Stage,
+    UploadBackup,
+    fenced,
+)
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"
 MIGRATION_MESSAGE = "Upgrading the database, back shortly"
@@ -35,6 +47,7 @@ class DeployInputs:
     order: tuple[str, ...] = ()  # the ledger's releases, first-deploy order (cleanup keeps the newest)
     start_wave: int = 0  # promote: waves already done
     snapshot: dict[str, str | None] = field(default_factory=dict)  # promote: the run's snapshot
+    token: int | None = None  # the lock's fencing token, checked first by every host script
 
 
 def hooks(cfg: Config, when: Hook, stage: StageName, hosts: list[Host], release: str, vals: dict,
@@ -89,7 +102,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     keepalive = {}
     if inp.maintenance and ttl:
         keepalive = {h.name: ops.watchdog(cfg, h, ttl, rel) for h in web}
-    return Plan("deploy", rel, tuple(stages), keepalive=keepalive)
+    return fenced(Plan("deploy", rel, tuple(stages), keepalive=keepalive), cfg.fence_record, inp.token)
 
 
 #: a probe accepts a heartbeat this many seconds old (the worker's own period, and then some)

@@ -15,7 +15,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .. import records as REC
 from ..commands import backup as B
-from ..errors import CommandFailed, DeployerError, DeployFailed, LockLost, NeedsHuman, message_of
+from ..commands import fence as FN
+from ..errors import CommandFailed, DeployerError, DeployFailed, Fenced, LockLost, NeedsHuman, message_of
 from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
 from ..signals import deferred
@@ -74,6 +75,7 @@ class Executor:
         remote commands are stopped and their lanes waited for, then KeyboardInterrupt is raised
         between two well-defined points. `interruptible=False` (a rollback): they are ignored.
         """
+        plan = self.fenced(plan)
         keep = self._start_keepalive(plan)
         self.interruptible = interruptible
         if not interruptible:
@@ -92,6 +94,18 @@ class Executor:
                 return "done"
         finally:
             keep()
+
+    def fenced(self, plan: Plan) -> Plan:
+        """The plan with the lock's fencing token checked first by every host script: a plan
+        built without it (one made on the spot: put back, maintenance held) gets it here; a plan
+        built for another token (a dry run's) is never run."""
+        token = self.s.fence_token
+        if plan.token is None:
+            return P.fenced(plan, self.s.cfg.fence_record, token)
+        if plan.token != token:
+            raise DeployerError(f"internal error: a plan built for fencing token {plan.token} run with "
+                                f"the lock's {token}")
+        return plan
 
     def _note_signal(self, signum: int) -> None:
         """Called by the signal relay thread (never inside the handler: see deployer.signals)."""
@@ -114,6 +128,9 @@ class Executor:
             if stage.refuse:
                 raise NeedsHuman(stage.refuse)
             failures = self.run_lanes(stage, plan)
+            for exc in failures.values():
+                if isinstance(exc, LockLost):  # even where failures are harmless: the run ends
+                    raise exc
             if failures and stage.best_effort:
                 for host, exc in sorted(failures.items()):
                     msg = self.redact(message_of(exc).splitlines()[0])
@@ -122,8 +139,6 @@ class Executor:
                 failures = {}
             if failures:
                 for exc in failures.values():
-                    if isinstance(exc, LockLost):
-                        raise exc
                     refused = self._refusal(stage, exc)
                     if refused:
                         raise NeedsHuman(refused)
@@ -230,10 +245,11 @@ class Executor:
         deadline = time.monotonic() + a.retry_for
         while True:
             try:
-                res = self.s.run_on(a.host, a.command, timeout=a.timeout,
+                res = self.s.run_on(a.host, a.script, timeout=a.timeout,
                                     stdin=a.stdin.reveal() if a.stdin is not None else None)
                 break
             except CommandFailed as exc:
+                self._check_refusal(stage, a, exc)
                 if time.monotonic() < deadline:
                     time.sleep(0.5)
                     continue
@@ -241,6 +257,15 @@ class Executor:
         if a.records:
             self._records(a, res.stdout)
         self.rep.event("host", stage=a.what, host=a.host, state="done", detail=a.what)
+
+    def _check_refusal(self, stage: Stage, a: Action, exc: CommandFailed) -> None:
+        """A host refused the script by its fencing token: journaled, then the run ends as one
+        that lost its lock (never retried)."""
+        seen = FN.refusal(exc.exit_status, exc.stderr) if a.guard is not None else None
+        if seen is None:
+            return
+        self._failed(stage, a, self._explain(a, exc))
+        raise Fenced(a.host, seen[0], seen[1], FN.reset_hint(self.s.state.where(), self.s.cfg.fence_record))
 
     def _explain(self, a: Action, exc: CommandFailed) -> CommandFailed:
         """Name the failing step of a batched script and show that step's own stdout and stderr

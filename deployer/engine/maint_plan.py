@@ -10,22 +10,22 @@ from ..shell import argv
 from ..stages import StageName
 from . import ops
 from .deploy_plan import offsite
-from .plan import Action, Lane, Plan, RecordBackup, Stage, UploadBackup
+from .plan import Action, Lane, Plan, RecordBackup, Stage, UploadBackup, fenced
 
 
 def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None,
-              release: str) -> Plan:
+              release: str, token: int | None = None) -> Plan:
     lanes = ops.maintenance_lanes(cfg, cfg.app_hosts, on, ttl=ttl, message=message, retry=retry,
                                   release=release)
     stages = [Stage(StageName.MAINTENANCE, "on" if on else "off", lanes)]
     # on or off, done only when the load balancer sees every server UP: users get the app's
     # maintenance page, or the app, not the load balancer's "no server is available"
     stages += ops.lb_up_stage(cfg, "maintenance", cfg.app_hosts)
-    return Plan("maintenance", release, tuple(stages))
+    return fenced(Plan("maintenance", release, tuple(stages)), cfg.fence_record, token)
 
 
 def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], release: str,
-                gate_release: str | None) -> Plan:
+                gate_release: str | None, token: int | None = None) -> Plan:
     """The scheduled job: a nightly backup, retention, the playbook's maintenance tasks, the gate."""
     stages = []
     if backup_path and cfg.database and cfg.db_host:
@@ -51,7 +51,7 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
             checks = tuple(Lane(h.name, (_any_release(ops.check(cfg, h, release)),))
                            for h in cfg.app_hosts if h.has("web"))
         stages.append(Stage(StageName.GATE, "", checks))
-    return Plan("maintenance", release, tuple(stages))
+    return fenced(Plan("maintenance", release, tuple(stages)), cfg.fence_record, token)
 
 
 def _any_release(a: Action) -> Action:

@@ -13,8 +13,9 @@ and run, unchanged, by the executor.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from ..commands import fence as FN
 from ..shell import Command, Secret
 from ..stages import StageName
 
@@ -127,6 +128,7 @@ class Action:
     records: tuple[Recorded, ...] = ()  # what the output of its steps records
     what: str = ""  # short name for messages: "pull", "switch", "drain", ...
     backend: BackendOp | None = None  # an operation of the state backend, done by the orchestrator
+    guard: Command | None = None  # the fencing token check the host script starts with (`fenced`)
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.command, self.http, self.backend)) != 1:
@@ -134,10 +136,17 @@ class Action:
         if self.effect is not None and not isinstance(self.effect, Effect):
             raise ValueError(f"unknown effect {self.effect!r}")
 
+    @property
+    def script(self) -> Command | None:
+        """What runs on the host: the command, after the token check when there is one."""
+        if self.command is None or self.guard is None:
+            return self.command
+        return FN.fenced(self.command, self.guard)
+
     def display(self) -> str:
         if self.backend is not None:
             return self.backend.display()
-        return self.command.display if self.command is not None else self.http.display()
+        return self.script.display if self.command is not None else self.http.display()
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,7 @@ class Plan:
     stages: tuple[Stage, ...]
     keepalive: dict[str, Command] = field(default_factory=dict)  # host -> re-arm the dead-man
     notes: tuple[str, ...] = ()
+    token: int | None = None  # the fencing token every host script checks first (None: none)
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(stage, host, command) in execution order, as `--dry-run` prints them."""
@@ -198,3 +208,23 @@ class Plan:
         for _, host, cmd in self.rows():
             out.setdefault(host, []).append(cmd)
         return out
+
+
+def fenced(plan: Plan, record: str, token: int | None) -> Plan:
+    """The plan whose every host script (each action's command, each dead-man re-arming) starts
+    with the check of fencing token `token` (`commands.fence.guard`; `record`: the hosts' fence
+    record, `Config.fence_record`): a host that has seen a larger token refuses it, else records it. Every script,
+    not only those that change something: each host a run touches learns its token. None: the
+    plan as it is (a run without the lock: maintenance by hand). `FN.DRY_RUN`: the plan of a
+    dry run, which shows the check and is never run."""
+    if token is None:
+        return plan
+    check = FN.guard(record, token)
+
+    def one(a: Action) -> Action:
+        return replace(a, guard=check) if a.command is not None else a
+
+    stages = tuple(replace(st, lanes=tuple(replace(lane, actions=tuple(one(a) for a in lane.actions))
+                                           for lane in st.lanes)) for st in plan.stages)
+    keepalive = {h: FN.fenced(cmd, check) for h, cmd in plan.keepalive.items()}
+    return replace(plan, stages=stages, keepalive=keepalive, token=token)

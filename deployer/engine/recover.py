@@ -35,15 +35,24 @@ def _alive(held: LK.LockInfo) -> bool:
         return True
     if not held.run:
         return False
-    if held.host == socket.gethostname() and held.pid:
-        try:
-            os.kill(int(held.pid), 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    here = alive_here(held)
+    if here is not None:
+        return here
     return held.heartbeat_age is not None and held.heartbeat_age <= STALE_AFTER
+
+
+def alive_here(held: LK.LockInfo) -> bool | None:
+    """Is the lock's holder a live process of this machine (same host name, its pid answers)?
+    None when the holder is not of this machine (or names no pid)."""
+    if held.host != socket.gethostname() or not held.pid:
+        return None
+    try:
+        os.kill(int(held.pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 class Recover:
@@ -133,7 +142,7 @@ class Recover:
                 self.say(f"it had passed every gate: finishing it ({st.release} stays)")
                 plan = Plan("recover", st.release, tuple(
                     ([mode_plan(cfg, False, message="", retry=0, ttl=None,
-                                release=st.release).stages[0]] if st.maintenance_on else [])
+                                release=st.release, token=s.fence_token).stages[0]] if st.maintenance_on else [])
                     + self.undrain_stage(st)))
                 run.ex.run(plan)
                 run.write(REC.RunEnded(outcome="success", error="finished by recover"))
@@ -144,7 +153,7 @@ class Recover:
                      + (", maintenance on" if st.maintenance_on else ""))
             try:
                 run.settle_schema()
-                run.ex.run(rollback_plan(cfg, st))
+                run.ex.run(rollback_plan(cfg, st, s.fence_token))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
                 self.say(f"rollback failed: {exc.message}")
@@ -177,7 +186,8 @@ class Recover:
         self.say(f"a rollback by hand to {target} died: running it again (code only)")
         with journaled(self.s, self.rep, RunState(run=run_id, release=target)) as run:
             try:
-                run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None))
+                run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
+                                                token=self.s.fence_token))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
                 self.say(f"rollback failed: {exc.message}")

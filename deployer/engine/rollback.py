@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import records as REC
 from ..commands import backup as B
+from ..commands import fence as FN
 from ..config import Config
-from ..errors import CommandFailed, ConfigError, DeployerError, NeedsHuman, Refused, message_of
+from ..errors import CommandFailed, ConfigError, DeployerError, LockLost, NeedsHuman, Refused, message_of
 from ..facts import ledger_place
 from ..ledger import History
 from ..output import Reporter
@@ -91,7 +92,7 @@ class Rollback:
             "read); the database is left as it is",
         ))
         app = self.cfg.app_hosts
-        plan = manual_rollback_plan(self.cfg, target, app, backup=None, safety_path=None)
+        plan = manual_rollback_plan(self.cfg, target, app, backup=None, safety_path=None, token=FN.DRY_RUN)
         announce(self.rep, plan, self.cfg)
         return 0
 
@@ -126,7 +127,8 @@ class Rollback:
         if backup is not None:
             db = B.Database.of(cfg.database)
             safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
-        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety)
+        plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety,
+                                    token=FN.DRY_RUN if self.dry_run else s.fence_token)
         if self.dry_run:
             for stage, host, command in plan.rows():
                 self.rep.event("plan", stage=stage, host=host, command=command)
@@ -228,14 +230,16 @@ class Resume:
             facts = read_facts(s, cfg, st.commit, self.rep)
             plan = deploy_plan(cfg, facts, DeployInputs(
                 release=st.release, commit=st.commit, ref=st.ref, maintenance=st.maintenance_on,
-                start_wave=st.waves_done, snapshot=st.snapshot,
+                start_wave=st.waves_done, snapshot=st.snapshot, token=s.fence_token,
                 protected=frozenset(history.snapshot_releases()),
                 bad=frozenset(r for r, rec in history.releases.items() if rec.bad),
                 order=tuple(history.order)))
-            from .deploy import pause
+            from .deploy import lock_lost, pause
 
             try:
                 outcome = run.ex.run(plan)
+            except LockLost as exc:
+                lock_lost(run, cfg, exc)
             except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - same failure path as a deploy
                 return run.fail(exc)
             if outcome == "paused":

@@ -112,7 +112,7 @@ class Run:
         self.write(REC.RollbackStarted(auto=True, to=st.snapshot, cause=cause.message[:500], who=who()))
         t0 = time.monotonic()
         self.settle_schema()
-        plan = rollback_plan(cfg, st)
+        plan = rollback_plan(cfg, st, self.s.fence_token)
         switched = len(st.switched)
         try:
             self._run_shielded(plan)
@@ -192,7 +192,7 @@ class Run:
                 self.ex.run(plan, interruptible=False)
                 return
             except KeyboardInterrupt:  # raised before the shield was up
-                plan = rollback_plan(self.s.cfg, self.st)  # what is left, from the state so far
+                plan = rollback_plan(self.s.cfg, self.st, self.s.fence_token)  # what is left, from the state so far
 
     @contextmanager
     def shield(self):

@@ -37,7 +37,10 @@ DB_TOOLS = ("pg_dump", "pg_restore", "psql")
 #: the backup stage also needs these on the db host (deployer.commands.backup)
 DB_BINARIES = ("sha256sum", "runuser")
 LB_BINARIES = ("socat",)
-LEDGER_BINARIES = ("flock",)
+#: every host needs flock: each host script starts with the fencing token check (under flock,
+#: deployer.commands.fence), and the ledger host appends to the ledger with it. The app hosts'
+#: check has it already (APP_BINARIES); FENCE_BINARIES are checked on every other host.
+FENCE_BINARIES = ("flock",)
 #: the roles of the app hosts (what a release runs on)
 APP_ROLES = ("web", "worker")
 
@@ -118,39 +121,11 @@ def shared_checks(cfg: Config, mirror: str, expect_app_env: str | None) -> list[
     return out
 
 
-# ---------------------------------------------------------------- the checklist
-
-
-def _names(hosts: Iterable[Host]) -> tuple[str, ...]:
-    return tuple(h.name for h in hosts)
-
-
-def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
-               expect_app_env: str | None = "production", release_path: str | None = None,
-               now: Callable[[], datetime] | datetime | None = None) -> list[Check]:
-    """The checks of `cfg`'s environment, in the order of a report.
-
-    `release_path`: where pending migrations are listed (default: the live release,
-    ``<deploy_to>/current``). `now`: the clock of the window check (default: UTC now).
-    """
-    if isinstance(now, datetime):
-        fixed = now
-        clock: Callable[[], datetime] = lambda: fixed  # noqa: E731
-    else:
-        clock = now or _utc_now
+def binaries_checks(cfg: Config) -> list[Check]:
+    """The tools each host needs: the pull stage's on the app hosts, the PostgreSQL client on
+    the database host, socat on the load balancer, and flock on every other host (FENCE_BINARIES)."""
     app = cfg.app_hosts
-    mirror = cfg.layout.repo
-    out: list[Check] = [
-        Check("ssh", ssh_command(), ALL, parse_ssh, _names(cfg.hosts),
-              about="reachable over SSH with a verified host key"),
-        Check("disk", disk_command(cfg.deploy_to), ALL, parse_disk(cfg.deploy_to, min_free_mib),
-              _names(cfg.hosts), about=f"free space under {cfg.deploy_to}"),
-    ]
-    if cfg.database is not None and cfg.db_host is not None:
-        backups = cfg.database.backup_dir
-        out.append(Check("disk", disk_command(backups), ("db",),
-                         parse_disk(backups, min_free_mib), (cfg.db_host.name,),
-                         about=f"free space for backups under {backups}"))
+    out: list[Check] = []
     out.append(Check("binaries", binaries_command(APP_BINARIES), APP_ROLES,
                      parse_binaries(APP_BINARIES), _names(app), about="tools of the pull stage"))
     if cfg.database is not None and cfg.db_host is not None:
@@ -162,13 +137,19 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
         out.append(Check("binaries", binaries_command(LB_BINARIES), ("lb",),
                          parse_binaries(LB_BINARIES), (cfg.lb_host.name,),
                          about="socat, to drive the HAProxy admin socket"))
-    ledger = cfg.ledger_host
-    if ledger not in app:
-        out.append(Check("binaries", binaries_command(LEDGER_BINARIES), ("ledger",),
-                         parse_binaries(LEDGER_BINARIES), (ledger.name,),
-                         about="flock, to append to the ledger"))
-    out += rights_checks(cfg)
-    out += shared_checks(cfg, mirror, expect_app_env)
+    others = [h for h in cfg.hosts if h not in app]
+    if others:
+        out.append(Check("binaries", binaries_command(FENCE_BINARIES), ALL,
+                         parse_binaries(FENCE_BINARIES), _names(others),
+                         about="flock, for the fencing token check every host script starts with "
+                               "(and the ledger); the app hosts' is above"))
+    return out
+
+
+def app_checks(cfg: Config) -> list[Check]:
+    """The playbook's own `preflight.checks`, on the app hosts of their roles."""
+    app = cfg.app_hosts
+    out: list[Check] = []
     for i, step in enumerate(cfg.playbook.preflight.checks):
         hosts = [h for h in app if any(h.has(r) for r in (step.roles or []))]
         if step.once:
@@ -189,6 +170,46 @@ def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
         for names in groups.values():
             out.append(Check("app_check", commands[names[0]], tuple(step.roles or ()), parse_app_check,
                              tuple(names), about=f"the playbook's preflight.checks[{i}]"))
+    return out
+
+
+# ---------------------------------------------------------------- the checklist
+
+
+def _names(hosts: Iterable[Host]) -> tuple[str, ...]:
+    return tuple(h.name for h in hosts)
+
+
+def checks_for(cfg: Config, *, min_free_mib: int = DEFAULT_MIN_FREE_MIB,
+               expect_app_env: str | None = "production", release_path: str | None = None,
+               now: Callable[[], datetime] | datetime | None = None) -> list[Check]:
+    """The checks of `cfg`'s environment, in the order of a report.
+
+    `release_path`: where pending migrations are listed (default: the live release,
+    ``<deploy_to>/current``). `now`: the clock of the window check (default: UTC now).
+    """
+    if isinstance(now, datetime):
+        fixed = now
+        clock: Callable[[], datetime] = lambda: fixed  # noqa: E731
+    else:
+        clock = now or _utc_now
+    mirror = cfg.layout.repo
+    out: list[Check] = [
+        Check("ssh", ssh_command(), ALL, parse_ssh, _names(cfg.hosts),
+              about="reachable over SSH with a verified host key"),
+        Check("disk", disk_command(cfg.deploy_to), ALL, parse_disk(cfg.deploy_to, min_free_mib),
+              _names(cfg.hosts), about=f"free space under {cfg.deploy_to}"),
+    ]
+    if cfg.database is not None and cfg.db_host is not None:
+        backups = cfg.database.backup_dir
+        out.append(Check("disk", disk_command(backups), ("db",),
+                         parse_disk(backups, min_free_mib), (cfg.db_host.name,),
+                         about=f"free space for backups under {backups}"))
+    out += binaries_checks(cfg)
+    ledger = cfg.ledger_host
+    out += rights_checks(cfg)
+    out += shared_checks(cfg, mirror, expect_app_env)
+    out += app_checks(cfg)
     pending = cfg.playbook.steps("migrate", "pending")
     host = cfg.migrate_host
     if pending and host is not None:

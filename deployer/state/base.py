@@ -57,6 +57,11 @@ class StateBackend(Protocol):
         can (else None)."""
         ...
 
+    def token(self, run_id: str) -> int | None:
+        """The fencing token (a number that only grows) `run_id` got with the lock it took or
+        took over; None when it holds none. Every host script of its plans checks it first."""
+        ...
+
     def heartbeat(self, run_id: str) -> bool:
         """True: beat recorded; False: the lock is no longer this run's. Raises if unreachable."""
         ...

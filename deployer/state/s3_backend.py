@@ -145,6 +145,11 @@ class S3State:
         self._start_renewer()
         return None
 
+    def token(self, run_id: str) -> int | None:
+        """The fencing token of the lock `run_id` holds (None: it holds none)."""
+        mine = self._mine(run_id)
+        return mine.token if mine is not None else None
+
     def acquire_and_read(self, info: dict) -> tuple[LockInfo | None, None]:
         """`acquire`; the ledger is not read with it (no single request does both): None."""
         return self.acquire(info), None

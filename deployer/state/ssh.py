@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ..commands import fence as FN
 from ..commands import ledger as L
 from ..commands import lock as LK
 from ..errors import CommandFailed, DeployerError, Refused
@@ -31,6 +32,7 @@ class SshState:
         self.transport = transport
         self.host = host
         self.path = path
+        self._tokens: dict[str, int] = {}  # run -> the fencing token its acquire or take-over got
 
     @property
     def ident(self) -> str:
@@ -61,9 +63,16 @@ class SshState:
             raise
         out, ledger = LK.split_ledger(res.stdout)
         held = LK.parse_held(out)
-        if held is None and "acquired" not in out.split():
+        token = FN.parse_token(out)
+        if held is None and ("acquired" not in out.split() or token is None):
             raise Refused(f"lock: unexpected answer from {self.host.name}: {out.strip()[:200]!r}")
+        if held is None:
+            self._tokens[run_id] = token
         return held, (L.decode(ledger) if ledger is not None else None)
+
+    def token(self, run_id: str) -> int | None:
+        """The fencing token `run_id` got with the lock (None: it took none here)."""
+        return self._tokens.get(run_id)
 
     def heartbeat(self, run_id: str) -> bool:
         """True: beat recorded; False: the lock is no longer this run's. Raises if unreachable."""
@@ -85,8 +94,12 @@ class SshState:
         self._run(LK.mark_paused(self.path, run_id), timeout=30)
 
     def adopt(self, run_id: str, info: dict) -> bool:
-        return self._run(LK.adopt(self.path, run_id), stdin=json.dumps(info) + "\n", check=False,
-                         timeout=30).ok
+        """Take over the paused run's lock, with a new fencing token."""
+        res = self._run(LK.adopt(self.path, run_id), stdin=json.dumps(info) + "\n", check=False, timeout=30)
+        token = FN.parse_token(res.stdout)
+        if res.ok and token is not None:
+            self._tokens[run_id] = token
+        return res.ok and token is not None
 
     # -- the ledger -------------------------------------------------------------------------
     def append(self, lines: str) -> None:

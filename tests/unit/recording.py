@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from deployer.commands import fence as FN
 from deployer.commands import lock as LK
 from deployer.errors import CommandFailed, ConnectError
 from deployer.gate import Sample, Verdict
@@ -16,6 +17,34 @@ from deployer.shell import STEP_MARK
 from deployer.transport import GroupResult, Result
 
 SHA = "3f8cb52" + "0" * 33
+
+
+#: how a host script's fencing token check (`fence.guard`) starts
+GUARD_HEAD = "(command -v flock "
+#: a host script's fencing token check, as `fence.fenced` puts it first
+GUARD_RE = re.compile(re.escape(GUARD_HEAD)
+                      + r".*?-gt (\d+) \]; then echo \"fenced: host has seen token .*?\) \|\| exit \$\?\n", re.S)
+
+
+def split_guard(script: str) -> tuple[int | None, str]:
+    """(the token a script checks first, None without a check; the script after the check)."""
+    m = GUARD_RE.match(script)
+    return (int(m.group(1)), script[m.end():]) if m else (None, script)
+
+
+#: the token in a check's display (a dry run shows `<token>` where a run shows its number)
+TOKEN_RE = re.compile(r"(?<=-gt )\d+(?= \])|(?<=\$s > )\d+(?=\")|(?<=-eq )\d+(?= \])|(?<=\{ echo )\d+(?= >)")
+
+
+def untoken(display: str) -> str:
+    """A command's display with its fencing token shown as a dry run shows it."""
+    return TOKEN_RE.sub(FN.DRY_RUN_SHOWN, display)
+
+
+def unguarded(display: str) -> str:
+    """A command's display without the token check it starts with."""
+    head, sep, tail = display.partition(") || exit $?; ")
+    return tail if sep and head.startswith(GUARD_HEAD) else display
 
 
 def split_steps(script: str) -> list[str]:
@@ -34,9 +63,27 @@ class Fleet:
         self.ledger = ""
         self.lock = False
         self.holder: dict | None = None  # the lock's info.json, when a test says who holds it
+        self.counter = 0  # the last fencing token the lock handed out
+        self.seen: dict[str, int] = {}  # host -> the largest fencing token it has seen
+        self.refused: list[tuple[str, int, int]] = []  # (host, seen, token) of each script refused
         # each host's clock, as `date +%s` prints it in the state read: seconds off this
         # machine's (an int), per host (a dict; hosts not in it are on time), or None: on time
         self.clock_offset: int | dict[str, int] | None = None
+
+    def next_token(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def check_token(self, host: str, token: int | None) -> str | None:
+        """A host's token check (`fence.guard`): the refusal's message, else None (recorded)."""
+        if token is None:
+            return None
+        seen = self.seen.get(host, 0)
+        if seen > token:
+            self.refused.append((host, seen, token))
+            return f"fenced: host has seen token {seen} > {token}"
+        self.seen[host] = max(seen, token)
+        return None
 
     def now(self, host: str) -> int:
         """What `date +%s` prints on `host`."""
@@ -68,9 +115,15 @@ class RecordingTransport:
             raise ConnectError(f"{ep.name} ({ep.address}): connection lost: test cut it off")
         with self._lock:
             self.calls.append((ep.name, cmd.display))
+            token, script = split_guard(cmd.script)
+            refused = self.fleet.check_token(ep.name, token)
+        if refused:
+            if check:
+                raise CommandFailed(ep.name, cmd.display, FN.FENCED_EXIT, "", refused + "\n")
+            return Result(ep.name, cmd.display, "", refused + "\n", FN.FENCED_EXIT, 0.0)
         out, err, code = [], [], 0
-        steps = split_steps(cmd.script)
-        batched = len(steps) > 1 or f"echo {STEP_MARK} " in cmd.script
+        steps = split_steps(script)
+        batched = len(steps) > 1 or f"echo {STEP_MARK} " in script
         for i, step in enumerate(steps):
             if batched:
                 out.append(f"{STEP_MARK} {i}")
@@ -108,7 +161,7 @@ class RecordingTransport:
         if LK.LEDGER_MARK in step:  # the lock taken and the ledger read in one script
             f.lock = True
             f.holder = json.loads(stdin) if stdin else f.holder
-            return f"acquired\n{LK.LEDGER_MARK}\n{f.ledger}"
+            return f"acquired\ntoken={f.next_token()}\n{LK.LEDGER_MARK}\n{f.ledger}"
         if LK.RELEASED_MARK in step:  # the last lines appended and the lock released
             with self._lock:
                 f.ledger += stdin or ""
@@ -134,7 +187,10 @@ class RecordingTransport:
         if "echo acquired" in step:
             f.lock = True
             f.holder = json.loads(stdin) if stdin else f.holder
-            return "acquired"
+            return f"acquired\ntoken={f.next_token()}"
+        if "paused.taken" in step:  # `lock.adopt`: the paused run's lock taken over, a new token
+            f.holder = json.loads(stdin) if stdin else f.holder
+            return f"token={f.next_token()}"
         if "pg_dump" in step:
             return "a" * 64 + " 1234"
         if "schema-version" in step or "max(\"batch\")" in step:

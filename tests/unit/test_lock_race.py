@@ -89,7 +89,7 @@ def test_holder_details_cut_short_install_no_lock(tmp_path):
         assert not list(state.glob("lock.new.*")), "the private directory was left behind"
     proc = subprocess.run(["sh", "-c", LK.acquire(str(state), run).script], input=whole, capture_output=True,
                           text=True, timeout=10)
-    assert proc.stdout.split() == ["acquired"]
+    assert proc.stdout.split() == ["acquired", "token=1"]
     assert LK.parse_held(subprocess.run(["sh", "-c", LK.read(str(state)).script], capture_output=True,
                                         text=True).stdout).run == run
 
@@ -116,7 +116,7 @@ def test_last_append_then_release_in_one_script(tmp_path):
     def sh(cmd, stdin=""):
         return subprocess.run(["sh", "-c", cmd.script], input=stdin, capture_output=True, text=True, timeout=10)
 
-    assert sh(LK.acquire(str(state), run), _info(run)).stdout.split() == ["acquired"]
+    assert sh(LK.acquire(str(state), run), _info(run)).stdout.split()[0] == "acquired"
     lines = json.dumps({"type": "deploy.end", "run": run}) + "\n"
     proc = sh(LK.append_then_release(L.append(str(state)), str(state), run), lines)
     assert proc.returncode == 0 and LK.RELEASED_MARK in proc.stdout.split()
@@ -124,13 +124,13 @@ def test_last_append_then_release_in_one_script(tmp_path):
     assert not Path(LK.lock_dir(str(state))).exists()
 
     # another run holds the lock: the lines are appended, its lock stays
-    assert sh(LK.acquire(str(state), other), _info(other)).stdout.split() == ["acquired"]
+    assert sh(LK.acquire(str(state), other), _info(other)).stdout.split()[0] == "acquired"
     sh(LK.append_then_release(L.append(str(state)), str(state), run), lines)
     assert LK.parse_held(sh(LK.read(str(state))).stdout).run == other
     sh(LK.release(str(state), other))
 
     # the append fails (the ledger is a directory): exit status non-zero, the lock released anyway
-    assert sh(LK.acquire(str(state), run), _info(run)).stdout.split() == ["acquired"]
+    assert sh(LK.acquire(str(state), run), _info(run)).stdout.split()[0] == "acquired"
     ledger = Path(L.ledger_file(str(state)))
     ledger.unlink()
     ledger.mkdir()
@@ -154,7 +154,7 @@ def test_acquire_then_read_gives_the_ledger_only_after_the_lock_answer(tmp_path)
 
     # an empty state: taken, the ledger is empty
     out, ledger = LK.split_ledger(sh(LK.acquire_then_read(str(state), run, L.read(str(state))), _info(run)).stdout)
-    assert out.split() == ["acquired"] and L.decode(ledger) == []
+    assert out.split() == ["acquired", "token=1"] and L.decode(ledger) == []
     lines = json.dumps({"type": "deploy.start", "run": run, "note": "acquired"}) + "\n"
     sh(L.append(str(state)), lines)
     # held by `run`: `other` is told who holds it, and gets the ledger as it is

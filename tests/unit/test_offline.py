@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from recording import unguarded
 
 from deployer import verbs
+from deployer.commands import fence as FN
 from deployer.config import load_config
 from deployer.engine.deploy import OFFLINE_HEADER, DeployRun
 from deployer.facts import UNRESOLVED_COMMIT, Facts
@@ -92,7 +94,7 @@ def test_offline_deploy_plan_is_the_plan_of_the_assumed_facts_every_stage_host_a
     # exactly the rows of the plan built from Facts.assumed (the same planner as a real dry run)
     cfg = load_config("prod", root=root, environ={})
     facts = Facts.assumed(cfg, "main")
-    expected = DeployRun(cfg, JsonReporter(), ref="main").plan(facts, None, release, False).rows()
+    expected = DeployRun(cfg, JsonReporter(), ref="main").plan(facts, None, release, False, FN.DRY_RUN).rows()
     assert planned == expected
     assert {h for _, h, _ in planned} == {"web1", "web2", "db1"}
     assert [s for s in dict.fromkeys(s for s, _, _ in planned)] == [
@@ -119,7 +121,7 @@ def test_offline_rollback_plan_switches_every_app_host_to_the_named_release(tmp_
                               root=str(root))
     assert (code, err) == (0, "")
     assert [e["message"] for e in evs if e["event"] == "notice"][0] == OFFLINE_HEADER
-    switches = [(e["host"], e["command"]) for e in evs if e["event"] == "plan" and e["stage"] == "switch"]
+    switches = [(e["host"], unguarded(e["command"])) for e in evs if e["event"] == "plan" and e["stage"] == "switch"]
     assert [h for h, c in switches if c.startswith("test -d")] == ["web1", "web2"]
     assert all(f"/var/www/app/releases/{RELEASE}" in c for h, c in switches if c.startswith("test -d"))
 
@@ -173,7 +175,7 @@ def test_an_offline_plan_reads_no_secret_but_a_dry_run_needs_them_before_connect
     assert (code, err) == (0, "")
     assert "  - secret files: contents not read (only their paths are planned)" in [
         e["message"] for e in evs if e["event"] == "notice"]
-    secret = [e for e in evs if e["event"] == "plan" and e["command"].startswith("umask 077")
+    secret = [e for e in evs if e["event"] == "plan" and unguarded(e["command"]).startswith("umask 077")
               and "/shared/.env.tmp." in e["command"]]
     assert {e["host"] for e in secret} == {"web1", "web2"}
     # without --offline the secret is read first: bad input, before any connection (no_network)

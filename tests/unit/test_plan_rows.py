@@ -23,6 +23,7 @@ from deployer.records import BackupRef
 GOLDEN = Path(__file__).parent / "golden" / "plan_rows.json"
 PREV = "20261101T000000Z-aaaaaaa"
 BACKUP = BackupRef(path="/srv/backups/x.dump", sha256="ab" * 32, size=0, host="db1")
+TOKEN = 7  # the lock's fencing token: every host script checks it first
 
 
 @pytest.fixture
@@ -37,21 +38,21 @@ def plans() -> dict[str, list]:
     out = {}
     for maint in (True, False):
         plan = deploy_plan.deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref="v2.3.0",
-                                                                maintenance=maint))
+                                                                maintenance=maint, token=TOKEN))
         out[f"deploy maintenance={maint}"] = plan.rows()
     app = [h.name for h in cfg.app_hosts]
     st = RunState(run="r1", release=REL, snapshot={h: PREV for h in app}, schema_before=1, schema_after=2,
                   backup=BACKUP, maintenance_on=True,
                   migrated=True, pulled=list(app), switched=list(app), drained=app[:1],
                   workers_restarted=list(app))
-    out["rollback restore"] = back_plan.rollback_plan(cfg, st).rows()
+    out["rollback restore"] = back_plan.rollback_plan(cfg, st, TOKEN).rows()
     st.maintenance_on = False
-    out["rollback down"] = back_plan.rollback_plan(cfg, st).rows()
+    out["rollback down"] = back_plan.rollback_plan(cfg, st, TOKEN).rows()
     out["rollback --to"] = back_plan.manual_rollback_plan(
         cfg, PREV, cfg.app_hosts, backup=BACKUP,
-        safety_path="/srv/backups/safety.dump").rows()
+        safety_path="/srv/backups/safety.dump", token=TOKEN).rows()
     out["window"] = maint_plan.window_plan(cfg, backup_path="/srv/backups/nightly.dump", remove=[],
-                                           release=PREV, gate_release=None).rows()
+                                           release=PREV, gate_release=None, token=TOKEN).rows()
     return {k: [list(r) for r in v] for k, v in out.items()}
 
 

@@ -7,7 +7,7 @@ refuses the deploy (exit 3) before anything changes."""
 from __future__ import annotations
 
 import pytest
-from recording import FakeHttp, Fleet
+from recording import FakeHttp, Fleet, unguarded
 from test_lifecycle import ledger, recover
 from test_orchestration import OLD, config, events, run_deploy
 
@@ -35,11 +35,12 @@ def test_every_worker_check_of_a_deploy_wants_a_heartbeat_newer_than_its_action(
     # the probe before the switch, then the restart and its check, on each worker host
     assert {e["host"] for e in checks} == {"web1", "web2", "web3"}
     assert len(checks) == 6
-    for e in checks:
-        assert e["command"].startswith(("since=$(date +%s); ", PROBE + "; ")), e["command"]
+    for e in checks:  # each after the fencing token check
+        assert unguarded(e["command"]) != e["command"], e["command"]
+        assert unguarded(e["command"]).startswith(("since=$(date +%s); ", PROBE + "; ")), e["command"]
         assert FRESH in e["command"]
         assert "grep -qsF -e " in e["command"]  # ...that reports the release
-    probes = [e for e in checks if e["command"].startswith(PROBE)]
+    probes = [e for e in checks if unguarded(e["command"]).startswith(PROBE)]
     assert {e["stage"] for e in probes} == {"snapshot"} and OLD in probes[0]["command"]
     # a restart verified takes `since` before the restart itself
     restart = next(e["command"] for e in checks if e["stage"].startswith("worker_restart"))
@@ -72,7 +73,7 @@ def test_recover_restarts_a_wedged_worker_and_checks_it_again(tmp_path):
     assert len(seen) == 2  # checked, restarted, checked again
     restarts = [c for h, c in t.calls if "queue-restart" in c]
     assert [h for h, c in t.calls if "queue-restart" in c] == ["web2"]
-    assert restarts[0].startswith("since=$(date +%s); ")
+    assert unguarded(restarts[0]) != restarts[0] and unguarded(restarts[0]).startswith("since=$(date +%s); ")
     notices = [e["message"] for e in events(out, "notice")]
     assert any("fresh heartbeat on web2: restarting it" in m for m in notices)
     assert "restarted the wedged worker of web2" in events(out, "outcome")[-1]["message"]
