@@ -105,17 +105,13 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     return fenced(Plan("deploy", rel, tuple(stages), keepalive=keepalive), cfg.fence_record, inp.token)
 
 
-#: a probe accepts a heartbeat this many seconds old (the worker's own period, and then some)
-PROBE_SLACK = 2
-
-
 def snapshot_stage(cfg: Config, snapshot: dict[str, str | None]) -> Stage:
     """The snapshot, with a probe of each worker host's health on the release it serves (before
     anything changes): a host whose worker passes is journaled WORKER_HEALTHY. A failing probe
     changes nothing: it only tells, if the deploy then fails on that host, that the host's
     environment was unhealthy before (the release is then not marked bad)."""
     pairs = [(h, [ops.worker_check(cfg, h, snapshot[h.name], effect=Effect.WORKER_HEALTHY,
-                                   slack=PROBE_SLACK, what="worker probe")])
+                                   what="worker probe")])
              for h in cfg.app_hosts if snapshot.get(h.name)]
     return Stage(StageName.SNAPSHOT, "", ops.lanes(pairs), best_effort=True,
                  best_effort_note="its worker was unhealthy before the deploy")

@@ -55,21 +55,29 @@ def lanes(pairs: list[tuple[Host, list[Action | None]]]) -> tuple[Lane, ...]:
     return tuple(out)
 
 
-#: the host's clock (epoch seconds) when a worker action starts, before its restart steps: a
-#: worker_verify step proves the worker alive with evidence newer than `$since` (a heartbeat written
-#: after it), never with a file that merely exists
-SINCE = "since=$(date +%s)"
+#: the host's clock when a worker action starts, before its restart steps, as `$since` (epoch
+#: seconds) and `$since_ms` (epoch milliseconds): a worker_verify step proves the worker alive with
+#: evidence newer than it (a heartbeat written after it), never with a file that merely exists.
+#: Milliseconds let a heartbeat written in the same second as the restart count.
+def since(slack: float = 0) -> str:
+    """The shell that sets `$since_ms` and `$since` on the host, `slack` seconds back."""
+    back = f" - {int(slack * 1000)}" if slack else ""
+    return f"since_ms=$(( $(date +%s%3N){back} )); since=$(( since_ms / 1000 ))"
 
 
-def since_taken(cmd: Command, slack: int = 0) -> Command:
-    """`cmd` preceded by `SINCE` (taken `slack` seconds earlier: a probe accepts a heartbeat of the
-    last `slack` seconds), in the same shell: every step of a batch sees `$since`."""
-    first = SINCE if not slack else f"since=$(( $(date +%s) - {int(slack)} ))"
+#: a check alone (no restart: the pre-switch probe, recover) accepts a heartbeat this many seconds
+#: old: a live worker writes one every second or so, a wedged one writes none
+PROBE_SLACK = 2
+
+
+def since_taken(cmd: Command, slack: float = 0) -> Command:
+    """`cmd` preceded by `since(slack)`, in the same shell: every step of a batch sees `$since`."""
+    first = since(slack)
     return Command(f"{first}\n{cmd.script}", f"{first}; {cmd.display}", cmd.timeout)
 
 
 def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True, restart: bool = True,
-            effect: Effect | None = Effect.WORKERS_RESTARTED, slack: int = 0,
+            effect: Effect | None = Effect.WORKERS_RESTARTED, slack: float = 0,
             what: str = "workers") -> Action | None:
     """The playbook's worker_restart steps on `host` (unless not `restart`), then (`verify`) its
     worker_verify steps, after `$since` is taken on the host (`since_taken`)."""
@@ -82,7 +90,7 @@ def workers(cfg: Config, host: Host, vals: dict, *, verify: bool = True, restart
 
 
 def worker_check(cfg: Config, host: Host, release: str, *, effect: Effect | None = None,
-                 slack: int = 0, what: str = "worker check") -> Action | None:
+                 slack: float = PROBE_SLACK, what: str = "worker check") -> Action | None:
     """The playbook's worker_verify steps alone on `host`, about `release` (no restart): None
     when the host has no worker to check."""
     return workers(cfg, host, values(cfg, host, release), restart=False, effect=effect, slack=slack,

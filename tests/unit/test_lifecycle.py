@@ -116,7 +116,7 @@ def test_recover_with_nothing_to_recover_changes_nothing(tmp_path):
     # the check after the recover's fencing token check
     for host, cmd in t.calls:
         assert host in {"db1", "lb1"} or "@@deployer-state" in cmd or (
-            cmd != unguarded(cmd) and unguarded(cmd).startswith("since=$(date +%s); ")), cmd
+            cmd != unguarded(cmd) and unguarded(cmd).startswith("since_ms=$(( $(date +%s%3N) - 2000 )); ")), cmd
     assert all("show servers state" in c for h, c in t.calls if h == "lb1")
     assert not switches(t) and fleet.current == {h: OLD for h in fleet.current}
     assert not fleet.lock  # the lock it took is released

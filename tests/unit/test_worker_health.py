@@ -13,8 +13,9 @@ from test_orchestration import OLD, config, events, run_deploy
 
 from deployer.errors import DeployFailed, NeedsHuman, Refused
 
-FRESH = '-gt "$since"'  # the demo check: a heartbeat written after the check's action began
-PROBE = "since=$(( $(date +%s) - 2 ))"  # the pre-switch probe accepts a heartbeat 2 s old
+FRESH = '-gt "$since_ms"'  # the demo check: a heartbeat written after the check's action began
+NOW = "since_ms=$(( $(date +%s%3N) )); since=$(( since_ms / 1000 ))"  # taken as the action begins
+PROBE = "since_ms=$(( $(date +%s%3N) - 2000 ))"  # a check alone accepts a heartbeat 2 s old
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +38,14 @@ def test_every_worker_check_of_a_deploy_wants_a_heartbeat_newer_than_its_action(
     assert len(checks) == 6
     for e in checks:  # each after the fencing token check
         assert unguarded(e["command"]) != e["command"], e["command"]
-        assert unguarded(e["command"]).startswith(("since=$(date +%s); ", PROBE + "; ")), e["command"]
+        assert unguarded(e["command"]).startswith((NOW + "; ", PROBE + "; ")), e["command"]
         assert FRESH in e["command"]
         assert "grep -qsF -e " in e["command"]  # ...that reports the release
     probes = [e for e in checks if unguarded(e["command"]).startswith(PROBE)]
     assert {e["stage"] for e in probes} == {"snapshot"} and OLD in probes[0]["command"]
     # a restart verified takes `since` before the restart itself
     restart = next(e["command"] for e in checks if e["stage"].startswith("worker_restart"))
-    assert restart.index("since=$(date +%s)") < restart.index("queue-restart") < restart.index(FRESH)
+    assert restart.index(NOW) < restart.index("queue-restart") < restart.index(FRESH)
 
 
 def test_the_demo_worker_restart_restarts_a_wedged_worker(tmp_path):
@@ -73,7 +74,7 @@ def test_recover_restarts_a_wedged_worker_and_checks_it_again(tmp_path):
     assert len(seen) == 2  # checked, restarted, checked again
     restarts = [c for h, c in t.calls if "queue-restart" in c]
     assert [h for h, c in t.calls if "queue-restart" in c] == ["web2"]
-    assert unguarded(restarts[0]) != restarts[0] and unguarded(restarts[0]).startswith("since=$(date +%s); ")
+    assert unguarded(restarts[0]) != restarts[0] and unguarded(restarts[0]).startswith(NOW + "; ")
     notices = [e["message"] for e in events(out, "notice")]
     assert any("fresh heartbeat on web2: restarting it" in m for m in notices)
     assert "restarted the wedged worker of web2" in events(out, "outcome")[-1]["message"]
