@@ -1,15 +1,16 @@
 """A run frozen past its lock's staleness while another run breaks the lock and deploys: how many
 host changes does the frozen run make when it wakes up?
 
-    sudo flock /work/fleet.lock .venv/bin/python benchmarks/stale_run.py [--trials 50] [--frozen 65]
+    sudo .venv/bin/python benchmarks/stale_run.py [--trials 50] [--lease 6] [--frozen 8]
         [--budget 3600]
 
 Brings up a fresh fleet (no S3), deploys v1, then for each trial:
 
-1. run A (`deployer deploy`, a child process) deploys v2 in two waves, the first with a long
-   bake (the slow step: A sits between its canary and the rest);
-2. once A's canary is switched, A gets SIGSTOP and stays frozen `--frozen` seconds (default
-   65: past the lock's staleness, 60 s without a heartbeat);
+1. run A (`deployer deploy`, a child process) deploys v2 in two waves, the first with a bake
+   (A sits between its canary and the rest);
+2. once A's canary is switched, A gets SIGSTOP and stays frozen `--frozen` seconds, past the
+   lock's staleness (`state.lease`, `--lease` seconds in the benchmark's inventory: the
+   default 60 s would make 50 trials last over an hour; the fence does not depend on it);
 3. run B breaks the lock (`unlock --force --reason`: A's pid is alive on this machine) and
    deploys v3 to every host;
 4. A gets SIGCONT and is waited for (bounded); then each app host's `current` and fence file
@@ -42,8 +43,10 @@ from deployer.fleet.harness import Fleet  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WAVES = """
 rollout:
-  - {size: 1, bake: 30}
+  - {size: 1, bake: 10}
   - {size: "100%", bake: 0}
+state:
+  lease: %s
 """
 #: each host's fence record of env local (in the deploy user's home)
 RECORD = FN.record("local", S.DEPLOY_TO)
@@ -102,9 +105,12 @@ def trial(fleet: Fleet, inv: Path, ref: str, args) -> tuple[int | None, list[str
         time.sleep(args.frozen)
         subprocess.run(deployer(inv, "unlock", "--force", "--reason", "benchmark: A is frozen"), cwd=ROOT,
                        capture_output=True, timeout=120)
-        subprocess.run(deployer(inv, "deploy", "--ref", "v3", "--yes"), cwd=ROOT, capture_output=True,
-                       timeout=args.run_timeout)
+        b = subprocess.run(deployer(inv, "deploy", "--ref", "v3", "--yes"), cwd=ROOT, capture_output=True,
+                           text=True, timeout=args.run_timeout)
         after_b = host_state(fleet, hosts)
+        if b.returncode != 0 or len({rel for rel, _ in after_b.values()}) != 1:
+            raise SystemExit(f"B's deploy of v3 did not end on one release (exit {b.returncode}): "
+                             f"{after_b}\n{b.stderr[-2000:]}")
         os.kill(a.pid, signal.SIGCONT)
         try:
             code = a.wait(timeout=args.run_timeout)
@@ -121,7 +127,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--web", type=int, default=3)
-    ap.add_argument("--frozen", type=float, default=65.0, help="seconds A stays stopped")
+    ap.add_argument("--lease", type=float, default=6.0, help="the lock's staleness (state.lease), seconds")
+    ap.add_argument("--frozen", type=float, default=8.0, help="seconds A stays stopped (> --lease)")
     ap.add_argument("--run-timeout", type=float, default=300.0, help="seconds each run gets")
     ap.add_argument("--budget", type=float, default=3600.0, help="seconds for all trials")
     args = ap.parse_args()
@@ -129,7 +136,7 @@ def main() -> None:
     fleet.up(args.web, s3=False, log=lambda *_: None)
     try:
         inv = fleet.dir / "stale-run-bench.yaml"
-        inv.write_text(fleet.inventory_path.read_text() + WAVES)
+        inv.write_text(fleet.inventory_path.read_text() + WAVES % args.lease)
         subprocess.run(deployer(inv, "deploy", "--ref", "v1", "--yes"), cwd=ROOT, capture_output=True,
                        timeout=args.run_timeout, check=True)
         t0 = time.monotonic()

@@ -219,8 +219,7 @@ def unlock(cfg: Config, reporter: Reporter, force: bool, reason: str = "") -> in
         s.ship(json.dumps({"v": SCHEMA_VERSION, "at": now_iso(), "type": "lock.broken", "run": s.run_id,
                            "who": who(), "holder": held.__dict__, "reason": reason},
                           sort_keys=True) + "\n")
-        reporter.event("notice", message=f"{cfg.env}: broke the lock of run {held.run or '?'} (holder "
-                                         f"{held.holder}@{held.host}, pid {held.pid}): {held.describe()}"
+        reporter.event("notice", message=f"{cfg.env}: broke the lock held by {held.describe()}"
                                          + (f"; reason: {reason}" if reason else ""))
         return 0
     finally:

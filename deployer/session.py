@@ -19,8 +19,9 @@ from .shell import Command
 from .state.base import FileRunner, StateBackend
 from .transport import Endpoint, GroupResult, SSHSettings, Transport
 
+#: the longest time between two heartbeats of a lock holder (shorter with a short `state.lease`:
+#: a sixth of it, so five beats may be lost before the lock looks stale)
 HEARTBEAT_SECONDS = 10
-STALE_AFTER = 60
 
 
 def who() -> str:
@@ -98,6 +99,10 @@ class Session:
         self._fence_token: int | None = None  # the lock's fencing token (taken or adopted)
         self._keep_lock = False  # a paused rollout leaves the lock to promote/abort
         self._ledger_read: list[dict] | None = None  # the ledger as read with the lock (used once)
+        #: seconds without a heartbeat after which a lock is stale (`state.lease`): others may
+        #: break it, and a holder whose beats did not get through that long stops
+        self.stale_after = float(cfg.state.lease)
+        self.beat_every = min(HEARTBEAT_SECONDS, self.stale_after / 6)
 
     @property
     def run_id(self) -> str:
@@ -281,7 +286,7 @@ class Session:
             waited = True
             if time.monotonic() >= deadline:
                 stale = not held.paused and (not held.run or (held.heartbeat_age is not None
-                                                              and held.heartbeat_age > STALE_AFTER))
+                                                              and held.heartbeat_age > self.stale_after))
                 hint = (" The lock looks STALE (no heartbeat): if that run is dead, "
                         f"`inv recover --env {self.cfg.env}` converges what it left and frees the lock." if stale else
                         " Wait for it, or pass --lock-wait SECONDS.")
@@ -312,21 +317,21 @@ class Session:
             return False
 
     def _start_heartbeat(self) -> None:
-        """Beat every HEARTBEAT_SECONDS. The lock is LOST when a beat finds it is no longer ours
-        (broken, taken over), or when no beat got through for STALE_AFTER seconds (others may
+        """Beat every `beat_every` seconds. The lock is LOST when a beat finds it is no longer ours
+        (broken, taken over), or when no beat got through for `stale_after` seconds (others may
         break it as stale): the run then stops before its next switch (`check_fence`)."""
         self._lock_lost = None
         last_ok = time.monotonic()
 
         def beat() -> None:
             nonlocal last_ok
-            while not self._hb_stop.wait(HEARTBEAT_SECONDS):
+            while not self._hb_stop.wait(min(HEARTBEAT_SECONDS, self.beat_every)):
                 try:
                     ours = self.state.heartbeat(self._lock_run)
                 except Exception:  # noqa: BLE001 - unreachable: judged by the time since the last beat
-                    if time.monotonic() - last_ok > STALE_AFTER:
+                    if time.monotonic() - last_ok > self.stale_after:
                         self._lock_lost = (f"no heartbeat got through to {self.state.where()} for "
-                                          f"{STALE_AFTER}s: the lock may have been broken as stale")
+                                          f"{self.stale_after:g}s: the lock may have been broken as stale")
                     continue
                 if ours:
                     last_ok = time.monotonic()

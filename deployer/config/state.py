@@ -68,7 +68,9 @@ class State(_Model):
     prefix: Annotated[str, Strict(), AfterValidator(_prefix)] = ""
     endpoint_url: Annotated[str, Strict(), AfterValidator(_endpoint)] | None = None
     region: Annotated[str, Strict(), AfterValidator(_region)] | None = None
-    #: seconds a lock holder's lease lasts without renewal (renewed every lease/3 s)
+    #: seconds a lock holder may go without a heartbeat before its lock is stale: SSH, it beats
+    #: every min(10, lease/6) s and `recover` treats a remote holder silent that long as dead;
+    #: S3, the lease lasts that long without renewal (renewed every lease/3 s)
     lease: Annotated[Float, Field(ge=1, le=3600)] = 60.0
 
     @model_validator(mode="before")

@@ -16,7 +16,7 @@ from ..config import Config
 from ..errors import DeployerError, NeedsHuman, Refused
 from ..ledger import History, RunKind, RunRecord
 from ..output import Reporter
-from ..session import STALE_AFTER, Session
+from ..session import Session
 from ..stages import StageName
 from . import ops
 from .back_plan import manual_rollback_plan, rollback_plan
@@ -26,7 +26,7 @@ from .runs import failed_hosts, journaled, session_of
 from .state import RunState
 
 
-def _alive(held: LK.LockInfo) -> bool:
+def _alive(held: LK.LockInfo, stale_after: float) -> bool:
     """Is the run holding the lock still alive? On this machine: its pid; elsewhere: its
     heartbeat (a lock without a fresh heartbeat is a dead run's). A lock without its holder's
     details (left by an older deployer whose connection died while it sent them) is nobody's:
@@ -38,7 +38,7 @@ def _alive(held: LK.LockInfo) -> bool:
     here = alive_here(held)
     if here is not None:
         return here
-    return held.heartbeat_age is not None and held.heartbeat_age <= STALE_AFTER
+    return held.heartbeat_age is not None and held.heartbeat_age <= stale_after
 
 
 def alive_here(held: LK.LockInfo) -> bool | None:
@@ -74,7 +74,7 @@ class Recover:
                 self.say(f"{cfg.env}: a rollout is paused ({held.describe()}): it is not dead; "
                          f"`inv promote --env {cfg.env}` or `inv abort --env {cfg.env}`")
                 return 0
-            if held is not None and _alive(held) and not self.force:
+            if held is not None and _alive(held, s.stale_after) and not self.force:
                 raise Refused(f"{cfg.env}: run {held.run} is alive ({held.describe()}); nothing to "
                               "recover (or pass --force --reason \"why\" if that process is gone)")
             in_flight = list(history.in_flight) + list(history.unfinished)

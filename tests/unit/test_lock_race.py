@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from pathlib import Path
 
 from localshell import LocalShell, local_config
@@ -97,9 +98,11 @@ def test_holder_details_cut_short_install_no_lock(tmp_path):
 def test_a_lock_without_its_holders_details_is_not_a_live_run():
     from deployer.engine.recover import _alive
 
-    assert not _alive(LK.LockInfo(heartbeat_age=1))
-    assert _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=1))
-    assert not _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=3600))
+    assert not _alive(LK.LockInfo(heartbeat_age=1), 60)
+    assert _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=1), 60)
+    assert not _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=3600), 60)
+    # the staleness is the inventory's (`state.lease`)
+    assert not _alive(LK.LockInfo(run="r1", host="elsewhere", heartbeat_age=7), 6)
 
 
 def test_last_append_then_release_in_one_script(tmp_path):
@@ -167,3 +170,27 @@ def test_acquire_then_read_gives_the_ledger_only_after_the_lock_answer(tmp_path)
     proc = sh(LK.acquire_then_read(str(state), other, L.read(str(state))), _info(other)[:10])
     assert proc.returncode != 0 and LK.split_ledger(proc.stdout)[1] is None
     assert not Path(LK.lock_dir(str(state))).exists()
+
+
+def test_the_lock_staleness_is_the_inventorys_lease(tmp_path):
+    """`state.lease` sets when an SSH lock is stale: its holder beats six times within it, and
+    gives its lock up for lost after that long without a beat getting through."""
+    from recording import Fleet, RecordingTransport
+    from test_orchestration import config, session
+
+    cfg = config("local", tmp_path, **{"state.lease": 1})
+    fleet = Fleet([h.name for h in cfg.hosts], "20261101T000000Z-aaaaaaa")
+    s = session(cfg, RecordingTransport(fleet))
+    assert (s.stale_after, round(s.beat_every, 3)) == (1.0, 0.167)
+    s.acquire_lock(0)
+    try:
+        s.state.heartbeat = lambda run_id: (_ for _ in ()).throw(OSError("cut off"))
+        deadline = time.monotonic() + 5
+        while s._lock_lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s._lock_lost and "for 1s" in s._lock_lost
+    finally:
+        s.state.heartbeat = lambda run_id: True
+        s.release_lock()
+    default = session(config("local", tmp_path), RecordingTransport(fleet))
+    assert (default.stale_after, default.beat_every) == (60.0, 10)
