@@ -1,6 +1,6 @@
 """deployer against a plain Fabric script: the same nine steps on the local fleet.
 
-    flock /work/fleet.lock .venv/bin/python benchmarks/compare.py [--sizes 10,30] [--runs 5]
+    .venv/bin/python benchmarks/compare.py [--sizes 10,30] [--runs 5]
 
 (root; the fleet is shared: run it under the lock.) For each size: a fresh fleet of N web hosts;
 the demo app v1 deployed once with the fleet's own inventory (so that each web host serves a

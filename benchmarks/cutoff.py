@@ -1,6 +1,6 @@
 """How long a command waiting on a host that was cut off takes to fail, through the bastion.
 
-    sudo flock /work/fleet.lock .venv/bin/python benchmarks/cutoff.py [--keepalive 1 2 5] [--rounds 3]
+    sudo .venv/bin/python benchmarks/cutoff.py [--keepalive 1 2 5] [--rounds 3]
 
 Brings up a fresh fleet (no S3), then for each `ssh.keepalive` value and round: connects to
 web3 through bastion1 as deployer does, starts `sleep 60` there (command timeout 90 s), cuts

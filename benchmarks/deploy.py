@@ -1,6 +1,6 @@
 """Deploy, rollback and a bad release on the local fleet, measured from the orchestrator's side.
 
-    flock /work/fleet.lock .venv/bin/python benchmarks/deploy.py [--sizes 10] [--rate 100]
+    .venv/bin/python benchmarks/deploy.py [--sizes 10] [--rate 100]
 
 (root; the fleet is shared: run it under the lock.) For each fleet size: a fresh fleet (N web
 hosts, db1, lb1), the fleet's own inventory (playbook demo, database, HAProxy), then:

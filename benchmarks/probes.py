@@ -1,6 +1,6 @@
 """What a health probe costs through each host's SSH connection (through the bastion).
 
-    sudo flock /work/fleet.lock .venv/bin/python benchmarks/probes.py [--seconds 4] [--interval 0.05]
+    sudo .venv/bin/python benchmarks/probes.py [--seconds 4] [--interval 0.05]
 
 Brings up a fresh fleet, deploys v2, then runs the bake's probes (every `interval` s for
 `seconds` s, bounded in count and time) at every web host through deployer's SSH connections,

@@ -1,7 +1,7 @@
 """Scale: one orchestrator process deploying to a large fleet, with its state in S3.
 
-    sudo flock /work/fleet.lock .venv/bin/python benchmarks/scale.py --probe 30   # memory first
-    sudo flock /work/fleet.lock .venv/bin/python benchmarks/scale.py --web 100
+    sudo .venv/bin/python benchmarks/scale.py --probe 30   # memory first
+    sudo .venv/bin/python benchmarks/scale.py --web 100
 
 `--probe N` brings up N web hosts, reads `free -m` before and after, and prints the memory per
 web host and the largest fleet that fits in what is available (keeping a margin), capped by the

@@ -1,6 +1,6 @@
 """Two signals during an automatic rollback, in a loop: how many rollbacks end whole.
 
-    sudo flock /work/fleet.lock .venv/bin/python benchmarks/two_signals.py [--trials 50]
+    sudo .venv/bin/python benchmarks/two_signals.py [--trials 50]
         [--signals INT TERM] [--stages switch worker_restart database] [--timeout 240]
 
 A cancelled CI job sends its signal twice. Brings up a fresh fleet (no S3) and deploys v2; then,
