@@ -1,11 +1,20 @@
 """The ledger as S3 objects: one object per batch of events, never rewritten.
 
-`append_batch(events)` writes `<prefix>/<env>/ledger/<UTC time>-<run>-<seq>.json`, a JSON list
-of the events, with `If-None-Match: *` (a batch is never overwritten, not even by a retry of
-its own write). The time is `YYYYmmddTHHMMSS.ffffffZ`, so the keys sort in time order and a
-listing in key order is the history; within one writer, times never go back and `seq` counts
-up, so its batches keep their order even if its clock steps back. Between writers the order is
-that of their clocks (assumed NTP-synchronised), like the events' own `at`.
+`append_batch(events)` writes `<prefix>/<env>/ledger/t<token>-<UTC time>-<run>-<seq>.json`, a
+JSON list of the events, with `If-None-Match: *` (a batch is never overwritten, not even by a
+retry of its own write). A listing in key order is the history:
+
+- `<token>` (12 digits) is the lock's fencing token: the holder's own, or for a writer without
+  the lock the last one handed out. It only grows from one holder to the next, so runs are in
+  the order they held the lock whatever their clocks say (an orchestrator an hour behind writes
+  after the one before it, not an hour earlier);
+- within one token, `<UTC time>` (`YYYYmmddTHHMMSS.ffffffZ`) and `<seq>`: within one writer,
+  times never go back and `seq` counts up, so its batches keep their order even if its clock
+  steps back. A writer without the lock (`unlock --force`, maintenance by hand) first lists the
+  token's keys and writes after the last one, whatever its clock.
+
+Keys written before tokens were part of them (`<UTC time>-<run>-<seq>.json`) begin with a
+digit, so they sort before every `t` key: an old history is read first, in its time order.
 
 `read()` lists the keys (paginated), fetches the objects (a few at a time, in parallel) and
 concatenates them in key order. An object that cannot be read or is not a JSON list of objects
@@ -21,6 +30,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,20 +57,39 @@ class S3Ledger:
     """The ledger of one env. `run` names this writer in its keys (the run id)."""
 
     def __init__(self, location: S3Location, env: str, *, run: str = "", s3: Any = None,
-                 clock: Any = time.time, workers: int = 8):
+                 clock: Any = time.time, workers: int = 8,
+                 epoch: Callable[[], tuple[int, bool]] = lambda: (0, True)):
+        """`epoch`: the fencing token a batch is written under, and whether this writer holds
+        the lock (see the module's docstring)."""
         self.location, self.env = location, env
         self.prefix = location.env_prefix(env, "ledger")
         self.run = _UNSAFE.sub("_", run or secrets.token_hex(4))[:64]
         self.s3 = s3 or client(location)
-        self.clock, self.workers = clock, workers
-        self._seq, self._last = 0, 0.0
+        self.clock, self.workers, self.epoch = clock, workers, epoch
+        self._seq, self._last, self._epoch = 0, 0.0, 0
         self._mu = threading.Lock()
 
     def _next_key(self) -> str:
         with self._mu:
+            token, held = self.epoch()
+            self._epoch = max(self._epoch, int(token))
             self._last = max(self._last, self.clock())
+            if not held:  # after what the holder of this token wrote, whatever the clocks
+                self._last = max(self._last, self._last_of(self._epoch) + 1e-6)
             self._seq += 1
-            return f"{self.prefix}{_stamp(self._last)}-{self.run}-{self._seq:06d}.json"
+            return f"{self.prefix}t{self._epoch:012d}-{_stamp(self._last)}-{self.run}-{self._seq:06d}.json"
+
+    def _last_of(self, token: int) -> float:
+        """The time in the last key written under `token` (0 when none)."""
+        head = f"{self.prefix}t{token:012d}-"
+        keys = [k for k in self.keys(start_after=head) if k.startswith(head)]
+        if not keys:
+            return 0.0
+        stamp = keys[-1][len(head):len(head) + 23]
+        try:
+            return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            return 0.0
 
     def append_batch(self, events: list[dict]) -> str | None:
         """Write one batch; its key (None for an empty batch)."""

@@ -152,6 +152,14 @@ class S3Lock:
         cur = self._get()
         return self._held_from(*cur) if cur else None
 
+    def epoch(self) -> tuple[int, bool]:
+        """(the fencing token of the lock we hold, True), else (the last one handed out: the lock
+        object's, held or free, 0 when there is none; False)."""
+        if self.held is not None:
+            return self.held.token, True
+        cur = self._get()
+        return (_token(cur[0]) if cur else 0), False
+
     # -- writing ---------------------------------------------------------------------------
     def _put(self, body: dict, *, if_match: str | None = None) -> str:
         cond = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}

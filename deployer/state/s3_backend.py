@@ -119,7 +119,8 @@ class S3State:
     @property
     def ledger(self) -> S3Ledger:
         if self._ledger is None:
-            self._ledger = S3Ledger(self.location, self.env, run=self.run_id, s3=self.s3)
+            self._ledger = S3Ledger(self.location, self.env, run=self.run_id, s3=self.s3,
+                                    epoch=self.lock.epoch)
         return self._ledger
 
     @property

@@ -317,6 +317,31 @@ def test_ledger_order_survives_a_clock_step_back_and_pagination(loc):
     assert led.read()[-1]["type"] == "late"  # real time now > the fake 1970s above
 
 
+def test_ledger_order_between_writers_is_the_locks_not_their_clocks(loc):
+    """Run A holds the lock and writes; then run B, whose clock is an hour behind A's, takes the
+    lock and writes: B's batches come after A's (its token is larger), and so does a write by a
+    process holding no lock (it writes under the last token handed out). Keys written before
+    tokens (a time first) are read first."""
+    env = "clock-" + uuid.uuid4().hex[:6]
+    before_tokens = f"{loc.env_prefix(env, 'ledger')}20991231T000000.000000Z-old-000001.json"  # a time first
+    client(loc).put_object(Bucket=loc.bucket, Key=before_tokens,
+                           Body=json.dumps([{"v": 1, "type": "before tokens"}]).encode())
+    a_lock, b_lock = S3Lock(loc, env), S3Lock(loc, env)
+    a = S3Ledger(loc, env, run="a", clock=lambda: 2_000_000_000.0, epoch=a_lock.epoch)
+    b = S3Ledger(loc, env, run="b", clock=lambda: 2_000_000_000.0 - 3600, epoch=b_lock.epoch)
+    nobody = S3Ledger(loc, env, run="c", clock=lambda: 1_000_000_000.0, epoch=S3Lock(loc, env).epoch)
+    assert a_lock.acquire(info("a"), 30) is not None
+    a.append_batch([{"v": 1, "type": "a1"}])
+    a.append_batch([{"v": 1, "type": "a2"}])
+    assert a_lock.release()
+    assert b_lock.acquire(info("b"), 30) is not None and b_lock.held.token > 1
+    b.append_batch([{"v": 1, "type": "b1"}])
+    b.append_batch([{"v": 1, "type": "b2"}])
+    assert b_lock.release()
+    nobody.append_batch([{"v": 1, "type": "lockless"}])  # its clock is years behind
+    assert [e["type"] for e in a.read()] == ["before tokens", "a1", "a2", "b1", "b2", "lockless"]
+
+
 def test_ledger_never_overwrites_a_batch(loc):
     led = S3Ledger(loc, "qa", run="same", clock=lambda: 3000.0)
     twin = S3Ledger(loc, "qa", run="same", clock=lambda: 3000.0)
