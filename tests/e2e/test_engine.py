@@ -11,6 +11,17 @@ from .conftest import ROOT, health, serving
 
 RELEASE_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{7}")
 EPOCH_RE = re.compile(r"\b1\d{9}\b")
+#: the run's fencing token in the check every host script starts with (a dry run takes no lock:
+#: it shows `<token>` there)
+TOKEN_RE = re.compile(r'host has seen token \$s > (\d+)"')
+
+
+def _token_shown(cmd: str) -> str:
+    m = TOKEN_RE.search(cmd)
+    if not m:
+        return cmd
+    check, sep, rest = cmd.partition(" || exit $?")
+    return re.sub(rf"\b{m.group(1)}\b", "<token>", check) + sep + rest
 SHIPPED_INVENTORY = str(ROOT / "hosts" / "local.yaml")
 
 
@@ -19,13 +30,14 @@ def _json(text: str) -> list[dict]:
 
 
 def _per_host(events: list[dict], kind: str, keep_release: str | None = None) -> dict[str, list[str]]:
-    """host -> commands; release ids and epoch times (which depend on when the plan is built)
-    are normalised, except `keep_release` (a rollback's target must be exactly the same)."""
+    """host -> commands; release ids, epoch times (which depend on when the plan is built) and
+    the fencing token (the lock's) are normalised, except `keep_release` (a rollback's target
+    must be exactly the same)."""
     out: dict[str, list[str]] = {}
     for e in events:
         if e["event"] != kind:
             continue
-        cmd = e["command"]
+        cmd = _token_shown(e["command"])
         if keep_release:
             cmd = cmd.replace(keep_release, "<target>")
         cmd = EPOCH_RE.sub("<epoch>", RELEASE_RE.sub("<release>", cmd))
