@@ -73,31 +73,24 @@ class Privileged:
         return hash((Privileged, self.prefix))
 
 
+@dataclass(frozen=True, slots=True)
 class HostDeadline:
     """A time `seconds` from now by the clock of the host that runs the command: the shell
     arithmetic `$(( $(date +%s) + seconds ))`, evaluated there, never a number computed on the
     orchestrator (whose clock may be off). Inserted verbatim (one double-quoted word); deployer
     makes it from a number, no user input ever reaches it."""
 
-    __slots__ = ("seconds",)
+    seconds: int
 
-    def __init__(self, seconds: float):
+    def __post_init__(self) -> None:
+        seconds = self.seconds
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
             raise TypeError(f"HostDeadline takes a number of seconds, not {seconds!r}")
-        self.seconds = int(round(seconds))
+        object.__setattr__(self, "seconds", int(round(seconds)))
 
     @property
     def shell(self) -> str:
         return f'"$(( $(date +%s) + {self.seconds} ))"'
-
-    def __repr__(self) -> str:
-        return f"HostDeadline({self.seconds})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HostDeadline) and other.seconds == self.seconds
-
-    def __hash__(self) -> int:
-        return hash((HostDeadline, self.seconds))
 
 
 Value = str | int | float | Secret | os.PathLike | Privileged | HostDeadline
