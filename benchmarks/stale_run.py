@@ -48,8 +48,6 @@ rollout:
 state:
   lease: %s
 """
-#: each host's fence record of env local (in the deploy user's home)
-RECORD = FN.record("local", S.DEPLOY_TO)
 
 
 def deployer(inv: Path, *args: str) -> list[str]:
@@ -79,8 +77,8 @@ def host_state(fleet: Fleet, hosts: list[str]) -> dict[str, tuple[str, str]]:
     """Each host's (release `current` points to, largest fencing token seen)."""
     out = {}
     for h in hosts:
-        res = fleet.sh(h, f"readlink {S.DEPLOY_TO}/current; cat ~{S.DEPLOY_USER}/.deployer/{RECORD} 2>/dev/null; true",
-                       capture_output=True, text=True, timeout=30)
+        res = fleet.sh(h, f"readlink {S.DEPLOY_TO}/current; cat ~{S.DEPLOY_USER}/.deployer/{FN.SEEN}-local-???????? "
+                          "2>/dev/null; true", timeout=30)
         lines = (res.stdout.splitlines() + ["", ""])[:2]
         out[h] = (lines[0].rsplit("/", 1)[-1], lines[1].strip())
     return out

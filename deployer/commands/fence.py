@@ -62,12 +62,15 @@ def parse_token(output: str) -> int | None:
     return None
 
 
-def record(env: str, deploy_to: str) -> str:
-    """The file name of a host's fence record for `env` (under RECORD_DIR): one per env and
-    deploy tree, as each env's lock hands out its own tokens, and two projects sharing a host
-    (a load balancer, a database) may have an env of the same name: `<key>` is the first 8
-    hex digits of the SHA-256 of `deploy_to`."""
-    name = f"{SEEN}-{env}-{hashlib.sha256(deploy_to.encode()).hexdigest()[:8]}"
+def record(env: str, deploy_to: str, lock: str = "") -> str:
+    """The file name of a host's fence record for `env` (under RECORD_DIR): one per env, deploy
+    tree and lock, as each lock hands out its own tokens (an env moved to another state backend,
+    or to another ledger host, starts again at 1 with a record of its own instead of being
+    refused by the old one's larger tokens), and two projects sharing a host (a load balancer, a
+    database) may have an env of the same name: `<key>` is the first 8 hex digits of the SHA-256
+    of `deploy_to` and `lock` (where the lock lives, `Config.lock_place`)."""
+    key = deploy_to + (f"\n{lock}" if lock else "")
+    name = f"{SEEN}-{env}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
     if not _RECORD_RE.match(name):
         raise ValueError(f"fence record name {name!r} is not a plain file name")
     return name

@@ -98,10 +98,20 @@ class Config:
         return Layout(self.deploy_to)
 
     @property
+    def lock_place(self) -> str:
+        """Where the env's lock lives, and with it the counter of its fencing tokens: the S3
+        bucket and prefix, or the ledger host and the state directory."""
+        st = self.state
+        if st.backend == "s3":
+            return f"s3:{st.endpoint_url or 'aws'}/{st.bucket}/{st.prefix}"
+        h = self.ledger_host
+        return f"ssh:{h.address}:{h.port}:{self.layout.state}"
+
+    @property
     def fence_record(self) -> str:
-        """The file name of the fence record every host keeps for this env, under the SSH
-        user's `$HOME/.deployer` (`commands.fence.record`)."""
-        return _fence.record(self.env, self.deploy_to)
+        """The file name of the fence record every host keeps for this env and lock, under the
+        SSH user's `$HOME/.deployer` (`commands.fence.record`)."""
+        return _fence.record(self.env, self.deploy_to, self.lock_place)
 
     def hosts_with(self, role: str) -> list[Host]:
         if not _ROLE_RE.match(role):

@@ -107,12 +107,18 @@ def sh(cmd, stdin: str = "", env: dict | None = None) -> subprocess.CompletedPro
                           env=env)
 
 
-def test_the_fence_record_is_named_by_env_and_deploy_tree():
+def test_the_fence_record_is_named_by_env_deploy_tree_and_lock():
     name = FN.record("prod", "/srv/app")
     assert name.startswith("fence-prod-") and len(name) == len("fence-prod-") + 8
     assert FN.record("prod", "/srv/app") == name != FN.record("prod", "/srv/shop")
     assert FN.record("staging", "/srv/app") != name
-    assert load_config("prod", root=ROOT).fence_record == FN.record("prod", load_config("prod", root=ROOT).deploy_to)
+    prod = load_config("prod", root=ROOT)
+    assert prod.fence_record == FN.record("prod", prod.deploy_to, prod.lock_place)
+    # each lock counts its own tokens: an env moved to S3 (or to another ledger host) gets a
+    # record of its own, not refused by the larger tokens the SSH lock handed out
+    assert prod.lock_place.startswith(f"ssh:{prod.ledger_host.address}:")
+    s3 = load_config("prod", root=ROOT, overrides={"state.backend": "s3", "state.bucket": "acme-deploy"})
+    assert s3.lock_place.startswith("s3:") and s3.fence_record != prod.fence_record
     for bad in ("a/b", "x y", "$(touch p)"):
         with pytest.raises(ValueError, match="not a plain file name"):
             FN.record(bad, "/srv/app")
