@@ -58,9 +58,10 @@ def test_a_full_state_filesystem_refuses_the_deploy_and_changes_nothing(fleet, c
     before = serving(fleet)
     on_disk = {h.name: fleet.sh(h.name, "ls /srv/app/releases").stdout for h in fleet.spec.web_hosts}
     ledger = fleet.sh("db1", f"cat {STATE}/ledger.jsonl").stdout
-    # a small filesystem under the state directory, holding what it held, then filled
+    # a small filesystem under the state directory, holding what it held (a ledger grown by
+    # every earlier test: 1 MiB more than it), then filled
     fleet.sh("db1", f"tar -C {STATE} -cf /tmp/state.tar . && "
-                    f"mount -t tmpfs -o size=2m,mode=0755 deployer-small {STATE} && "
+                    f"mount -t tmpfs -o size=$(( $(du -sk {STATE} | cut -f1) + 1024 ))k,mode=0755 deployer-small {STATE} && "
                     f"chown --reference=/srv/app {STATE} && tar -C {STATE} -xf /tmp/state.tar")
     try:
         fleet.fill_disk("db1", STATE)
@@ -70,7 +71,8 @@ def test_a_full_state_filesystem_refuses_the_deploy_and_changes_nothing(fleet, c
         assert f"db1: no space left on {STATE}: the lock cannot be taken" in said
         assert serving(fleet) == before
         assert fleet.sh("db1", f"cat {STATE}/ledger.jsonl").stdout == ledger
-        assert fleet.sh("db1", f"ls -A {STATE} | grep -c '^lock' || true").stdout.strip() == "0"
+        # no lock, and no half-written one (the token counter, lock-token*, stays)
+        assert fleet.sh("db1", f"ls -A {STATE} | grep -cE '^lock($|[.]new[.])' || true").stdout.strip() == "0"
         assert {h.name: fleet.sh(h.name, "ls /srv/app/releases").stdout for h in fleet.spec.web_hosts} == on_disk
     finally:
         fleet.sh("db1", f"rm -f {STATE}/.filler; tar -C {STATE} -cf /tmp/state.tar . && umount {STATE} && "
