@@ -210,8 +210,13 @@ def test_a_holder_whose_lock_was_broken_stops_before_its_next_switch(fleet, s3f,
         while serving(fleet)["web1"] == before["web1"]:  # wave 1 switched: its bake runs
             assert time.monotonic() < deadline and run.poll() is None, run.communicate()
             time.sleep(0.1)
-        broke = s3f.cli("unlock", "--env", ENV, "--force", user="bob", machine="other", inventory=inv, check=0)
-        assert "broke the lock held by alice@" in broke.stdout
+        # alice's pid answers on this machine (the "other machine" is another state directory
+        # here): breaking a live holder's lock takes a reason
+        refused = s3f.cli("unlock", "--env", ENV, "--force", user="bob", machine="other", inventory=inv, check=3)
+        assert "alive on this machine" in refused.stderr and "--reason" in refused.stderr
+        broke = s3f.cli("unlock", "--env", ENV, "--force", "--reason", "alice's run is wedged", user="bob",
+                        machine="other", inventory=inv, check=0)
+        assert "broke the lock held by alice@" in broke.stdout and "reason: alice's run is wedged" in broke.stdout
         out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
