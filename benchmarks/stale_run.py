@@ -18,8 +18,9 @@ Brings up a fresh fleet (no S3), deploys v1, then for each trial:
 
 Every trial is bounded (A and B each get `--run-timeout` seconds, then are killed), and so is
 the whole (`--budget` seconds: the trials not started by then are skipped). Prints, per trial,
-A's exit code and the hosts it changed, then the total of host changes made by A (0 expected:
-the hosts refuse A's token once B has touched them) and A's exit codes (4 expected).
+A's exit code, the hosts it changed and what stopped it (a host refusing its token, or its own
+lock check), then the total of host changes made by A (0 expected: the hosts refuse A's token
+once B has touched them), A's exit codes (4 expected) and what stopped it, counted.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,7 +49,7 @@ rollout:
   - {size: 1, bake: 10}
   - {size: "100%", bake: 0}
 state:
-  lease: %s
+  lease: {lease}
 """
 
 
@@ -91,14 +94,26 @@ def stop(proc: subprocess.Popen) -> int:
     return proc.wait()
 
 
-def trial(fleet: Fleet, inv: Path, ref: str, args) -> tuple[int | None, list[str]]:
-    """One trial: A's exit code (None: it never reached its canary) and the hosts A changed."""
+def how_stopped(stderr: str) -> str:
+    """What stopped A: a host refused its token ("fenced"), or its own lock check ("lock lost")."""
+    if "fenced:" in stderr:
+        return "a host refused its token"
+    if "lock" in stderr:
+        return "its own lock check"
+    return "other: " + (stderr.strip().splitlines() or ["(nothing said)"])[-1][:100]
+
+
+def trial(fleet: Fleet, inv: Path, ref: str, args) -> tuple[int | None, list[str], str]:
+    """One trial: A's exit code (None: it never reached its canary), the hosts A changed, and
+    what stopped A."""
     hosts = [h.name for h in fleet.spec.web_hosts]
+    err = tempfile.TemporaryFile(mode="w+")
     a = subprocess.Popen(deployer(inv, "deploy", "--ref", ref, "--yes"), cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
+                         stderr=err, text=True)
     try:
         if not wait_for_canary(a, args.run_timeout):
-            return None, []
+            return None, [], "never reached its canary"
+        threading.Thread(target=a.stdout.read, daemon=True).start()  # A never blocks on its output
         os.kill(a.pid, signal.SIGSTOP)
         time.sleep(args.frozen)
         subprocess.run(deployer(inv, "unlock", "--force", "--reason", "benchmark: A is frozen"), cwd=ROOT,
@@ -116,9 +131,11 @@ def trial(fleet: Fleet, inv: Path, ref: str, args) -> tuple[int | None, list[str
             code = stop(a)
         after_a = host_state(fleet, hosts)
         changed = [h for h in hosts if after_a[h][0] != after_b[h][0]]
-        return code, changed
+        err.seek(0)
+        return code, changed, how_stopped(err.read())
     finally:
         stop(a)
+        err.close()
 
 
 def main() -> None:
@@ -134,22 +151,25 @@ def main() -> None:
     fleet.up(args.web, s3=False, log=lambda *_: None)
     try:
         inv = fleet.dir / "stale-run-bench.yaml"
-        inv.write_text(fleet.inventory_path.read_text() + WAVES % args.lease)
+        inv.write_text(fleet.inventory_path.read_text() + WAVES.replace("{lease}", f"{args.lease:g}"))
         subprocess.run(deployer(inv, "deploy", "--ref", "v1", "--yes"), cwd=ROOT, capture_output=True,
                        timeout=args.run_timeout, check=True)
         t0 = time.monotonic()
-        changes, codes, done = 0, Counter(), 0
+        changes, codes, stopped, done = 0, Counter(), Counter(), 0
         for n in range(args.trials):
             if time.monotonic() - t0 > args.budget:
                 print(f"budget of {args.budget:g}s spent: {args.trials - n} trial(s) skipped", file=sys.stderr)
                 break
-            code, changed = trial(fleet, inv, "v2", args)
+            code, changed, why = trial(fleet, inv, "v2", args)
             codes[code] += 1
+            stopped[why] += 1
             changes += len(changed)
             done += 1
-            print(f"trial {n + 1}: A exited {code}, changed {', '.join(changed) or 'no host'}", file=sys.stderr)
+            print(f"trial {n + 1}: A exited {code}, changed {', '.join(changed) or 'no host'}; stopped by {why}",
+                  file=sys.stderr)
         print(f"{'trials':>6} {'host changes by A':>17}   A's exit codes")
         print(f"{done:6d} {changes:17d}   " + ", ".join(f"{c}: {k}" for c, k in sorted(codes.items(), key=str)))
+        print("A stopped by: " + ", ".join(f"{why} ({k})" for why, k in stopped.most_common()))
     finally:
         fleet.down(quiet=True)
 
