@@ -1,7 +1,7 @@
 """A run frozen past its lock's staleness while another run breaks the lock and deploys: how many
 host changes does the frozen run make when it wakes up?
 
-    sudo .venv/bin/python benchmarks/stale_run.py [--trials 50] [--lease 6] [--frozen 8]
+    sudo .venv/bin/python benchmarks/stale_run.py [--trials 50] [--lease 4] [--frozen 6]
         [--budget 3600]
 
 Brings up a fresh fleet (no S3), deploys v1, then for each trial:
@@ -142,8 +142,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--web", type=int, default=3)
-    ap.add_argument("--lease", type=float, default=6.0, help="the lock's staleness (state.lease), seconds")
-    ap.add_argument("--frozen", type=float, default=8.0, help="seconds A stays stopped (> --lease)")
+    ap.add_argument("--lease", type=float, default=4.0, help="the lock's staleness (state.lease), seconds")
+    ap.add_argument("--frozen", type=float, default=6.0, help="seconds A stays stopped (> --lease)")
     ap.add_argument("--run-timeout", type=float, default=300.0, help="seconds each run gets")
     ap.add_argument("--budget", type=float, default=3600.0, help="seconds for all trials")
     args = ap.parse_args()

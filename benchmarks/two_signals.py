@@ -1,7 +1,7 @@
 """Two signals during an automatic rollback, in a loop: how many rollbacks end whole.
 
     sudo .venv/bin/python benchmarks/two_signals.py [--trials 50]
-        [--signals INT TERM] [--stages switch worker_restart database] [--timeout 240]
+        [--signals INT TERM] [--stages switch worker_restart database] [--timeout 240] [--budget 7200]
 
 A cancelled CI job sends its signal twice. Brings up a fresh fleet (no S3) and deploys v2; then,
 per signal and rollback stage, `--trials` times: a deploy that fails (bad-health at its gate; for
@@ -11,7 +11,8 @@ sent twice, 50 ms apart. A trial passes when the orchestrator exits by itself wi
 seconds with 1 or 130, every web host serves v2's release, the lock is free and no web host is
 left in maintenance. A hung orchestrator is killed (counted as failed: its stacks are printed
 with faulthandler first, SIGABRT), and the fleet is brought back to v2 before the next trial.
-Prints, per signal and stage, passed/trials and the slowest exit.
+Prints, per signal and stage, passed/trials run and the slowest exit; the whole is bounded by
+`--budget` seconds (a cell cut short by it says so).
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ def main() -> None:
     ap.add_argument("--signals", nargs="+", default=["INT", "TERM"])
     ap.add_argument("--stages", nargs="+", default=["switch", "worker_restart", "database"])
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--budget", type=float, default=7200.0,
+                    help="seconds for all trials: a cell not finished by then says how far it got")
     args = ap.parse_args()
+    t_start = time.monotonic()
     fleet = Fleet()
     fleet.up(3, s3=False, log=lambda *_: None)
     try:
@@ -124,8 +128,12 @@ def main() -> None:
         for name in args.signals:
             sig = signal.Signals[f"SIG{name}"]
             for stage in args.stages:
-                passed, slowest, first = 0, 0.0, ""
+                passed, slowest, first, ran = 0, 0.0, "", 0
                 for _ in range(args.trials):
+                    if time.monotonic() - t_start > args.budget:
+                        first = first or f"budget of {args.budget:g}s spent"
+                        break
+                    ran += 1
                     ok, took, why = trial(fleet, sig, stage, inv_fail if stage == "database" else inv,
                                           good, args.timeout)
                     passed += ok
@@ -135,8 +143,7 @@ def main() -> None:
                         cli("recover", "--env", "local", "--force", "--reason", "benchmark", inventory=inv)
                         cli("deploy", "--env", "local", "--ref", "v2", inventory=inv)
                         (good,) = set(serving(fleet).values())
-                print(f"{name:<8} {stage:<15} {passed:>4}/{args.trials:<4} {slowest:>15.1f}   {first}",
-                      flush=True)
+                print(f"{name:<8} {stage:<15} {passed:>4}/{ran:<4} {slowest:>15.1f}   {first}", flush=True)
     finally:
         fleet.down(quiet=True)
 
