@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import posixpath
 import time
 
 from . import records as REC
@@ -113,6 +115,39 @@ def _lb_states(cfg: Config, s: Session) -> dict[str, str]:
         return {"?": f"unreadable: {exc.message.splitlines()[0]}"}
 
 
+def proof_line(history: History, now: float) -> str:
+    """The last backup a test restore proved, and how old that proof is (by the ledger's record
+    times); a backup whose last test restore failed is named too."""
+    proof = history.last_proven()
+    if proof is None:
+        line = "backups: none proven by a test restore yet (the maintenance job proves them)"
+    else:
+        age = _age(proof.at, now)
+        line = (f"backups: last proven {posixpath.basename(proof.path)} ({proof.tables} table(s), "
+                f"{proof.rows} row(s)), tested {age}")
+    bad = [p for p in history.proofs.values() if p.tested and not p.ok]
+    if bad:
+        line += "; FAILED its test restore: " + ", ".join(
+            f"{posixpath.basename(p.path)} ({p.error[:120]})" for p in bad) + " (never restored by a rollback)"
+    untested = [p for p in history.proofs.values() if not p.tested]
+    if untested:
+        line += "; could not test-restore: " + ", ".join(
+            f"{posixpath.basename(p.path)} ({p.error[:120]})" for p in untested)
+    return line
+
+
+def _age(at: str, now: float) -> str:
+    try:
+        then = dt.datetime.strptime(at[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return f"at {at or '?'}"
+    secs = max(0, now - then)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if secs >= size:
+            return f"{secs / size:.0f} {unit} ago"
+    return f"{secs:.0f} s ago"
+
+
 def status(cfg: Config, reporter: Reporter) -> int:
     s = Session(cfg, reporter)
     try:
@@ -143,6 +178,8 @@ def status(cfg: Config, reporter: Reporter) -> int:
     _rows_table(f"{cfg.env}: what each host serves", ["host", "address", "release", "ref", "maintenance"],
                 rows, reporter)
     lines = [f"lock: held by {held.describe()}" if held else "lock: free"]
+    if cfg.database:
+        lines.append(proof_line(history, time.time()))
     lines += clock_lines(states.results, before, after)
     lines += _in_flight_lines(in_flight, held.run if held else None)
     paused = bool(held and held.paused)

@@ -107,6 +107,7 @@ class History:
 
     local_only: list[str] = field(default_factory=list)  # runs whose record is not shipped yet
     unfinished: list[RunRecord] = field(default_factory=list)  # ended needing a human, not superseded
+    proofs: dict[str, REC.BackupProof] = field(default_factory=dict)  # backup path -> its last test restore
 
     @classmethod
     def fold(cls, events: list[dict]) -> History:
@@ -124,7 +125,10 @@ class History:
     def _fold(self, e: REC.Record) -> None:
         known = self.runs.get(e.run)
         rec = self.releases.get(known.release) if known is not None and known.release else None
-        if isinstance(e, REC.RunStarted):
+        if isinstance(e, REC.BackupProof):
+            self.proofs.pop(e.path, None)  # in the order of their last test restore
+            self.proofs[e.path] = e
+        elif isinstance(e, REC.RunStarted):
             self._deploy_started(e)
         elif isinstance(e, (REC.RollbackStarted, REC.MaintenanceStarted)):
             if known is None:  # an automatic rollback belongs to its deploy's run
@@ -150,6 +154,22 @@ class History:
         if e.release not in self.order:
             self.order.append(e.release)
         self.runs[e.run] = RunRecord(RunKind.DEPLOY, e, release=e.release)
+
+    def last_proven(self) -> REC.BackupProof | None:
+        """The newest backup whose last test restore passed."""
+        return next((p for p in reversed(self.proofs.values()) if p.ok), None)
+
+    def failed_proof(self, path: str) -> REC.BackupProof | None:
+        """The failed test restore of `path`, when its last one found it bad."""
+        proof = self.proofs.get(path)
+        return proof if proof is not None and proof.tested and not proof.ok else None
+
+    def to_prove(self) -> REC.BackupRef | None:
+        """The backup the newest deploy's rollback would restore, unless a test restore passed."""
+        newest = self.releases[self.order[-1]].backup if self.order else None
+        if newest is None or (newest.path in self.proofs and self.proofs[newest.path].ok):
+            return None
+        return newest
 
     def records_of(self, run: str) -> list[REC.Record]:
         """The typed records of one run, in ledger order."""

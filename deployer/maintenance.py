@@ -86,7 +86,7 @@ def run_window(cfg: Config, rep: Reporter, *, promote: bool = False, force: bool
         current = sorted({st.current for st in facts.hosts.values() if st.current})
         release = current[-1] if current else ""
         done = _nightly(cfg, s, rep, forced, release, _Backups.plan(cfg, s, history, current, now), now,
-                        gate=len(current) <= 1)
+                        gate=len(current) <= 1, prove=history.to_prove())
     rep.event("outcome", outcome="success", release=release,
               message=f"{cfg.env}: scheduled maintenance done: " + "; ".join(done))
     if promote and has_paused:
@@ -118,7 +118,7 @@ class _Backups:
 
 
 def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: _Backups,
-             now: dt.datetime, *, gate: bool) -> list[str]:
+             now: dt.datetime, *, gate: bool, prove=None) -> list[str]:
     """The job's run: its plan executed and journaled; what it did, for the outcome."""
     from . import records as REC
     from .engine.maint_plan import window_plan
@@ -127,7 +127,8 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
 
     path = backups.path
     plan = window_plan(cfg, backup_path=path, remove=list(backups.removed), release=release,
-                       gate_release=release if gate else None, token=s.fence_token)
+                       gate_release=release if gate else None, token=s.fence_token,
+                       prove=prove if path else None)
     done: list[str] = []
     with journaled(s, rep, RunState(run=s.run_id, release=release),
                    REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id)) as run:
@@ -135,12 +136,27 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
             run.ex.run(plan)
         except DeployerError as exc:
             run.write(REC.MaintenanceEnded(outcome="failed", error=exc.message[:2000]))
+            failed = next((p for p in run.st.proofs if not p.ok), None)
+            again = f"`inv maintenance.run --env {cfg.env} --force --reason \"...\"`"
+            if failed is not None and failed.tested:
+                raise NeedsHuman(
+                    f"{cfg.env}: backup {failed.path} failed its test restore ({failed.error}); a rollback "
+                    "will never restore it, and retention removed nothing tonight",
+                    hint=f"look at {cfg.db_host.name}'s disk and database server, then run {again} again") from exc
+            if failed is not None:
+                raise NeedsHuman(
+                    f"{cfg.env}: backup {failed.path} could not be test-restored ({failed.error}): it is not "
+                    "proven, and retention removed nothing tonight",
+                    hint=f"the database role needs CREATEDB for the test restore's scratch database "
+                         f"({B.scratch_name(B.Database.of(cfg.database))}); then run {again}") from exc
             raise
         if path:
             run.write(REC.Retention(kept=list(backups.kept), removed=list(backups.removed),
                                     unknown=list(backups.unknown), protected=sorted(backups.protected)))
             size = run.st.backup.size if run.st.backup is not None else 0
-            done.append(f"backup {posixpath.basename(path)} ({size} bytes), retention kept "
+            proven = "; ".join(f"test restore of {posixpath.basename(p.path)}: {p.tables} table(s), {p.rows} row(s)"
+                               for p in run.st.proofs)
+            done.append(f"backup {posixpath.basename(path)} ({size} bytes), {proven}, retention kept "
                         f"{len(backups.kept)}, removed {len(backups.removed)}")
             try:
                 offsite = _bucket_retention(cfg, s, now, backups.protected | {posixpath.basename(path)})

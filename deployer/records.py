@@ -145,6 +145,20 @@ class Backup(Record):
 
 
 @dataclass
+class BackupProof(Record):
+    """A test restore of a backup (the maintenance job's): restored into a scratch database,
+    read, dropped. A backup whose last test restore failed is never restored by a rollback."""
+    type: ClassVar[str] = "backup.proof"
+    path: str = ""
+    sha256: str = ""
+    ok: bool = False
+    tested: bool = True  # False: it could not run (no scratch database): the backup is not condemned
+    tables: int = 0
+    rows: int = 0
+    error: str = ""
+
+
+@dataclass
 class Migrated(Record):
     type: ClassVar[str] = "migrate"
     before: int | None = None

@@ -89,27 +89,67 @@ def _verify(db: Database, path: str, sha256: str) -> str:
             f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null")
 
 
-def restore(db: Database, path: str, mark: str | None = None) -> Command:
-    """Replace the database's public schema by the dump's content, in one transaction.
+def restore(db: Database, path: str) -> Command:
+    """Give the database back the dump's content, in one transaction (see `_restore`)."""
+    return raw(db.as_user(_restore(db, path)))
 
-    The dump is rendered to SQL first (so a broken dump fails before anything is touched),
-    then applied with psql --single-transaction and ON_ERROR_STOP: all or nothing. Objects
-    created after the dump (new tables) go too, since the schema is rebuilt. With `mark`, the
-    same transaction sets it as the schema's comment (see `restore_once`).
-    """
-    return raw(db.as_user(_restore(db, path, mark)))
+
+#: Everything in the public schema, dropped in the restore's transaction, the schema itself kept
+#: (its owner, privileges, comment and initial privileges stay as they are; the dump applies its
+#: own). Extensions first (their members go with them), then each object the schema holds that
+#: is not part of another (a table's row type, an identity sequence, an extension's function),
+#: by its catalog identity; anything left makes the transaction fail: nothing is half-restored.
+#: `keep`: an object to spare (the write fence's table, which carries the restore's mark).
+_WIPE_SQL = """DO $w$ DECLARE r record; keep text := %s; BEGIN
+  FOR r IN SELECT extname FROM pg_extension WHERE extnamespace = 'public'::regnamespace LOOP
+    EXECUTE format('DROP EXTENSION IF EXISTS %%I CASCADE', r.extname);
+  END LOOP;
+  FOR r IN SELECT o.type, o.identity FROM pg_depend d, LATERAL pg_identify_object(d.classid, d.objid, 0) o
+      WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = 'public'::regnamespace
+        AND d.deptype = 'n' AND o.identity IS DISTINCT FROM keep
+        AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = d.classid AND x.objid = d.objid
+                        AND x.deptype IN ('i', 'e') AND x.refobjid <> x.objid)
+      ORDER BY o.type IN ('table', 'partitioned table', 'foreign table', 'view', 'materialized view') DESC LOOP
+    EXECUTE format('DROP %%s IF EXISTS %%s CASCADE', CASE r.type WHEN 'partitioned table' THEN 'TABLE'
+      WHEN 'partitioned index' THEN 'INDEX' WHEN 'composite type' THEN 'TYPE'
+      WHEN 'statistics object' THEN 'STATISTICS' ELSE upper(r.type) END, r.identity);
+  END LOOP;
+  IF EXISTS (SELECT 1 FROM pg_depend d, LATERAL pg_identify_object(d.classid, d.objid, 0) o
+             WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = 'public'::regnamespace
+               AND d.deptype = 'n' AND o.identity IS DISTINCT FROM keep
+               AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = d.classid AND x.objid = d.objid
+                               AND x.deptype IN ('i', 'e') AND x.refobjid <> x.objid)) THEN
+    RAISE EXCEPTION 'restore: objects of schema public could not be dropped';
+  END IF;
+END $w$;"""
+
+FENCE_TABLE = "public.deployer_fence"
+RESTORED = "RESTORED"  # the `op` of the restore's mark in the fence table
+
+
+def _mark(sha256: str) -> str:
+    return f"deployer: restored from a backup with sha256 {sha256}"
 
 
 def _restore(db: Database, path: str, mark: str | None = None) -> str:
+    """The dump is rendered to SQL first (so a broken dump fails before anything is touched),
+    then applied with psql --single-transaction and ON_ERROR_STOP: all or nothing. Everything in
+    the public schema goes first (`_WIPE_SQL`): objects created after the dump (a new table) go
+    too; the schema itself stays, with its privileges and comment, and nothing is added to it.
+    With `mark`, the fence table is spared and the same transaction writes the mark in it (see
+    `restore_once`); without, the fence goes with the rest."""
     sql = path + ".restore.sql"
-    comment = f"; echo {q(f'COMMENT ON SCHEMA public IS {chr(39)}{mark}{chr(39)};')}" if mark else ""
+    keep = f"'{FENCE_TABLE}'" if mark else "NULL"
+    tail = ""
+    if mark:
+        tail = "; echo " + q(f"INSERT INTO {FENCE_TABLE} (tbl, op, n, app) VALUES "
+                             f"('', '{RESTORED}', 0, '{mark}');")
     inner = (
-        f"umask 077; {{ printf 'DROP SCHEMA public CASCADE; CREATE SCHEMA public; "
-        f"ALTER SCHEMA public OWNER TO pg_database_owner; GRANT ALL ON SCHEMA public TO PUBLIC;\\n'; "
-        f"{db.tool('pg_restore')} -f - {q(path)}{comment}; }} > {q(sql)} "
+        f"umask 077; {{ printf '%s\n' {q(_WIPE_SQL % keep)}; "
+        f"{db.tool('pg_restore')} -f - {q(path)}{tail}; }} > {q(sql)} "
         f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null "
-        f"&& {db.tool('psql')} -X -q {db.conn_args()} --single-transaction -v ON_ERROR_STOP=1 "
-        f"-d {q(db.name)} -f {q(sql)} >/dev/null; rc=$?; rm -f {q(sql)}; exit $rc"
+        f"&& PGOPTIONS='-c client_min_messages=warning' {db.tool('psql')} -X -q {db.conn_args()} "
+        f"--single-transaction -v ON_ERROR_STOP=1 -d {q(db.name)} -f {q(sql)} >/dev/null; rc=$?; rm -f {q(sql)}; exit $rc"
     )
     return inner
 
@@ -117,20 +157,22 @@ def _restore(db: Database, path: str, mark: str | None = None) -> str:
 def restore_once(db: Database, path: str, sha256: str) -> Command:
     """The automatic rollback's restore (run again by `recover` after a crash): the backup
     verified, refused when the write fence saw another writer (`writes_since_backup`), then
-    restored, the schema marked with the backup's sha256 in the same transaction.
+    restored, with a mark naming the backup's sha256 written in the fence table by the same
+    transaction.
 
     One restore at a time on the host (a lock file next to the backups), and once per backup:
     a restore that a killed orchestrator left running there is waited for, and when the
-    database already carries this backup's mark it is not restored again (the first restore
-    took the write fence with it: a second one would find none and refuse, or run twice)."""
+    database already carries this backup's mark it is not restored again (a second restore
+    would restore over writes made since the first). The mark goes with the fence table, which
+    the rollback removes once it is over (`unfence`)."""
     lock = posixpath.join(db.backup_dir, ".restore.lock")
     # each part in its own subshell: their `exit`s end that part, not the script
     checked = f"( {_verify(db, path, sha256)} ) && ( {_writes_since_backup(db)} )"
     if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):  # verify refuses it: nothing to mark
         return raw(db.as_user(f"exec 9>>{q(lock)} && flock 9 && {checked} && ( {_restore(db, path)} )"))
-    mark = f"deployer: restored from a backup with sha256 {sha256}"
+    mark = _mark(sha256)
     read = (f"{db.tool('psql')} -XAtq {db.conn_args()} -d {q(db.name)} -c "
-            + q("SELECT obj_description('public'::regnamespace, 'pg_namespace')"))
+            + q(f"SELECT app FROM {FENCE_TABLE} WHERE op = '{RESTORED}' AND app = '{mark}'"))
     return raw(db.as_user(
         f"exec 9>>{q(lock)} && flock 9 && if [ \"$({read} 2>/dev/null)\" = {q(mark)} ]; then "
         f"echo 'restore: the database is restored from this backup already' >&2; else "
@@ -218,9 +260,75 @@ def _writes_since_backup(db: Database) -> str:
     sql = (f"SELECT tbl || ' ' || op || ' (' || CASE WHEN n < 0 THEN 'all' ELSE n::text END || ' row(s)) by ' "
            f"|| coalesce(nullif(app, ''), '?') || "
            f"coalesce(' from ' || host(client), '') || ' at ' || at FROM public.deployer_fence "
-           f"WHERE coalesce(app, '') <> '{FENCE_APP}' ORDER BY at LIMIT 20")
+           f"WHERE coalesce(app, '') <> '{FENCE_APP}' AND op <> '{RESTORED}' ORDER BY at LIMIT 20")
     inner = (f"out=$({db.tool('psql')} -X -A -t {db.conn_args()} -d {q(db.name)} -c {q(sql)} 2>&1) || "
              f"{{ echo \"write fence unreadable: $out\" >&2; exit {FENCE_REFUSED}; }}; "
              f"if [ -n \"$out\" ]; then echo \"writes since the backup:\" >&2; echo \"$out\" >&2; "
              f"exit {FENCE_REFUSED}; fi")
     return inner
+
+
+# -- test restores ---------------------------------------------------------------------------
+PROOF_FAILED = 95  # exit status of a test restore that failed (its verdict line says why)
+_PROOF_RE = re.compile(r"proof: (ok) tables=(\d+) rows=(\d+)|proof: (failed|untested) (.*)")
+
+#: the tables of the scratch database's public schema and their rows, counted one by one
+_COUNT_SQL = ("SELECT count(*) || ' ' || coalesce(sum((xpath('/row/c/text()', query_to_xml(format("
+              "'SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint), 0) "
+              "FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")
+
+
+def scratch_name(db: Database) -> str:
+    """The scratch database a test restore uses, on the same server (dropped after each)."""
+    return f"{db.name}_deployer_check"[-63:]
+
+
+def prove(db: Database, path: str, sha256: str | None = None) -> Command:
+    """A test restore: the backup (its sha256 checked, when known) restored into a scratch
+    database on the db host (without owners or grants: no role needs to exist), its tables
+    counted against the dump's list and their rows read, then the scratch database dropped,
+    whatever happened. Prints one verdict line, `proof: ok tables=N rows=M`, else `proof: failed
+    <why>` (the backup is bad) or `proof: untested <why>` (no scratch database: the backup is
+    neither proven nor condemned), and exits PROOF_FAILED. Needs the right to create databases
+    (CREATEDB)."""
+    readable = _verify(db, path, sha256) if sha256 else f"{db.tool('pg_restore')} --list {q(path)} >/dev/null"
+    conn = db.conn_args()
+    inner = "\n".join([
+        f"s={q(scratch_name(db))}; out=$(mktemp) || exit 1",
+        f"drop_scratch() {{ {db.tool('dropdb')} --if-exists {conn} \"$s\" >/dev/null 2>&1; rm -f \"$out\"; }}",
+        "trap drop_scratch EXIT",
+        "fail() { why=\"$1: $( (grep -i -m 2 'error' \"$out\" || tail -n 3 \"$out\") | tr '\\n' ' ' | cut -c1-400)\"; "
+        f"echo \"proof: ${{2:-failed}} $why\"; echo \"test restore of {path}: $why\" >&2; exit {PROOF_FAILED}; }}",
+        f"( {readable} ) >\"$out\" 2>&1 || fail 'the backup is unreadable or its sha256 differs'",
+        f"{db.tool('dropdb')} --if-exists {conn} \"$s\" >\"$out\" 2>&1 && {db.tool('createdb')} {conn} \"$s\" "
+        ">\"$out\" 2>&1 || fail 'no scratch database' untested",
+        f"{db.tool('pg_restore')} --no-owner --no-acl --exit-on-error --single-transaction {conn} -d \"$s\" {q(path)} "
+        ">\"$out\" 2>&1 || fail 'the restore failed'",
+        f"got=$({db.tool('psql')} -XAtq {conn} -d \"$s\" -c {q(_COUNT_SQL)} 2>\"$out\") || fail 'unreadable once restored'",
+        f"want=$({db.tool('pg_restore')} --list {q(path)} | grep -c ' TABLE public ')",
+        "set -- $got",
+        "[ \"$1\" = \"$want\" ] || { echo \"$1 table(s) restored, $want in the dump\" >\"$out\"; fail 'tables missing'; }",
+        "echo \"proof: ok tables=$1 rows=$2\"",
+    ])
+    return raw(db.as_user(inner))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A test restore's verdict line, read back."""
+
+    ok: bool
+    tested: bool  # False: it could not run (no scratch database, no verdict): nothing is known
+    tables: int = 0
+    rows: int = 0
+    why: str = ""
+
+
+def parse_proof(output: str) -> Verdict:
+    for line in reversed(output.strip().splitlines()):
+        m = _PROOF_RE.fullmatch(line.strip())
+        if m and m.group(1):
+            return Verdict(True, True, int(m.group(2)), int(m.group(3)))
+        if m:
+            return Verdict(False, m.group(4) == "failed", why=m.group(5))
+    return Verdict(False, False, why=f"no verdict in its output {output.strip()[-200:]!r}")

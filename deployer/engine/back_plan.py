@@ -10,7 +10,7 @@ from ..config import Config, Host
 from ..shell import raw
 from ..stages import StageName
 from . import ops
-from .deploy_plan import offsite
+from .deploy_plan import offsite, unfence_stage
 from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage, fenced
 from .state import RunState
 
@@ -108,6 +108,7 @@ def rollback_plan(cfg: Config, st: RunState, token: int | None = None) -> Plan:
     rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
     stages.append(Stage(StageName.FINALIZE, f"{st.release} marked bad", rm, best_effort=True))
+    stages += unfence_stage(cfg, st.fenced())  # with or without a restore
     return fenced(Plan("rollback", st.release, tuple(stages)), cfg.fence_record, token)
 
 
@@ -131,4 +132,6 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     if backup is not None:
         stages.append(Stage(StageName.MAINTENANCE, "off", ops.maintenance_lanes(cfg, hosts, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", hosts)
+    # a fence a refused restore left behind (a restore, above, removes it with the rest)
+    stages += unfence_stage(cfg, backup is None)
     return fenced(Plan("rollback", target, tuple(stages)), cfg.fence_record, token)

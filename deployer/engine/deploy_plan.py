@@ -98,7 +98,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     stages += around(cfg, finalize_stage(cfg, facts, inp, vals, snapshot), app, rel, common)
     if inp.maintenance:  # done only when users get the app again through the load balancer
         stages += ops.lb_up_stage(cfg, "finalize", app)
-    stages += unfence_stage(cfg, inp)
+    stages += unfence_stage(cfg, inp.maintenance)
     keepalive = {}
     if inp.maintenance and ttl:
         keepalive = {h.name: ops.watchdog(cfg, h, ttl, rel) for h in web}
@@ -260,9 +260,10 @@ def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot:
     return Stage(StageName.FINALIZE, "", ops.lanes(pairs))
 
 
-def unfence_stage(cfg: Config, inp: DeployInputs) -> list[Stage]:
-    """The write fence goes (best effort: the next fence or `recover` replaces it)."""
-    if not (inp.maintenance and cfg.database and cfg.db_host):
+def unfence_stage(cfg: Config, fenced: bool) -> list[Stage]:
+    """The write fence goes, with a restore's mark (best effort: the next backup removes a fence
+    left behind before it dumps). `fenced`: the run may have set one."""
+    if not (fenced and cfg.database and cfg.db_host):
         return []
     act = Action(host=cfg.db_host.name, command=B.unfence(B.Database.of(cfg.database)), what="unfence")
     return [Stage(StageName.FINALIZE, "write fence removed", (Lane(cfg.db_host.name, (act,)),), best_effort=True)]

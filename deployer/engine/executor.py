@@ -253,6 +253,8 @@ class Executor:
                 if time.monotonic() < deadline:
                     time.sleep(0.5)
                     continue
+                if a.records:  # what a failure records too (a test restore's verdict)
+                    self._records(a, exc.stdout, failed=True)
                 raise self._failed(stage, a, self._explain(a, exc)) from None
         if a.records:
             self._records(a, res.stdout)
@@ -301,11 +303,22 @@ class Executor:
                            stderr=exc.output.stderr)
         return exc
 
-    def _records(self, a: Action, stdout: str) -> None:
+    def _records(self, a: Action, stdout: str, failed: bool = False) -> None:
         per = step_outputs(stdout) if STEP_MARK in stdout else {0: stdout}
         for entry in a.records:
             text = per.get(entry.step, "")
             match entry:
+                case P.RecordProof(path=path, sha256=sha):
+                    v = B.parse_proof(text)
+                    if sha is None:
+                        sha = self.st.backup.sha256 if self.st.backup and self.st.backup.path == path else ""
+                    rec = REC.BackupProof(path=path, sha256=sha, ok=v.ok, tested=v.tested, tables=v.tables,
+                                          rows=v.rows, error=self.redact(v.why)[:500])
+                    self.write(rec)
+                    with self._state_lock:
+                        self.st.proofs.append(rec)
+                case _ if failed:
+                    continue
                 case P.RecordBackup(path=path):
                     sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
                     rec = REC.Backup(path=path, sha256=sha, size=size, host=a.host)

@@ -6,11 +6,12 @@ import posixpath
 
 from ..commands import backup as B
 from ..config import Config
+from ..records import BackupRef
 from ..shell import argv
 from ..stages import StageName
 from . import ops
 from .deploy_plan import offsite
-from .plan import Action, Lane, Plan, RecordBackup, Stage, UploadBackup, fenced
+from .plan import Action, Lane, Plan, RecordBackup, RecordProof, Stage, UploadBackup, fenced
 
 
 def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None,
@@ -25,8 +26,11 @@ def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | N
 
 
 def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], release: str,
-                gate_release: str | None, token: int | None = None) -> Plan:
-    """The scheduled job: a nightly backup, retention, the playbook's maintenance tasks, the gate."""
+                gate_release: str | None, token: int | None = None,
+                prove: BackupRef | None = None) -> Plan:
+    """The scheduled job: a nightly backup proven by a test restore, retention, the playbook's
+    maintenance tasks, the gate. `prove`: another backup to test-restore first (the one the
+    newest deploy's rollback would restore, until it is proven)."""
     stages = []
     if backup_path and cfg.database and cfg.db_host:
         db = B.Database.of(cfg.database)
@@ -35,6 +39,10 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
         acts: tuple[Action, ...] = (act,)
         if offsite(cfg):  # a copy in the bucket too, checked against the recorded sha256
             acts += (Action(host=cfg.db_host.name, backend=UploadBackup(backup_path), what="backup off-site"),)
+        # each proven by a test restore before retention may remove an older one
+        for path, sha in ([(prove.path, prove.sha256)] if prove else []) + [(backup_path, None)]:
+            acts += (Action(host=cfg.db_host.name, command=B.prove(db, path, sha), what="test restore",
+                            timeout=cfg.ssh.command_timeout, records=(RecordProof(0, path, sha),)),)
         stages.append(Stage(StageName.BACKUP, backup_path, (Lane(cfg.db_host.name, acts),)))
         if remove:
             rm = Action(host=cfg.db_host.name, what="retention",

@@ -88,7 +88,14 @@ class RecordBackup:
     path: str
 
 
-Recorded = RecordSchema | RecordBackup
+@dataclass(frozen=True)
+class RecordProof:
+    step: int  # the test restore: its verdict line (recorded when it failed too)
+    path: str
+    sha256: str | None  # None: the backup the same run took (its sha256 recorded by then)
+
+
+Recorded = RecordSchema | RecordBackup | RecordProof
 
 
 @dataclass(frozen=True)

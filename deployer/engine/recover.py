@@ -20,6 +20,7 @@ from ..session import Session
 from ..stages import StageName
 from . import ops
 from .back_plan import manual_rollback_plan, rollback_plan
+from .deploy_plan import unfence_stage
 from .maint_plan import mode_plan
 from .plan import Lane, Plan, Stage
 from .runs import failed_hosts, journaled, session_of
@@ -143,7 +144,7 @@ class Recover:
                 plan = Plan("recover", st.release, tuple(
                     ([mode_plan(cfg, False, message="", retry=0, ttl=None,
                                 release=st.release, token=s.fence_token).stages[0]] if st.maintenance_on else [])
-                    + self.undrain_stage(st)))
+                    + self.undrain_stage(st) + unfence_stage(cfg, st.fenced())))
                 run.ex.run(plan)
                 run.write(REC.RunEnded(outcome="success", error="finished by recover"))
                 return 0

@@ -163,6 +163,11 @@ class Rollback:
         if backup is None:
             raise Refused(f"rollback to {target} --restore-db: no backup of that release's "
                           "database is recorded in the ledger")
+        failed = history.failed_proof(backup.path)
+        if failed is not None:
+            raise Refused(f"rollback to {target} --restore-db: backup {backup.path} failed its test restore "
+                          f"({failed.at[:19]}: {failed.error}); it is not restored. Once its cause is "
+                          f"mended, `inv maintenance.run --env {cfg.env}` tests it again")
         db = B.Database.of(cfg.database)
         remote = offsite(cfg)
         if remote and not self.dry_run:

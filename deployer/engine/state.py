@@ -35,6 +35,7 @@ class RunState:
     schema_after: int | None = None
     backup: REC.BackupRef | None = None  # the first backup the run took (what a rollback restores)
     maintenance_on: bool = False
+    proofs: list[REC.BackupProof] = field(default_factory=list)  # the run's test restores
     migrated: bool = False
     pulled: list[str] = field(default_factory=list)
     switched: list[str] = field(default_factory=list)
@@ -44,6 +45,11 @@ class RunState:
     #: worker host not in it was unhealthy before the deploy changed anything
     workers_healthy: list[str] = field(default_factory=list)
     waves_done: int = 0
+
+    def fenced(self) -> bool:
+        """The run may have set the write fence: it took its backup, or was under maintenance
+        (a run killed mid-backup may have set the fence before the backup was recorded)."""
+        return self.backup is not None or self.maintenance_on
 
     def apply(self, effect: Effect, host: str) -> None:
         """One effect of one action on the subject host."""

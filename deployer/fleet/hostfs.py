@@ -206,6 +206,9 @@ def init_script(d: Path, host: S.FleetHost, fleet_dir: Path) -> str:
             f"runuser -u postgres -- {pg}/psql -q -h /srv/pg/run -U postgres",
             f"  runuser -u postgres -- {pg}/createdb -h /srv/pg/run -U postgres -O {S.DB_USER} {S.DB_NAME}",
             "fi",
+            # the maintenance job's test restores make a scratch database (a data dir kept from
+            # before had the role without it)
+            f"runuser -u postgres -- {pg}/psql -q -h /srv/pg/run -U postgres -c 'ALTER ROLE {S.DB_USER} CREATEDB'",
         ]
     if "lb" in host.roles:
         lines.append("haproxy -D -f /srv/haproxy/haproxy.cfg")

@@ -115,12 +115,15 @@ def _database(n: Needs, found: list[str] | None, silent: str) -> Row:
         return ("database", False, f"{db.name}: {silent}")
     rc, text = found[0], " ".join(found[1:]).strip()
     fields = text.split("|")
-    if rc == "0" and len(fields) == 5:
-        role, superuser, owner, member, public = fields
+    if rc == "0" and len(fields) == 6:
+        role, superuser, owner, member, public, createdb = fields
         if superuser == "t":
             return ("database", True, f"role {role} connects to {db.name} as a superuser")
         if member == "t" and public == "t":
-            return ("database", True, f"role {role} connects to {db.name} and owns it")
+            scratch = "" if createdb == "t" else (
+                f"; it may not create databases, which the maintenance job's test restores need "
+                f"(a scratch database): as postgres: ALTER ROLE {_ident(role)} CREATEDB;")
+            return ("database", True, f"role {role} connects to {db.name} and owns it{scratch}")
         schema = f"(connected to {db.name}) ALTER SCHEMA public OWNER TO {_ident(role)};"
         if member == "t":
             return ("database", False, f"role {role} owns {db.name} but not its schema public, "

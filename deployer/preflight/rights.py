@@ -24,10 +24,11 @@ MARK = "@@right"
 #: what deployer writes under deploy_to (the deploy tree's Layout): each must be writable too
 DEPLOY_ENTRIES = ENTRIES
 #: the database check: who connects, whether it is superuser, who owns the database, whether
-#: the role is (a member of) the owner, and of the owner of schema public (restores recreate it)
+#: the role is (a member of) the owner, and of the owner of schema public (restores recreate
+#: what it holds), whether it may create databases (the test restores' scratch database)
 DB_SQL = ("select current_user, r.rolsuper, pg_get_userbyid(d.datdba), "
           "pg_has_role(d.datdba, 'MEMBER'), coalesce((select pg_has_role(n.nspowner, 'MEMBER') "
-          "from pg_namespace n where n.nspname = 'public'), true) "
+          "from pg_namespace n where n.nspname = 'public'), true), r.rolcreatedb "
           "from pg_database d join pg_roles r on r.rolname = current_user "
           "where d.datname = current_database()")
 

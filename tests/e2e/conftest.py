@@ -126,6 +126,40 @@ def psql(fleet: Fleet, sql: str, db: str = "demo") -> str:
     return res.stdout.strip()
 
 
+#: what a restore must give back besides rows: each object's owner, privileges and comment
+#: (the schema's, its relations', their columns'), read from the catalog
+CATALOG_SQL = (
+    "SELECT 'schema ' || n.nspname || ' ' || n.nspowner::regrole || ' ' || coalesce(n.nspacl::text, '-') || ' '"
+    " || coalesce(obj_description(n.oid, 'pg_namespace'), '-') FROM pg_namespace n WHERE n.nspname = 'public' "
+    "UNION ALL SELECT c.relkind::text || ' ' || c.relname || ' ' || c.relowner::regrole || ' ' "
+    "|| coalesce(c.relacl::text, '-') || ' ' || coalesce(obj_description(c.oid, 'pg_class'), '-') "
+    "FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace "
+    "UNION ALL SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) "
+    "|| ' ' || coalesce(a.attacl::text, '-') || ' ' || coalesce(col_description(c.oid, a.attnum), '-') "
+    "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = 'public'::regnamespace "
+    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1")
+
+#: anything deployer creates in the app's database (the write fence, its function, triggers)
+DEPLOYER_OBJECTS_SQL = (
+    "SELECT relname FROM pg_class WHERE relname LIKE 'deployer%' UNION ALL "
+    "SELECT proname FROM pg_proc WHERE proname LIKE 'deployer%' UNION ALL "
+    "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'deployer%' ORDER BY 1")
+
+
+def catalog(fleet: Fleet) -> list[str]:
+    return psql(fleet, CATALOG_SQL).splitlines()
+
+
+def deployer_objects(fleet: Fleet) -> list[str]:
+    return psql(fleet, DEPLOYER_OBJECTS_SQL).splitlines()
+
+
+def schema_dump(fleet: Fleet) -> str:
+    """pg_dump --schema-only of the demo database (its random \\restrict key dropped)."""
+    out = fleet.sh("db1", "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_dump -h /srv/pg/run -s demo").stdout
+    return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
 def sh_quote(s: str) -> str:
     import shlex
 

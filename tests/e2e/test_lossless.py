@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import psql, serving
+from .conftest import catalog, deployer_objects, psql, schema_dump, serving
 
 ROGUE = ("runuser -u postgres -- env PGAPPNAME=queue-worker /usr/lib/postgresql/15/bin/psql -h /srv/pg/run "
          "-d demo -Xq -c \"INSERT INTO items (name) VALUES ('written-during-the-deploy')\"")
@@ -66,17 +66,65 @@ def test_a_write_during_a_maintenance_deploy_is_never_lost(fleet, cli, tmp_path)
     assert "nothing to recover" in again.stdout + again.stderr
     assert psql(fleet, "select count(*) from items where name = 'written-during-the-deploy'") == "1"
     assert _schema(fleet) == "2"
+    # the refused restore kept the fence (it lists the writes); the rollback by hand removed it
+    assert deployer_objects(fleet) == []
+
+
+def _privileges(fleet) -> str:
+    """Grants and comments a stock deploy never touches, set by the app's team; returns the SQL
+    that puts the schema's comment back as it was."""
+    was = psql(fleet, "SELECT coalesce(quote_literal(obj_description('public'::regnamespace, 'pg_namespace')), 'NULL')")
+    psql(fleet, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reporting') THEN "
+                "CREATE ROLE reporting; END IF; END $$; GRANT SELECT ON items TO reporting; "
+                "GRANT SELECT (name) ON schema_migrations TO reporting; GRANT USAGE ON SCHEMA public TO reporting; "
+                "COMMENT ON TABLE items IS 'the queue''s items'; COMMENT ON COLUMN items.name IS 'what to do'; "
+                "COMMENT ON SCHEMA public IS 'demo: app schema'")
+    return (f"REVOKE ALL ON items FROM reporting; REVOKE ALL (name) ON schema_migrations FROM reporting; "
+            f"REVOKE USAGE ON SCHEMA public FROM reporting; COMMENT ON TABLE items IS NULL; "
+            f"COMMENT ON COLUMN items.name IS NULL; COMMENT ON SCHEMA public IS {was}")
 
 
 def test_without_other_writes_the_backup_is_restored_and_the_workers_run_again(fleet, cli, tmp_path):
+    """...exactly: the schema, and each object's owner, privileges and comment, as before the
+    deploy (v3 renames a column), and nothing of deployer's left in the database."""
     before = _v2(fleet, cli)
     inv = _failing_gate(fleet, tmp_path)
-    proc = cli("deploy", "--env", "local", "--ref", "v3", "--inventory", inv, check=1)
-    assert "gate check: orders queue stalled" in proc.stderr
+    undo = _privileges(fleet)
+    try:
+        acl, dump = catalog(fleet), schema_dump(fleet)
+        assert any(line.startswith("schema public") and "reporting=U/" in line and "demo: app schema" in line
+                   for line in acl), acl
+        proc = cli("deploy", "--env", "local", "--ref", "v3", "--inventory", inv, check=1)
+        assert "gate check: orders queue stalled" in proc.stderr
+        assert catalog(fleet) == acl
+        assert schema_dump(fleet) == dump
+        assert deployer_objects(fleet) == []
+    finally:
+        psql(fleet, undo)
     assert set(serving(fleet).values()) == {before}
     assert _schema(fleet) == "2"
     for h in fleet.spec.web_hosts:
         st = fleet.sh(h.name, "/srv/bin/supervisorctl -c /srv/supervisor/supervisord.conf status worker",
                       check=False).stdout
         assert "RUNNING" in st, f"{h.name}: {st}"
+        assert fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json", check=False).returncode == 1
+
+
+def test_a_maintenance_deploy_failing_before_its_migration_leaves_no_fence(fleet, cli, tmp_path):
+    """v3 needs maintenance: backup, write fence, then its build fails on every host. The rollback
+    has no database to restore; the fence goes with it, and the site opens again."""
+    before = _v2(fleet, cli)
+    (tmp_path / "failing-build.yaml").write_text(
+        "extends: demo\nname: failing-build\nstages:\n  build:\n"
+        "    - run: \"echo 'build: vendor/ unreadable' >&2; exit 1\"\n")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(fleet.inventory_path.read_text().replace("playbook: demo", "playbook: failing-build.yaml"))
+    dump = schema_dump(fleet)
+    proc = cli("deploy", "--env", "local", "--ref", "v3", "--inventory", str(inv), check=1)
+    assert "build: vendor/ unreadable" in proc.stderr
+    assert "write fence removed" in proc.stdout + proc.stderr
+    assert deployer_objects(fleet) == []
+    assert schema_dump(fleet) == dump and _schema(fleet) == "2"
+    assert set(serving(fleet).values()) == {before}
+    for h in fleet.spec.web_hosts:
         assert fleet.sh(h.name, "test -e /srv/app/shared/storage/maintenance.json", check=False).returncode == 1

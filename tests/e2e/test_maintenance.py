@@ -153,6 +153,48 @@ def test_scheduled_maintenance_backs_up_applies_retention_and_keeps_what_a_snaps
     assert needed in ledger["protected"]
 
 
+def test_the_nightly_job_proves_backups_by_restoring_them_and_catches_a_corrupt_one(fleet, cli, consistent):
+    """The job restores the newest deploy's backup (until proven) and tonight's into a scratch
+    database, reads them and drops it. A corrupt one fails the job (exit 4, nothing pruned), is
+    shown by `status` and never restored by a rollback; mended, the next night proves it."""
+    r1 = _on_v2(fleet, cli)
+    cli("deploy", "--env", "local", "--ref", "v2", check=0)  # its backup: taken while on r1
+    r2 = next(iter(serving(fleet).values()))
+    backup = [e for e in _last_run(fleet) if e["type"] == "backup"][-1]["path"]
+    name = backup.rsplit("/", 1)[1]
+    fleet.sh("db1", f"cp -p {backup} {backup}.good && printf 'XXXXXXXXXXXXXXXX' | "
+                    f"dd of={backup} bs=1 seek=2000 conv=notrunc status=none")
+    try:
+        before = set(fleet.sh("db1", "ls /srv/backups").stdout.split())
+        proc = cli("maintenance", "run", "--env", "local", check=4)
+        assert f"backup {backup} failed its test restore" in proc.stderr, proc.stderr[-2000:]
+        assert "sha256 differs" in proc.stderr
+        proof = [e for e in _ledger_all(fleet) if e["type"] == "backup.proof"][-1]
+        assert proof["path"] == backup and proof["ok"] is False and "sha256" in proof["error"]
+        left = set(fleet.sh("db1", "ls /srv/backups").stdout.split())
+        assert before <= left  # retention removed nothing
+        status = cli("status", "--env", "local")
+        assert f"FAILED its test restore: {name}" in status.stdout
+        refused = cli("rollback", "--env", "local", "--to", r1, "--restore-db", check=3)
+        assert f"backup {backup} failed its test restore" in refused.stderr
+        assert set(serving(fleet).values()) == {r2}
+    finally:
+        fleet.sh("db1", f"mv -f {backup}.good {backup}")
+    proc = cli("maintenance", "run", "--env", "local", check=0)
+    assert f"test restore of {name}" in proc.stdout and "test restore of local-nightly-" in proc.stdout
+    run = [e for e in _ledger_all(fleet) if e["type"] == "maintenance.start"][-1]["run"]
+    proofs = [e for e in _ledger_all(fleet) if e["type"] == "backup.proof" and e["run"] == run]
+    assert [p["path"] for p in proofs][0] == backup and "-nightly-" in proofs[1]["path"]
+    tables = int(psql(fleet, "select count(*) from information_schema.tables where table_schema = 'public' "
+                             "and table_type = 'BASE TABLE'"))
+    for p in proofs:
+        assert p["ok"] and p["tables"] == tables and p["rows"] >= 1 and len(p["sha256"]) == 64, p
+    assert psql(fleet, "select count(*) from pg_database where datname like '%deployer_check'", db="postgres") == "0"
+    status = cli("status", "--env", "local")
+    assert f"backups: last proven {proofs[1]['path'].rsplit('/', 1)[1]}" in status.stdout
+    assert "FAILED" not in status.stdout
+
+
 def test_scheduled_maintenance_still_backs_up_while_a_rollout_is_paused(fleet, cli, tmp_path, consistent):
     """A paused rollout holds the lock for days: the nightly backup must not stop meanwhile."""
     from .test_rollout import PAUSED

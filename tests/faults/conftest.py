@@ -35,8 +35,12 @@ def fault_env(fleet, tmp_path_factory) -> FaultEnv:
     data["maintenance_ttl"] = 60
     data["rollout"] = [{"size": 1}, {"size": "100%"}]  # a canary, then the rest
     data["secret_files"] = [{"path": "fault-canary.secret", "from_env": "FAULT_CANARY_SECRET"}]
+    # finalize always has a command (a SIGKILL "at finalize" then lands while it runs, not after
+    # the run ended: with no old release to clean up, an online deploy's finalize had none)
+    (d / "faults-playbook.yaml").write_text(
+        "extends: demo\nname: faults-playbook\nstages:\n  finalize:\n    - \"true\"\n")
     inv = d / "faults.yaml"
-    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    inv.write_text(yaml.safe_dump({**data, "playbook": "faults-playbook.yaml"}, sort_keys=False))
     # The same, with a gate check that fails on every host: v3 migrates (under maintenance),
     # then its gate fails, so the automatic rollback restores the backup. (bad-migration's
     # migration rolls itself back: the schema never moves, and nothing is restored.)

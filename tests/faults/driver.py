@@ -181,6 +181,11 @@ def check_invariants(fleet, cli, inventory: str, *, allowed: set[str], canary_ro
     drained = {k: v for k, v in lb_states(fleet).items() if v != "ready"}
     if drained:
         obs.problems.append(f"servers left {drained} at HAProxy")
+    left = psql(fleet, "SELECT relname FROM pg_class WHERE relname LIKE 'deployer%' UNION ALL "
+                       "SELECT proname FROM pg_proc WHERE proname LIKE 'deployer%' UNION ALL "
+                       "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'deployer%'")
+    if left and "ON" not in said:  # only a refused restore keeps the fence (and maintenance on)
+        obs.problems.append(f"deployer objects left in the app's database: {left.split()}")
     rows = psql(fleet, "select count(*) from fault_canary")
     if rows != str(canary_rows):
         obs.problems.append(f"canary table has {rows!r} rows, expected {canary_rows}")

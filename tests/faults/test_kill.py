@@ -66,7 +66,7 @@ def test_sigkill_during_the_rollbacks_database_restore(fleet, cli, fault_env):
             ">/dev/null 2>&1 &")
     waiting = ("runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run -d demo -XAtq -c "
                "\"select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-               "and query like 'DROP SCHEMA public%'\"")
+               "and query like '%pg_identify_object%'\"")
 
     def kill_once_restored(o):
         fleet.sh("db1", hold)

@@ -130,13 +130,14 @@ def test_restore_is_single_transaction_and_stops_on_error():
     db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
     script = B.restore(db, "/srv/backups/x.dump").script
     assert "--single-transaction -v ON_ERROR_STOP=1" in script
-    assert "DROP SCHEMA public CASCADE" in script
+    assert "pg_identify_object" in script and "DROP SCHEMA" not in script
 
 
 def test_the_rollbacks_restore_runs_once_per_backup_and_one_at_a_time():
     """A restore a killed orchestrator left running on the db host is waited for (a lock file
     next to the backups), and a backup already restored is not restored again: the restore marks
-    the schema with the backup's sha256 in its own transaction, and the mark is checked first."""
+    the fence table with the backup's sha256 in its own transaction, and the mark is checked
+    first. The schema itself is never dropped, granted to or commented on."""
     db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
     sha = "ab" * 32
     script = B.restore_once(db, "/srv/backups/x.dump", sha).script
@@ -146,12 +147,17 @@ def test_the_rollbacks_restore_runs_once_per_backup_and_one_at_a_time():
     assert script.startswith("exec 9>>/srv/backups/.restore.lock && flock 9 && if ")
     mark = f"deployer: restored from a backup with sha256 {sha}"
     check, rest = script.split("; then ", 1)
-    assert "obj_description(" in check and "::regnamespace" in check and mark in check
+    assert "FROM public.deployer_fence WHERE op = " in check and "RESTORED" in check and mark in check
     skip, do = rest.split("; else ", 1)
     assert "pg_restore" not in skip and "restored from this backup already" in skip
-    assert do.index("sha256sum -c") < do.index("deployer_fence") < do.index("DROP SCHEMA public CASCADE")
-    assert "COMMENT ON SCHEMA public IS" in do and mark in do  # in the restore's transaction
-    assert "COMMENT ON" not in B.restore(db, "/srv/backups/x.dump").script
+    assert do.index("sha256sum -c") < do.index("deployer_fence") < do.index("DROP EXTENSION IF EXISTS")
+    # the fence table is spared by the wipe and takes the mark, in the restore's transaction
+    assert "keep text := NULL" not in do and "keep text := " in do
+    assert do.index("DROP %s IF EXISTS") < do.index("pg_restore -f -") < do.rindex("RESTORED") < do.rindex(mark)
+    for text in (do, B.restore(db, "/srv/backups/x.dump").script):
+        assert "DROP SCHEMA" not in text and "GRANT" not in text and "COMMENT ON" not in text
+    plain = B.restore(db, "/srv/backups/x.dump").script
+    assert "keep text := NULL" in plain and "RESTORED" not in plain
 
 
 def test_host_state_parser_reads_recorded_output():

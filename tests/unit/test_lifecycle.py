@@ -168,6 +168,19 @@ def test_recover_refuses_a_run_that_died_mid_migration_without_force(tmp_path):
     assert ledger(fleet, run_id)[-1]["type"] == "deploy.end"
     assert ledger(fleet, run_id)[-1]["outcome"] == "rolled_back"
     assert fleet.current == {h: OLD for h in fleet.current}
+    assert _unfenced(t)  # the write fence the dead run set goes with its rollback
+
+
+def _unfenced(t: RecordingTransport) -> bool:
+    return any(h == "db1" and "DROP TABLE IF EXISTS public.deployer_fence" in c and "pg_dump" not in c
+               for h, c in t.calls)
+
+
+def test_abort_removes_the_write_fence_of_the_paused_rollout(tmp_path):
+    cfg, fleet, new = paused(tmp_path)
+    code, out, t = resume(cfg, fleet, "abort")
+    assert code == 0 and fleet.current == {h: OLD for h in fleet.current}
+    assert _unfenced(t)
 
 
 # -- promote / abort -------------------------------------------------------------------------

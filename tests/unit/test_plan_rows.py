@@ -80,3 +80,38 @@ def test_a_deploy_without_maintenance_that_cleans_up_old_releases_plans_a_finali
     assert {a.host for a in finalize} == {h.name for h in cfg.app_hosts}
     assert all(a.effect is None for a in finalize)
     assert all(old[0] in a.display() for a in finalize)
+
+
+def _unfences(plan) -> list[str]:
+    """The hosts of the plan's fence removals (the last stage that touches the database)."""
+    return [a.host for st in plan.stages for a in st.actions()
+            if "DROP TABLE IF EXISTS public.deployer_fence" in (a.command.script if a.command else "")
+            and "pg_dump" not in a.command.script]
+
+
+def test_every_way_back_removes_the_write_fence():
+    """The write fence (and a restore's mark in it) is gone at the end of each plan that goes
+    back: the automatic rollback with a restore, with down migrations, without any database
+    step (abort and recover run the same plan), and `rollback --to` without a backup; the last
+    stage of each, after maintenance is off. `rollback --to` with a backup restores over it."""
+    cfg = load_config("prod", root=ROOT)
+    app = [h.name for h in cfg.app_hosts]
+    st = RunState(run="r1", release=REL, snapshot={h: PREV for h in app}, schema_before=1, schema_after=2,
+                  backup=BACKUP, maintenance_on=True, migrated=True, pulled=list(app), switched=list(app))
+    db = cfg.db_host.name
+    for migrated, maint in ((True, True), (True, False), (False, True)):
+        st.migrated, st.maintenance_on = migrated, maint
+        plan = back_plan.rollback_plan(cfg, st, TOKEN)
+        assert _unfences(plan) == [db], (migrated, maint)
+        assert plan.stages[-1].name == "finalize" and plan.stages[-1].best_effort
+    st.backup = None  # killed mid-backup under maintenance: the fence may be set, unrecorded
+    assert _unfences(back_plan.rollback_plan(cfg, st, TOKEN)) == [db]
+    st.maintenance_on = False  # an online run that failed before its backup: it set no fence
+    assert _unfences(back_plan.rollback_plan(cfg, st, TOKEN)) == []
+    plan = back_plan.manual_rollback_plan(cfg, PREV, cfg.app_hosts, backup=None, safety_path=None, token=TOKEN)
+    assert _unfences(plan) == [db]
+    plan = back_plan.manual_rollback_plan(cfg, PREV, cfg.app_hosts, backup=BACKUP,
+                                          safety_path="/srv/backups/safety.dump", token=TOKEN)
+    assert _unfences(plan) == []
+    restore = [a for s in plan.stages for a in s.actions() if a.what == "restore database"]
+    assert "keep text := NULL" in restore[0].command.script  # the fence goes with the rest

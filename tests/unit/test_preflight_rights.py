@@ -144,13 +144,13 @@ PGPASS = ("a line `*:5432:demo:demo:<password>` in the password file the backups
 
 
 @pytest.mark.parametrize("out, detail", [
-    ("@@right database 0 demo|f|demo|t|t ", "role demo connects to demo and owns it"),
-    ("@@right database 0 postgres|t|postgres|t|t ", "role postgres connects to demo as a superuser"),
-    ("@@right database 0 demo|f|other|f|f ",
+    ("@@right database 0 demo|f|demo|t|t|t ", "role demo connects to demo and owns it"),
+    ("@@right database 0 postgres|t|postgres|t|t|t ", "role postgres connects to demo as a superuser"),
+    ("@@right database 0 demo|f|other|f|f|f ",
      "role demo connects to demo but does not own it (owner other), and a restore drops and "
      "recreates its schema public: as postgres: ALTER DATABASE demo OWNER TO demo; (before "
      "PostgreSQL 15, also (connected to demo) ALTER SCHEMA public OWNER TO demo;)"),
-    ("@@right database 0 demo|f|demo|t|f ",
+    ("@@right database 0 demo|f|demo|t|f|t ",
      "role demo owns demo but not its schema public, which a restore drops and recreates: as "
      "postgres: (connected to demo) ALTER SCHEMA public OWNER TO demo;"),
     (f'@@right database 2 {FAILED}password authentication failed for user "demo" ',
@@ -176,6 +176,14 @@ def test_database_rows(out, detail):
     [(name, ok, got)] = FX.rows(needs(database=DB, role="the-role"))(out + "\n", 0)
     assert (name, got) == ("database", detail)
     assert ok == detail.endswith(("owns it", "as a superuser"))
+
+
+def test_an_owner_that_may_not_create_databases_passes_and_is_told_the_test_restores_need_it():
+    [(name, ok, got)] = FX.rows(needs(database=DB, role="the-role"))("@@right database 0 demo|f|demo|t|t|f \n", 0)
+    assert name == "database" and ok
+    assert got == ("role demo connects to demo and owns it; it may not create databases, which the "
+                   "maintenance job's test restores need (a scratch database): as postgres: "
+                   "ALTER ROLE demo CREATEDB;")
 
 
 def test_tree_rows():
@@ -263,7 +271,7 @@ def run_preflight(cfg, monkeypatch, answers):
 ALL_OK = {
     "web1": "\n".join(f"@@right sudo {i} ok" for i in range(5)) + "\n@@right deploy_to exists",
     "web2": "@@right sudo 0 ok\n@@right sudo 1 ok\n@@right deploy_to exists",
-    "db1": "@@right database 0 demo|f|demo|t|t\n@@right deploy_to exists\n@@right backup_dir exists",
+    "db1": "@@right database 0 demo|f|demo|t|t|t\n@@right deploy_to exists\n@@right backup_dir exists",
     "lb1": "@@right groups deploy\n@@right lb_socket ok",
 }
 
