@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import cron as CR
 from . import retention as RT
-from .commands import backup as B
+from .commands import databases as DB
 from .config import Config
 from .errors import ConfigError, DeployerError, NeedsHuman, message_of
 from .journal import state_dir
@@ -108,7 +108,7 @@ class _Backups:
     def plan(cls, cfg: Config, s, history: History, current: list[str], now: dt.datetime) -> _Backups:
         if not (cfg.database and cfg.db_host):
             return cls()
-        db = B.Database.of(cfg.database)
+        db = DB.of(cfg.database)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # the dump's own time, not the window's
         path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
         protected = protected_backups(history, current)
@@ -148,7 +148,7 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
                     f"{cfg.env}: backup {failed.path} could not be test-restored ({failed.error}): it is not "
                     "proven, and retention removed nothing tonight",
                     hint=f"the database role needs CREATEDB for the test restore's scratch database "
-                         f"({B.scratch_name(B.Database.of(cfg.database))}); then run {again}") from exc
+                         f"({DB.of(cfg.database).scratch_name()}); then run {again}") from exc
             raise
         if path:
             run.write(REC.Retention(kept=list(backups.kept), removed=list(backups.removed),

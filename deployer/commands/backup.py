@@ -1,16 +1,29 @@
-"""PostgreSQL backups: dump to a temporary name, verify, checksum, rename; all-or-nothing restore."""
+"""PostgreSQL backups: dump to a temporary name, verify, checksum, rename; all-or-nothing restore;
+the write fence; test restores. (MariaDB's: deployer.commands.mariadb, the same methods.)"""
 
 from __future__ import annotations
 
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..shell import Command, q, raw
 
 
+def run_as(os_user: str | None, script: str) -> str:
+    """`script` run as whoever runs the database tools: the SSH user itself when no `os_user`
+    is set, else that OS user through sudo (runuser when the SSH user is root, which needs no
+    sudo rule). The only place that decides it."""
+    if os_user is None:
+        return f"sh -c {q(script)}"
+    user = q(os_user)
+    return (f"cd / && if [ \"$(id -u)\" -eq 0 ]; then set -- runuser -u {user} --; "
+            f"else set -- sudo -n -u {user} --; fi && \"$@\" sh -c {q(script)}")
+
+
 @dataclass(frozen=True)
-class Database:
+class Postgres:
     name: str
     os_user: str | None
     bin_dir: str
@@ -21,9 +34,11 @@ class Database:
     host: str | None = None  # TCP host; else socket_dir; else libpq's default
     password_file: str | None = None  # PGPASSFILE
 
+    kind: ClassVar[str] = "PostgreSQL"
+
     @classmethod
-    def of(cls, cfg) -> Database:
-        return cls(cfg.name, cfg.os_user, cfg.bin_dir, cfg.socket_dir, cfg.port, cfg.backup_dir,
+    def of(cls, cfg) -> Postgres:
+        return cls(cfg.name, cfg.os_user, cfg.bin_dir, cfg.socket_dir, cfg.port or 5432, cfg.backup_dir,
                    user=cfg.user, host=cfg.host, password_file=cfg.password_file)
 
     def conn_args(self) -> str:
@@ -35,26 +50,62 @@ class Database:
         return " ".join(args)
 
     def as_user(self, script: str) -> str:
-        """`script` run as whoever runs the database tools: the SSH user itself when no
-        `os_user` is set, else that OS user through sudo (runuser when the SSH user is root,
-        which needs no sudo rule). The only place that decides it; PGPASSFILE set inside."""
+        """`run_as` the tools' user; PGPASSFILE set inside."""
         if self.password_file:
             script = f"export PGPASSFILE={q(self.password_file)}; {script}"
-        if self.os_user is None:
-            return f"sh -c {q(script)}"
-        user = q(self.os_user)
-        return (f"cd / && if [ \"$(id -u)\" -eq 0 ]; then set -- runuser -u {user} --; "
-                f"else set -- sudo -n -u {user} --; fi && \"$@\" sh -c {q(script)}")
+        return run_as(self.os_user, script)
 
     def tool(self, name: str) -> str:
         return q(posixpath.join(self.bin_dir, name) if self.bin_dir else name)
 
+    # -- what the plans run: the same methods on each kind of database --------------------
+    def backup_path(self, env: str, release: str, kind: str = "predeploy") -> str:
+        return backup_path(self, env, release, kind)
 
-def backup_path(db: Database, env: str, release: str, kind: str = "predeploy") -> str:
-    return posixpath.join(db.backup_dir, f"{env}-{kind}-{release}.dump")
+    def dump(self, path: str) -> Command:
+        return dump(self, path)
+
+    def verify(self, path: str, sha256: str) -> Command:
+        return verify(self, path, sha256)
+
+    def restore(self, path: str) -> Command:
+        return restore(self, path)
+
+    def restore_once(self, path: str, sha256: str) -> Command:
+        return restore_once(self, path, sha256)
+
+    def fence(self) -> Command:
+        return fence(self)
+
+    def unfence(self) -> Command:
+        return unfence(self)
+
+    def migration_env(self) -> Command | None:
+        """What the migration's shell exports so that the write fence tells its writes apart."""
+        return raw(f"export PGAPPNAME={FENCE_APP}")
+
+    def migration_over(self) -> Command | None:
+        """What the db host runs once the migration ended (nothing: PostgreSQL names the
+        migration's connections)."""
+        return None
+
+    def prove(self, path: str, sha256: str | None = None) -> Command:
+        return prove(self, path, sha256)
+
+    def scratch_name(self) -> str:
+        return scratch_name(self)
 
 
-def dump(db: Database, path: str) -> Command:
+def backup_file(backup_dir: str, env: str, release: str, kind: str = "predeploy") -> str:
+    """A backup's path on the db host, for either kind of database (retention reads the names)."""
+    return posixpath.join(backup_dir, f"{env}-{kind}-{release}.dump")
+
+
+def backup_path(db: Postgres, env: str, release: str, kind: str = "predeploy") -> str:
+    return backup_file(db.backup_dir, env, release, kind)
+
+
+def dump(db: Postgres, path: str) -> Command:
     """pg_dump -Fc to path.partial, verified with pg_restore --list, then renamed.
 
     Prints `sha256 size` on success; on any failure the partial file is removed.
@@ -78,18 +129,18 @@ def parse_dump(output: str) -> tuple[str, int]:
     return parts[0], int(parts[1])
 
 
-def verify(db: Database, path: str, sha256: str) -> Command:
+def verify(db: Postgres, path: str, sha256: str) -> Command:
     """The backup is there, has its sha256 and reads as a dump (as the tools' user: the
     backups are theirs, mode 0600)."""
     return raw(db.as_user(_verify(db, path, sha256)))
 
 
-def _verify(db: Database, path: str, sha256: str) -> str:
+def _verify(db: Postgres, path: str, sha256: str) -> str:
     return (f"test -f {q(path)} && echo {q(sha256)}' '{q(path)} | sha256sum -c --status - "
             f"&& {db.tool('pg_restore')} --list {q(path)} >/dev/null")
 
 
-def restore(db: Database, path: str) -> Command:
+def restore(db: Postgres, path: str) -> Command:
     """Give the database back the dump's content, in one transaction (see `_restore`)."""
     return raw(db.as_user(_restore(db, path)))
 
@@ -127,11 +178,12 @@ FENCE_TABLE = "public.deployer_fence"
 RESTORED = "RESTORED"  # the `op` of the restore's mark in the fence table
 
 
-def _mark(sha256: str) -> str:
+def mark_of(sha256: str) -> str:
+    """The mark a restore leaves in the fence table (checked by a second restore)."""
     return f"deployer: restored from a backup with sha256 {sha256}"
 
 
-def _restore(db: Database, path: str, mark: str | None = None) -> str:
+def _restore(db: Postgres, path: str, mark: str | None = None) -> str:
     """The dump is rendered to SQL first (so a broken dump fails before anything is touched),
     then applied with psql --single-transaction and ON_ERROR_STOP: all or nothing. Everything in
     the public schema goes first (`_WIPE_SQL`): objects created after the dump (a new table) go
@@ -154,7 +206,7 @@ def _restore(db: Database, path: str, mark: str | None = None) -> str:
     return inner
 
 
-def restore_once(db: Database, path: str, sha256: str) -> Command:
+def restore_once(db: Postgres, path: str, sha256: str) -> Command:
     """The automatic rollback's restore (run again by `recover` after a crash): the backup
     verified, refused when the write fence saw another writer (`writes_since_backup`), then
     restored, with a mark naming the backup's sha256 written in the fence table by the same
@@ -170,7 +222,7 @@ def restore_once(db: Database, path: str, sha256: str) -> Command:
     checked = f"( {_verify(db, path, sha256)} ) && ( {_writes_since_backup(db)} )"
     if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):  # verify refuses it: nothing to mark
         return raw(db.as_user(f"exec 9>>{q(lock)} && flock 9 && {checked} && ( {_restore(db, path)} )"))
-    mark = _mark(sha256)
+    mark = mark_of(sha256)
     read = (f"{db.tool('psql')} -XAtq {db.conn_args()} -d {q(db.name)} -c "
             + q(f"SELECT app FROM {FENCE_TABLE} WHERE op = '{RESTORED}' AND app = '{mark}'"))
     return raw(db.as_user(
@@ -234,29 +286,29 @@ DROP TABLE IF EXISTS public.deployer_fence;
 """
 
 
-def _psql(db: Database, sql: str) -> str:
+def _psql(db: Postgres, sql: str) -> str:
     return (f"PGOPTIONS='-c client_min_messages=warning' {db.tool('psql')} -X -q -v ON_ERROR_STOP=1 "
             f"{db.conn_args()} -d {q(db.name)} -c {q(sql)} >/dev/null")
 
 
-def fence(db: Database) -> Command:
+def fence(db: Postgres) -> Command:
     """After the backup: every write to a table of the app (statement level, any connection)
     is noted, with its application_name. The backup does not hold the fence, so a restore
     removes it; a successful deploy removes it with `unfence`."""
     return raw(db.as_user(_psql(db, _FENCE_SQL)))
 
 
-def unfence(db: Database) -> Command:
+def unfence(db: Postgres) -> Command:
     return raw(db.as_user(_psql(db, _UNFENCE_SQL)))
 
 
-def writes_since_backup(db: Database) -> Command:
+def writes_since_backup(db: Postgres) -> Command:
     """Fails with FENCE_REFUSED, listing them, when someone else than the migration wrote since
     the backup (restoring it would lose those writes); succeeds when nothing did."""
     return raw(db.as_user(_writes_since_backup(db)))
 
 
-def _writes_since_backup(db: Database) -> str:
+def _writes_since_backup(db: Postgres) -> str:
     sql = (f"SELECT tbl || ' ' || op || ' (' || CASE WHEN n < 0 THEN 'all' ELSE n::text END || ' row(s)) by ' "
            f"|| coalesce(nullif(app, ''), '?') || "
            f"coalesce(' from ' || host(client), '') || ' at ' || at FROM public.deployer_fence "
@@ -278,12 +330,12 @@ _COUNT_SQL = ("SELECT count(*) || ' ' || coalesce(sum((xpath('/row/c/text()', qu
               "FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")
 
 
-def scratch_name(db: Database) -> str:
+def scratch_name(db: Postgres) -> str:
     """The scratch database a test restore uses, on the same server (dropped after each)."""
     return f"{db.name}_deployer_check"[-63:]
 
 
-def prove(db: Database, path: str, sha256: str | None = None) -> Command:
+def prove(db: Postgres, path: str, sha256: str | None = None) -> Command:
     """A test restore: the backup (its sha256 checked, when known) restored into a scratch
     database on the db host (without owners or grants: no role needs to exist), its tables
     counted against the dump's list and their rows read, then the scratch database dropped,

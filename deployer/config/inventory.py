@@ -83,29 +83,44 @@ _ROLE_RE = __import__("re").compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 
 
 class Database(_Model):
-    """The database the backups are taken of. The tools (pg_dump, pg_restore, psql) run as the
-    SSH user and log in as `user` (libpq's default when none: the OS user's name), with the
-    password from `password_file` (PGPASSFILE; default ~/.pgpass); with `os_user` they run as
-    that OS user instead (sudo -n -u, or runuser when the SSH user is root), e.g. postgres
-    with peer authentication."""
+    """The database the backups are taken of. PostgreSQL's tools (pg_dump, pg_restore, psql)
+    run as the SSH user and log in as `user` (libpq's default when none: the OS user's name),
+    with the password from `password_file` (PGPASSFILE; default ~/.pgpass). MariaDB's and
+    MySQL's (mariadb-dump, mariadb) read the account and its password from a client option
+    file: `option_file` (--defaults-extra-file), else the user's ~/.my.cnf. With `os_user` the
+    tools run as that OS user instead (sudo -n -u, or runuser when the SSH user is root), e.g.
+    postgres with peer authentication."""
 
-    kind: Literal["postgresql"] = "postgresql"
+    kind: Literal["postgresql", "mariadb", "mysql"] = "postgresql"
     name: Name
-    #: the database role the tools log in as (-U); default: libpq's
+    #: the database role (PostgreSQL) or account (MariaDB) the tools log in as
     user: Annotated[str, Strict(), AfterValidator(_role)] | None = None
-    #: TCP host of the server; else `socket_dir` (a Unix socket), else libpq's default
+    #: TCP host of the server; else `socket_dir` / `socket`, else the client's default
     host: Annotated[str, Strict(), AfterValidator(_address)] | None = None
     password_file: AbsPath | None = None
+    option_file: AbsPath | None = None
     os_user: Annotated[str, AfterValidator(_user)] | None = None
     bin_dir: AbsPath | None = None
     socket_dir: AbsPath | None = None
-    port: Port = 5432
+    socket: AbsPath | None = None
+    #: default 5432 (PostgreSQL), 3306 (MariaDB, MySQL)
+    port: Port | None = None
     backup_dir: AbsPath = "/srv/backups"
 
     @model_validator(mode="after")
     def _one_host(self) -> Database:
-        if self.host is not None and self.socket_dir is not None:
-            raise _fail("give host (TCP) or socket_dir (a Unix socket), not both")
+        pg = self.kind == "postgresql"
+        local = "socket_dir" if pg else "socket"
+        if self.host is not None and (self.socket_dir if pg else self.socket) is not None:
+            raise _fail(f"give host (TCP) or {local} (a Unix socket), not both")
+        for key, value, ok, instead in (
+                ("password_file", self.password_file, pg, "option_file (a client option file: [client] "
+                                                           "user, password)"),
+                ("socket_dir", self.socket_dir, pg, "socket (the socket file's path)"),
+                ("option_file", self.option_file, not pg, "password_file (PGPASSFILE)"),
+                ("socket", self.socket, not pg, "socket_dir (the directory of PostgreSQL's socket)")):
+            if value is not None and not ok:
+                raise _fail(f"{key} is not a setting of kind {self.kind}: use {instead}")
         return self
 
 

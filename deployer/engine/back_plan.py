@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .. import records as REC
 from ..commands import backup as B
+from ..commands import databases as DB
 from ..commands import releases as R
 from ..config import Config, Host
 from ..shell import raw
@@ -32,11 +33,11 @@ def database_stage(cfg: Config, st: RunState) -> Stage:
     since the dump), else down migrations when all exist, else stop and say what to do."""
     before = st.schema_before
     if st.backup is not None and st.maintenance_on and cfg.database and cfg.db_host:
-        db = B.Database.of(cfg.database)
+        db = DB.of(cfg.database)
         # Lossless or nothing: the write fence set after the backup must show no write by anyone
         # but the migration, else restoring would throw those writes away.
         act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
-                     command=B.restore_once(db, st.backup.path, st.backup.sha256),
+                     command=db.restore_once(st.backup.path, st.backup.sha256),
                      timeout=cfg.ssh.command_timeout)
         lost = (f"the database was migrated ({before} -> {st.schema_after}) and data was written since the "
                 f"backup by something else than the migration (listed above), so restoring "
@@ -121,9 +122,9 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
         lanes = ops.maintenance_lanes(cfg, hosts, True, ttl=cfg.maintenance_ttl,
                                       message="Restoring, back shortly", release=target)
         stages.append(Stage(StageName.MAINTENANCE, "on", lanes))
-        db = B.Database.of(cfg.database)
+        db = DB.of(cfg.database)
         act = Action(host=cfg.db_host.name, what="restore database", effect=Effect.DB_RESTORED,
-                     command=raw(B.dump(db, safety_path).script + " && " + B.restore(db, backup.path).script),
+                     command=raw(db.dump(safety_path).script + " && " + db.restore(backup.path).script),
                      timeout=cfg.ssh.command_timeout, records=(RecordBackup(0, safety_path),))
         stages.append(Stage(StageName.DATABASE, f"restore {backup.path}", (Lane(cfg.db_host.name, (act,)),)))
     lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..commands import backup as B
+from ..commands import databases as DB
 from ..commands import git as GIT
 from ..commands import releases as R
 from ..config import Config, Host
@@ -121,10 +122,10 @@ def backup_stage(cfg: Config, release: str, fence: bool = False) -> Stage:
     """The backup; under maintenance mode, then the write fence (what a lossless restore checks)."""
     if not (cfg.database and cfg.db_host):
         return Stage(StageName.BACKUP, "no database")
-    db = B.Database.of(cfg.database)
-    path = B.backup_path(db, cfg.env, release)
+    db = DB.of(cfg.database)
+    path = db.backup_path(cfg.env, release)
     # a fence a crashed run left behind goes first: the dump must not carry it, nor its notes
-    cmds = [B.unfence(db), B.dump(db, path)] + ([B.fence(db)] if fence else [])
+    cmds = [db.unfence(), db.dump(path)] + ([db.fence()] if fence else [])
     act = Action(host=cfg.db_host.name, command=batch(*cmds), timeout=cfg.ssh.command_timeout,
                  records=(RecordBackup(1, path),), what="backup")
     acts = (act,)
@@ -163,9 +164,12 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
     if not steps or host is None:
         return Stage(StageName.MIGRATE, "nothing to migrate")
     version = cfg.playbook.steps("migrate", "version")
-    # The migration's own connections name themselves: the write fence tells them from others.
+    # The migration's own connections name themselves (PostgreSQL): the write fence tells them
+    # from others. MariaDB's fence needs the end of the migration marked instead (below).
+    db = DB.of(cfg.database) if cfg.database and cfg.db_host else None
     run = steps[0].command(vals(host))
-    cmds = [chain(raw(f"export PGAPPNAME={B.FENCE_APP}"), run, op=";").with_timeout(run.timeout)]
+    env = db.migration_env() if db is not None else raw(f"export PGAPPNAME={B.FENCE_APP}")
+    cmds = [chain(env, run, op=";").with_timeout(run.timeout) if env is not None else run]
     records: tuple = ()
     if version:
         v = version[0].command(vals(host))
@@ -178,6 +182,9 @@ def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stag
                                  what="maintenance: migrating", journaled=False) for h in web]
     acts.append(ops.run(host, cmds, what="migrate", effect=Effect.MIGRATED, records=records,
                         timeout=cfg.ssh.command_timeout))
+    over = db.migration_over() if db is not None and inp.maintenance else None
+    if over is not None:
+        acts.append(Action(host=cfg.db_host.name, command=over, what="write fence: migration over"))
     if inp.maintenance:
         acts += [ops.maintenance(cfg, h, True, ttl=cfg.maintenance_ttl, message=MAINTENANCE_MESSAGE,
                                  release=inp.release, what="maintenance: migrated",
@@ -265,5 +272,5 @@ def unfence_stage(cfg: Config, fenced: bool) -> list[Stage]:
     left behind before it dumps). `fenced`: the run may have set one."""
     if not (fenced and cfg.database and cfg.db_host):
         return []
-    act = Action(host=cfg.db_host.name, command=B.unfence(B.Database.of(cfg.database)), what="unfence")
+    act = Action(host=cfg.db_host.name, command=DB.of(cfg.database).unfence(), what="unfence")
     return [Stage(StageName.FINALIZE, "write fence removed", (Lane(cfg.db_host.name, (act,)),), best_effort=True)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ..commands import backup as B
+from ..commands import databases as DB
 from ..config import Config
 from ..records import BackupRef
 from ..shell import argv
@@ -33,15 +33,15 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
     newest deploy's rollback would restore, until it is proven)."""
     stages = []
     if backup_path and cfg.database and cfg.db_host:
-        db = B.Database.of(cfg.database)
-        act = Action(host=cfg.db_host.name, command=B.dump(db, backup_path), timeout=cfg.ssh.command_timeout,
+        db = DB.of(cfg.database)
+        act = Action(host=cfg.db_host.name, command=db.dump(backup_path), timeout=cfg.ssh.command_timeout,
                      records=(RecordBackup(0, backup_path),), what="nightly backup")
         acts: tuple[Action, ...] = (act,)
         if offsite(cfg):  # a copy in the bucket too, checked against the recorded sha256
             acts += (Action(host=cfg.db_host.name, backend=UploadBackup(backup_path), what="backup off-site"),)
         # each proven by a test restore before retention may remove an older one
         for path, sha in ([(prove.path, prove.sha256)] if prove else []) + [(backup_path, None)]:
-            acts += (Action(host=cfg.db_host.name, command=B.prove(db, path, sha), what="test restore",
+            acts += (Action(host=cfg.db_host.name, command=db.prove(path, sha), what="test restore",
                             timeout=cfg.ssh.command_timeout, records=(RecordProof(0, path, sha),)),)
         stages.append(Stage(StageName.BACKUP, backup_path, (Lane(cfg.db_host.name, acts),)))
         if remove:

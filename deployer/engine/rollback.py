@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import records as REC
-from ..commands import backup as B
+from ..commands import databases as DB
 from ..commands import fence as FN
 from ..config import Config
 from ..errors import CommandFailed, ConfigError, DeployerError, LockLost, NeedsHuman, Refused, message_of
@@ -125,8 +125,7 @@ class Rollback:
         backup = self.backup_to_restore(target, history) if self.restore_db else None
         safety = None
         if backup is not None:
-            db = B.Database.of(cfg.database)
-            safety = B.backup_path(db, cfg.env, s.run_id.split("-")[0], kind="prerollback")
+            safety = DB.of(cfg.database).backup_path(cfg.env, s.run_id.split("-")[0], kind="prerollback")
         plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety,
                                     token=FN.DRY_RUN if self.dry_run else s.fence_token)
         if self.dry_run:
@@ -168,7 +167,7 @@ class Rollback:
             raise Refused(f"rollback to {target} --restore-db: backup {backup.path} failed its test restore "
                           f"({failed.at[:19]}: {failed.error}); it is not restored. Once its cause is "
                           f"mended, `inv maintenance.run --env {cfg.env}` tests it again")
-        db = B.Database.of(cfg.database)
+        db = DB.of(cfg.database)
         remote = offsite(cfg)
         if remote and not self.dry_run:
             # the host's copy may be gone: fetched back from the bucket, sha256 checked first
@@ -179,7 +178,7 @@ class Rollback:
                               f"{cfg.db_host.name} and could not be fetched from {s.state.where()}: "
                               f"{message_of(exc)}") from exc
         try:
-            s.run(cfg.db_host, B.verify(db, backup.path, backup.sha256), timeout=300)
+            s.run(cfg.db_host, db.verify(backup.path, backup.sha256), timeout=300)
         except CommandFailed as exc:
             if not (remote and self.dry_run):
                 raise Refused(f"rollback --restore-db: backup {backup.path} on {cfg.db_host.name} "

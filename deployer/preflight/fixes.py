@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 
+from ..commands.backup import Postgres
+from ..commands.mariadb import MariaDB
 from ..errors import ConfigError
 from ..privileges import RootCommand, rule
 from .model import Rows
-from .rights import MARK, Needs, Tree
+from .rights import MARIADB_NEEDS, MARK, Needs, Tree
 
 Row = tuple[str, bool, str]
 
@@ -30,8 +32,11 @@ def rows(n: Needs) -> Rows:
         if n.socket:
             groups = (found.get("groups") or [[]])[0]
             out.append(_socket(n, n.socket, (found.get("lb_socket") or [[]])[0], groups, silent))
-        if n.database:
-            out.append(_database(n, (found.get("database") or [None])[0], silent))
+        match n.database:
+            case Postgres():
+                out.append(_database(n, (found.get("database") or [None])[0], silent))
+            case MariaDB():
+                out.append(_mariadb(n, (found.get("database") or [None])[0], silent))
         for tree in n.trees:
             out += _tree(n.user, tree, found.get(tree.label, []), silent)
         return out
@@ -138,6 +143,36 @@ def _database(n: Needs, found: list[str] | None, silent: str) -> Row:
     error = _error(text) or f"exit {rc}"
     return ("database", False, f"role {role} cannot connect to database {db.name} ({error}): "
                                f"{_connect_fix(n, role, text)}")
+
+
+def _mariadb(n: Needs, found: list[str] | None, silent: str) -> Row:
+    db = n.database
+    assert isinstance(db, MariaDB)
+    if not found:
+        return ("database", False, f"{db.name}: {silent}")
+    rc, text = found[0], " ".join(found[1:]).strip()
+    fields = text.split("|")
+    if rc == "0" and len(fields) == 3:
+        account, on_db, on_scratch = fields[0], set(fields[1].split(",")), set(fields[2].split(","))
+        user, _, host = account.partition("@")
+        who = f"'{user}'@'{host or '%'}'"
+        missing = [p for p in MARIADB_NEEDS if p not in on_db]
+        if missing:
+            return ("database", False, f"account {account} lacks {', '.join(missing)} on {db.name} (backups, "
+                                       f"restores and the write fence need them): as root: GRANT ALL ON "
+                                       f"`{db.name}`.* TO {who};")
+        scratch = db.scratch_name()
+        if not {"CREATE", "DROP"} <= on_scratch:
+            return ("database", True, f"account {account} may do what backups and restores need on {db.name}; "
+                                      f"not create {scratch}, which the maintenance job's test restores need "
+                                      f"(a scratch database): as root: GRANT ALL ON `{scratch}`.* TO {who};")
+        return ("database", True, f"account {account} may back up, restore and test-restore {db.name}")
+    error = text[:300] or f"exit {rc}"
+    where = f"socket {db.socket}" if db.socket else (f"{db.host}:{db.port}" if db.host else "the default socket")
+    hint = (f"the option file {db.option_file}" if db.option_file else f"~/.my.cnf of {n.user}")
+    return ("database", False, f"{n.user} cannot connect to {db.kind} database {db.name} ({error}): check the "
+                               f"server answers on {where} and that {hint} holds the account ([client] user, "
+                               "password; mode 0600) (docs/servers.md)")
 
 
 def _error(text: str) -> str:

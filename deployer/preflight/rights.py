@@ -13,7 +13,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from ..commands.backup import Database
+from ..commands import databases as DB
+from ..commands.backup import Postgres
+from ..commands.mariadb import MariaDB
 from ..config import Config, Host
 from ..layout import ENTRIES
 from ..privileges import RootCommand, commands
@@ -50,7 +52,7 @@ class Needs:
     app: str  # the playbook's name: /etc/sudoers.d/<app>
     sudo: tuple[RootCommand, ...] = ()
     socket: str | None = None
-    database: Database | None = None
+    database: DB.Db | None = None
     #: the role the database check expects, named in fixes when the connection fails before
     #: PostgreSQL says which role it tried
     role: str = ""
@@ -68,7 +70,7 @@ def needs(cfg: Config, host: Host) -> Needs | None:
         trees.append(Tree("deploy_to", cfg.deploy_to, DEPLOY_ENTRIES))
     db = role = None
     if cfg.database is not None and cfg.db_host is not None and cfg.db_host.name == host.name:
-        db = Database.of(cfg.database)
+        db = DB.of(cfg.database)
         # the role the backups connect as: database.user where the inventory has one, else
         # PostgreSQL's default, the OS user psql runs as
         role = getattr(cfg.database, "user", None) or cfg.database.os_user
@@ -88,8 +90,11 @@ def command(n: Needs) -> Command:
         parts.append(_sudo(n.sudo))
     if n.socket:
         parts.append(_socket(n.socket))
-    if n.database:
-        parts.append(_database(n.database))
+    match n.database:
+        case Postgres():
+            parts.append(_database(n.database))
+        case MariaDB():
+            parts.append(_mariadb(n.database))
     parts += [_tree(t) for t in n.trees]
     return raw("\n".join(parts))
 
@@ -127,12 +132,38 @@ def _socket(socket: str) -> str:
             f"else {_say('lb_socket', 'missing')}; fi")
 
 
-def _database(db: Database) -> str:
+def _database(db: Postgres) -> str:
     """The backups' own connection (as_user, conn_args) asked who it is and who owns the
     database: its exit status, then its output (or error) on one line."""
     psql = f"{db.tool('psql')} -XAtq {db.conn_args()} -d {q(db.name)} -c {q(DB_SQL)}"
     return (f"out=$({{ export PGCONNECT_TIMEOUT=10; {db.as_user(psql)}; }} 2>&1); rc=$?; "
             + _say("database", _RC, _OUT))
+
+
+#: what a MariaDB account needs on the app's database: dump (SHOW VIEW, TRIGGER, EVENT, LOCK
+#: TABLES for MyISAM tables), restore (CREATE, DROP, ALTER, INDEX, REFERENCES, views, routines,
+#: writing rows), the write fence (TRIGGER, and writing its table)
+MARIADB_NEEDS = ("ALTER", "ALTER ROUTINE", "CREATE", "CREATE ROUTINE", "CREATE VIEW", "DELETE", "DROP",
+                 "EVENT", "INDEX", "INSERT", "LOCK TABLES", "REFERENCES", "SELECT", "SHOW VIEW", "TRIGGER",
+                 "UPDATE")
+#: the account, then its privileges on the app's database and on the test restores' scratch
+#: database (the global ones count for both)
+MARIADB_SQL = ("SELECT CURRENT_USER(), (SELECT IFNULL(GROUP_CONCAT(DISTINCT privilege_type ORDER BY privilege_type "
+               "SEPARATOR ','), '') FROM (SELECT privilege_type FROM information_schema.SCHEMA_PRIVILEGES WHERE "
+               "DATABASE() LIKE table_schema UNION SELECT privilege_type FROM information_schema.USER_PRIVILEGES) p), "
+               "(SELECT IFNULL(GROUP_CONCAT(DISTINCT privilege_type ORDER BY privilege_type SEPARATOR ','), '') FROM "
+               "(SELECT privilege_type FROM information_schema.SCHEMA_PRIVILEGES WHERE {scratch} LIKE table_schema "
+               "UNION SELECT privilege_type FROM information_schema.USER_PRIVILEGES) s)")
+
+
+def _mariadb(db: MariaDB) -> str:
+    """The backups' own client (as_user, option file) asked who it is and what it may do on the
+    database and on the scratch database: its exit status, then `user|privileges|scratch`."""
+    from ..commands.mariadb import lit
+
+    sql = MARIADB_SQL.format(scratch=lit(db.scratch_name()))
+    client = f"{db.client(db.name, '--connect-timeout=10')} -e {q(sql)} | tr '\t' '|'"
+    return f"out=$({{ {db.as_user(client)}; }} 2>&1); rc=$?; " + _say("database", _RC, _OUT)
 
 
 def _tree(t: Tree) -> str:

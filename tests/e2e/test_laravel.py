@@ -1,8 +1,10 @@
-"""A real Laravel app (examples/laravel-app: Laravel 8 from Debian's php-laravel-framework,
-PostgreSQL) deployed with the shipped `laravel` playbook: composer install offline, nginx and
-php-fpm (reloaded) serving current/public, a queue worker under supervisord restarted by
-`queue:restart`, Laravel's migrations (schema = latest batch), `artisan down`/`up`, an automatic
-rollback with its database (`migrate:rollback`), a rollback by hand."""
+"""A real Laravel app (examples/laravel-app: Laravel 8 from Debian's php-laravel-framework) on
+PostgreSQL, and on MariaDB (db1's own mariadbd), deployed with the shipped `laravel` playbook:
+composer install offline, nginx and php-fpm (reloaded) serving current/public, a queue worker
+under supervisord restarted by `queue:restart`, Laravel's migrations (schema = latest batch),
+`artisan down`/`up`, the nightly job's test restore, an automatic rollback restoring the
+database exactly (schema, rows, privileges, comments; nothing of deployer's left), a write made
+during the deploy keeping its restore from running (MariaDB), a rollback by hand."""
 
 from __future__ import annotations
 
@@ -11,19 +13,19 @@ import time
 
 import pytest
 
-from deployer.fleet.laravel import DB_NAME, DEPLOY_TO, PORT, LaravelSite, web_hosts
+from deployer.fleet.laravel import DB_NAME, DEPLOY_TO, MY_ROOT, PORT, LaravelSite, web_hosts
 
-from .conftest import CLI, http, psql, release_of_ref, serving
+from .conftest import CLI, http, psql, release_of_ref, serving, sh_quote
 
 ENV = ("--env", "laravel")
 V1_MIGRATIONS = ["2026_01_01_000000_create_jobs_table", "2026_01_01_000001_create_notes_table"]
 V2_MIGRATION = "2026_02_01_000000_add_processed_by_to_notes_table"
 
 
-@pytest.fixture(scope="module")
-def site(fleet):
+@pytest.fixture(scope="module", params=["postgresql", "mariadb"])
+def site(fleet, request):
     """The Laravel app's web stack, worker, database and inventory on the fleet, for this module."""
-    s = LaravelSite(fleet)
+    s = LaravelSite(fleet, request.param)
     s.install()
     yield s
     s.remove()
@@ -55,17 +57,59 @@ def on_release(fleet, release: str, schema: int) -> None:
         assert body["dir"] == f"{DEPLOY_TO}/releases/{release}" and body["schema"] == schema, (h.name, body)
 
 
+KIND = {"kind": "postgresql"}  # the module's database, set by test_laravel_deploy_... (site.kind)
+
+
 def sql(fleet, query: str) -> str:
-    return psql(fleet, query, db=DB_NAME)
+    if KIND["kind"] == "postgresql":
+        return psql(fleet, query, db=DB_NAME)
+    return fleet.sh("db1", f"{MY_ROOT} -N -B {DB_NAME} -e {sh_quote(query)}").stdout.strip()
 
 
 def migrations(fleet) -> list[str]:
-    return sql(fleet, "SELECT migration || ':' || batch FROM migrations ORDER BY id").split()
+    return sql(fleet, "SELECT CONCAT(migration, ':', batch) FROM migrations ORDER BY id").split()
 
 
 def columns(fleet) -> set[str]:
+    schema = "'public'" if KIND["kind"] == "postgresql" else "DATABASE()"
     return set(sql(fleet, "SELECT column_name FROM information_schema.columns "
-                          "WHERE table_name = 'notes'").split())
+                          f"WHERE table_name = 'notes' AND table_schema = {schema}").split())
+
+
+def exact(fleet) -> tuple[str, str, str]:
+    """What a restore must give back: the schema (a dump without data), the grants and
+    comments of every object, deployer's own objects (none outside a deploy)."""
+    if KIND["kind"] == "postgresql":
+        from .conftest import CATALOG_SQL, DEPLOYER_OBJECTS_SQL
+
+        dump = fleet.sh("db1", f"runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_dump -h /srv/pg/run -s "
+                               f"{DB_NAME}").stdout
+        dump = "\n".join(x for x in dump.splitlines() if not x.startswith(("\\restrict", "\\unrestrict")))
+        return dump, sql(fleet, CATALOG_SQL), sql(fleet, DEPLOYER_OBJECTS_SQL)
+    dump = fleet.sh("db1", f"mariadb-dump --no-defaults -S /srv/mysql/run/mysqld.sock --no-data --routines --triggers "
+                           f"--events --skip-dump-date --skip-comments {DB_NAME}").stdout
+    dump = "\n".join(x for x in dump.splitlines() if "AUTO_INCREMENT=" not in x)  # the next id: not the schema
+    grants = sql(fleet, "SELECT CONCAT_WS(' ', grantee, table_name, privilege_type) FROM information_schema.TABLE_PRIVILEGES "
+                        "WHERE table_schema = DATABASE() UNION ALL SELECT CONCAT_WS(' ', grantee, table_name, column_name, "
+                        "privilege_type) FROM information_schema.COLUMN_PRIVILEGES WHERE table_schema = DATABASE() "
+                        "UNION ALL SELECT CONCAT_WS(' ', table_name, table_comment) FROM information_schema.TABLES "
+                        "WHERE table_schema = DATABASE() UNION ALL SELECT CONCAT_WS(' ', table_name, column_name, "
+                        "column_comment) FROM information_schema.COLUMNS WHERE table_schema = DATABASE() ORDER BY 1")
+    left = sql(fleet, "SELECT table_name FROM information_schema.TABLES WHERE table_schema = DATABASE() AND "
+                      "table_name LIKE 'deployer%' UNION ALL SELECT trigger_name FROM information_schema.TRIGGERS "
+                      "WHERE trigger_schema = DATABASE() AND trigger_name LIKE 'deployer%'")
+    return dump, grants, left
+
+
+def app_grants(fleet) -> None:
+    """Grants and comments of the app's team that no migration touches."""
+    if KIND["kind"] == "postgresql":
+        sql(fleet, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reporting') THEN "
+                   "CREATE ROLE reporting; END IF; END $$; GRANT SELECT ON notes TO reporting; "
+                   "GRANT SELECT (migration) ON migrations TO reporting; COMMENT ON TABLE notes IS 'user notes'")
+    else:
+        sql(fleet, "CREATE USER IF NOT EXISTS reporting; GRANT SELECT ON notes TO reporting; "
+                   "GRANT SELECT (migration) ON migrations TO reporting; ALTER TABLE notes COMMENT = 'user notes'")
 
 
 def release_of(lv: CLI, ref: str) -> str:
@@ -73,6 +117,7 @@ def release_of(lv: CLI, ref: str) -> str:
 
 
 def test_laravel_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, lv):
+    KIND["kind"] = site.kind
     web1, web2 = web_hosts(fleet.spec)
 
     # v1 on an empty database: artisan down (nothing live yet), composer install, migrate
@@ -108,8 +153,48 @@ def test_laravel_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, l
         lv("maintenance", "off", *ENV, check=0)
     assert get(fleet, web1, f"/notes/{note['id']}")[0] == 200
 
-    # v3-bad: its migration applied (batch 3), then /health answers 500: code and database back
+    # the nightly job proves the newest deploy's backup and its own by restoring them; a
+    # corrupt one fails it (exit 4, said), then, mended, passes
+    ledger = fleet.sh("db1", f"cat {DEPLOY_TO}/.deployer/ledger.jsonl").stdout.splitlines()
+    backup = [r for r in map(json.loads, ledger) if r.get("type") == "backup"][-1]["path"]
+    fleet.sh("db1", f"cp -p {backup} {backup}.good && printf 'XXXXXXXXXXXXXXXX' | "
+                    f"dd of={backup} bs=1 seek=900 conv=notrunc status=none")
+    try:
+        proc = lv("maintenance", "run", *ENV, check=4)
+        assert f"backup {backup} failed its test restore" in proc.stderr, proc.stderr[-2000:]
+    finally:
+        fleet.sh("db1", f"mv -f {backup}.good {backup}")
+    proc = lv("maintenance", "run", *ENV, check=0)
+    assert proc.stdout.count("test restore of ") == 2, proc.stdout
+    assert "backups: last proven" in lv("status", *ENV, check=0).stdout
+
+    app_grants(fleet)
+    before = exact(fleet)
+    assert before[2] == "" and "reporting" in before[1] and "user notes" in before[1]
     rows = sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id")
+    if site.kind == "mariadb":
+        # a write made during v3-bad's deploy by a client the deploy did not stop: restoring the
+        # backup would lose it, so the restore is refused; the write is still there
+        proc = lv.popen("deploy", *ENV, "--ref", "v3-bad", "--output", "json")
+        for line in proc.stdout:
+            e = json.loads(line) if line.startswith("{") else {}
+            if e.get("event") == "stage" and e.get("stage") == "cache_warm":  # migrated, not yet switched
+                sql(fleet, "INSERT INTO notes (text, created_at) VALUES ('during-the-deploy', NOW())")
+                break
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 4, err[-2000:]
+        assert "writes since the backup" in err and "notes INSERT (1 row(s))" in out + err, err[-2000:]
+        assert sql(fleet, "SELECT COUNT(*) FROM notes WHERE text = 'during-the-deploy'") == "1"
+        # the code is back on v2; the database is v3's, maintenance on, until a human decides
+        assert set(served(fleet).values()) == {v2}
+        # the human restores anyway (the write is lost): the database is v2's again, exactly
+        lv("rollback", *ENV, "--to", v2, "--restore-db", "--yes", check=0)
+        on_release(fleet, v2, 2)
+        assert exact(fleet) == before
+        assert sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id") == rows
+
+    # v3-bad: its migration applied (batch 3), then /health answers 500: code and database back,
+    # exactly as before (schema, privileges, comments), nothing of deployer's left
     proc = lv("deploy", *ENV, "--ref", "v3-bad", check=1)
     out = proc.stdout + proc.stderr
     assert "rolled back" in out.lower(), out[-2000:]
@@ -117,6 +202,7 @@ def test_laravel_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, l
     assert migrations(fleet) == [f"{m}:1" for m in V1_MIGRATIONS] + [f"{V2_MIGRATION}:2"]
     assert "priority" not in columns(fleet)
     assert sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id") == rows
+    assert exact(fleet) == before
     assert not any(fleet.sh(h.name, f"test -e {DEPLOY_TO}/shared/storage/framework/down && echo down || true")
                    .stdout.strip() for h in web_hosts(fleet.spec))
 

@@ -16,7 +16,7 @@ from deployer.engine import maint_plan
 from deployer.inspect import proof_line
 from deployer.ledger import History
 
-DB = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups")
+DB = B.Postgres("demo", "postgres", "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups")
 
 
 def test_a_test_restore_uses_a_scratch_database_it_always_drops():
@@ -29,8 +29,8 @@ def test_a_test_restore_uses_a_scratch_database_it_always_drops():
     assert "--no-owner --no-acl --exit-on-error" in restore and '-d "$s" /srv/backups/x.dump' in restore
     assert lines[-1] == 'echo "proof: ok tables=$1 rows=$2"'
     assert "sha256sum" not in B.prove(DB, "/srv/backups/x.dump").script  # sha256 unknown: read only
-    assert B.scratch_name(B.Database("d" * 80, None, "", None, 5432, "/b")).endswith("_deployer_check")
-    assert len(B.scratch_name(B.Database("d" * 80, None, "", None, 5432, "/b"))) == 63
+    assert B.scratch_name(B.Postgres("d" * 80, None, "", None, 5432, "/b")).endswith("_deployer_check")
+    assert len(B.scratch_name(B.Postgres("d" * 80, None, "", None, 5432, "/b"))) == 63
 
 
 def test_the_verdict_line_is_read_back():

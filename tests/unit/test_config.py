@@ -364,16 +364,35 @@ def test_waves(root: Path):
 
 
 def test_type_messages(root: Path):
-    data = local(deploy_to="/", lock_timeout="soon", database={"name": "d", "kind": "mysql"})
+    data = local(deploy_to="/", lock_timeout="soon", database={"name": "d", "kind": "oracle"})
     data["hosts"][0]["vars"] = ["x"]
     write(root, "prod", data)
     assert error_of(root).splitlines() == [
         ("hosts/prod.yaml: deploy_to: expected an absolute path other than / and without '..', "
          "got '/'"),
-        "hosts/prod.yaml: database.kind: expected one of: postgresql",
+        "hosts/prod.yaml: database.kind: expected one of: postgresql, mariadb, mysql",
         "hosts/prod.yaml: lock_timeout: expected a number",
         "hosts/prod.yaml: hosts[0].vars: expected a mapping",
     ]
+
+
+def test_database_settings_of_the_other_kind_are_named_with_what_to_use(root: Path):
+    for kind, section, said in (
+            ("mariadb", {"password_file": "/home/deploy/.pgpass"},
+             "database: password_file is not a setting of kind mariadb: use option_file"),
+            ("mysql", {"socket_dir": "/run/mysqld"},
+             "database: socket_dir is not a setting of kind mysql: use socket (the socket file's path)"),
+            ("postgresql", {"option_file": "/home/deploy/.my.cnf"},
+             "database: option_file is not a setting of kind postgresql: use password_file"),
+            ("mariadb", {"host": "10.0.0.5", "socket": "/run/mysqld/mysqld.sock"},
+             "database: give host (TCP) or socket (a Unix socket), not both")):
+        write(root, "prod", local(database={"name": "d", "kind": kind, **section}))
+        assert said in error_of(root), (kind, error_of(root))
+    write(root, "prod", local(database={"name": "shop", "kind": "mariadb", "option_file": "/home/deploy/shop.cnf",
+                                        "socket": "/run/mysqld/mysqld.sock"}))
+    db = load_config("prod", root=root, environ={}).database
+    assert (db.kind, db.option_file, db.socket, db.port) == ("mariadb", "/home/deploy/shop.cnf",
+                                                             "/run/mysqld/mysqld.sock", None)
 
 
 def test_role_requirements(root: Path):

@@ -76,7 +76,7 @@ def test_parse_ls_remote_prefers_the_peeled_tag():
 
 
 def test_dump_writes_a_partial_file_verifies_and_renames():
-    db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups")
+    db = B.Postgres("demo", "postgres", "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups")
     script = B.dump(db, "/srv/backups/x.dump").script
     assert script.startswith("cd / && if [ \"$(id -u)\" -eq 0 ]; then set -- runuser -u postgres --; "
                              "else set -- sudo -n -u postgres --; fi && \"$@\" sh -c ")
@@ -92,7 +92,7 @@ def test_dump_writes_a_partial_file_verifies_and_renames():
 def test_without_os_user_the_tools_run_as_the_ssh_user_with_the_role():
     """No os_user: pg_dump runs as the SSH user itself (no sudo, no runuser), logs in as the
     role, and creates the backup directory itself (mode 700), so the dump can be written there."""
-    db = B.Database("demo", None, "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups",
+    db = B.Postgres("demo", None, "/usr/lib/postgresql/15/bin", "/srv/pg/run", 5432, "/srv/backups",
                     user="demo")
     assert B.dump(db, "/srv/backups/x.dump").script == (
         "sh -c 'umask 077; mkdir -p -m 700 /srv/backups && rm -f /srv/backups/x.dump.partial && "
@@ -107,7 +107,7 @@ def test_without_os_user_the_tools_run_as_the_ssh_user_with_the_role():
 
 
 def test_the_database_over_tcp_with_a_password_file():
-    db = B.Database("app", None, "/usr/bin", None, 6432, "/var/backups/app", user="app_owner",
+    db = B.Postgres("app", None, "/usr/bin", None, 6432, "/var/backups/app", user="app_owner",
                     host="10.0.0.5", password_file="/home/deploy/.pgpass-app")
     assert db.conn_args() == "-h 10.0.0.5 -p 6432 -U app_owner"
     assert db.as_user("psql -c 'select 1'") == (
@@ -119,7 +119,7 @@ def test_the_database_over_tcp_with_a_password_file():
 
 
 def test_with_an_os_user_the_tools_run_through_sudo_or_runuser_as_root():
-    db = B.Database("demo", "postgres", "/usr/bin", None, 5432, "/srv/backups")
+    db = B.Postgres("demo", "postgres", "/usr/bin", None, 5432, "/srv/backups")
     assert db.as_user("id -un") == (
         "cd / && if [ \"$(id -u)\" -eq 0 ]; then set -- runuser -u postgres --; "
         "else set -- sudo -n -u postgres --; fi && \"$@\" sh -c 'id -un'")
@@ -127,7 +127,7 @@ def test_with_an_os_user_the_tools_run_through_sudo_or_runuser_as_root():
 
 
 def test_restore_is_single_transaction_and_stops_on_error():
-    db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
+    db = B.Postgres("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
     script = B.restore(db, "/srv/backups/x.dump").script
     assert "--single-transaction -v ON_ERROR_STOP=1" in script
     assert "pg_identify_object" in script and "DROP SCHEMA" not in script
@@ -138,7 +138,7 @@ def test_the_rollbacks_restore_runs_once_per_backup_and_one_at_a_time():
     next to the backups), and a backup already restored is not restored again: the restore marks
     the fence table with the backup's sha256 in its own transaction, and the mark is checked
     first. The schema itself is never dropped, granted to or commented on."""
-    db = B.Database("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
+    db = B.Postgres("demo", "postgres", "/usr/lib/postgresql/15/bin", None, 5432, "/srv/backups")
     sha = "ab" * 32
     script = B.restore_once(db, "/srv/backups/x.dump", sha).script
     # as the database tools' user, in one shell: the lock file, the mark, the checks, the restore

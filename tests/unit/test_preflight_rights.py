@@ -17,7 +17,7 @@ from test_privileges import CTL, config
 
 from deployer import inspect
 from deployer import preflight as P
-from deployer.commands.backup import Database
+from deployer.commands.backup import Postgres
 from deployer.config.inventory import Database as DatabaseSection
 from deployer.errors import Refused
 from deployer.output import JsonReporter
@@ -51,7 +51,7 @@ def test_a_check_per_group_of_hosts_needing_the_same_rights(tmp_path):
     assert web2[5].startswith("d=/srv/app; if [ -e \"$d\" ]; then for x in \"$d\" /srv/app/releases "
                               "/srv/app/shared /srv/app/repo /srv/app/.deployer; do")
     # the database: the backups' own connection (Database.as_user, conn_args), asked who owns it
-    db = Database.of(cfg.database)
+    db = Postgres.of(cfg.database)
     psql = f"{db.tool('psql')} -XAtq {db.conn_args()} -d demo -c {q(RT.DB_SQL)}"
     assert found[("db1",)].command.script.splitlines()[0] == (
         f"out=$({{ export PGCONNECT_TIMEOUT=10; {db.as_user(psql)}; }} 2>&1); rc=$?; "
@@ -77,7 +77,7 @@ def test_root_needs_no_rights_check(tmp_path):
 SUDO = tuple(RootCommand(("/srv/bin/supervisorctl", "-c", "/srv/supervisor/supervisord.conf", verb, prog),
                          (f"playbooks/demo.yaml: stages.reload[{i}]",))
              for i, (verb, prog) in enumerate([("stop", "worker"), ("start", "web")]))
-DB = Database.of(DatabaseSection(name="demo", socket_dir="/srv/pg/run", backup_dir="/srv/backups"))
+DB = Postgres.of(DatabaseSection(name="demo", socket_dir="/srv/pg/run", backup_dir="/srv/backups"))
 
 
 def needs(**kw) -> RT.Needs:
