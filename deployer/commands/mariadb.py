@@ -99,7 +99,7 @@ class MariaDB:
             f"&& {_complete(tmp)} "
             f"&& sum=$(sha256sum {q(tmp)} | cut -d' ' -f1) && size=$(stat -c %s {q(tmp)}) "
             f"&& mv -T {q(tmp)} {q(path)}; then echo \"$sum $size\"; "
-            f"else rc=$?; rm -f {q(tmp)}; exit $rc; fi")
+            f"else rc=$?; {_full(self.backup_dir)}; rm -f {q(tmp)}; exit $rc; fi")
         return raw(self.as_user(inner))
 
     def verify(self, path: str, sha256: str) -> Command:
@@ -236,3 +236,9 @@ class MariaDB:
 def _complete(path: str) -> str:
     """The dump ended well: its last line is mariadb-dump's trailer."""
     return f"tail -n 1 {q(path)} | grep -q {q('^' + COMPLETE)}"
+
+
+def _full(directory: str) -> str:
+    """Says so when `directory`'s filesystem is full (mariadb-dump only says `errno 28`)."""
+    return (f"free=$(df -Pk {q(directory)} 2>/dev/null | awk 'NR == 2 {{print $4}}'); "
+            f"[ \"${{free:-1024}}\" -ge 1024 ] || echo \"No space left on device: {directory} has ${{free}} KiB free\" >&2")

@@ -213,3 +213,103 @@ def test_laravel_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, l
     on_release(fleet, v1, 1)
     assert migrations(fleet) == [f"{m}:1" for m in V1_MIGRATIONS]
     assert "processed_by" not in columns(fleet)
+
+
+def _untouched(fleet, lv, release: str, before, rows: str) -> None:
+    """Nothing changed: every host on `release`, the site open, the database exactly as it was,
+    no half-written backup, nothing of deployer's in the database, the lock free."""
+    on_release(fleet, release, int(migrations(fleet)[-1].split(":")[1]))
+    assert exact(fleet) == before
+    assert sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id") == rows
+    assert fleet.sh("db1", f"ls {DEPLOY_TO}/backups | grep -c partial || true").stdout.strip() == "0"
+    assert "lock: free" in lv("status", *ENV, check=0).stdout
+
+
+def test_database_faults_lose_nothing(fleet, site, lv):
+    """The backup killed on the db host, its disk full, the backup corrupted before the rollback
+    restores it, the orchestrator killed after the migration: no half-written backup, no
+    database half-restored, nothing of deployer's left, and a clear way back."""
+    KIND["kind"] = site.kind
+    lv("deploy", *ENV, "--ref", "v2", check=0)
+    (v2,) = set(served(fleet).values())
+    before, rows = exact(fleet), sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id")
+    # the tool the backup step waits in: on PostgreSQL the fence's removal before the dump (it
+    # locks each table too), on MariaDB the dump itself
+    tool = "psql" if site.kind == "postgresql" else "mariadb-dump"
+
+    # 1. the backup killed mid-way on the db host (a session holds a table, so the backup step
+    # waits for it, and its tool is killed)
+    if site.kind == "postgresql":
+        hold = ("nohup runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h /srv/pg/run -d laravel -Xq -c "
+                "'BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(20); COMMIT' >/dev/null 2>&1 &")
+    else:
+        hold = f"nohup {MY_ROOT} laravel -e 'LOCK TABLES notes WRITE; SELECT SLEEP(20); UNLOCK TABLES' >/dev/null 2>&1 &"
+    fleet.sh("db1", hold.replace(">/dev/null 2>&1 &", ">/tmp/hold.log 2>&1 &"))
+    held = ("SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'notes' "
+            "AND l.mode = 'AccessExclusiveLock' AND l.granted" if site.kind == "postgresql" else
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(20)%'")
+    deadline = time.monotonic() + 10
+    while sql(fleet, held) in ("", "0"):
+        assert time.monotonic() < deadline, fleet.sh("db1", "cat /tmp/hold.log", check=False).stdout
+    proc = lv.popen("deploy", *ENV, "--ref", "v3-bad")
+    waiting = ("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = 'demo' AND wait_event_type = 'Lock'"
+               if site.kind == "postgresql" else
+               "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting for table metadata lock%'")
+    deadline = time.monotonic() + 30
+    while sql(fleet, waiting) in ("", "0"):
+        assert time.monotonic() < deadline and proc.poll() is None, \
+            f"the backup never waited for the table: {proc.stdout.read()[-3000:] if proc.poll() is not None else ''}"
+        time.sleep(0.05)
+    fleet.sh("db1", f"pkill -KILL -u deploy -x {tool}" if site.kind == "postgresql" else f"pkill -KILL -x {tool}")
+    fleet.sh("db1", "pkill -f '[S]LEEP.20.|[p]g_sleep.20.'", check=False)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert "backup" in err and tool in err, err[-2000:]
+    _untouched(fleet, lv, v2, before, rows)
+
+    # 2. the backups' disk full
+    fleet.small_disk("db1", f"{DEPLOY_TO}/backups", "1m")
+    try:
+        fleet.fill_disk("db1", f"{DEPLOY_TO}/backups")
+        proc = lv("deploy", *ENV, "--ref", "v3-bad", check=1)
+        assert "No space left on device" in proc.stderr and "db1" in proc.stderr, proc.stderr[-2000:]
+    finally:
+        fleet.free_disk("db1", f"{DEPLOY_TO}/backups")
+    _untouched(fleet, lv, v2, before, rows)
+
+    # 3. the backup corrupted once taken: the rollback verifies it before touching the database
+    proc = lv.popen("deploy", *ENV, "--ref", "v3-bad", "--output", "json")
+    backup = None
+    for line in proc.stdout:
+        e = json.loads(line) if line.startswith("{") else {}
+        if e.get("event") == "stage" and e.get("stage") == "backup" and e.get("state") == "start":
+            backup = e.get("detail") or backup
+        if e.get("event") == "stage" and e.get("stage") == "cache_warm":
+            backup = backup or fleet.sh("db1", f"ls -t {DEPLOY_TO}/backups/*.dump | head -1").stdout.strip()
+            fleet.sh("db1", f"cp -p {backup} {backup}.good && printf 'XXXXXXXXXXXXXXXX' | "
+                            f"dd of={backup} bs=1 seek=900 conv=notrunc status=none")
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 4, err[-2000:]
+    assert "restore database" in out + err, err[-2000:]
+    assert set(served(fleet).values()) == {v2}  # the code is back
+    assert "priority" in columns(fleet)  # the database untouched: still migrated, no row lost
+    assert sql(fleet, "SELECT id, text, processed_by FROM notes ORDER BY id") == rows
+    # mended, the human restores it: v2's database again, exactly, the site open
+    fleet.sh("db1", f"mv -f {backup}.good {backup}")
+    lv("rollback", *ENV, "--to", v2, "--restore-db", "--yes", check=0)
+    _untouched(fleet, lv, v2, before, rows)
+
+    # 4. the orchestrator killed (kill -9) once the migration ran: the fence is still there, and
+    # `recover` restores the backup (exactly), opens the site and removes the fence
+    proc = lv.popen("deploy", *ENV, "--ref", "v3-bad", "--output", "json")
+    for line in proc.stdout:
+        e = json.loads(line) if line.startswith("{") else {}
+        if e.get("event") == "stage" and e.get("stage") == "cache_warm":
+            proc.kill()
+            break
+    proc.wait(timeout=30)
+    assert "priority" in columns(fleet) and exact(fleet)[2] != ""
+    said = lv("recover", *ENV, check=0)
+    assert "rolling it back" in said.stdout + said.stderr
+    _untouched(fleet, lv, v2, before, rows)
