@@ -80,6 +80,13 @@ class Postgres:
     def unfence(self) -> Command:
         return unfence(self)
 
+    def fence_left(self) -> Command:
+        """Prints `fence` when the write fence (or any part of it) is in the database."""
+        sql = ("SELECT 'fence' WHERE to_regclass('public.deployer_fence') IS NOT NULL OR EXISTS (SELECT FROM "
+               "pg_proc WHERE proname = 'deployer_fence_note') OR EXISTS (SELECT FROM pg_trigger WHERE tgname "
+               "LIKE 'deployer_fence_%')")
+        return raw(self.as_user(f"{self.tool('psql')} -XAtq {self.conn_args()} -d {q(self.name)} -c {q(sql)}"))
+
     def migration_env(self) -> Command | None:
         """What the migration's shell exports so that the write fence tells its writes apart."""
         return raw(f"export PGAPPNAME={FENCE_APP}")

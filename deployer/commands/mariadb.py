@@ -177,6 +177,13 @@ class MariaDB:
                  f"{{ printf '%s\\n' \"$sql\"; echo {q(f'DROP TABLE IF EXISTS {FENCE};')}; }} | {self.client(self.name)}")
         return raw(self.as_user(inner))
 
+    def fence_left(self) -> Command:
+        """Prints `fence` when the write fence (or any part of it) is in the database."""
+        sql = (f"SELECT 'fence' FROM DUAL WHERE EXISTS (SELECT 1 FROM information_schema.tables WHERE "
+               f"table_schema = DATABASE() AND table_name = {lit(FENCE)}) OR EXISTS (SELECT 1 FROM "
+               "information_schema.triggers WHERE trigger_schema = DATABASE() AND trigger_name LIKE 'deployer\\_fence\\_%')")
+        return raw(self.as_user(f"{self.client(self.name)} -e {q(sql)}"))
+
     def migration_env(self) -> Command | None:
         return None
 

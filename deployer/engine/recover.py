@@ -10,6 +10,7 @@ import os
 import socket
 
 from .. import records as REC
+from ..commands import databases as DB
 from ..commands import lb as LB
 from ..commands import lock as LK
 from ..config import Config
@@ -92,6 +93,8 @@ class Recover:
                 finally:
                     s.continue_run(own)  # back to its own story
             code = max(code, self.leftovers())
+            if code == 0:
+                code = max(code, self.stray_fence())
             code = max(code, self.check_workers())
             if not dead_runs and code == 0 and self.restarted:
                 self.rep.event("outcome", outcome="success", release="",
@@ -239,6 +242,26 @@ class Recover:
                 self.say(f"could not put them back: {exc.message}")
                 return 4
             return 0
+
+    def stray_fence(self) -> int:
+        """A write fence no run needs any more (the rollback of its run could not reach the
+        database host, say): removed once every run is over. Read first: a recover with
+        nothing to do changes nothing."""
+        cfg, s = self.cfg, self.s
+        if not (cfg.database and cfg.db_host):
+            return 0
+        try:
+            left = s.run(cfg.db_host, DB.of(cfg.database).fence_left(), timeout=60).stdout.strip()
+        except DeployerError as exc:
+            self.say(f"{cfg.db_host.name}: could not check for a write fence left in {cfg.database.name} "
+                     f"({exc.message}); `inv recover --env {cfg.env}` again removes it")
+            return 4
+        if left != "fence":
+            return 0
+        self.say(f"a write fence was left in {cfg.database.name} with no run in flight: removing it")
+        with journaled(s, self.rep, RunState(run=s.run_id, release="")) as run:
+            run.ex.run(Plan("recover", "", tuple(unfence_stage(cfg, True))))
+        return 0
 
     # -- the workers ------------------------------------------------------------------------
     def worker_lanes(self, served: dict[str, str], *, restart: bool) -> tuple[Lane, ...]:

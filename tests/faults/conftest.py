@@ -40,7 +40,7 @@ def fault_env(fleet, tmp_path_factory) -> FaultEnv:
     (d / "faults-playbook.yaml").write_text(
         "extends: demo\nname: faults-playbook\nstages:\n  finalize:\n    - \"true\"\n")
     inv = d / "faults.yaml"
-    inv.write_text(yaml.safe_dump({**data, "playbook": "faults-playbook.yaml"}, sort_keys=False))
+    inv.write_text(yaml.safe_dump({**data, "playbook": str(d / "faults-playbook.yaml")}, sort_keys=False))
     # The same, with a gate check that fails on every host: v3 migrates (under maintenance),
     # then its gate fails, so the automatic rollback restores the backup. (bad-migration's
     # migration rolls itself back: the schema never moves, and nothing is restored.)

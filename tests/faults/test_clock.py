@@ -69,7 +69,9 @@ class WriteProbe:
                                   headers={"Content-Type": "application/json"}).status
                 except ConnectionError as exc:
                     status = f"no answer: {exc}"
-                if isinstance(status, int) and 200 <= status < 300 and self._lifted(h.name):
+                # accepted, or no answer (the request may have been served as the rollback
+                # reloaded the app), by a host whose flag is gone
+                if status != 503 and not (isinstance(status, int) and status >= 300) and self._lifted(h.name):
                     self.after_lift.append(name)
                     return
                 self.answers.append((h.name, status))

@@ -69,6 +69,7 @@ class Fleet:
         # each host's clock, as `date +%s` prints it in the state read: seconds off this
         # machine's (an int), per host (a dict; hosts not in it are on time), or None: on time
         self.clock_offset: int | dict[str, int] | None = None
+        self.fence_left = False  # the write fence is in the database (db1)
 
     def next_token(self) -> int:
         self.counter += 1
@@ -156,6 +157,10 @@ class RecordingTransport:
                      f"hostname={host}", "disk_kb=99999999", "maintenance=off", f"now={f.now(host)}"]
             lines += [f"release={r}" for r in f.releases.get(host, [])]
             return "\n".join(lines)
+        if "to_regclass" in step and "deployer_fence" in step:  # `fence_left`: is the fence there?
+            return "fence" if f.fence_left else ""
+        if "DROP TABLE IF EXISTS public.deployer_fence" in step and "pg_dump" not in step:  # unfence
+            f.fence_left = False
         if "git ls-remote" in step:
             return f"{SHA}\trefs/tags/v2"
         if LK.LEDGER_MARK in step:  # the lock taken and the ledger read in one script

@@ -176,6 +176,21 @@ def _unfenced(t: RecordingTransport) -> bool:
                for h, c in t.calls)
 
 
+def test_recover_removes_a_write_fence_no_run_needs(tmp_path):
+    """A run's rollback could not reach the database host (cut off): its fence stayed. Once
+    every run is over, recover finds it and removes it; with none left, it changes nothing."""
+    cfg = config("local", tmp_path)
+    fleet = Fleet([h.name for h in cfg.hosts], OLD)
+    fleet.fence_left = True
+    rec, out, t = recover(cfg, fleet)
+    assert rec.run() == 0
+    assert _unfenced(t) and not fleet.fence_left
+    assert any("write fence was left" in e["message"] for e in events(out, "notice"))
+    rec, out, t = recover(cfg, fleet)
+    assert rec.run() == 0 and not _unfenced(t)
+    assert "nothing to recover" in events(out, "outcome")[-1]["message"]
+
+
 def test_abort_removes_the_write_fence_of_the_paused_rollout(tmp_path):
     cfg, fleet, new = paused(tmp_path)
     code, out, t = resume(cfg, fleet, "abort")
