@@ -6,6 +6,7 @@ plain `rollback` after a deploy made an hour "in the past" returns to the releas
 from __future__ import annotations
 
 import json
+import secrets
 import time
 
 import pytest
@@ -48,6 +49,8 @@ class WriteProbe:
         self.answers: list[tuple[str, int | str]] = []
         self.after_lift: list[str] = []  # names written once the rollback had removed the flag
         self.holds_for: dict[str, float] = {}  # host -> seconds its flag still holds, by its clock
+        # this probe's own names: a write a previous scenario made after its lift stays legitimately
+        self.prefix = f"clock-skew-probe-{secrets.token_hex(4)}-"
 
     def read_flags(self) -> None:
         for h in self.fleet.spec.web_hosts:
@@ -63,7 +66,7 @@ class WriteProbe:
         while o.proc.poll() is None and not _rollback_lifts_maintenance(o):
             for h in self.fleet.spec.web_hosts:
                 n += 1
-                name = f"clock-skew-probe-{n}"
+                name = f"{self.prefix}{n}"
                 try:
                     status = http(self.fleet, h, "/items", data=json.dumps({"name": name}),
                                   headers={"Content-Type": "application/json"}).status
@@ -101,7 +104,7 @@ def test_a_failed_maintenance_deploy_keeps_users_out_until_its_rollback_ends(off
         f"answers while maintenance held: {sorted(set(probe.answers))[:10]}")
     assert not probe.accepted
     lifted = ",".join(f"'{n}'" for n in probe.after_lift) or "''"
-    assert psql(fleet, "select count(*) from items where name like 'clock-skew-probe-%' "
+    assert psql(fleet, f"select count(*) from items where name like '{probe.prefix}%' "
                        f"and name not in ({lifted})") == "0"
     assert set(serving(fleet).values()) == {before}
     assert psql(fleet, "select max(version) from schema_migrations") == "2"
