@@ -12,14 +12,18 @@ ROGUE = ("runuser -u postgres -- env PGAPPNAME=queue-worker /usr/lib/postgresql/
          "-d demo -Xq -c \"INSERT INTO items (name) VALUES ('written-during-the-deploy')\"")
 
 
+def _playbook(fleet, tmp_path, name: str, stages: str) -> str:
+    """An inventory of the fleet whose playbook is the demo's with `stages` (YAML under `stages:`)."""
+    (tmp_path / f"{name}.yaml").write_text(f"extends: demo\nname: {name}\nstages:\n{stages}")
+    inv = tmp_path / f"inv-{name}.yaml"
+    inv.write_text(fleet.inventory_path.read_text().replace("playbook: demo", f"playbook: {name}.yaml"))
+    return str(inv)
+
+
 def _failing_gate(fleet, tmp_path) -> str:
     """v3 migrates (not online-safe: maintenance), then a gate check fails on every host."""
-    (tmp_path / "failing-gate.yaml").write_text(
-        "extends: demo\nname: failing-gate\nstages:\n  gate_checks:\n"
-        "    - run: \"echo 'gate check: orders queue stalled' >&2; exit 1\"\n")
-    inv = tmp_path / "inv.yaml"
-    inv.write_text(fleet.inventory_path.read_text().replace("playbook: demo", "playbook: failing-gate.yaml"))
-    return str(inv)
+    return _playbook(fleet, tmp_path, "failing-gate", "  gate_checks:\n"
+                     "    - run: \"echo 'gate check: orders queue stalled' >&2; exit 1\"\n")
 
 
 def _v2(fleet, cli) -> str:
@@ -114,13 +118,10 @@ def test_a_maintenance_deploy_failing_before_its_migration_leaves_no_fence(fleet
     """v3 needs maintenance: backup, write fence, then its build fails on every host. The rollback
     has no database to restore; the fence goes with it, and the site opens again."""
     before = _v2(fleet, cli)
-    (tmp_path / "failing-build.yaml").write_text(
-        "extends: demo\nname: failing-build\nstages:\n  build:\n"
-        "    - run: \"echo 'build: vendor/ unreadable' >&2; exit 1\"\n")
-    inv = tmp_path / "inv.yaml"
-    inv.write_text(fleet.inventory_path.read_text().replace("playbook: demo", "playbook: failing-build.yaml"))
+    inv = _playbook(fleet, tmp_path, "failing-build", "  build:\n"
+                    "    - run: \"echo 'build: vendor/ unreadable' >&2; exit 1\"\n")
     dump = schema_dump(fleet)
-    proc = cli("deploy", "--env", "local", "--ref", "v3", "--inventory", str(inv), check=1)
+    proc = cli("deploy", "--env", "local", "--ref", "v3", "--inventory", inv, check=1)
     assert "build: vendor/ unreadable" in proc.stderr
     assert "write fence removed" in proc.stdout + proc.stderr
     assert deployer_objects(fleet) == []
