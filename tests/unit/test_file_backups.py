@@ -1,0 +1,74 @@
+"""File backups (work in progress: the commands, run by a real shell on real files; not yet in
+any plan)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+import pytest
+
+from deployer.commands import files as F
+
+
+def sh(cmd) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", cmd.script], capture_output=True, text=True)
+
+
+def tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_an_archive_is_whole_checksummed_and_restores_each_path_exactly(tmp_path):
+    shared = tmp_path / "shared"
+    (shared / "storage/app/public/avatars").mkdir(parents=True)
+    (shared / "storage/app/public/avatars/1.png").write_bytes(b"\x89PNG one")
+    (shared / "storage/app/public/cache.tmp").write_text("skip me")
+    (shared / "media").mkdir()
+    (shared / "media/a b.pdf").write_bytes(b"%PDF quoted name")
+    (shared / ".env").write_text("SECRET=1")  # not listed: never archived
+    dest = tmp_path / "backups" / F.archive_name("prod", "web1", "20261207T020000Z")
+    res = sh(F.archive(str(shared), ["storage/app/public", "media", "missing/dir"], ["*.tmp"], str(dest)))
+    assert res.returncode == 0, res.stderr
+    sha, size = F.parse(res.stdout)
+    assert sha == hashlib.sha256(dest.read_bytes()).hexdigest() and size == dest.stat().st_size
+    assert (dest.stat().st_mode & 0o777) == 0o600 and not list(dest.parent.glob("*.partial"))
+    listing = subprocess.run(["tar", "-tzf", str(dest)], capture_output=True, text=True).stdout
+    assert "media/a b.pdf" in listing and "avatars/1.png" in listing
+    assert "cache.tmp" not in listing and ".env" not in listing
+
+    before = tree(shared)
+    (shared / "storage/app/public/avatars/1.png").write_bytes(b"overwritten")
+    (shared / "media/a b.pdf").unlink()
+    (shared / "media/new.txt").write_text("added after the backup")
+    res = sh(F.restore(str(shared), str(dest), sha, ["storage/app/public", "media"], "20261207T030000Z"))
+    assert res.returncode == 0, res.stderr
+    after = tree(shared)
+    assert after["storage/app/public/avatars/1.png"] == b"\x89PNG one"
+    assert after["media/a b.pdf"] == b"%PDF quoted name" and "media/new.txt" not in after
+    assert after[".env"] == b"SECRET=1"
+    assert {k: v for k, v in after.items() if "cache.tmp" not in k} == {k: v for k, v in before.items()
+                                                                           if "cache.tmp" not in k}
+    assert not list(shared.glob(".restore-*"))
+
+
+def test_a_corrupt_archive_changes_nothing(tmp_path):
+    shared = tmp_path / "shared"
+    (shared / "media").mkdir(parents=True)
+    (shared / "media/x").write_text("kept")
+    dest = tmp_path / F.archive_name("prod", "web1", "20261207T020000Z")
+    sha, _ = F.parse(sh(F.archive(str(shared), ["media"], [], str(dest))).stdout)
+    (shared / "media/x").write_text("current")
+    with dest.open("r+b") as f:
+        f.seek(20)
+        f.write(b"XXXX")
+    res = sh(F.restore(str(shared), str(dest), sha, ["media"], "20261207T030000Z"))
+    assert res.returncode == 1 and "sha256 differs" in res.stderr
+    assert (shared / "media/x").read_text() == "current"
+
+
+def test_names_and_outputs_are_checked():
+    with pytest.raises(ValueError):
+        F.archive_name("prod", "web1", "yesterday")
+    with pytest.raises(ValueError):
+        F.parse("not a checksum")
