@@ -99,6 +99,7 @@ class _Backups:
     """The nightly backup's path and what retention keeps and removes (no database: nothing)."""
 
     path: str | None = None
+    stamp: str | None = None  # the nightly backup's UTC time (the file archives' too)
     kept: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     unknown: tuple[str, ...] = ()
@@ -114,7 +115,7 @@ class _Backups:
         protected = protected_backups(history, current)
         names = backup_names(cfg, s) + [posixpath.basename(path)]
         kept, removed, unknown = RT.plan(names, now, cfg.retention, protected | {posixpath.basename(path)})
-        return cls(path, tuple(kept), tuple(removed), tuple(unknown), frozenset(protected))
+        return cls(path, stamp, tuple(kept), tuple(removed), tuple(unknown), frozenset(protected))
 
 
 def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: _Backups,
@@ -128,7 +129,7 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
     path = backups.path
     plan = window_plan(cfg, backup_path=path, remove=list(backups.removed), release=release,
                        gate_release=release if gate else None, token=s.fence_token,
-                       prove=prove if path else None)
+                       prove=prove if path else None, files_stamp=backups.stamp)
     done: list[str] = []
     with journaled(s, rep, RunState(run=s.run_id, release=release),
                    REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id)) as run:

@@ -159,6 +159,17 @@ class BackupProof(Record):
 
 
 @dataclass
+class FilesBackup(Record):
+    """An archive of the app's own files (`backup.files`) on one app host."""
+    type: ClassVar[str] = "backup.files"
+    host: str = ""
+    path: str = ""
+    sha256: str = ""
+    size: int = 0
+    paths: list = field(default_factory=list)
+
+
+@dataclass
 class Migrated(Record):
     type: ClassVar[str] = "migrate"
     before: int | None = None

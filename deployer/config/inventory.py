@@ -124,6 +124,14 @@ class Database(_Model):
         return self
 
 
+class FileBackups(_Model):
+    """`backup:` the app's own files archived with each nightly backup, on each app host: paths
+    relative to `shared/` (user uploads), minus `exclude` (tar patterns)."""
+
+    files: list[RelPath] = []
+    exclude: list[Annotated[str, Strict(), Field(min_length=1)]] = []
+
+
 class Health(_Model):
     url: Name
     timeout: Annotated[Float, Field(gt=0)] = 5.0
@@ -302,6 +310,7 @@ class Inventory(_Model):
     freezes: list[FreezeModel] = []
     schedules: list[ScheduleModel] = []
     retention: RetentionModel = RetentionModel()
+    backup: FileBackups = FileBackups()
     maintenance_ttl: Annotated[Int, Field(ge=1)] = 900
     state: State = State()
 

@@ -127,6 +127,7 @@ def load_layered(env: str, *, root: Path | None = None, inventory: Path | None =
         freezes=[f.to_freeze() for f in settings.freezes],
         schedules=[s.to_schedule() for s in settings.schedules],
         retention=settings.retention.to_policy(), maintenance_ttl=settings.maintenance_ttl,
+        file_backups=tuple(settings.backup.files), file_backup_exclude=tuple(settings.backup.exclude),
         rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
         gate=settings.gate, notify=settings.notify, secret_files=list(settings.secret_files),
         state=settings.state,

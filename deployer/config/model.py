@@ -82,6 +82,9 @@ class Config:
     freezes: list[_windows.Freeze] = field(default_factory=list)
     schedules: list[_cron.Schedule] = field(default_factory=list)
     retention: _retention.Policy = field(default_factory=_retention.Policy)
+    #: the app's own files archived with each nightly backup (`backup:`; paths under shared/)
+    file_backups: tuple[str, ...] = ()
+    file_backup_exclude: tuple[str, ...] = ()
     #: seconds after which maintenance mode switches itself off (dead-man expiry)
     maintenance_ttl: int = 900
     rollout: list[RolloutWave] = field(default_factory=list)

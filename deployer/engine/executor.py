@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from .. import records as REC
 from ..commands import backup as B
 from ..commands import fence as FN
+from ..commands import files as F
 from ..errors import CommandFailed, DeployerError, DeployFailed, Fenced, LockLost, NeedsHuman, message_of
 from ..facts import parse_schema
 from ..shell import STEP_MARK, step_outputs
@@ -319,6 +320,9 @@ class Executor:
                         self.st.proofs.append(rec)
                 case _ if failed:
                     continue
+                case P.RecordFiles(path=path, paths=paths):
+                    sha, size = F.parse(text.strip().splitlines()[-1] if text.strip() else "")
+                    self.write(REC.FilesBackup(host=a.host, path=path, sha256=sha, size=size, paths=list(paths)))
                 case P.RecordBackup(path=path):
                     sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
                     rec = REC.Backup(path=path, sha256=sha, size=size, host=a.host)

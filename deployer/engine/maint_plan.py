@@ -5,13 +5,14 @@ from __future__ import annotations
 import posixpath
 
 from ..commands import databases as DB
+from ..commands import files as F
 from ..config import Config
 from ..records import BackupRef
 from ..shell import argv
 from ..stages import StageName
 from . import ops
 from .deploy_plan import offsite
-from .plan import Action, Lane, Plan, RecordBackup, RecordProof, Stage, UploadBackup, fenced
+from .plan import Action, Lane, Plan, RecordBackup, RecordFiles, RecordProof, Stage, UploadBackup, fenced
 
 
 def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | None,
@@ -27,7 +28,7 @@ def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | N
 
 def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], release: str,
                 gate_release: str | None, token: int | None = None,
-                prove: BackupRef | None = None) -> Plan:
+                prove: BackupRef | None = None, files_stamp: str | None = None) -> Plan:
     """The scheduled job: a nightly backup proven by a test restore, retention, the playbook's
     maintenance tasks, the gate. `prove`: another backup to test-restore first (the one the
     newest deploy's rollback would restore, until it is proven)."""
@@ -43,7 +44,8 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
         for path, sha in ([(prove.path, prove.sha256)] if prove else []) + [(backup_path, None)]:
             acts += (Action(host=cfg.db_host.name, command=db.prove(path, sha), what="test restore",
                             timeout=cfg.ssh.command_timeout, records=(RecordProof(0, path, sha),)),)
-        stages.append(Stage(StageName.BACKUP, backup_path, (Lane(cfg.db_host.name, acts),)))
+        stages.append(Stage(StageName.BACKUP, backup_path,
+                            (Lane(cfg.db_host.name, acts),) + files_lanes(cfg, files_stamp)))
         if remove:
             rm = Action(host=cfg.db_host.name, what="retention",
                         command=argv("rm", "-f", "--", *[posixpath.join(db.backup_dir, n) for n in remove]))
@@ -60,6 +62,21 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
                            for h in cfg.app_hosts if h.has("web"))
         stages.append(Stage(StageName.GATE, "", checks))
     return fenced(Plan("maintenance", release, tuple(stages)), cfg.fence_record, token)
+
+
+def files_lanes(cfg: Config, stamp: str | None) -> tuple[Lane, ...]:
+    """`backup.files` archived on each app host (beside the database's nightly backup), under
+    `deploy_to/backups`."""
+    if not (stamp and cfg.file_backups):
+        return ()
+    lanes = []
+    for h in cfg.app_hosts:
+        dest = posixpath.join(cfg.deploy_to, "backups", F.archive_name(cfg.env, h.name, stamp))
+        act = Action(host=h.name, what="file backup", timeout=cfg.ssh.command_timeout,
+                     command=F.archive(cfg.layout.shared, list(cfg.file_backups), list(cfg.file_backup_exclude), dest),
+                     records=(RecordFiles(0, dest, cfg.file_backups),))
+        lanes.append(Lane(h.name, (act,)))
+    return tuple(lanes)
 
 
 def _any_release(a: Action) -> Action:

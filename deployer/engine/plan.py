@@ -95,7 +95,14 @@ class RecordProof:
     sha256: str | None  # None: the backup the same run took (its sha256 recorded by then)
 
 
-Recorded = RecordSchema | RecordBackup | RecordProof
+@dataclass(frozen=True)
+class RecordFiles:
+    step: int  # the archive step: its last line is the archive's sha256 and size
+    path: str
+    paths: tuple[str, ...]  # what it holds (relative to shared/)
+
+
+Recorded = RecordSchema | RecordBackup | RecordProof | RecordFiles
 
 
 @dataclass(frozen=True)
