@@ -136,6 +136,15 @@ def proof_line(history: History, now: float) -> str:
     return line
 
 
+def files_line(history: History, now: float) -> str:
+    """The newest archive of the app's files on each app host, and how old it is."""
+    if not history.files:
+        return "file backups: none yet (the maintenance job archives backup.files)"
+    return "file backups: " + ", ".join(
+        f"{host} {posixpath.basename(f.path)} ({f.size // 1024} KiB, {_age(f.at, now)})"
+        for host, f in sorted(history.files.items()))
+
+
 def _age(at: str, now: float) -> str:
     try:
         then = dt.datetime.strptime(at[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
@@ -180,6 +189,8 @@ def status(cfg: Config, reporter: Reporter) -> int:
     lines = [f"lock: held by {held.describe()}" if held else "lock: free"]
     if cfg.database:
         lines.append(proof_line(history, time.time()))
+    if cfg.file_backups:
+        lines.append(files_line(history, time.time()))
     lines += clock_lines(states.results, before, after)
     lines += _in_flight_lines(in_flight, held.run if held else None)
     paused = bool(held and held.paused)

@@ -108,6 +108,7 @@ class History:
     local_only: list[str] = field(default_factory=list)  # runs whose record is not shipped yet
     unfinished: list[RunRecord] = field(default_factory=list)  # ended needing a human, not superseded
     proofs: dict[str, REC.BackupProof] = field(default_factory=dict)  # backup path -> its last test restore
+    files: dict[str, REC.FilesBackup] = field(default_factory=dict)  # app host -> its newest file archive
 
     @classmethod
     def fold(cls, events: list[dict]) -> History:
@@ -125,7 +126,9 @@ class History:
     def _fold(self, e: REC.Record) -> None:
         known = self.runs.get(e.run)
         rec = self.releases.get(known.release) if known is not None and known.release else None
-        if isinstance(e, REC.BackupProof):
+        if isinstance(e, REC.FilesBackup):
+            self.files[e.host] = e
+        elif isinstance(e, REC.BackupProof):
             self.proofs.pop(e.path, None)  # in the order of their last test restore
             self.proofs[e.path] = e
         elif isinstance(e, REC.RunStarted):

@@ -129,7 +129,8 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
     path = backups.path
     plan = window_plan(cfg, backup_path=path, remove=list(backups.removed), release=release,
                        gate_release=release if gate else None, token=s.fence_token,
-                       prove=prove if path else None, files_stamp=backups.stamp)
+                       prove=prove if path else None, files_stamp=backups.stamp,
+                       remove_files=file_retention(cfg, s, now, backups.stamp))
     done: list[str] = []
     with journaled(s, rep, RunState(run=s.run_id, release=release),
                    REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id)) as run:
@@ -189,6 +190,23 @@ def _bucket_retention(cfg: Config, s, now: dt.datetime, protected: set[str]) -> 
                                        f"{len(kept)}, removed {len(deleted)}"
                                        + (f" ({', '.join(n.rsplit('/', 1)[-1] for n in deleted)})" if deleted else ""))
     return f"bucket retention kept {len(kept)}, removed {len(deleted)}"
+
+
+def file_retention(cfg: Config, s, now: dt.datetime, stamp: str | None) -> dict[str, list[str]]:
+    """Per app host, the file archives the retention policy removes tonight (tonight's kept)."""
+    from .commands import files as F
+
+    if not (stamp and cfg.file_backups):
+        return {}
+    out = {}
+    for h in cfg.app_hosts:
+        listed = s.run(h, argv("ls", "-1", posixpath.join(cfg.deploy_to, "backups")), check=False).stdout.split()
+        prefix = f"files-{cfg.env}-{h.name}-"
+        new = F.archive_name(cfg.env, h.name, stamp)
+        names = [n for n in listed if n.startswith(prefix) and n.endswith(F.SUFFIX)] + [new]
+        _kept, removed, _unknown = RT.plan(names, now, cfg.retention, {new})
+        out[h.name] = removed
+    return out
 
 
 def backup_names(cfg: Config, s) -> list[str]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-_NAME_RE = re.compile(r"-(\d{8}T\d{6}Z)(?:-[0-9a-f]{7})?\.dump\Z")
+_NAME_RE = re.compile(r"-(\d{8}T\d{6}Z)(?:-[0-9a-f]{7})?(?:\.dump|\.tar\.gz)\Z")
 
 
 @dataclass(frozen=True)

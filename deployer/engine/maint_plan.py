@@ -28,7 +28,8 @@ def mode_plan(cfg: Config, on: bool, *, message: str, retry: int, ttl: float | N
 
 def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], release: str,
                 gate_release: str | None, token: int | None = None,
-                prove: BackupRef | None = None, files_stamp: str | None = None) -> Plan:
+                prove: BackupRef | None = None, files_stamp: str | None = None,
+                remove_files: dict[str, list[str]] | None = None) -> Plan:
     """The scheduled job: a nightly backup proven by a test restore, retention, the playbook's
     maintenance tasks, the gate. `prove`: another backup to test-restore first (the one the
     newest deploy's rollback would restore, until it is proven)."""
@@ -50,6 +51,13 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
             rm = Action(host=cfg.db_host.name, what="retention",
                         command=argv("rm", "-f", "--", *[posixpath.join(db.backup_dir, n) for n in remove]))
             stages.append(Stage(StageName.RETENTION, f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
+        doomed = {h: names for h, names in (remove_files or {}).items() if names}
+        if doomed:
+            lanes = tuple(Lane(h, (Action(host=h, what="file backup retention", command=argv(
+                "rm", "-f", "--", *[posixpath.join(cfg.deploy_to, "backups", n) for n in names])),))
+                for h, names in sorted(doomed.items()))
+            stages.append(Stage(StageName.RETENTION, f"file archives: remove {sum(map(len, doomed.values()))}",
+                                lanes))
     tasks = cfg.playbook.steps("maintenance_tasks")
     lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, tasks, h, ops.values(
         cfg, h, release, release_path=cfg.layout.current)), what="maintenance tasks")]) for h in cfg.app_hosts])

@@ -72,3 +72,21 @@ def test_names_and_outputs_are_checked():
         F.archive_name("prod", "web1", "yesterday")
     with pytest.raises(ValueError):
         F.parse("not a checksum")
+
+
+def test_retention_reads_archive_names_and_the_ledger_keeps_each_hosts_newest(tmp_path):
+    import datetime as dt
+
+    from deployer import records as REC
+    from deployer import retention as RT
+    from deployer.inspect import files_line
+    from deployer.ledger import History
+
+    assert RT.parse_backup_name("files-prod-web1-20261207T020000Z.tar.gz") == dt.datetime(2026, 12, 7, 2, 0, tzinfo=dt.UTC)
+    h = History.fold([REC.FilesBackup(run="m1", at="2026-12-06T02:00:00Z", host="web1", path="/b/a.tar.gz",
+                                      sha256="ab" * 32, size=4096).to_dict(),
+                      REC.FilesBackup(run="m2", at="2026-12-07T02:00:00Z", host="web1", path="/b/b.tar.gz",
+                                      sha256="cd" * 32, size=8192).to_dict()])
+    assert h.files["web1"].path == "/b/b.tar.gz"
+    now = dt.datetime(2026, 12, 7, 5, 0, tzinfo=dt.UTC).timestamp()
+    assert files_line(h, now) == "file backups: web1 b.tar.gz (8 KiB, 3 h ago)"
