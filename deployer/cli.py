@@ -231,6 +231,19 @@ def report(env, **kw):
 
 @cli.command()
 @ENV
+@click.option("--files", is_flag=True, help="the app's own files (backup.files): the one kind so far")
+@click.option("--at", "stamp", default=None, metavar="STAMP",
+              help="the nightly archive of that UTC time, e.g. 20261207T020000Z (default: each host's newest)")
+@common()
+def restore(env, **kw):
+    """Put back the app's files (backup.files) on each app host from a nightly archive.
+
+    Under the env's lock; each path is swapped in whole (never half-extracted)."""
+    return verbs.restore(env, **kw)
+
+
+@cli.command()
+@ENV
 @common(hosts=True)
 def status(env, **kw):
     """What each host serves, the lock, any in-flight deploy, maintenance state."""

@@ -23,6 +23,7 @@ class StageName(StrEnum):
     # not stages of a deploy (no hooks, no column): a rollback's and the maintenance job's own
     DATABASE = "database"
     RETENTION = "retention"
+    FILES = "files"  # `restore --files`
     MAINTENANCE_TASKS = "maintenance_tasks"
 
 

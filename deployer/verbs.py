@@ -298,6 +298,24 @@ def unlock(env: str, *, force: bool = False, reason: str = "", output: str = "te
     return guarded(lambda rep: inspect.unlock(config(env, **scope), rep, force, reason), output, verbose)
 
 
+def restore(env: str, *, files: bool, stamp: str | None = None, output: str = "text", verbose: bool = False,
+            **scope) -> int:
+    """`restore --files`: the app's files from a nightly archive (deployer.engine.restore)."""
+    import time
+
+    def go(rep: Reporter) -> int:
+        from .engine.restore import run_restore
+
+        cfg = config(env, **scope)
+        if not files:
+            raise ConfigError("restore: say what to restore: --files (the app's files; the database is "
+                              "restored by `rollback --to <release> --restore-db`)")
+        with_notifiers(rep, cfg)
+        return run_restore(cfg, rep, stamp=stamp, now_stamp=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+
+    return guarded(go, output, verbose, command="restore")
+
+
 def recover(env: str, *, force: bool = False, reason: str = "", output: str = "text",
             verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:

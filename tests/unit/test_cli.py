@@ -211,7 +211,7 @@ def test_both_front_ends_pass_the_same_values_to_the_verb(path, capsys, monkeypa
         return record
 
     for name in ("deploy", "rollback", "resume", "releases", "preflight", "report", "status", "unlock",
-                 "recover", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "docs", "fleet_up",
+                 "recover", "restore", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "docs", "fleet_up",
                  "fleet_down", "fleet_status", "demo", "config_show", "config_check"):
         monkeypatch.setattr(verbs, name, recorder(name))
     args, values = sample_args(command(path))

@@ -90,3 +90,46 @@ def test_retention_reads_archive_names_and_the_ledger_keeps_each_hosts_newest(tm
     assert h.files["web1"].path == "/b/b.tar.gz"
     now = dt.datetime(2026, 12, 7, 5, 0, tzinfo=dt.UTC).timestamp()
     assert files_line(h, now) == "file backups: web1 b.tar.gz (8 KiB, 3 h ago)"
+
+
+def test_restore_files_puts_each_hosts_archive_back_under_the_lock(tmp_path, monkeypatch):
+    import io
+    import json
+
+    from recording import FakeHttp, Fleet, RecordingTransport, fake_bake
+    from test_orchestration import OLD, config
+
+    from deployer import records as REC
+    from deployer.engine.restore import run_restore
+    from deployer.errors import Refused
+    from deployer.output import JsonReporter
+    from deployer.session import Session
+
+    monkeypatch.setenv("DEPLOYER_STATE_DIR", str(tmp_path / "state"))
+    cfg = config("local", tmp_path, **{"backup.files": ["storage/uploads"]})
+    fleet = Fleet([h.name for h in cfg.hosts], OLD)
+    for stamp in ("20261206T020000Z", "20261207T020000Z"):
+        for i, h in enumerate(cfg.app_hosts):
+            rec = REC.FilesBackup(run=f"m{stamp}", seq=i + 1, at=f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T02:00:00Z",
+                                  host=h.name, path=f"/srv/app/backups/{F.archive_name('local', h.name, stamp)}",
+                                  sha256="ab" * 32, size=10, paths=["storage/uploads"])
+            fleet.ledger += json.dumps(rec.to_dict()) + "\n"
+
+    def restore(stamp):
+        out = io.StringIO()
+        rep = JsonReporter(out)
+        t = RecordingTransport(fleet)
+        s = Session(cfg, rep, transport=t, http_check=FakeHttp(), bake=fake_bake)
+        return run_restore(cfg, rep, stamp=stamp, now_stamp="20261207T090000Z", session=s), out, t
+
+    code, out, t = restore(None)
+    assert code == 0
+    done = {h: c for h, c in t.calls if "tar -xzf" in c}
+    assert sorted(done) == sorted(h.name for h in cfg.app_hosts)
+    for h, c in done.items():
+        assert f"files-local-{h}-20261207T020000Z.tar.gz" in c and "/srv/app/shared/.restore-20261207T090000Z" in c
+    assert not fleet.lock  # taken, then released
+    code, out, t = restore("20261206T020000Z")
+    assert all("20261206T020000Z" in c for _, c in t.calls if "tar -xzf" in c)
+    with pytest.raises(Refused, match="no file archive of 20260101T000000Z"):
+        restore("20260101T000000Z")
