@@ -165,6 +165,8 @@ def deploy(env, ref, dry_run, yes, maintenance, **kw):
               help="release id, unique prefix, or the git ref it came from (default: the previous good one)")
 @click.option("--restore-db", is_flag=True, help="restore the backup taken when the target was left")
 @click.option("--keep-db", is_flag=True, help="switch the code only, leave the database as it is")
+@click.option("--restore-files", is_flag=True,
+              help="put back the app's files (backup.files) from each host's archive taken while the target served")
 @click.option("--lock-wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="wait this long for the env's lock instead of refusing")
 @click.option("--dry-run", is_flag=True, help="print every stage x host x command; change nothing")
@@ -231,9 +233,12 @@ def report(env, **kw):
 
 @cli.command()
 @ENV
-@click.option("--files", is_flag=True, help="the app's own files (backup.files): the one kind so far")
+@click.option("--files", is_flag=True, required=True, help="the app's own files (backup.files): the one kind so far")
 @click.option("--at", "stamp", default=None, metavar="STAMP",
               help="the nightly archive of that UTC time, e.g. 20261207T020000Z (default: each host's newest)")
+@click.option("--dry-run", is_flag=True, help="print every stage x host x command; change nothing")
+@click.option("--yes", "-y", is_flag=True,
+              help="do not ask for confirmation (asked only when stdin and stdout are a terminal)")
 @common()
 def restore(env, **kw):
     """Put back the app's files (backup.files) on each app host from a nightly archive.

@@ -214,6 +214,26 @@ def status(cfg: Config, reporter: Reporter) -> int:
     return 0
 
 
+ARCHIVE_NIGHTS = 14
+
+
+def archive_rows(cfg: Config, history: History) -> list[list[str]]:
+    """The ledger's archives of the app's files, one row per night (newest first)."""
+    from .commands import files as F
+
+    nights: dict[str, list] = {}
+    for a in history.archives():
+        read = F.read_name(cfg.env, posixpath.basename(a.path))
+        nights.setdefault(read[1] if read else "?", []).append(a)
+    rows = []
+    for stamp in sorted(nights, reverse=True)[:ARCHIVE_NIGHTS]:
+        arcs = nights[stamp]
+        rows.append([stamp, ", ".join(sorted({a.host for a in arcs})), f"{sum(a.size for a in arcs) // 1024} KiB",
+                     ", ".join(sorted({p for a in arcs for p in a.paths})),
+                     f"inv restore --env {cfg.env} --files --at {stamp}"])
+    return rows
+
+
 def releases(cfg: Config, reporter: Reporter) -> int:
     s = Session(cfg, reporter)
     try:
@@ -234,6 +254,9 @@ def releases(cfg: Config, reporter: Reporter) -> int:
                      ", ".join(sorted(serving.get(rid, [])))])
     _rows_table(f"{cfg.env}: releases", ["release", "ref", "commit", "who", "when", "outcome", "served by"],
                 rows, reporter)
+    if cfg.file_backups or history.archives():
+        _rows_table(f"{cfg.env}: file archives (newest {ARCHIVE_NIGHTS} nights)",
+                    ["taken", "hosts", "size", "paths", "restore with"], archive_rows(cfg, history), reporter)
     for run_id in history.local_only:
         reporter.event("notice", message=f"run {run_id}: record still local only (ledger not reachable)")
     return 0

@@ -234,6 +234,23 @@ class History:
             keep |= {rel for rel in rec.snapshot_hosts.values() if rel}
         return keep
 
+    def archives(self) -> list[REC.FilesBackup]:
+        """Every archive of the app's files the ledger records, oldest first."""
+        return [e for e in self.records if isinstance(e, REC.FilesBackup)]
+
+    def files_before_leaving(self, release: str) -> dict[str, REC.FilesBackup]:
+        """Per app host, its newest file archive taken before the fleet last left `release` (the
+        files as they were while it served); the newest of all when no deploy left it."""
+        left = next((self.releases[rid].run for rid in reversed(self.order)
+                     if release in self.releases[rid].snapshot_hosts.values()), None)
+        found: dict[str, REC.FilesBackup] = {}
+        for e in self.records:
+            if left is not None and e.run == left:
+                break
+            if isinstance(e, REC.FilesBackup):
+                found[e.host] = e
+        return found
+
     def backup_before_leaving(self, release: str) -> REC.BackupRef | None:
         """The newest backup taken while the fleet was on `release` (restores its data)."""
         for rid in reversed(self.order):

@@ -107,10 +107,10 @@ class _Backups:
 
     @classmethod
     def plan(cls, cfg: Config, s, history: History, current: list[str], now: dt.datetime) -> _Backups:
-        if not (cfg.database and cfg.db_host):
-            return cls()
-        db = DB.of(cfg.database)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # the dump's own time, not the window's
+        if not (cfg.database and cfg.db_host):
+            return cls(stamp=stamp if cfg.file_backups else None)
+        db = DB.of(cfg.database)
         path = posixpath.join(db.backup_dir, f"{cfg.env}-nightly-{stamp}.dump")
         protected = protected_backups(history, current)
         names = backup_names(cfg, s) + [posixpath.basename(path)]
@@ -127,10 +127,10 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
     from .engine.state import RunState
 
     path = backups.path
+    remove_files = file_retention(cfg, s, now, backups.stamp)
     plan = window_plan(cfg, backup_path=path, remove=list(backups.removed), release=release,
                        gate_release=release if gate else None, token=s.fence_token,
-                       prove=prove if path else None, files_stamp=backups.stamp,
-                       remove_files=file_retention(cfg, s, now, backups.stamp))
+                       prove=prove if path else None, files_stamp=backups.stamp, remove_files=remove_files)
     done: list[str] = []
     with journaled(s, rep, RunState(run=s.run_id, release=release),
                    REC.MaintenanceStarted(forced=forced, ledger=s.ledger_id)) as run:
@@ -168,6 +168,18 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
                 raise DeployerError(msg) from exc
             if offsite:
                 done.append(offsite)
+        if run.st.archives:
+            removed = sum(map(len, remove_files.values()))
+            done.append(f"file archives on {len(run.st.archives)} host(s) "
+                        f"({sum(a.size for a in run.st.archives)} bytes), retention removed {removed}")
+            try:
+                offsite = _bucket_files_retention(cfg, s, now, {posixpath.basename(a.path) for a in run.st.archives})
+            except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
+                msg = f"bucket retention of the file archives failed: {message_of(exc)}"
+                run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
+                raise DeployerError(msg) from exc
+            if offsite:
+                done.append(offsite)
         done.append(f"{len(cfg.playbook.steps('maintenance_tasks'))} maintenance task(s)")
         if release:
             done.append("gate passed")
@@ -192,6 +204,31 @@ def _bucket_retention(cfg: Config, s, now: dt.datetime, protected: set[str]) -> 
     return f"bucket retention kept {len(kept)}, removed {len(deleted)}"
 
 
+def _bucket_files_retention(cfg: Config, s, now: dt.datetime, tonight: set[str]) -> str | None:
+    """The retention policy applied to each app host's file archives in the bucket (S3 state),
+    tonight's always kept. None without S3."""
+    from .commands import files as F
+    from .engine.deploy_plan import offsite
+    from .state.backups import Kind
+
+    if not offsite(cfg):
+        return None
+    names = [b.name for b in s.state.list_backups(Kind.FILES)]
+    kept: set[str] = set()
+    removed = 0
+    for h in cfg.app_hosts:
+        mine = [n for n in names if F.owner(cfg.env, n) == h.name]
+        k, r, u = RT.plan(mine, now, cfg.retention, tonight & set(mine))
+        kept |= set(k) | set(u)
+        removed += len(r)
+    # names of no listed host (a host gone from the inventory) are kept: never pruned blind
+    kept |= {n for n in names if F.owner(cfg.env, n) not in {h.name for h in cfg.app_hosts}}
+    deleted = s.state.apply_retention(kept | tonight, Kind.FILES) if removed else []
+    s.reporter.event("notice", message=f"{cfg.env}: bucket {s.state.where()}: file archives kept "
+                                       f"{len(names) - len(deleted)}, removed {len(deleted)}")
+    return f"bucket file archives kept {len(names) - len(deleted)}, removed {len(deleted)}"
+
+
 def file_retention(cfg: Config, s, now: dt.datetime, stamp: str | None) -> dict[str, list[str]]:
     """Per app host, the file archives the retention policy removes tonight (tonight's kept)."""
     from .commands import files as F
@@ -200,10 +237,9 @@ def file_retention(cfg: Config, s, now: dt.datetime, stamp: str | None) -> dict[
         return {}
     out = {}
     for h in cfg.app_hosts:
-        listed = s.run(h, argv("ls", "-1", posixpath.join(cfg.deploy_to, "backups")), check=False).stdout.split()
-        prefix = f"files-{cfg.env}-{h.name}-"
+        listed = s.run(h, argv("ls", "-1", F.archive_dir(cfg.deploy_to)), check=False).stdout.split()
         new = F.archive_name(cfg.env, h.name, stamp)
-        names = [n for n in listed if n.startswith(prefix) and n.endswith(F.SUFFIX)] + [new]
+        names = [n for n in listed if F.owner(cfg.env, n) == h.name] + [new]
         _kept, removed, _unknown = RT.plan(names, now, cfg.retention, {new})
         out[h.name] = removed
     return out

@@ -65,13 +65,16 @@ class RollbackStarted(Record):
     restore_db: bool = False
     keep_db: bool = False
     ledger: str = ""
+    restore_files: bool = False
 
 
 @dataclass
 class MaintenanceStarted(Record):
+    """A maintenance run began: the scheduled job, or an operator's `restore --files`."""
     type: ClassVar[str] = "maintenance.start"
     forced: str | None = None
     ledger: str = ""
+    task: str = "nightly"  # or "restore files"
 
 
 @dataclass
@@ -245,6 +248,16 @@ class DbRestored(Record):
     path: str = ""
     sha256: str = ""
     safety_backup: str = ""
+
+
+@dataclass
+class FilesRestored(Record):
+    """The app's files on one app host put back from its archive (`restore --files`,
+    `rollback --restore-files`)."""
+    type: ClassVar[str] = "files.restore"
+    host: str = ""
+    path: str = ""
+    sha256: str = ""
 
 
 @dataclass

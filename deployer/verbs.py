@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import sys
 import threading
@@ -223,7 +224,7 @@ def deploy(env: str, ref: str = "main", *, dry_run: bool = False, offline: bool 
 
 
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
-             lock_wait: float = 0.0, dry_run: bool = False, offline: bool = False, yes: bool = False,
+             restore_files: bool = False, lock_wait: float = 0.0, dry_run: bool = False, offline: bool = False, yes: bool = False,
              output: str = "text", verbose: bool = False, **scope) -> int:
     def go(rep: Reporter) -> int:
         from .engine.rollback import Rollback
@@ -237,9 +238,10 @@ def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_
         with_notifiers(rep, cfg, to or "")
         if not dry_run:
             confirm(f"roll {cfg.env} back to {to or 'the previous good release'}: {_hosts_line(cfg)}"
-                    + (", database restored" if restore_db else "") + "?", yes)
+                    + (", database restored" if restore_db else "")
+                    + (", files restored" if restore_files else "") + "?", yes)
         rb = Rollback(cfg, rep, to=to, restore_db=restore_db, keep_db=keep_db,
-                      lock_wait=lock_wait, dry_run=dry_run)
+                      lock_wait=lock_wait, dry_run=dry_run, restore_files=restore_files)
         return rb.offline_dry_run() if offline else rb.run()
 
     return guarded(go, output, verbose, command="rollback")
@@ -298,10 +300,9 @@ def unlock(env: str, *, force: bool = False, reason: str = "", output: str = "te
     return guarded(lambda rep: inspect.unlock(config(env, **scope), rep, force, reason), output, verbose)
 
 
-def restore(env: str, *, files: bool, stamp: str | None = None, output: str = "text", verbose: bool = False,
-            **scope) -> int:
+def restore(env: str, *, files: bool, stamp: str | None = None, dry_run: bool = False, yes: bool = False,
+            output: str = "text", verbose: bool = False, **scope) -> int:
     """`restore --files`: the app's files from a nightly archive (deployer.engine.restore)."""
-    import time
 
     def go(rep: Reporter) -> int:
         from .engine.restore import run_restore
@@ -310,8 +311,14 @@ def restore(env: str, *, files: bool, stamp: str | None = None, output: str = "t
         if not files:
             raise ConfigError("restore: say what to restore: --files (the app's files; the database is "
                               "restored by `rollback --to <release> --restore-db`)")
+        if stamp is not None and not re.fullmatch(r"\d{8}T\d{6}Z", stamp):
+            raise ConfigError(f"--at {stamp!r}: expected a UTC time like 20261207T020000Z (see `inv status`)")
         with_notifiers(rep, cfg)
-        return run_restore(cfg, rep, stamp=stamp, now_stamp=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        if not dry_run:
+            confirm(f"restore the app's files of {cfg.env} ({', '.join(cfg.file_backups) or 'none listed'}) "
+                    f"from {'the archives of ' + stamp if stamp else 'their newest archives'}: "
+                    f"{_hosts_line(cfg)}?", yes)
+        return run_restore(cfg, rep, stamp=stamp, dry_run=dry_run)
 
     return guarded(go, output, verbose, command="restore")
 

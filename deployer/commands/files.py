@@ -1,4 +1,4 @@
-"""File backups (work in progress, not wired into any plan yet): the app's own files under
+"""File backups: the app's own files under
 `shared/` (user uploads: `storage/app/public`, `media`...) archived on each app host with the
 nightly backup, and restored from such an archive.
 
@@ -20,11 +20,28 @@ from ..shell import Command, q, raw
 SUFFIX = ".tar.gz"
 
 
+def archive_dir(deploy_to: str) -> str:
+    """Where each app host keeps its archives (beside `releases/` and `shared/`, outside both)."""
+    return posixpath.join(deploy_to, "backups")
+
+
 def archive_name(env: str, host: str, stamp: str) -> str:
     """`files-<env>-<host>-<UTC stamp>.tar.gz`: retention reads the stamp, as for the database's."""
     if not re.fullmatch(r"\d{8}T\d{6}Z", stamp):
         raise ValueError(f"archive stamp {stamp!r} is not a UTC time like 20261207T020000Z")
     return f"files-{env}-{host}-{stamp}{SUFFIX}"
+
+
+def read_name(env: str, name: str) -> tuple[str, str] | None:
+    """(host, stamp) of the archive `name` (`archive_name` read back), None for another name."""
+    m = re.fullmatch(rf"files-{re.escape(env)}-(.+)-(\d{{8}}T\d{{6}}Z){re.escape(SUFFIX)}", name)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def owner(env: str, name: str) -> str | None:
+    """The host whose archive `name` is, None for another name."""
+    read = read_name(env, name)
+    return read[0] if read else None
 
 
 def archive(shared: str, paths: list[str], exclude: list[str], dest: str) -> Command:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from .. import records as REC
 from ..commands import backup as B
 from ..commands import databases as DB
+from ..commands import files as F
 from ..commands import releases as R
 from ..config import Config, Host
 from ..shell import raw
 from ..stages import StageName
+from ..state.backups import Kind
 from . import ops
 from .deploy_plan import offsite, unfence_stage
 from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage, fenced
@@ -113,10 +115,29 @@ def rollback_plan(cfg: Config, st: RunState, token: int | None = None) -> Plan:
     return fenced(Plan("rollback", st.release, tuple(stages)), cfg.fence_record, token)
 
 
+def files_stage(cfg: Config, hosts: list[Host], found: dict[str, REC.FilesBackup], work: str) -> Stage:
+    """Each host's paths of `backup.files` put back from its archive in `found` (fetched back from
+    the bucket first when the host's copy is gone, with S3 state), swapped in path by path;
+    `work`: a name for the extraction's scratch folder, unique to the run."""
+    lanes = []
+    for h in hosts:
+        arc = found[h.name]
+        acts: tuple[Action, ...] = (Action(host=h.name, what="restore files", timeout=cfg.ssh.command_timeout,
+                                           command=F.restore(cfg.layout.shared, arc.path, arc.sha256,
+                                                             list(arc.paths), work)),)
+        if offsite(cfg):
+            acts = (Action(host=h.name, backend=EnsureBackup(arc.path, arc.sha256, Kind.FILES),
+                           what="file archive from off-site"),) + acts
+        lanes.append(Lane(h.name, acts))
+    return Stage(StageName.FILES, "from their archives", tuple(lanes))
+
+
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,
-                         safety_path: str | None, token: int | None = None) -> Plan:
+                         safety_path: str | None, token: int | None = None,
+                         files: dict[str, REC.FilesBackup] | None = None, work: str = "") -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
-    maintenance (a safety dump first)."""
+    maintenance (a safety dump first); with `files` (`--restore-files`), each host's files put
+    back from its archive before the switch."""
     stages: list[Stage] = []
     if backup is not None:
         lanes = ops.maintenance_lanes(cfg, hosts, True, ttl=cfg.maintenance_ttl,
@@ -127,6 +148,8 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
                      command=raw(db.dump(safety_path).script + " && " + db.restore(backup.path).script),
                      timeout=cfg.ssh.command_timeout, records=(RecordBackup(0, safety_path),))
         stages.append(Stage(StageName.DATABASE, f"restore {backup.path}", (Lane(cfg.db_host.name, (act,)),)))
+    if files:
+        stages.append(files_stage(cfg, hosts, files, work))
     lanes = tuple(ops.switch_lane(cfg, h, target, wait_up=backup is None) for h in hosts)
     stages.append(ops.switch_stage(cfg, f"to {target}", lanes))
     stages.append(Stage(StageName.WORKER_RESTART, target, _workers(cfg, hosts, {h.name: target for h in hosts})))

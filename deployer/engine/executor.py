@@ -233,10 +233,10 @@ class Executor:
         """An operation of the state backend (e.g. a backup copied to S3): its result, if any, is a
         record to journal."""
         match a.backend:
-            case P.UploadBackup(path=path):
-                rec = self.s.state.upload_backup(a.host, path, state=self.st)
-            case P.EnsureBackup(path=path, sha256=sha256):
-                rec = self.s.state.ensure_backup(a.host, path, sha256, state=self.st)
+            case P.UploadBackup(path=path, kind=kind):
+                rec = self.s.state.upload_backup(a.host, path, state=self.st, kind=kind)
+            case P.EnsureBackup(path=path, sha256=sha256, kind=kind):
+                rec = self.s.state.ensure_backup(a.host, path, sha256, state=self.st, kind=kind)
             case other:
                 raise TypeError(f"unknown state backend operation {other!r}")
         if rec is not None:
@@ -322,7 +322,10 @@ class Executor:
                     continue
                 case P.RecordFiles(path=path, paths=paths):
                     sha, size = F.parse(text.strip().splitlines()[-1] if text.strip() else "")
-                    self.write(REC.FilesBackup(host=a.host, path=path, sha256=sha, size=size, paths=list(paths)))
+                    arc = REC.FilesBackup(host=a.host, path=path, sha256=sha, size=size, paths=list(paths))
+                    self.write(arc)
+                    with self._state_lock:
+                        self.st.archives.append(arc)
                 case P.RecordBackup(path=path):
                     sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
                     rec = REC.Backup(path=path, sha256=sha, size=size, host=a.host)

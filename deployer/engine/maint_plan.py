@@ -10,6 +10,7 @@ from ..config import Config
 from ..records import BackupRef
 from ..shell import argv
 from ..stages import StageName
+from ..state.backups import Kind
 from . import ops
 from .deploy_plan import offsite
 from .plan import Action, Lane, Plan, RecordBackup, RecordFiles, RecordProof, Stage, UploadBackup, fenced
@@ -34,6 +35,7 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
     maintenance tasks, the gate. `prove`: another backup to test-restore first (the one the
     newest deploy's rollback would restore, until it is proven)."""
     stages = []
+    backup_lanes: tuple[Lane, ...] = ()
     if backup_path and cfg.database and cfg.db_host:
         db = DB.of(cfg.database)
         act = Action(host=cfg.db_host.name, command=db.dump(backup_path), timeout=cfg.ssh.command_timeout,
@@ -45,19 +47,21 @@ def window_plan(cfg: Config, *, backup_path: str | None, remove: list[str], rele
         for path, sha in ([(prove.path, prove.sha256)] if prove else []) + [(backup_path, None)]:
             acts += (Action(host=cfg.db_host.name, command=db.prove(path, sha), what="test restore",
                             timeout=cfg.ssh.command_timeout, records=(RecordProof(0, path, sha),)),)
-        stages.append(Stage(StageName.BACKUP, backup_path,
-                            (Lane(cfg.db_host.name, acts),) + files_lanes(cfg, files_stamp)))
-        if remove:
-            rm = Action(host=cfg.db_host.name, what="retention",
-                        command=argv("rm", "-f", "--", *[posixpath.join(db.backup_dir, n) for n in remove]))
-            stages.append(Stage(StageName.RETENTION, f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
-        doomed = {h: names for h, names in (remove_files or {}).items() if names}
-        if doomed:
-            lanes = tuple(Lane(h, (Action(host=h, what="file backup retention", command=argv(
-                "rm", "-f", "--", *[posixpath.join(cfg.deploy_to, "backups", n) for n in names])),))
-                for h, names in sorted(doomed.items()))
-            stages.append(Stage(StageName.RETENTION, f"file archives: remove {sum(map(len, doomed.values()))}",
-                                lanes))
+        backup_lanes = (Lane(cfg.db_host.name, acts),)
+    backup_lanes += files_lanes(cfg, files_stamp)
+    if backup_lanes:
+        stages.append(Stage(StageName.BACKUP, backup_path or "the app's files", backup_lanes))
+    if backup_path and remove and cfg.database and cfg.db_host:
+        rm = Action(host=cfg.db_host.name, what="retention", command=argv(
+            "rm", "-f", "--", *[posixpath.join(DB.of(cfg.database).backup_dir, n) for n in remove]))
+        stages.append(Stage(StageName.RETENTION, f"remove {len(remove)}", (Lane(cfg.db_host.name, (rm,)),)))
+    doomed = {h: names for h, names in (remove_files or {}).items() if names}
+    if doomed:
+        lanes = tuple(Lane(h, (Action(host=h, what="file backup retention", command=argv(
+            "rm", "-f", "--", *[posixpath.join(F.archive_dir(cfg.deploy_to), n) for n in names])),))
+            for h, names in sorted(doomed.items()))
+        stages.append(Stage(StageName.RETENTION, f"file archives: remove {sum(map(len, doomed.values()))}",
+                            lanes))
     tasks = cfg.playbook.steps("maintenance_tasks")
     lanes = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, tasks, h, ops.values(
         cfg, h, release, release_path=cfg.layout.current)), what="maintenance tasks")]) for h in cfg.app_hosts])
@@ -79,11 +83,14 @@ def files_lanes(cfg: Config, stamp: str | None) -> tuple[Lane, ...]:
         return ()
     lanes = []
     for h in cfg.app_hosts:
-        dest = posixpath.join(cfg.deploy_to, "backups", F.archive_name(cfg.env, h.name, stamp))
+        dest = posixpath.join(F.archive_dir(cfg.deploy_to), F.archive_name(cfg.env, h.name, stamp))
         act = Action(host=h.name, what="file backup", timeout=cfg.ssh.command_timeout,
                      command=F.archive(cfg.layout.shared, list(cfg.file_backups), list(cfg.file_backup_exclude), dest),
                      records=(RecordFiles(0, dest, cfg.file_backups),))
-        lanes.append(Lane(h.name, (act,)))
+        acts = (act,)
+        if offsite(cfg):  # a copy in the bucket too, checked against the recorded sha256
+            acts += (Action(host=h.name, backend=UploadBackup(dest, Kind.FILES), what="file backup off-site"),)
+        lanes.append(Lane(h.name, acts))
     return tuple(lanes)
 
 

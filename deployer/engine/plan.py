@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from ..commands import fence as FN
 from ..shell import Command, Secret
 from ..stages import StageName
+from ..state.backups import Kind
 
 
 class Effect(enum.Enum):
@@ -46,23 +47,29 @@ class Effect(enum.Enum):
 # -- operations of the state backend, done by the orchestrator itself ------------------------
 @dataclass(frozen=True)
 class UploadBackup:
-    """Copy the verified dump `path` from the host to the state backend (after the dump)."""
+    """Copy the verified backup `path` from the host to the state backend (after the step that
+    made it: the dump, or the archive of the app's files)."""
 
     path: str
+    kind: Kind = Kind.DATABASE
 
     def display(self) -> str:
-        return f"upload_backup {self.path}"
+        return f"upload_{_VERB[self.kind]} {self.path}"
 
 
 @dataclass(frozen=True)
 class EnsureBackup:
-    """Before a restore: the host's dump if it has `sha256`, else the backend's copy put back."""
+    """Before a restore: the host's backup if it has `sha256`, else the backend's copy put back."""
 
     path: str
     sha256: str
+    kind: Kind = Kind.DATABASE
 
     def display(self) -> str:
-        return f"ensure_backup {self.path} {self.sha256}"
+        return f"ensure_{_VERB[self.kind]} {self.path} {self.sha256}"
+
+
+_VERB = {Kind.DATABASE: "backup", Kind.FILES: "files"}
 
 
 BackendOp = UploadBackup | EnsureBackup

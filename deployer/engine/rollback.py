@@ -19,6 +19,7 @@ from ..session import Session, who
 from .back_plan import manual_rollback_plan
 from .deploy import announce, announce_assumed, read_facts, succeed
 from .deploy_plan import DeployInputs, deploy_plan, offsite
+from .restore import complete, need_files
 from .runs import journaled, session_of
 from .state import RunState
 
@@ -47,9 +48,12 @@ def pick(history: History, to: str | None, current: str | None, facts) -> str:
     return target
 
 
-def offline_target(cfg: Config, to: str | None, restore_db: bool) -> str:
+def offline_target(cfg: Config, to: str | None, restore_db: bool, restore_files: bool = False) -> str:
     """The release an offline rollback plan goes to: only a full id names one without the ledger."""
     where = ledger_place(cfg)
+    if restore_files:
+        raise ConfigError(f"--restore-files --offline: the file archives to restore are recorded in the "
+                          f"ledger on {where}, which an offline plan does not read")
     if restore_db:
         raise ConfigError(f"--restore-db --offline: the backup to restore is recorded in the ledger on "
                           f"{where}, which an offline plan does not read")
@@ -66,11 +70,14 @@ def offline_target(cfg: Config, to: str | None, restore_db: bool) -> str:
 class Rollback:
     def __init__(self, cfg: Config, reporter: Reporter, *, to: str | None = None,
                  restore_db: bool = False, keep_db: bool = False, lock_wait: float = 0.0,
-                 dry_run: bool = False, session: Session | None = None):
+                 dry_run: bool = False, session: Session | None = None, restore_files: bool = False):
         if restore_db and keep_db:
             raise ConfigError("--restore-db and --keep-db: choose one")
+        if restore_files:
+            need_files(cfg, "rollback --restore-files")
         self.cfg, self.rep = cfg, reporter
         self.to, self.restore_db, self.keep_db = to, restore_db, keep_db
+        self.restore_files = restore_files
         self.lock_wait = lock_wait
         self.dry_run = dry_run
         self._session = session
@@ -85,7 +92,7 @@ class Rollback:
     def offline_dry_run(self) -> int:
         """The plan of `--to RELEASE` from assumed facts: no host or ledger contacted, so the
         target must be a full release id and the database is left out."""
-        target = offline_target(self.cfg, self.to, self.restore_db)
+        target = offline_target(self.cfg, self.to, self.restore_db, self.restore_files)
         announce_assumed(self.rep, (
             f"target: {target} is on every selected host (not checked: the hosts were not read)",
             f"schema: not compared with the target's (the ledger on {ledger_place(self.cfg)} was not "
@@ -126,15 +133,19 @@ class Rollback:
         safety = None
         if backup is not None:
             safety = DB.of(cfg.database).backup_path(cfg.env, s.run_id.split("-")[0], kind="prerollback")
+        files = None
+        if self.restore_files:
+            files = complete(cfg, history.files_before_leaving(target),
+                             f"rollback to {target} --restore-files: no file archive taken while it served")
         plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety,
-                                    token=FN.DRY_RUN if self.dry_run else s.fence_token)
+                                    token=FN.DRY_RUN if self.dry_run else s.fence_token, files=files, work=s.run_id)
         if self.dry_run:
             for stage, host, command in plan.rows():
                 self.rep.event("plan", stage=stage, host=host, command=command)
             return 0
         st = RunState(run=s.run_id, release=target, snapshot=facts.snapshot_hosts(app))
         start = REC.RollbackStarted(auto=False, to=target, who=who(), restore_db=self.restore_db,
-                                    keep_db=self.keep_db, ledger=s.ledger_id)
+                                    keep_db=self.keep_db, ledger=s.ledger_id, restore_files=self.restore_files)
         with journaled(s, self.rep, st, start, release_lock=True) as run:  # its last act: the release
             self.rep.event("rollback", message=f"rolling back {cfg.env}: {current} -> {target}")
             try:
@@ -147,6 +158,8 @@ class Rollback:
                                       "(it converges)") from None
             if backup is not None:
                 run.write(REC.DbRestored(path=backup.path, sha256=backup.sha256, safety_backup=safety))
+            for h, arc in sorted((files or {}).items()):
+                run.write(REC.FilesRestored(host=h, path=arc.path, sha256=arc.sha256))
             took = time.monotonic() - run.t0
             targets = {h.name: target for h in app}
             run.write(REC.RollbackEnded(outcome="success", seconds=round(took, 3), hosts=targets))

@@ -36,6 +36,7 @@ class RunState:
     backup: REC.BackupRef | None = None  # the first backup the run took (what a rollback restores)
     maintenance_on: bool = False
     proofs: list[REC.BackupProof] = field(default_factory=list)  # the run's test restores
+    archives: list[REC.FilesBackup] = field(default_factory=list)  # the run's archives of the app's files
     migrated: bool = False
     pulled: list[str] = field(default_factory=list)
     switched: list[str] = field(default_factory=list)
@@ -78,6 +79,12 @@ class RunState:
     def record_backup(self, backup: REC.BackupRef) -> None:
         self.backup = backup
 
+    def sha256_of(self, path: str) -> str | None:
+        """The sha256 this run recorded for the backup or file archive at `path`."""
+        if self.backup is not None and self.backup.path == path:
+            return self.backup.sha256 or None
+        return next((a.sha256 for a in self.archives if a.path == path), None)
+
     @classmethod
     def from_events(cls, events: list[REC.Record]) -> RunState | None:
         """The state of the run these typed records describe (None without its start)."""
@@ -94,6 +101,8 @@ class RunState:
                 st.apply(Effect(e.effect), e.host)
             elif isinstance(e, REC.Backup):
                 st.backup = e.ref()
+            elif isinstance(e, REC.FilesBackup):
+                st.archives.append(e)
             elif isinstance(e, REC.Migrated):
                 st.schema_before = e.before if e.before is not None else st.schema_before
                 st.schema_after = e.after

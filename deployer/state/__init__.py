@@ -5,6 +5,7 @@ Pure boto3, no SSH. Layout under `s3://<bucket>/<prefix>/<env>/`:
     lock.json               the lock (conditional writes; fencing token)     -> lock.S3Lock
     ledger/t<token>-<time>-<run>-<seq>.json   one JSON list of events per batch -> ledger.S3Ledger
     backups/<backup file name>       database dumps, sha256 in metadata       -> backups
+    files/<archive name>             archives of the app's files (backup.files) -> backups
 
 Credentials come from boto3's standard chain (environment, profile, instance role).
 

@@ -1,6 +1,8 @@
-"""Database backups in S3: upload after the local dump is verified, fetch back verified.
+"""Backups in S3 (database dumps, and archives of the app's files): upload after the local copy
+is verified, fetch back verified.
 
-Keys: `<prefix>/<env>/backups/<backup file name>` (`backup_key`). `upload()` checks the local
+Keys: `<prefix>/<env>/backups/<dump file name>` and `<prefix>/<env>/files/<archive name>`
+(`backup_key`, by `Kind`: each kind is listed and pruned apart). `upload()` checks the local
 file's sha256 against the one the dump step recorded, then sends it (multipart above 8 MiB,
 through boto3's managed transfer) with the sha256 in the object's metadata (`x-amz-meta-sha256`)
 and an S3 SHA256 checksum that the server verifies on arrival where it supports that (AWS,
@@ -17,6 +19,7 @@ protected backups in it), never one in `keep`, never a name that is not a finish
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import os
@@ -31,6 +34,13 @@ from .s3 import S3Location, StateError, client, error_code, is_not_found
 log = logging.getLogger(__name__)
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 _CHECKSUM_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest", "UnsupportedOperation"}
+
+
+class Kind(enum.Enum):
+    """What a backup holds; its value is the bucket folder that keeps that kind."""
+
+    DATABASE = "backups"  # the database's dumps
+    FILES = "files"  # archives of the app's own files (`backup.files`), one per app host
 
 
 class BackupCorrupt(StateError):
@@ -48,10 +58,10 @@ class BackupObject:
     checksum_sha256: str = ""  # the server's own SHA256 checksum (base64; "-N" for multipart)
 
 
-def backup_key(location: S3Location, env: str, name: str) -> str:
+def backup_key(location: S3Location, env: str, name: str, kind: Kind = Kind.DATABASE) -> str:
     if not name or "/" in name:
         raise ValueError(f"backup name: expected a file name, got {name!r}")
-    return location.env_prefix(env, "backups") + name
+    return location.env_prefix(env, kind.value) + name
 
 
 def sha256_file(path: Path, chunk: int = 1024 * 1024) -> str:
@@ -133,10 +143,12 @@ def download(location: S3Location, key: str, dest: Path, expect_sha256: str, *, 
     return dest
 
 
-def list_backups(location: S3Location, env: str, *, s3: Any = None, with_sha256: bool = False) -> list[BackupObject]:
-    """The env's backups in S3, in key order (with their metadata sha256 if asked: one HEAD each)."""
+def list_backups(location: S3Location, env: str, *, s3: Any = None, with_sha256: bool = False,
+                 kind: Kind = Kind.DATABASE) -> list[BackupObject]:
+    """The env's backups of `kind` in S3, in key order (with their metadata sha256 if asked: one
+    HEAD each)."""
     s3 = s3 or client(location)
-    prefix = location.env_prefix(env, "backups")
+    prefix = location.env_prefix(env, kind.value)
     out: list[BackupObject] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
         for o in page.get("Contents", []):
@@ -154,13 +166,13 @@ def list_backups(location: S3Location, env: str, *, s3: Any = None, with_sha256:
 
 
 def apply_retention(location: S3Location, env: str, keep: set[str], *, s3: Any = None,
-                    dry_run: bool = False) -> list[str]:
-    """Delete the env's backups whose name or key is not in `keep`; the keys deleted."""
+                    dry_run: bool = False, kind: Kind = Kind.DATABASE) -> list[str]:
+    """Delete the env's backups of `kind` whose name or key is not in `keep`; the keys deleted."""
     if not keep:
         raise StateError(f"{env}: retention with nothing to keep would delete every backup; refused")
     s3 = s3 or client(location)
     deleted = []
-    for b in list_backups(location, env, s3=s3):
+    for b in list_backups(location, env, s3=s3, kind=kind):
         if b.name in keep or b.key in keep or parse_backup_name(b.name) is None:
             continue
         if not dry_run:

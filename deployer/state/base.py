@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..records import Record
     from ..shell import Command
     from ..sshconfig import Endpoint
-    from .backups import BackupObject
+    from .backups import BackupObject, Kind
 
 
 class Runner(Protocol):
@@ -103,19 +103,20 @@ class StateBackend(Protocol):
         ...
 
     # -- backups (off-site: only a backend that keeps copies has them) ------------------------
-    def upload_backup(self, host: str, path: str, *, state: Any = None) -> Record | None:
-        """Copy the verified dump `path` from `host` (`state`: the run's state, which recorded
-        its sha256)."""
+    def upload_backup(self, host: str, path: str, *, state: Any = None, kind: Kind = ...) -> Record | None:
+        """Copy the verified backup `path` from `host` (`state`: the run's state, which recorded
+        its sha256; `kind`: a database dump by default, else an archive of the app's files)."""
         ...
 
-    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None) -> Record | None:
-        """Before a restore: the dump `path` with `sha256` on `host`, put back from the copy
+    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None,
+                      kind: Kind = ...) -> Record | None:
+        """Before a restore: the backup `path` with `sha256` on `host`, put back from the copy
         if it is gone there."""
         ...
 
-    def list_backups(self) -> list[BackupObject]:
+    def list_backups(self, kind: Kind = ...) -> list[BackupObject]:
         ...
 
-    def apply_retention(self, keep: set[str]) -> list[str]:
+    def apply_retention(self, keep: set[str], kind: Kind = ...) -> list[str]:
         """Delete the copies not in `keep`; the names deleted."""
         ...

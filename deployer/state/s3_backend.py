@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..commands.lock import LockInfo
-from ..shell import q, raw
+from ..shell import argv, q, raw
 from . import backups as B
 from .ledger import S3Ledger
 from .lock import LockHeld, LockLost, S3Lock
@@ -254,16 +254,16 @@ class S3State:
         return self.ledger.read()
 
     # -- backups ----------------------------------------------------------------------------------
-    def backup_key(self, path: str) -> str:
-        return B.backup_key(self.location, self.env, posixpath.basename(path))
+    def backup_key(self, path: str, kind: B.Kind = B.Kind.DATABASE) -> str:
+        return B.backup_key(self.location, self.env, posixpath.basename(path), kind)
 
-    def upload_backup(self, host: str, path: str, *, state: Any = None) -> None:
-        """Copy the verified dump `path` from `host` to the bucket (after the dump step)."""
-        rec = state.backup if state is not None else None  # the run's RunState: its BackupRef
-        if rec is None or rec.path != path or not rec.sha256:
+    def upload_backup(self, host: str, path: str, *, state: Any = None, kind: B.Kind = B.Kind.DATABASE) -> None:
+        """Copy the verified backup `path` from `host` to the bucket (after the step that made it)."""
+        sha = state.sha256_of(path) if state is not None else None  # the run's RunState recorded it
+        if not sha:
             raise StateError(f"backup off-site: no verified backup of {path} recorded by this run")
-        sha = rec.sha256.lower()
-        key = self.backup_key(path)
+        sha = sha.lower()
+        key = self.backup_key(path, kind)
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deployer-backup-") as d:
             local = Path(d) / posixpath.basename(path)
@@ -277,8 +277,9 @@ class S3State:
             f"backup {posixpath.basename(path)} copied to s3://{self.location.bucket}/{key} "
             f"({obj.size} bytes, sha256 {sha[:12]}..., {time.monotonic() - t0:.1f}s)"))
 
-    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None) -> None:
-        """Before a restore: the host's copy of the dump if it has `sha256`, else the bucket's
+    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None,
+                      kind: B.Kind = B.Kind.DATABASE) -> None:
+        """Before a restore: the host's copy of the backup if it has `sha256`, else the bucket's
         (verified) put back in its place."""
         ep = self.cfg.host(host).target()
         sha = sha256.lower()
@@ -287,11 +288,13 @@ class S3State:
         there = res.stdout.strip()
         if there == sha:
             return None
-        key = self.backup_key(path)
+        key = self.backup_key(path, kind)
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deployer-backup-") as d:
             local = Path(d) / posixpath.basename(path)
             B.download(self.location, key, local, sha, s3=self.s3)
+            self.transport.run(ep, argv("mkdir", "-p", "-m", "700", "--", posixpath.dirname(path)),
+                               timeout=self.cfg.ssh.command_timeout)
             self.transport.put(ep, str(local), path, mode=0o600)
         why = "missing" if not there else f"sha256 {there[:12]}... differs"
         self.reporter.event("notice", message=(
@@ -299,8 +302,8 @@ class S3State:
             f"s3://{self.location.bucket}/{key} (sha256 verified) in {time.monotonic() - t0:.1f}s"))
         return None
 
-    def list_backups(self) -> list[B.BackupObject]:
-        return B.list_backups(self.location, self.env, s3=self.s3)
+    def list_backups(self, kind: B.Kind = B.Kind.DATABASE) -> list[B.BackupObject]:
+        return B.list_backups(self.location, self.env, s3=self.s3, kind=kind)
 
-    def apply_retention(self, keep: set[str]) -> list[str]:
-        return B.apply_retention(self.location, self.env, keep, s3=self.s3)
+    def apply_retention(self, keep: set[str], kind: B.Kind = B.Kind.DATABASE) -> list[str]:
+        return B.apply_retention(self.location, self.env, keep, s3=self.s3, kind=kind)

@@ -120,14 +120,15 @@ class SshState:
         return DeployerError(f"the state on {self.host.name} keeps no backup copies (they are kept "
                              "off-site with `state: {backend: s3}`)")
 
-    def upload_backup(self, host: str, path: str, *, state: Any = None) -> Record | None:
+    def upload_backup(self, host: str, path: str, *, state: Any = None, kind: Any = None) -> Record | None:
         raise self._no_backups()
 
-    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None) -> Record | None:
+    def ensure_backup(self, host: str, path: str, sha256: str, *, state: Any = None,
+                      kind: Any = None) -> Record | None:
         raise self._no_backups()
 
-    def list_backups(self) -> list[BackupObject]:
+    def list_backups(self, kind: Any = None) -> list[BackupObject]:
         raise self._no_backups()
 
-    def apply_retention(self, keep: set[str]) -> list[str]:
+    def apply_retention(self, keep: set[str], kind: Any = None) -> list[str]:
         raise self._no_backups()

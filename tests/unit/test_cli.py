@@ -263,7 +263,7 @@ def test_an_unknown_flag_is_bad_input_in_both(path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("path", WITH_CONFIG, ids=[" ".join(p) for p in WITH_CONFIG])
 def test_bad_env_missing_inventory_bad_set_and_bad_root(path, project, capsys, monkeypatch):
-    tail = ["--", "true"] if path == ("exec",) else []
+    tail = {("exec",): ["--", "true"], ("restore",): ["--files"]}.get(path, [])
     code, out, err = both(path, ["--env", "Bad!", "--root", str(project), *tail], capsys, monkeypatch)
     assert (code, err) == (2, "error: environment 'Bad!': expected lowercase letters, digits, _ and -, "
                               "starting with a letter\n")

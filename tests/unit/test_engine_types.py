@@ -33,10 +33,10 @@ class FakeState:
     def __init__(self):
         self.calls = []
 
-    def upload_backup(self, host, path, *, state=None):
+    def upload_backup(self, host, path, *, state=None, kind=None):
         self.calls.append(("upload_backup", host, path, state))
 
-    def ensure_backup(self, host, path, sha256, *, state=None):
+    def ensure_backup(self, host, path, sha256, *, state=None, kind=None):
         self.calls.append(("ensure_backup", host, path, sha256, state))
         return REC.Backup(path=path, sha256=sha256, size=3, host=host, kind="fetched")
 

@@ -120,16 +120,20 @@ def test_restore_files_puts_each_hosts_archive_back_under_the_lock(tmp_path, mon
         rep = JsonReporter(out)
         t = RecordingTransport(fleet)
         s = Session(cfg, rep, transport=t, http_check=FakeHttp(), bake=fake_bake)
-        return run_restore(cfg, rep, stamp=stamp, now_stamp="20261207T090000Z", session=s), out, t
+        return run_restore(cfg, rep, stamp=stamp, session=s), out, t, s.run_id
 
-    code, out, t = restore(None)
+    code, out, t, run_id = restore(None)
     assert code == 0
     done = {h: c for h, c in t.calls if "tar -xzf" in c}
     assert sorted(done) == sorted(h.name for h in cfg.app_hosts)
     for h, c in done.items():
-        assert f"files-local-{h}-20261207T020000Z.tar.gz" in c and "/srv/app/shared/.restore-20261207T090000Z" in c
+        assert f"files-local-{h}-20261207T020000Z.tar.gz" in c and f"/srv/app/shared/.restore-{run_id}" in c
     assert not fleet.lock  # taken, then released
-    code, out, t = restore("20261206T020000Z")
+    told = [e for e in map(json.loads, fleet.ledger.splitlines()) if e.get("run") == run_id and e["type"] != "journal"]
+    assert [e["type"] for e in told][0] == "maintenance.start" and told[0]["task"] == "restore files"
+    assert sorted(e["host"] for e in told if e["type"] == "files.restore") == sorted(h.name for h in cfg.app_hosts)
+    assert told[-1]["type"] == "maintenance.end" and told[-1]["outcome"] == "success"
+    code, out, t, _ = restore("20261206T020000Z")
     assert all("20261206T020000Z" in c for _, c in t.calls if "tar -xzf" in c)
     with pytest.raises(Refused, match="no file archive of 20260101T000000Z"):
         restore("20260101T000000Z")

@@ -23,6 +23,7 @@ from deployer import errors
 from deployer.config import load_config
 from deployer.config.model import Host
 from deployer.config.state import State
+from deployer.engine.state import RunState
 from deployer.errors import ConfigError
 from deployer.fleet import s3 as weed
 from deployer.records import BackupRef
@@ -282,11 +283,12 @@ def test_backup_off_site_and_back(server, tmp_path):
     data = os.urandom(9 * 1024 * 1024 + 17)  # multipart
     path, sha = _dump(s, "prod-predeploy-20261122T000000Z-abc1234.dump", data)
     with pytest.raises(StateError, match="no verified backup"):
-        s.state.upload_backup("db1", path, state=SimpleNamespace(backup=None))
+        s.state.upload_backup("db1", path, state=RunState(run="r", release=""))
     with pytest.raises(B.BackupCorrupt, match="not the recorded"):
-        s.state.upload_backup("db1", path, state=SimpleNamespace(backup=BackupRef(path, "0" * 64, len(data), "db1")))
+        s.state.upload_backup("db1", path, state=RunState(run="r", release="",
+                                                          backup=BackupRef(path, "0" * 64, len(data), "db1")))
     assert s.state.list_backups() == []
-    s.state.upload_backup("db1", path, state=SimpleNamespace(backup=BackupRef(path, sha, len(data), "db1")))
+    s.state.upload_backup("db1", path, state=RunState(run="r", release="", backup=BackupRef(path, sha, len(data), "db1")))
     [obj] = B.list_backups(s.state.location, "prod", with_sha256=True)
     assert obj.name == Path(path).name and obj.sha256 == sha and obj.size == len(data)
     assert any("copied to s3://" in kw.get("message", "") for _, kw in s.events)
@@ -303,3 +305,24 @@ def test_backup_off_site_and_back(server, tmp_path):
     assert s.host.local(path).read_bytes() == data
     with pytest.raises(StateError, match="no such backup"):
         s.state.ensure_backup("db1", "/srv/backups/prod-predeploy-20261101T000000Z-0000000.dump", sha)
+
+
+def test_file_archives_off_site_apart_from_the_dumps(server, tmp_path):
+    """An archive of the app's files goes to its own folder of the bucket (listed and pruned apart
+    from the database's dumps), with the sha256 its run recorded, and comes back verified into a
+    host folder that is gone."""
+    from deployer.records import FilesBackup
+
+    s = FakeSession(spec(server), tmp_path)
+    data = os.urandom(4096)
+    path, sha = _dump(s, "files-prod-web1-20261207T020000Z.tar.gz", data)
+    st = RunState(run="r", release="", archives=[FilesBackup(host="db1", path=path, sha256=sha, size=len(data))])
+    s.state.upload_backup("db1", path, state=st, kind=B.Kind.FILES)
+    assert s.state.list_backups() == []  # not among the dumps
+    [obj] = B.list_backups(s.state.location, "prod", with_sha256=True, kind=B.Kind.FILES)
+    assert obj.key.endswith("/prod/files/files-prod-web1-20261207T020000Z.tar.gz") and obj.sha256 == sha
+    shutil.rmtree(s.host.local("/srv/backups"))
+    s.state.ensure_backup("db1", path, sha, kind=B.Kind.FILES)
+    assert s.host.local(path).read_bytes() == data
+    assert s.state.apply_retention({"other"}, B.Kind.FILES) == [obj.key]
+    assert B.list_backups(s.state.location, "prod", kind=B.Kind.FILES) == []
