@@ -354,3 +354,29 @@ def test_retention_on_the_bucket_matches_the_planner(fleet, s3f, consistent):
     assert left == set(kept) | set(unknown), (sorted(left), sorted(kept))
     assert len(removed) > 100 and not set(removed) & left and deploy_backup in left and "notes.txt" in left
     assert f"removed {len(removed)}" in proc.stdout + proc.stderr
+
+
+def test_file_archives_go_to_the_bucket_and_come_back_for_a_restore(fleet, s3f, consistent):
+    """With S3 state each host's archive of the app's files is copied to the bucket's `files/`
+    folder (apart from the dumps), and a host that lost its copy gets it back, verified, for
+    `restore --files`."""
+    from .test_file_backups import FILES, SHARED, _tree, _web, _write_uploads
+
+    inv = s3f.write("inventory-s3-files.yaml", s3f.fleet.inventory_path.read_text(), extra=FILES)
+    s3f.cli("deploy", "--env", ENV, "--ref", "v2", "--yes", check=0, inventory=inv)
+    for h in _web(fleet):
+        _write_uploads(fleet, h)
+    before = {h: _tree(fleet, h) for h in _web(fleet)}
+    s3f.cli("maintenance", "run", "--env", ENV, check=0, inventory=inv)
+    recs = {e["host"]: e for e in s3f.ledger() if e.get("type") == "backup.files"}
+    assert sorted(recs) == _web(fleet)
+    objs = {b.name: b for b in B.list_backups(s3f.loc, ENV, s3=s3f.s3, with_sha256=True, kind=B.Kind.FILES)}
+    for rec in recs.values():
+        assert objs[Path(rec["path"]).name].sha256 == rec["sha256"]
+    assert not [b for b in B.list_backups(s3f.loc, ENV, s3=s3f.s3) if b.name.startswith("files-")]
+
+    fleet.sh("web1", f"rm -f {recs['web1']['path']} && rm -rf {SHARED}/uploads")
+    s3f.cli("restore", "--env", ENV, "--files", "--yes", check=0, inventory=inv)
+    assert fleet.sh("web1", f"sha256sum {recs['web1']['path']}").stdout.split()[0] == recs["web1"]["sha256"]
+    for h in _web(fleet):
+        assert _tree(fleet, h) == {k: v for k, v in before[h].items() if k != "uploads/upload.tmp"}

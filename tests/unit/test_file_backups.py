@@ -137,3 +137,38 @@ def test_restore_files_puts_each_hosts_archive_back_under_the_lock(tmp_path, mon
     assert all("20261206T020000Z" in c for _, c in t.calls if "tar -xzf" in c)
     with pytest.raises(Refused, match="no file archive of 20260101T000000Z"):
         restore("20260101T000000Z")
+
+
+def test_rollback_restores_the_archives_taken_while_its_target_served():
+    """`rollback --restore-files` to a release: each host's newest archive from before the deploy
+    that left it (later nights hold the files of the release being left); the newest of all when
+    no deploy left it. `releases` lists each night once, newest first."""
+    from deployer import records as REC
+    from deployer.ledger import History
+
+    def arc(run, host, stamp):
+        return REC.FilesBackup(run=run, host=host, path=f"/srv/app/backups/{F.archive_name('prod', host, stamp)}",
+                               sha256="ab" * 32, size=2048, paths=["uploads"]).to_dict()
+
+    def deploy(run, release, before):
+        return [REC.RunStarted(run=run, release=release).to_dict(),
+                REC.Snapshot(run=run, hosts={"web1": before, "web2": before}).to_dict(),
+                REC.RunEnded(run=run, outcome="success").to_dict()]
+
+    events = (deploy("d1", "r1", None) + [arc("m1", h, "20261201T020000Z") for h in ("web1", "web2")]
+              + [arc("m2", "web1", "20261202T020000Z")] + deploy("d2", "r2", "r1")
+              + [arc("m3", h, "20261203T020000Z") for h in ("web1", "web2")])
+    h = History.fold(events)
+    back = h.files_before_leaving("r1")
+    assert {k: v.path.rsplit("-", 1)[1] for k, v in back.items()} == {
+        "web1": "20261202T020000Z.tar.gz", "web2": "20261201T020000Z.tar.gz"}
+    assert {v.path.rsplit("-", 1)[1] for v in h.files_before_leaving("r2").values()} == {"20261203T020000Z.tar.gz"}
+
+    from types import SimpleNamespace
+
+    from deployer.inspect import archive_rows
+
+    rows = archive_rows(SimpleNamespace(env="prod"), h)
+    assert [r[:3] for r in rows] == [["20261203T020000Z", "web1, web2", "4 KiB"],
+                                     ["20261202T020000Z", "web1", "2 KiB"], ["20261201T020000Z", "web1, web2", "4 KiB"]]
+    assert rows[0][4] == "inv restore --env prod --files --at 20261203T020000Z"
