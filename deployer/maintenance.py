@@ -160,31 +160,32 @@ def _nightly(cfg: Config, s, rep: Reporter, forced: str, release: str, backups: 
                                for p in run.st.proofs)
             done.append(f"backup {posixpath.basename(path)} ({size} bytes), {proven}, retention kept "
                         f"{len(backups.kept)}, removed {len(backups.removed)}")
-            try:
-                offsite = _bucket_retention(cfg, s, now, backups.protected | {posixpath.basename(path)})
-            except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
-                msg = f"bucket retention failed: {message_of(exc)}"
-                run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
-                raise DeployerError(msg) from exc
-            if offsite:
-                done.append(offsite)
+            done += _in_bucket(run, "bucket retention", lambda: _bucket_retention(
+                cfg, s, now, backups.protected | {posixpath.basename(path)}))
         if run.st.archives:
             removed = sum(map(len, remove_files.values()))
             done.append(f"file archives on {len(run.st.archives)} host(s) "
                         f"({sum(a.size for a in run.st.archives)} bytes), retention removed {removed}")
-            try:
-                offsite = _bucket_files_retention(cfg, s, now, {posixpath.basename(a.path) for a in run.st.archives})
-            except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
-                msg = f"bucket retention of the file archives failed: {message_of(exc)}"
-                run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
-                raise DeployerError(msg) from exc
-            if offsite:
-                done.append(offsite)
+            done += _in_bucket(run, "bucket retention of the file archives", lambda: _bucket_files_retention(
+                cfg, s, now, {posixpath.basename(a.path) for a in run.st.archives}))
         done.append(f"{len(cfg.playbook.steps('maintenance_tasks'))} maintenance task(s)")
         if release:
             done.append("gate passed")
         run.write(REC.MaintenanceEnded(outcome="success", done=done))
     return done
+
+
+def _in_bucket(run, what: str, prune) -> list[str]:
+    """What `prune` (a retention of the bucket) says it did; its failure recorded as the job's."""
+    from . import records as REC
+
+    try:
+        said = prune()
+    except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failure
+        msg = f"{what} failed: {message_of(exc)}"
+        run.write(REC.MaintenanceEnded(outcome="failed", error=msg[:2000]))
+        raise DeployerError(msg) from exc
+    return [said] if said else []
 
 
 def _bucket_retention(cfg: Config, s, now: dt.datetime, protected: set[str]) -> str | None:
