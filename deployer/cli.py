@@ -384,6 +384,32 @@ def maintenance_run(env, **kw):
     return verbs.maintenance_run(env, **kw)
 
 
+@cli.group("secrets", cls=VerbGroup, context_settings=CONTEXT)
+def secrets_group() -> None:
+    """Secret files: rotate one as a release, through the gate."""
+
+
+@secrets_group.command("set")
+@ENV
+@click.argument("name", metavar="NAME")
+@click.option("--from-env", "from_env", default=None, metavar="VAR",
+              help="the new content is this environment variable's value (default: read from stdin)")
+@click.option("--lock-wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="wait this long for the env's lock instead of refusing")
+@click.option("--dry-run", is_flag=True, help="print every stage x host x command; change nothing")
+@click.option("--yes", "-y", is_flag=True,
+              help="do not ask for confirmation (asked only when stdin and stdout are a terminal)")
+@common()
+def secrets_set(env, name, **kw):
+    """Rotate the secret file NAME (a `secret_files` path or a shared file of the playbook).
+
+    A new release of the commit every app host serves, with NAME's new content as its own file,
+    rolled out in waves through the gate; a failing gate gives back the previous release with
+    the previous content. Passed, the content becomes shared/NAME. The content comes from stdin
+    or --from-env, never from the command line, and is never printed."""
+    return verbs.secrets_set(env, name, **kw)
+
+
 @cli.group("cron", cls=VerbGroup, context_settings=CONTEXT)
 def cron_group() -> None:
     """Crontab lines of an env's scheduled jobs (`schedules:` in the inventory)."""

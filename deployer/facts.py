@@ -193,7 +193,7 @@ def pending_command(cfg: Config, commit: str, probe: str) -> Command | None:
         return None
     mirror = cfg.layout.repo
     values = cfg.template_values(host, release_path=probe, release="probe", commit=commit)
-    body = batch(GIT.fetch(cfg.repo, mirror), GIT.export(mirror, commit, probe),
+    body = batch(GIT.fetch(cfg.repo, mirror, commit), GIT.export(mirror, commit, probe),
                  R.prepare(cfg.deploy_to, "probe", cfg.playbook.shared_files, cfg.playbook.shared_dirs,
                            release_path=probe),
                  steps[0].command(values))

@@ -223,6 +223,29 @@ def deploy(env: str, ref: str = "main", *, dry_run: bool = False, offline: bool 
     return guarded(go, output, verbose, command="deploy")
 
 
+def secrets_set(env: str, name: str, *, from_env: str | None = None, lock_wait: float = 0.0,
+                dry_run: bool = False, yes: bool = False, output: str = "text", verbose: bool = False,
+                **scope) -> int:
+    """`secrets set`: a secret file rotated as a release (deployer.engine.rotate)."""
+
+    def go(rep: Reporter) -> int:
+        from .engine import rotate
+
+        check_lock_wait(lock_wait)
+        cfg = config(env, rep=rep, migrates=True, **scope)
+        rotate.check_name(cfg, name)
+        value = rotate.read_value(name, from_env, os.environ, sys.stdin)
+        with_notifiers(rep, cfg, f"secret {name}")
+        commit = rotate.served_commit(cfg, rep)
+        if not dry_run:
+            confirm(f"rotate {name} on {cfg.env} (a release of {commit[:7]} through the gate): "
+                    f"{_hosts_line(cfg)}?", yes)
+        d = rotate.run(cfg, rep, name=name, value=value, commit=commit, lock_wait=lock_wait)
+        return d.dry_run() if dry_run else d.run()
+
+    return guarded(go, output, verbose, command="secrets set")
+
+
 def rollback(env: str, *, to: str | None = None, restore_db: bool = False, keep_db: bool = False,
              restore_files: bool = False, lock_wait: float = 0.0, dry_run: bool = False, offline: bool = False, yes: bool = False,
              output: str = "text", verbose: bool = False, **scope) -> int:

@@ -27,10 +27,16 @@ def parse_ls_remote(output: str, ref: str) -> str | None:
     return None
 
 
-def fetch(repo: str, mirror: str) -> Command:
-    """Create or update the host's bare mirror of the repository."""
+def fetch(repo: str, mirror: str, commit: str | None = None) -> Command:
+    """Create or update the host's bare mirror of the repository; with `commit`, nothing is
+    fetched when the mirror already has it (a redeploy, a secret rotation, a rollout resumed)."""
+    if commit is not None and not SHA_RE.match(commit):
+        raise ValueError(f"commit {commit!r}: expected a hex sha")
+    have = (f"[ -d {q(mirror)} ] && git -C {q(mirror)} cat-file -e {q(commit + '^{commit}')} 2>/dev/null; "
+            if commit else "false; ")
     return raw(
-        f"if [ -d {q(mirror)} ]; then git -C {q(mirror)} remote set-url origin {q(repo)} && "
+        f"if {have}then :; "
+        f"elif [ -d {q(mirror)} ]; then git -C {q(mirror)} remote set-url origin {q(repo)} && "
         f"git -C {q(mirror)} fetch --quiet --prune --tags origin '+refs/heads/*:refs/heads/*'; "
         f"else git clone --quiet --mirror -- {q(repo)} {q(mirror)}; fi"
     )

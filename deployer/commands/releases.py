@@ -145,12 +145,22 @@ def log_errors(path: str, offset: int, pattern: str) -> Command:
     return raw(f"tail -c +{int(offset) + 1} {q(path)} 2>/dev/null | grep -F -- {q(pattern)} | head -n 20; true")
 
 
-def write_secret(shared_path: str, rel: str) -> Command:
-    """Write stdin to shared/<rel>: mode 0600 from creation (umask), replaced atomically.
-    The content never appears in the command line."""
-    path = posixpath.join(shared_path, rel)
+def write_secret(base: str, rel: str) -> Command:
+    """Write stdin to <base>/<rel> (a release: its own copy, replacing the link to shared/; or
+    shared/ itself): mode 0600 from creation (umask), replaced atomically. The content never
+    appears in the command line."""
+    path = posixpath.join(base, rel)
     return raw(f"umask 077 && mkdir -p {q(posixpath.dirname(path))} && tmp={q(path + '.tmp.')}$$ && "
                f'cat > "$tmp" && mv -f "$tmp" {q(path)}')
+
+
+def promote_secret(release_path: str, shared_path: str, rel: str) -> Command:
+    """A release's own secret file, once it passed the gate, becomes shared/<rel> (what later
+    releases link): copied on the host (the content is not sent again), mode 0600 from creation,
+    replaced atomically."""
+    src, dest = posixpath.join(release_path, rel), posixpath.join(shared_path, rel)
+    return raw(f"umask 077 && mkdir -p {q(posixpath.dirname(dest))} && tmp={q(dest + '.tmp.')}$$ && "
+               f'cp -- {q(src)} "$tmp" && mv -f "$tmp" {q(dest)}')
 
 
 def watchdog_start(state_path: str, seconds: float, off: Command) -> Command:

@@ -176,6 +176,15 @@ class Playbook(_Model):
             raise ValueError(f"unknown stage {stage!r}")
         return list(getattr(self.stages, stage))
 
+    def in_shared_dir(self, rel: str) -> str | None:
+        """The shared dir `rel` lies under (then every release sees the same file), else None."""
+        return next((d for d in self.shared_dirs if rel == d or rel.startswith(d.rstrip("/") + "/")), None)
+
+    def per_release(self, rel: str) -> bool:
+        """A shared file each release links (`shared_files`), so a release may hold its own copy
+        instead (a secret file): switching releases switches the copies."""
+        return rel in self.shared_files and self.in_shared_dir(rel) is None
+
     def hooks_for(self, when: Literal["before", "after"], stage: str) -> list[Step]:
         """Hook steps run before/after an engine stage."""
         if stage not in HOOK_STAGES:

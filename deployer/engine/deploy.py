@@ -46,6 +46,19 @@ def read_facts(s: Session, cfg: Config, ref: str, rep: Reporter) -> F.Facts:
     return facts
 
 
+def same_code(cfg: Config, facts: F.Facts, history: History) -> None:
+    """A secret rotation goes out only while every app host serves the commit it was built
+    for (read again under the lock: another deploy may have gone out meanwhile)."""
+    served = {h.name: facts.hosts[h.name].current for h in cfg.app_hosts}
+    commits = {h: (history.releases[r].commit if r in history.releases else None) for h, r in served.items()}
+    odd = sorted(h for h, c in commits.items() if c != facts.commit)
+    if odd:
+        where = ", ".join(f"{h} serves {served[h] or 'no release'}" for h in odd)
+        raise Refused(f"secret rotation: {where}, "
+                      f"not commit {facts.commit[:7]}; nothing changed. Run it again once the fleet serves one "
+                      "release")
+
+
 def decide_maintenance(s: Session, cfg: Config, facts: F.Facts, forced: bool | None, rep: Reporter) -> bool:
     if forced is not None:
         return forced
@@ -97,14 +110,18 @@ def announce_assumed(rep: Reporter, notes: tuple[str, ...]) -> None:
 
 class DeployRun:
     def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
-                 lock_wait: float = 0.0, reason: str = "", force: bool = False, session: Session | None = None):
+                 lock_wait: float = 0.0, reason: str = "", force: bool = False, session: Session | None = None,
+                 rotate: tuple[str, Secret] | None = None):
+        """`rotate`: (secret file, new content): a release of the commit every app host serves
+        (`ref`, checked again under the lock) whose only change is that file (`secrets set`)."""
         from ..windows import check_window
 
         self.cfg, self.rep = cfg, reporter
         self.ref = validate_ref(ref)
         self.force_maintenance = maintenance
         self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
-        self._secrets: tuple[tuple[str, Secret], ...] | None = None
+        self._secrets: tuple[tuple[str, Secret], ...] | None = (rotate,) if rotate else None
+        self.rotating = rotate is not None
         self.lock_wait = lock_wait or cfg.lock_timeout
         self.reason = reason or f"deploy {ref}"
         self._session = session
@@ -175,6 +192,8 @@ class DeployRun:
         cfg = self.cfg
         with session_of(self.s, self.rep) as s:
             facts, history, maintenance = self.lock_and_read(s)
+            if self.rotating:
+                same_code(cfg, facts, history)
             # the id is taken under the lock: release ids sort by the time they went out
             release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
             plan = self.plan(facts, history, release, maintenance, s.fence_token)

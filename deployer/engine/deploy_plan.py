@@ -49,6 +49,11 @@ class DeployInputs:
     start_wave: int = 0  # promote: waves already done
     snapshot: dict[str, str | None] = field(default_factory=dict)  # promote: the run's snapshot
     token: int | None = None  # the lock's fencing token, checked first by every host script
+    written_secrets: tuple[str, ...] = ()  # promote: secret files the run's first part wrote
+
+    def secret_paths(self) -> list[str]:
+        """The secret files this run puts in its release (finalize promotes them to shared/)."""
+        return [p for p, _ in self.secret_files] + [p for p in self.written_secrets]
 
 
 def hooks(cfg: Config, when: Hook, stage: StageName, hosts: list[Host], release: str, vals: dict,
@@ -144,11 +149,14 @@ def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:
     pb = cfg.playbook
     pairs = []
     for h in app:
-        code = [GIT.fetch(cfg.repo, mirror), GIT.export(mirror, inp.commit, release_path),
+        code = [GIT.fetch(cfg.repo, mirror, inp.commit), GIT.export(mirror, inp.commit, release_path),
                 R.prepare(cfg.deploy_to, inp.release, pb.shared_files, pb.shared_dirs)]
         build = ops.step_commands(cfg, pb.steps("build"), h, vals(h), cwd=release_path)
-        secrets = [Action(host=h.name, command=R.write_secret(cfg.layout.shared, rel), stdin=secret,
-                          timeout=60, what=f"secret file {rel}") for rel, secret in inp.secret_files]
+        # a file the releases link from shared/: this release's own copy (a rollback gives the
+        # previous one back; finalize promotes it); any other: shared/ itself
+        secrets = [Action(host=h.name, command=R.write_secret(
+                       release_path if pb.per_release(rel) else cfg.layout.shared, rel), stdin=secret,
+                       timeout=60, what=f"secret file {rel}") for rel, secret in inp.secret_files]
         if secrets:  # each secret goes on stdin: its own round trip, before the build reads it
             acts = [ops.run(h, code, what="pull", effect=Effect.PULLED, timeout=cfg.ssh.command_timeout),
                     *secrets, ops.run(h, build, what="build")]
@@ -255,6 +263,9 @@ def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot:
         if inp.maintenance:
             cmds += ops.maintenance_cmds(cfg, h, False, ttl=None, release=inp.release)
         cmds += ops.step_commands(cfg, cfg.playbook.steps("finalize"), h, vals(h))
+        # the release's own secret files passed the gate: later releases link them from shared/
+        cmds += [R.promote_secret(cfg.layout.release(inp.release), cfg.layout.shared, rel)
+                 for rel in inp.secret_paths() if cfg.playbook.per_release(rel)]
         if doomed.get(h.name):
             cmds.append(R.remove(cfg.deploy_to, doomed[h.name]))
         effect = Effect.MAINTENANCE_OFF if inp.maintenance else None

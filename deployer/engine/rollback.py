@@ -250,7 +250,7 @@ class Resume:
                 start_wave=st.waves_done, snapshot=st.snapshot, token=s.fence_token,
                 protected=frozenset(history.snapshot_releases()),
                 bad=frozenset(r for r, rec in history.releases.items() if rec.bad),
-                order=tuple(history.order)))
+                order=tuple(history.order), written_secrets=tuple(st.secret_paths)))
             from .deploy import lock_lost, pause
 
             try:

@@ -37,6 +37,7 @@ class RunState:
     maintenance_on: bool = False
     proofs: list[REC.BackupProof] = field(default_factory=list)  # the run's test restores
     archives: list[REC.FilesBackup] = field(default_factory=list)  # the run's archives of the app's files
+    secret_paths: list[str] = field(default_factory=list)  # the secret files the run wrote (paths only)
     migrated: bool = False
     pulled: list[str] = field(default_factory=list)
     switched: list[str] = field(default_factory=list)
@@ -103,6 +104,8 @@ class RunState:
                 st.backup = e.ref()
             elif isinstance(e, REC.FilesBackup):
                 st.archives.append(e)
+            elif isinstance(e, REC.SecretFiles):
+                st.secret_paths = list(e.paths)
             elif isinstance(e, REC.Migrated):
                 st.schema_before = e.before if e.before is not None else st.schema_before
                 st.schema_after = e.after

@@ -211,7 +211,7 @@ def test_both_front_ends_pass_the_same_values_to_the_verb(path, capsys, monkeypa
         return record
 
     for name in ("deploy", "rollback", "resume", "releases", "preflight", "report", "status", "unlock",
-                 "recover", "restore", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "docs", "fleet_up",
+                 "recover", "restore", "secrets_set", "exec_", "init", "maintenance_mode", "maintenance_run", "cron", "docs", "fleet_up",
                  "fleet_down", "fleet_status", "demo", "config_show", "config_check"):
         monkeypatch.setattr(verbs, name, recorder(name))
     args, values = sample_args(command(path))
@@ -246,7 +246,7 @@ def test_help(path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("path", WITH_ENV, ids=[" ".join(p) for p in WITH_ENV])
 def test_missing_env_is_a_usage_error(path, capsys, monkeypatch):
-    args = ["--", "true"] if path == ("exec",) else []
+    args = {("exec",): ["--", "true"], ("secrets", "set"): ["--", ".env"]}.get(path, [])
     code, out, err = both(path, args, capsys, monkeypatch)
     assert code == 2 and not out
     assert err == "error: Missing option '--env' / '-e'. (see 'PROG --help')\n"
@@ -263,7 +263,7 @@ def test_an_unknown_flag_is_bad_input_in_both(path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("path", WITH_CONFIG, ids=[" ".join(p) for p in WITH_CONFIG])
 def test_bad_env_missing_inventory_bad_set_and_bad_root(path, project, capsys, monkeypatch):
-    tail = {("exec",): ["--", "true"], ("restore",): ["--files"]}.get(path, [])
+    tail = {("exec",): ["--", "true"], ("restore",): ["--files"], ("secrets", "set"): ["--", ".env"]}.get(path, [])
     code, out, err = both(path, ["--env", "Bad!", "--root", str(project), *tail], capsys, monkeypatch)
     assert (code, err) == (2, "error: environment 'Bad!': expected lowercase letters, digits, _ and -, "
                               "starting with a letter\n")
