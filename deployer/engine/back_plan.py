@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import records as REC
 from ..commands import backup as B
 from ..commands import databases as DB
@@ -13,7 +15,7 @@ from ..shell import raw
 from ..stages import StageName
 from ..state.backups import Kind
 from . import ops
-from .deploy_plan import offsite, unfence_stage
+from .deploy_plan import DeployInputs, offsite, pull_stage, unfence_stage
 from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage, fenced
 from .state import RunState
 
@@ -132,13 +134,28 @@ def files_stage(cfg: Config, hosts: list[Host], found: dict[str, REC.FilesBackup
     return Stage(StageName.FILES, "from their archives", tuple(lanes))
 
 
+@dataclass(frozen=True)
+class Rebuild:
+    """`rollback --to` a release some hosts no longer have: built there again from its commit."""
+
+    hosts: tuple[str, ...]
+    commit: str
+    ref: str
+
+
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,
                          safety_path: str | None, token: int | None = None,
-                         files: dict[str, REC.FilesBackup] | None = None, work: str = "") -> Plan:
+                         files: dict[str, REC.FilesBackup] | None = None, work: str = "",
+                         rebuild: Rebuild | None = None) -> Plan:
     """`rollback --to`: every app host to `target`; with a backup, the database too, under
     maintenance (a safety dump first); with `files` (`--restore-files`), each host's files put
-    back from its archive before the switch."""
+    back from its archive before the switch; with `rebuild`, the release built again first on the
+    hosts that lost it (nothing else changes before every host has it)."""
     stages: list[Stage] = []
+    if rebuild is not None:
+        inp = DeployInputs(release=target, commit=rebuild.commit, ref=rebuild.ref, maintenance=False)
+        stages.append(pull_stage(cfg, [h for h in hosts if h.name in rebuild.hosts], inp, lambda h, **extra: ops.values(
+            cfg, h, target, commit=rebuild.commit, ref=rebuild.ref, **extra)))
     if backup is not None:
         lanes = ops.maintenance_lanes(cfg, hosts, True, ttl=cfg.maintenance_ttl,
                                       message="Restoring, back shortly", release=target)
