@@ -11,6 +11,9 @@ from ..commands import databases as DB
 from ..commands import files as F
 from ..commands import releases as R
 from ..config import Config, Host
+from ..errors import Refused
+from ..facts import Facts
+from ..ledger import History
 from ..shell import raw
 from ..stages import StageName
 from ..state.backups import Kind
@@ -141,6 +144,21 @@ class Rebuild:
     hosts: tuple[str, ...]
     commit: str
     ref: str
+
+
+def rebuild_of(history: History, target: str, facts: Facts) -> Rebuild | None:
+    """The hosts that no longer have `target` (cleaned up by keep_releases, a host replaced),
+    with the commit and ref the ledger recorded for it: they build it again from that commit
+    (the same code: `git archive` of the sha), under the same release id. None when every host
+    has it; refused when the ledger does not know its commit."""
+    missing = sorted(h for h, st in facts.hosts.items() if target not in st.releases)
+    if not missing:
+        return None
+    rec = history.releases.get(target)
+    if rec is None or not rec.commit:
+        raise Refused(f"rollback to {target}: release missing on {', '.join(missing)} and its commit is not in "
+                      "the ledger, so it cannot be built again; nothing changed")
+    return Rebuild(tuple(missing), rec.commit, rec.ref)
 
 
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,

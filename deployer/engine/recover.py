@@ -20,7 +20,7 @@ from ..output import Reporter
 from ..session import Session
 from ..stages import StageName
 from . import ops
-from .back_plan import manual_rollback_plan, rollback_plan
+from .back_plan import manual_rollback_plan, rebuild_of, rollback_plan
 from .deploy_plan import unfence_stage
 from .maint_plan import mode_plan
 from .plan import Lane, Plan, Stage
@@ -125,7 +125,7 @@ class Recover:
         if r.kind is RunKind.MAINTENANCE:
             return self.end_maintenance(run_id)
         if r.kind is RunKind.ROLLBACK:
-            return self.redo_rollback(run_id, r)
+            return self.redo_rollback(run_id, r, history)
         st = RunState.from_events(records)
         if st is None:
             return 0
@@ -182,16 +182,19 @@ class Recover:
             if hs.current == st.release and name not in st.switched and st.snapshot.get(name) != st.release:
                 st.switched.append(name)
 
-    def redo_rollback(self, run_id: str, r: RunRecord) -> int:
+    def redo_rollback(self, run_id: str, r: RunRecord, history: History) -> int:
         cfg = self.cfg
         target = r.release  # the release a rollback by hand returns to (None: an automatic one)
         if target is None:
             return 0
         self.say(f"a rollback by hand to {target} died: running it again (code only)")
+        facts = self.s.facts(cfg.app_hosts)
+        facts.require_reachable("recover")
+        rebuild = rebuild_of(history, target, facts)  # it died while building the release again
         with journaled(self.s, self.rep, RunState(run=run_id, release=target)) as run:
             try:
                 run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,
-                                                token=self.s.fence_token))
+                                                token=self.s.fence_token, rebuild=rebuild))
             except DeployerError as exc:
                 run.write(REC.RollbackEnded(outcome="failed", error=exc.message[:2000]))
                 self.say(f"rollback failed: {exc.message}")

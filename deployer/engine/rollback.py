@@ -16,7 +16,7 @@ from ..ledger import History
 from ..output import Reporter
 from ..release_id import validate_release_id
 from ..session import Session, who
-from .back_plan import Rebuild, manual_rollback_plan
+from .back_plan import manual_rollback_plan, rebuild_of
 from .deploy import announce, announce_assumed, read_facts, succeed
 from .deploy_plan import DeployInputs, deploy_plan, offsite
 from .restore import complete, need_files
@@ -43,21 +43,6 @@ def pick(history: History, to: str | None, current: str | None, facts) -> str:
             raise Refused(f"rollback: no good release older than {current} in the ledger")
         target = rec.release
     return target
-
-
-def rebuild_of(history: History, target: str, facts) -> tuple[list[str], str, str]:
-    """The hosts that no longer have `target` (cleaned up by keep_releases, a host replaced), and
-    the commit and ref the ledger recorded for it: they build it again from that commit (the same
-    code: `git archive` of the sha), under the same release id. Refused when the ledger does not
-    know its commit."""
-    missing = sorted(h for h, st in facts.hosts.items() if target not in st.releases)
-    if not missing:
-        return [], "", ""
-    rec = history.releases.get(target)
-    if rec is None or not rec.commit:
-        raise Refused(f"rollback to {target}: release missing on {', '.join(missing)} and its commit is not in "
-                      "the ledger, so it cannot be built again; nothing changed")
-    return missing, rec.commit, rec.ref
 
 
 def offline_target(cfg: Config, to: str | None, restore_db: bool, restore_files: bool = False) -> str:
@@ -145,17 +130,17 @@ class Rollback:
         safety = None
         if backup is not None:
             safety = DB.of(cfg.database).backup_path(cfg.env, s.run_id.split("-")[0], kind="prerollback")
-        rebuild, commit, ref = rebuild_of(history, target, facts)
-        if rebuild:
-            self.rep.event("notice", message=f"release {target} is gone from {', '.join(rebuild)}: built again "
-                                             f"there from its commit {commit[:7]} before the switch")
+        rebuild = rebuild_of(history, target, facts)
+        if rebuild is not None:
+            self.rep.event("notice", message=f"release {target} is gone from {', '.join(rebuild.hosts)}: built "
+                                             f"again there from its commit {rebuild.commit[:7]} before the switch")
         files = None
         if self.restore_files:
             files = complete(cfg, history.files_before_leaving(target),
                              f"rollback to {target} --restore-files: no file archive taken while it served")
         plan = manual_rollback_plan(cfg, target, app, backup=backup, safety_path=safety,
                                     token=FN.DRY_RUN if self.dry_run else s.fence_token, files=files, work=s.run_id,
-                                    rebuild=Rebuild(tuple(rebuild), commit, ref) if rebuild else None)
+                                    rebuild=rebuild)
         if self.dry_run:
             for stage, host, command in plan.rows():
                 self.rep.event("plan", stage=stage, host=host, command=command)

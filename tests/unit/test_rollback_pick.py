@@ -13,7 +13,8 @@ from recording import FakeHttp, Fleet, RecordingTransport, fake_bake
 
 from deployer.commands import releases as R
 from deployer.config import load_config
-from deployer.engine.rollback import Rollback, pick, rebuild_of
+from deployer.engine.back_plan import Rebuild, rebuild_of
+from deployer.engine.rollback import Rollback, pick
 from deployer.errors import Refused
 from deployer.facts import Facts
 from deployer.ledger import History
@@ -62,10 +63,10 @@ def test_to_a_ref_never_picks_the_release_of_it_marked_bad():
 def test_to_a_ref_prefers_the_newest_good_release_still_on_the_hosts():
     # V2 was cleaned up on the hosts (keep_releases); the older v2 is still everywhere
     assert pick(history(), "v2", V3, facts([V2_OLD, V2_BAD, V3])) == V2_OLD
-    assert rebuild_of(history(), V2_OLD, facts([V2_OLD, V2_BAD, V3])) == ([], "", "")
+    assert rebuild_of(history(), V2_OLD, facts([V2_OLD, V2_BAD, V3])) is None
     # on none of them: the newest good one, built again from the commit the ledger recorded
     assert pick(history(), "v2", V3, facts([V2_BAD, V3])) == V2
-    assert rebuild_of(history(), V2, facts([V2_BAD, V3])) == (list(WEB), "bbbbbbb" * 5 + "00000", "v2")
+    assert rebuild_of(history(), V2, facts([V2_BAD, V3])) == Rebuild(WEB, "bbbbbbb" * 5 + "00000", "v2")
     # a release the ledger does not know: refused before anything changes
     gone = "20261001T000000Z-ddddddd"
     with pytest.raises(Refused, match=f"rollback to {gone}: release missing on web1, web2, web3 and its commit "
