@@ -11,8 +11,9 @@ SHARED = "shared"
 CURRENT = "current"
 REPO = "repo"
 STATE = ".deployer"
+BACKUPS = "backups"  # archives of the app's files (`backup.files`)
 #: what deployer writes under deploy_to (`current` is a symlink, replaced by rename)
-ENTRIES = (RELEASES, SHARED, REPO, STATE)
+ENTRIES = (RELEASES, SHARED, REPO, STATE, BACKUPS)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,17 @@ class Layout:
     def state(self) -> str:
         """deployer's own files on the host: the lock, the ledger, log marks, the watchdog."""
         return self._at(STATE)
+
+    @property
+    def backups(self) -> str:
+        """The host's archives of the app's files (`backup.files`)."""
+        return self._at(BACKUPS)
+
+    @property
+    def trash(self) -> str:
+        """Where removed releases are moved (one rename) before their files are deleted in the
+        background: out of `releases/`, so nothing ever sees a half-deleted release."""
+        return posixpath.join(self.state, "trash")
 
     def release(self, release: str) -> str:
         return posixpath.join(self.releases, release)

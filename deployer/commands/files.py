@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 import re
 
+from ..layout import Layout
 from ..shell import Command, q, raw
 
 SUFFIX = ".tar.gz"
@@ -22,7 +23,7 @@ SUFFIX = ".tar.gz"
 
 def archive_dir(deploy_to: str) -> str:
     """Where each app host keeps its archives (beside `releases/` and `shared/`, outside both)."""
-    return posixpath.join(deploy_to, "backups")
+    return Layout(deploy_to).backups
 
 
 def archive_name(env: str, host: str, stamp: str) -> str:

@@ -115,9 +115,20 @@ def switch(deploy_to: str, release: str) -> Command:
 
 
 def remove(deploy_to: str, releases: list[str]) -> Command:
+    """Each release out of `releases/` at once (a rename into a bin of the trash, on the same
+    filesystem), its files deleted in the background: a release with node_modules or a virtualenv
+    takes seconds to delete, and the deploy does not wait for it. Bins an hour old (a deletion cut
+    short by a reboot) go too."""
+    if not releases:
+        return argv("true")
     lay = Layout(deploy_to)
-    targets = [lay.release(r) for r in releases]
-    return argv("rm", "-rf", "--", *targets) if targets else argv("true")
+    trash = q(lay.trash)
+    # (another filesystem under .deployer: deleted in place, as before)
+    moves = " && ".join(f"{{ [ ! -e {p} ] || mv -T {p} {trash}/$$/{q(r)} 2>/dev/null || rm -rf -- {p}; }}"
+                        for r, p in ((r, q(lay.release(r))) for r in releases))
+    sweep = f'rm -rf -- "$1"; find {trash} -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf -- {{}} + 2>/dev/null'
+    return raw(f"mkdir -p {trash}/$$ && {moves} && "
+               f"{{ setsid sh -c {q(sweep)} sh {trash}/$$ </dev/null >/dev/null 2>&1 & }}")
 
 
 def in_order(releases, order) -> list[str]:

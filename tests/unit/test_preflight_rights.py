@@ -49,7 +49,7 @@ def test_a_check_per_group_of_hosts_needing_the_same_rights(tmp_path):
     assert web2[0] == "if command -v sudo >/dev/null 2>&1; then"
     assert "sudo -n -l -- \"$@\"" in web2[1]
     assert web2[5].startswith("d=/srv/app; if [ -e \"$d\" ]; then for x in \"$d\" /srv/app/releases "
-                              "/srv/app/shared /srv/app/repo /srv/app/.deployer; do")
+                              "/srv/app/shared /srv/app/repo /srv/app/.deployer /srv/app/backups; do")
     # the database: the backups' own connection (Database.as_user, conn_args), asked who owns it
     db = Postgres.of(cfg.database)
     psql = f"{db.tool('psql')} -XAtq {db.conn_args()} -d demo -c {q(RT.DB_SQL)}"
