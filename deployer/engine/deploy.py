@@ -122,6 +122,8 @@ class DeployRun:
         self.forced = check_window(cfg, force=force, reason=reason)  # exit 3 outside a window
         self._secrets: tuple[tuple[str, Secret], ...] | None = (rotate,) if rotate else None
         self.rotating = rotate is not None
+        if self.rotating:  # the code every host runs: no migration, so no maintenance for one
+            self.force_maintenance = False
         self.lock_wait = lock_wait or cfg.lock_timeout
         self.reason = reason or f"deploy {ref}"
         self._session = session
@@ -157,7 +159,7 @@ class DeployRun:
         return deploy_plan(self.cfg, facts, DeployInputs(
             release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance,
             secret_files=self.secret_files, protected=protected, bad=bad,
-            order=tuple(history.order) if history else (), token=token))
+            order=tuple(history.order) if history else (), token=token, migrate=not self.rotating))
 
     def prepare(self) -> tuple[F.Facts, str]:
         cfg = self.cfg

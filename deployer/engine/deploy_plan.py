@@ -50,6 +50,7 @@ class DeployInputs:
     snapshot: dict[str, str | None] = field(default_factory=dict)  # promote: the run's snapshot
     token: int | None = None  # the lock's fencing token, checked first by every host script
     written_secrets: tuple[str, ...] = ()  # promote: secret files the run's first part wrote
+    migrate: bool = True  # False: the code the hosts already run (a secret rotation): nothing to migrate
 
     def secret_paths(self) -> list[str]:
         """The secret files this run puts in its release (finalize promotes them to shared/)."""
@@ -169,6 +170,8 @@ def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:
 def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stage:
     steps = cfg.playbook.steps("migrate", "run")
     host = cfg.migrate_host
+    if not inp.migrate:
+        return Stage(StageName.MIGRATE, "the code the hosts run: nothing to migrate")
     if not steps or host is None:
         return Stage(StageName.MIGRATE, "nothing to migrate")
     version = cfg.playbook.steps("migrate", "version")

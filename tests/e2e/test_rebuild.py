@@ -12,7 +12,7 @@ def test_rollback_to_a_release_gone_from_hosts_builds_it_again_from_its_commit(f
     cli("deploy", "--env", "local", "--ref", "v2", check=0)
     new = next(iter(serving(fleet).values()))
     assert new != old
-    files = fleet.sh("web1", f"cd /srv/app/releases/{old} && find . -path ./storage -prune -o -type f ! -name '*.pyc' -print0 "
+    files = fleet.sh("web1", f"cd /srv/app/releases/{old} && find . -path ./storage -prune -o -type f ! -name '*.pyc' ! -name .env -print0 "
                              "| sort -z | xargs -0 sha256sum").stdout
     for h in ("web2", "web3"):
         fleet.sh(h, f"rm -rf /srv/app/releases/{old}")
@@ -27,7 +27,7 @@ def test_rollback_to_a_release_gone_from_hosts_builds_it_again_from_its_commit(f
     assert set(serving(fleet).values()) == {old}
     for h in fleet.spec.web_hosts:
         assert health(fleet, h).get("release") == old
-        again = fleet.sh(h.name, f"cd /srv/app/releases/{old} && find . -path ./storage -prune -o -type f ! -name '*.pyc' -print0 "
+        again = fleet.sh(h.name, f"cd /srv/app/releases/{old} && find . -path ./storage -prune -o -type f ! -name '*.pyc' ! -name .env -print0 "
                                  "| sort -z | xargs -0 sha256sum").stdout
         assert again == files, h.name  # the same bytes as the original build
     start = [e for e in _ledger(fleet) if e["type"] == "rollback.start"][-1]
