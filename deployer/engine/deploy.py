@@ -46,14 +46,24 @@ def read_facts(s: Session, cfg: Config, ref: str, rep: Reporter) -> F.Facts:
     return facts
 
 
+def served(cfg: Config, facts: F.Facts, history: History) -> dict[str, tuple[str | None, str | None]]:
+    """Per app host, the release it serves and that release's commit (None: none, or unknown to
+    the ledger)."""
+    out = {}
+    for h in cfg.app_hosts:
+        rel = facts.hosts[h.name].current
+        rec = history.releases.get(rel) if rel else None
+        out[h.name] = (rel, rec.commit if rec is not None and rec.commit else None)
+    return out
+
+
 def same_code(cfg: Config, facts: F.Facts, history: History) -> None:
     """A secret rotation goes out only while every app host serves the commit it was built
     for (read again under the lock: another deploy may have gone out meanwhile)."""
-    served = {h.name: facts.hosts[h.name].current for h in cfg.app_hosts}
-    commits = {h: (history.releases[r].commit if r in history.releases else None) for h, r in served.items()}
-    odd = sorted(h for h, c in commits.items() if c != facts.commit)
+    now = served(cfg, facts, history)
+    odd = sorted(h for h, (_, commit) in now.items() if commit != facts.commit)
     if odd:
-        where = ", ".join(f"{h} serves {served[h] or 'no release'}" for h in odd)
+        where = ", ".join(f"{h} serves {now[h][0] or 'no release'}" for h in odd)
         raise Refused(f"secret rotation: {where}, "
                       f"not commit {facts.commit[:7]}; nothing changed. Run it again once the fleet serves one "
                       "release")

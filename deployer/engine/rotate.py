@@ -17,7 +17,7 @@ from ..errors import ConfigError, Refused
 from ..output import Reporter
 from ..session import Session
 from ..shell import Secret
-from .deploy import DeployRun
+from .deploy import DeployRun, served
 from .runs import session_of
 
 MAX_BYTES = 1024 * 1024
@@ -67,10 +67,10 @@ def served_commit(cfg: Config, rep: Reporter) -> str:
         facts = s.facts(cfg.app_hosts)
         facts.require_reachable("secrets set")
         history = s.history()
-    served = {h.name: facts.hosts[h.name].current for h in cfg.app_hosts}
-    commits = {history.releases[r].commit for r in served.values() if r in history.releases}
-    if None in served.values() or len(commits) != 1 or any(r not in history.releases for r in served.values()):
-        seen = ", ".join(f"{h}: {r or 'none'}" for h, r in sorted(served.items()))
+    now = served(cfg, facts, history)
+    commits = {commit for _, commit in now.values()}
+    if len(commits) != 1 or None in commits:
+        seen = ", ".join(f"{h}: {rel or 'none'}" for h, (rel, _) in sorted(now.items()))
         raise Refused(f"secrets set: the app hosts do not all serve one release known to the ledger ({seen}); "
                       "nothing changed")
     return commits.pop()

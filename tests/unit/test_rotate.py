@@ -67,3 +67,30 @@ def test_what_secrets_set_accepts(monkeypatch):
         rotate.read_value(".env", None, {}, io.StringIO(" \n"))
     with pytest.raises(ConfigError, match="over 1024 KiB"):
         rotate.read_value(".env", None, {}, io.StringIO("x" * (rotate.MAX_BYTES + 1)))
+
+
+def test_a_rotation_plans_no_migration_and_goes_out_only_on_the_code_served():
+    from deployer.commands import releases as R
+    from deployer.engine.deploy import same_code, served
+    from deployer.errors import Refused
+    from deployer.ledger import History
+
+    cfg = load_config("prod", root=ROOT)
+    facts = canned_facts(cfg)
+    plan = deploy_plan(cfg, facts, DeployInputs(release=REL, commit=facts.commit, ref=facts.commit, maintenance=False,
+                                                secret_files=((".env", Secret("A=1\n")),), token=7, migrate=False))
+    [mig] = [st for st in plan.stages if st.name == "migrate"]
+    assert mig.lanes == () and mig.detail == "the code the hosts run: nothing to migrate"
+
+    old = "20261101T000000Z-" + facts.commit[:7]
+    history = History.fold([{"type": "deploy.start", "run": "r1", "release": old, "commit": facts.commit},
+                            {"type": "deploy.end", "run": "r1", "outcome": "success"}])
+    for h in cfg.app_hosts:
+        facts.hosts[h.name] = R.HostState(current=old, releases=[old], hostname=h.name)
+    assert {c for _, c in served(cfg, facts, history).values()} == {facts.commit}
+    same_code(cfg, facts, history)  # every host on it: goes out
+    first = cfg.app_hosts[0].name
+    facts.hosts[first] = R.HostState(current="20261102T000000Z-fffffff", releases=[], hostname=first)
+    with pytest.raises(Refused, match=f"secret rotation: {first} serves 20261102T000000Z-fffffff, not commit "
+                                      f"{facts.commit[:7]}; nothing changed"):
+        same_code(cfg, facts, history)
