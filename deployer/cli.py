@@ -401,12 +401,13 @@ def secrets_group() -> None:
               help="do not ask for confirmation (asked only when stdin and stdout are a terminal)")
 @common()
 def secrets_set(env, name, **kw):
-    """Rotate the secret file NAME (a `secret_files` path or a shared file of the playbook).
+    """Rotate the secret file NAME, one the releases link from shared/ (e.g. .env).
 
     A new release of the commit every app host serves, with NAME's new content as its own file,
     rolled out in waves through the gate; a failing gate gives back the previous release with
     the previous content. Passed, the content becomes shared/NAME. The content comes from stdin
-    or --from-env, never from the command line, and is never printed."""
+    or --from-env, never from the command line, and is never printed. With inv: `inv secrets.set
+    --env prod -- .env < new.env`."""
     return verbs.secrets_set(env, name, **kw)
 
 
