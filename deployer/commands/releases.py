@@ -123,12 +123,15 @@ def remove(deploy_to: str, releases: list[str]) -> Command:
         return argv("true")
     lay = Layout(deploy_to)
     trash = q(lay.trash)
-    # (another filesystem under .deployer: deleted in place, as before)
+    # deleted in place, as before, when the trash cannot take them (a full disk: no mkdir;
+    # another filesystem under .deployer: no rename)
+    paths = [q(lay.release(r)) for r in releases]
     moves = " && ".join(f"{{ [ ! -e {p} ] || mv -T {p} {trash}/$$/{q(r)} 2>/dev/null || rm -rf -- {p}; }}"
-                        for r, p in ((r, q(lay.release(r))) for r in releases))
+                        for r, p in zip(releases, paths, strict=True))
     sweep = f'rm -rf -- "$1"; find {trash} -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf -- {{}} + 2>/dev/null'
-    return raw(f"mkdir -p {trash}/$$ && {moves} && "
-               f"{{ setsid sh -c {q(sweep)} sh {trash}/$$ </dev/null >/dev/null 2>&1 & }}")
+    return raw(f"if mkdir -p {trash}/$$ 2>/dev/null; then {moves} && "
+               f"{{ setsid sh -c {q(sweep)} sh {trash}/$$ </dev/null >/dev/null 2>&1 & }}; "
+               f"else rm -rf -- {' '.join(paths)}; fi")
 
 
 def in_order(releases, order) -> list[str]:

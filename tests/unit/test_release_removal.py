@@ -30,3 +30,15 @@ def test_removed_releases_leave_at_once_and_their_files_go_in_the_background(tmp
         time.sleep(0.05)
     assert list((root / ".deployer" / "trash").iterdir()) == []  # the bin and the stale one
     assert R.remove(str(root), []).script == "true"
+
+
+def test_without_a_trash_they_are_deleted_in_place(tmp_path):
+    """A full disk cannot make the trash's bin (no mkdir): the releases are deleted as before."""
+    root = tmp_path / "app"
+    (root / "releases" / "r1" / "x").mkdir(parents=True)
+    (root / ".deployer").mkdir()
+    (root / ".deployer" / "trash").write_text("not a directory: mkdir under it fails")
+    proc = subprocess.run(["sh", "-c", R.remove(str(root), ["r1"]).script], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert list((root / "releases").iterdir()) == []
