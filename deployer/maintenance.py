@@ -236,11 +236,13 @@ def file_retention(cfg: Config, s, now: dt.datetime, stamp: str | None) -> dict[
 
     if not (stamp and cfg.file_backups):
         return {}
+    listing = s.each(cfg.app_hosts, lambda h: s.run(h, argv("ls", "-1", F.archive_dir(cfg.deploy_to)),
+                                                     check=False).stdout.split())  # every host at once
+    listing.raise_failures("file backup retention: listing the archives")
     out = {}
     for h in cfg.app_hosts:
-        listed = s.run(h, argv("ls", "-1", F.archive_dir(cfg.deploy_to)), check=False).stdout.split()
         new = F.archive_name(cfg.env, h.name, stamp)
-        names = [n for n in listed if F.owner(cfg.env, n) == h.name] + [new]
+        names = [n for n in listing.results[h.name] if F.owner(cfg.env, n) == h.name] + [new]
         _kept, removed, _unknown = RT.plan(names, now, cfg.retention, {new})
         out[h.name] = removed
     return out
