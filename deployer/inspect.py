@@ -138,11 +138,12 @@ def proof_line(history: History, now: float) -> str:
 
 def files_line(history: History, now: float) -> str:
     """The newest archive of the app's files on each app host, and how old it is."""
-    if not history.files:
+    newest = history.newest_archives()
+    if not newest:
         return "file backups: none yet (the maintenance job archives backup.files)"
     return "file backups: " + ", ".join(
         f"{host} {posixpath.basename(f.path)} ({f.size // 1024} KiB, {_age(f.at, now)})"
-        for host, f in sorted(history.files.items()))
+        for host, f in sorted(newest.items()))
 
 
 def _age(at: str, now: float) -> str:

@@ -108,7 +108,6 @@ class History:
     local_only: list[str] = field(default_factory=list)  # runs whose record is not shipped yet
     unfinished: list[RunRecord] = field(default_factory=list)  # ended needing a human, not superseded
     proofs: dict[str, REC.BackupProof] = field(default_factory=dict)  # backup path -> its last test restore
-    files: dict[str, REC.FilesBackup] = field(default_factory=dict)  # app host -> its newest file archive
 
     @classmethod
     def fold(cls, events: list[dict]) -> History:
@@ -126,9 +125,7 @@ class History:
     def _fold(self, e: REC.Record) -> None:
         known = self.runs.get(e.run)
         rec = self.releases.get(known.release) if known is not None and known.release else None
-        if isinstance(e, REC.FilesBackup):
-            self.files[e.host] = e
-        elif isinstance(e, REC.BackupProof):
+        if isinstance(e, REC.BackupProof):
             self.proofs.pop(e.path, None)  # in the order of their last test restore
             self.proofs[e.path] = e
         elif isinstance(e, REC.RunStarted):
@@ -237,6 +234,10 @@ class History:
     def archives(self) -> list[REC.FilesBackup]:
         """Every archive of the app's files the ledger records, oldest first."""
         return [e for e in self.records if isinstance(e, REC.FilesBackup)]
+
+    def newest_archives(self) -> dict[str, REC.FilesBackup]:
+        """App host -> its newest archive of the app's files."""
+        return {a.host: a for a in self.archives()}
 
     def files_before_leaving(self, release: str) -> dict[str, REC.FilesBackup]:
         """Per app host, its newest file archive taken before the fleet last left `release` (the

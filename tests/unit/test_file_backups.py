@@ -87,7 +87,7 @@ def test_retention_reads_archive_names_and_the_ledger_keeps_each_hosts_newest(tm
                                       sha256="ab" * 32, size=4096).to_dict(),
                       REC.FilesBackup(run="m2", at="2026-12-07T02:00:00Z", host="web1", path="/b/b.tar.gz",
                                       sha256="cd" * 32, size=8192).to_dict()])
-    assert h.files["web1"].path == "/b/b.tar.gz"
+    assert h.newest_archives()["web1"].path == "/b/b.tar.gz"
     now = dt.datetime(2026, 12, 7, 5, 0, tzinfo=dt.UTC).timestamp()
     assert files_line(h, now) == "file backups: web1 b.tar.gz (8 KiB, 3 h ago)"
 
