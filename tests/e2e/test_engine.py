@@ -21,7 +21,8 @@ def _token_shown(cmd: str) -> str:
     if not m:
         return cmd
     check, sep, rest = cmd.partition(" || exit $?")
-    return re.sub(rf"\b{m.group(1)}\b", "<token>", check) + sep + rest
+    # (not a file descriptor's number: `2>&1`, `>&2` when the token is 2)
+    return re.sub(rf"(?<!&)\b{m.group(1)}\b(?!>)", "<token>", check) + sep + rest
 SHIPPED_INVENTORY = str(ROOT / "hosts" / "local.yaml")
 
 
