@@ -236,11 +236,18 @@ def secrets_set(env: str, name: str, *, from_env: str | None = None, lock_wait: 
         rotate.check_name(cfg, name)
         value = rotate.read_value(name, from_env, os.environ, sys.stdin)
         with_notifiers(rep, cfg, f"secret {name}")
-        commit = rotate.served_commit(cfg, rep)
-        if not dry_run:
-            confirm(f"rotate {name} on {cfg.env} (a release of {commit[:7]} through the gate): "
-                    f"{_hosts_line(cfg)}?", yes)
-        d = rotate.run(cfg, rep, name=name, value=value, commit=commit, lock_wait=lock_wait)
+        from .session import Session
+
+        s = Session(cfg, rep, reason=rotate.reason(name))  # one session: the check, then the deploy
+        try:
+            commit = rotate.served_commit(cfg, s)
+            if not dry_run:
+                confirm(f"rotate {name} on {cfg.env} (a release of {commit[:7]} through the gate): "
+                        f"{_hosts_line(cfg)}?", yes)
+        except BaseException:
+            s.close()
+            raise
+        d = rotate.run(cfg, rep, name=name, value=value, commit=commit, lock_wait=lock_wait, session=s)
         return d.dry_run() if dry_run else d.run()
 
     return guarded(go, output, verbose, command="secrets set")

@@ -18,7 +18,6 @@ from ..output import Reporter
 from ..session import Session
 from ..shell import Secret
 from .deploy import DeployRun, served
-from .runs import session_of
 
 MAX_BYTES = 1024 * 1024
 
@@ -61,12 +60,12 @@ def read_value(name: str, from_env: str | None, environ: Mapping[str, str], stdi
     return Secret(value)
 
 
-def served_commit(cfg: Config, rep: Reporter) -> str:
-    """The commit every app host serves (refused when they differ or serve nothing)."""
-    with session_of(Session(cfg, rep, reason="secret rotation"), rep) as s:
-        facts = s.facts(cfg.app_hosts)
-        facts.require_reachable("secrets set")
-        history = s.history()
+def served_commit(cfg: Config, s: Session) -> str:
+    """The commit every app host serves (refused when they differ or serve nothing), read in the
+    rotation's own session (its connections then serve the deploy)."""
+    facts = s.facts(cfg.app_hosts)
+    facts.require_reachable("secrets set")
+    history = s.history()
     now = served(cfg, facts, history)
     commits = {commit for _, commit in now.values()}
     if len(commits) != 1 or None in commits:
@@ -76,6 +75,11 @@ def served_commit(cfg: Config, rep: Reporter) -> str:
     return commits.pop()
 
 
-def run(cfg: Config, rep: Reporter, *, name: str, value: Secret, commit: str, lock_wait: float) -> DeployRun:
-    return DeployRun(cfg, rep, ref=commit, lock_wait=lock_wait, reason=f"rotate secret {name}",
-                     rotate=(name, value))
+def reason(name: str) -> str:
+    return f"rotate secret {name}"
+
+
+def run(cfg: Config, rep: Reporter, *, name: str, value: Secret, commit: str, lock_wait: float,
+        session: Session) -> DeployRun:
+    return DeployRun(cfg, rep, ref=commit, lock_wait=lock_wait, reason=reason(name), rotate=(name, value),
+                     session=session)
