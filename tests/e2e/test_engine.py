@@ -21,8 +21,11 @@ def _token_shown(cmd: str) -> str:
     if not m:
         return cmd
     check, sep, rest = cmd.partition(" || exit $?")
-    # (not a file descriptor's number: `2>&1`, `>&2` when the token is 2)
-    return re.sub(rf"(?<!&)\b{m.group(1)}\b(?!>)", "<token>", check) + sep + rest
+    # only where the check puts the token (not `flock -w 30`, nor `2>&1` when the token is 2)
+    t = m.group(1)
+    for before, after in (("-gt ", " ]"), ("> ", '"'), ("-eq ", " ]"), ("echo ", " >")):
+        check = check.replace(f"{before}{t}{after}", f"{before}<token>{after}")
+    return check + sep + rest
 SHIPPED_INVENTORY = str(ROOT / "hosts" / "local.yaml")
 
 
