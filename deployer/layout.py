@@ -58,6 +58,16 @@ class Layout:
         background: out of `releases/`, so nothing ever sees a half-deleted release."""
         return posixpath.join(self.state, "trash")
 
+    @property
+    def artifacts(self) -> str:
+        """Release artifacts (`artifact.build`): packed on the build host, and each release's
+        manifest on every host (what the next release hard-links from)."""
+        return posixpath.join(self.state, "artifacts")
+
+    def artifact(self, release: str, ext: str) -> str:
+        """`release`'s artifact file: `.tar`, `.manifest` or `.sha256`."""
+        return posixpath.join(self.artifacts, release + ext)
+
     def release(self, release: str) -> str:
         return posixpath.join(self.releases, release)
 

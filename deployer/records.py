@@ -173,6 +173,19 @@ class FilesBackup(Record):
 
 
 @dataclass
+class Artifact(Record):
+    """A release's artifact on one app host: packed there (`built`), or fetched from the build
+    host and unpacked (`linked`: files hard-linked from the previous release)."""
+    type: ClassVar[str] = "artifact"
+    release: str = ""
+    host: str = ""
+    sha256: str = ""
+    size: int = 0
+    built: bool = False
+    linked: int = 0
+
+
+@dataclass
 class Migrated(Record):
     type: ClassVar[str] = "migrate"
     before: int | None = None

@@ -129,9 +129,11 @@ def remove(deploy_to: str, releases: list[str]) -> Command:
     moves = " && ".join(f"{{ [ ! -e {p} ] || mv -T {p} {trash}/$$/{q(r)} 2>/dev/null || rm -rf -- {p}; }}"
                         for r, p in zip(releases, paths, strict=True))
     sweep = f'rm -rf -- "$1"; find {trash} -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf -- {{}} + 2>/dev/null'
+    # with them, their artifacts (`artifact.build`) and manifests
+    arts = " ".join(q(lay.artifact(r, ext)) for r in releases for ext in (".tar", ".manifest", ".sha256"))
     return raw(f"if mkdir -p {trash}/$$ 2>/dev/null; then {moves} && "
                f"{{ setsid sh -c {q(sweep)} sh {trash}/$$ </dev/null >/dev/null 2>&1 & }}; "
-               f"else rm -rf -- {' '.join(paths)}; fi")
+               f"else rm -rf -- {' '.join(paths)}; fi && rm -f -- {arts}")
 
 
 def in_order(releases, order) -> list[str]:

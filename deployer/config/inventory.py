@@ -132,6 +132,19 @@ class FileBackups(_Model):
     exclude: list[Annotated[str, Strict(), Field(min_length=1)]] = []
 
 
+class Artifact(_Model):
+    """`artifact:` where a release is built. `each` (the default): every app host builds it
+    from the commit. `first` (the first app host) or an app host's name: that host builds it
+    once and packs it with its sha256; the other app hosts fetch it from that host over HTTP on
+    its address (`port`, 0: a random one per deploy; a capability path) and hard-link the files
+    unchanged since their previous release. The server stops after the fetch, or after
+    `serve_for` seconds whatever happens."""
+
+    build: Name = "each"
+    port: Annotated[Int, Field(ge=0, le=65535)] = 0
+    serve_for: Annotated[Int, Field(ge=10, le=86400)] = 600
+
+
 class Health(_Model):
     url: Name
     timeout: Annotated[Float, Field(gt=0)] = 5.0
@@ -311,6 +324,7 @@ class Inventory(_Model):
     schedules: list[ScheduleModel] = []
     retention: RetentionModel = RetentionModel()
     backup: FileBackups = FileBackups()
+    artifact: Artifact = Artifact()
     maintenance_ttl: Annotated[Int, Field(ge=1)] = 900
     state: State = State()
 

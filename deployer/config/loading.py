@@ -130,7 +130,7 @@ def load_layered(env: str, *, root: Path | None = None, inventory: Path | None =
         file_backups=tuple(settings.backup.files), file_backup_exclude=tuple(settings.backup.exclude),
         rollout=settings.rollout_waves(), max_unavailable=settings.max_unavailable,
         gate=settings.gate, notify=settings.notify, secret_files=list(settings.secret_files),
-        state=settings.state,
+        state=settings.state, artifact=settings.artifact,
     ), settings=settings, layers=tuple(layers))
 
 
@@ -241,6 +241,13 @@ def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) 
         for i in found[1:]:
             err(("hosts", i, "roles"), f"role {role!r} is already on hosts[{found[0]}]; "
                 "at most one host may have it")
+
+    build = settings.artifact.build
+    if build not in ("each", "first"):
+        app = [h.name for h in settings.hosts if {"web", "worker"} & set(h.roles or ())]
+        if build not in app:
+            err(("artifact", "build"), f"expected each, first or the name of an app host (one with "
+                f"role web or worker: {', '.join(app) or 'none'}), not {build!r}")
 
     for key in ("key", "known_hosts"):
         path = getattr(settings.ssh, key)

@@ -18,7 +18,7 @@ from deployer.layout import Layout
 from deployer.shell import Privileged, fill
 from deployer.sshconfig import Endpoint
 
-from .inventory import SSH, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile, State
+from .inventory import SSH, Artifact, Database, Gate, Health, LoadBalancer, RolloutWave, SecretFile, State
 from .playbook import Playbook, Step
 from .types import _ROLE_RE, _label
 
@@ -94,6 +94,8 @@ class Config:
     secret_files: list[SecretFile] = field(default_factory=list)
     #: where the lock and the ledger live (`state:`; backend ssh: the ledger host)
     state: State = field(default_factory=State)
+    #: where releases are built (`artifact:`): on each app host, or once and fetched
+    artifact: Artifact = field(default_factory=Artifact)
 
     @property
     def layout(self) -> Layout:
@@ -189,6 +191,15 @@ class Config:
     def app_hosts(self) -> list[Host]:
         """Hosts that run the app's code: role web or worker."""
         return [h for h in self.hosts if h.has("web") or h.has("worker")]
+
+    @property
+    def build_host(self) -> Host | None:
+        """The app host that builds each release once (`artifact.build`); None: each app host
+        builds its own."""
+        app, build = self.app_hosts, self.artifact.build
+        if build == "each" or not app:
+            return None
+        return next((h for h in app if h.name == build), app[0])
 
     @property
     def web_hosts(self) -> list[Host]:

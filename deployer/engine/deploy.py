@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -169,7 +170,16 @@ class DeployRun:
         return deploy_plan(self.cfg, facts, DeployInputs(
             release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance,
             secret_files=self.secret_files, protected=protected, bad=bad,
-            order=tuple(history.order) if history else (), token=token, migrate=not self.rotating))
+            order=tuple(history.order) if history else (), token=token, migrate=not self.rotating,
+            **self.artifact_inputs()))
+
+    def artifact_inputs(self) -> dict:
+        """With a build host: the artifact server's capability token (random, on stdin only) and
+        port (`artifact.port`, or a random unprivileged one for this run)."""
+        if self.cfg.build_host is None:
+            return {}
+        port = self.cfg.artifact.port or secrets.SystemRandom().randint(20000, 60999)
+        return dict(artifact_token=Secret(secrets.token_urlsafe(24)), artifact_port=port)
 
     def prepare(self) -> tuple[F.Facts, str]:
         cfg = self.cfg
@@ -192,8 +202,8 @@ class DeployRun:
         """The plan from assumed facts (`Facts.assumed`): no host, ledger or remote contacted."""
         facts = F.Facts.assumed(self.cfg, self.ref)
         maintenance, why = assumed_maintenance(self.cfg, self.force_maintenance)
-        secrets = (self.assume_secrets(),) if self.cfg.secret_files else ()
-        announce_assumed(self.rep, (*facts.assumptions, why, *secrets, "ledger history: assumed "
+        secret_note = (self.assume_secrets(),) if self.cfg.secret_files else ()
+        announce_assumed(self.rep, (*facts.assumptions, why, *secret_note, "ledger history: assumed "
                                     "empty (no release protected from cleanup, none known bad)"))
         release = new_release_id(dt.datetime.now(dt.UTC), facts.commit)
         announce(self.rep, self.plan(facts, None, release, maintenance, FN.DRY_RUN), self.cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..commands import artifact as A
 from ..commands import backup as B
 from ..commands import databases as DB
 from ..commands import git as GIT
@@ -24,6 +25,7 @@ from .plan import (
     Hook,
     Lane,
     Plan,
+    RecordArtifact,
     RecordBackup,
     RecordSchema,
     SchemaKey,
@@ -51,6 +53,10 @@ class DeployInputs:
     token: int | None = None  # the lock's fencing token, checked first by every host script
     written_secrets: tuple[str, ...] = ()  # promote: secret files the run's first part wrote
     migrate: bool = True  # False: the code the hosts already run (a secret rotation): nothing to migrate
+    #: with a build host (`artifact.build`): the capability path its artifact server answers
+    #: on (handed on stdin, never in argv), and its port
+    artifact_token: Secret | None = None
+    artifact_port: int = 0
 
     def secret_paths(self) -> list[str]:
         """The secret files this run puts in its release (finalize promotes them to shared/)."""
@@ -96,7 +102,9 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
         stages += around(cfg, Stage(StageName.MAINTENANCE, "on" if inp.maintenance else "not needed", lanes),
                          app, rel, common)
         stages += around(cfg, backup_stage(cfg, rel, fence=inp.maintenance), app, rel, common)
-        stages += around(cfg, pull_stage(cfg, app, inp, vals), app, rel, common)
+        pulls = pull_stages(cfg, app, inp, vals, snapshot)
+        stages += hooks(cfg, Hook.BEFORE, StageName.PULL, app, rel, common) + pulls
+        stages += hooks(cfg, Hook.AFTER, StageName.PULL, app, rel, common)
         stages += around(cfg, migrate_stage(cfg, web, inp, vals), app, rel, common)
         warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
                                        what="cache warm")]) for h in app])
@@ -146,25 +154,65 @@ def offsite(cfg: Config) -> bool:
 
 
 def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:
+    """Each host builds the release from the commit (`artifact.build: each`)."""
+    return Stage(StageName.PULL, inp.commit[:12], ops.lanes([(h, _build(cfg, h, inp, vals)) for h in app]))
+
+
+def _secrets(cfg: Config, h: Host, inp: DeployInputs) -> list[Action]:
+    """The run's secret files on `h`: a file the releases link from shared/ goes in this
+    release as its own copy (a rollback gives the previous one back; finalize promotes it); any
+    other goes to shared/ itself. Each on stdin: a round trip of its own."""
+    release_path, pb = cfg.layout.release(inp.release), cfg.playbook
+    return [Action(host=h.name, command=R.write_secret(release_path if pb.per_release(rel) else cfg.layout.shared,
+                                                       rel), stdin=secret, timeout=60, what=f"secret file {rel}")
+            for rel, secret in inp.secret_files]
+
+
+def _build(cfg: Config, h: Host, inp: DeployInputs, vals) -> list[Action]:
+    """The release built on `h` from the commit: fetched into the mirror, exported, linked to
+    shared/, its secret files written (before the build reads them), the playbook's build."""
     mirror, release_path = cfg.layout.repo, cfg.layout.release(inp.release)
     pb = cfg.playbook
-    pairs = []
-    for h in app:
-        code = [GIT.fetch(cfg.repo, mirror, inp.commit), GIT.export(mirror, inp.commit, release_path),
-                R.prepare(cfg.deploy_to, inp.release, pb.shared_files, pb.shared_dirs)]
-        build = ops.step_commands(cfg, pb.steps("build"), h, vals(h), cwd=release_path)
-        # a file the releases link from shared/: this release's own copy (a rollback gives the
-        # previous one back; finalize promotes it); any other: shared/ itself
-        secrets = [Action(host=h.name, command=R.write_secret(
-                       release_path if pb.per_release(rel) else cfg.layout.shared, rel), stdin=secret,
-                       timeout=60, what=f"secret file {rel}") for rel, secret in inp.secret_files]
-        if secrets:  # each secret goes on stdin: its own round trip, before the build reads it
-            acts = [ops.run(h, code, what="pull", effect=Effect.PULLED, timeout=cfg.ssh.command_timeout),
-                    *secrets, ops.run(h, build, what="build")]
-        else:
-            acts = [ops.run(h, code + build, what="pull", effect=Effect.PULLED)]
-        pairs.append((h, acts))
-    return Stage(StageName.PULL, inp.commit[:12], ops.lanes(pairs))
+    code = [GIT.fetch(cfg.repo, mirror, inp.commit), GIT.export(mirror, inp.commit, release_path),
+            R.prepare(cfg.deploy_to, inp.release, pb.shared_files, pb.shared_dirs)]
+    build = ops.step_commands(cfg, pb.steps("build"), h, vals(h), cwd=release_path)
+    secrets = _secrets(cfg, h, inp)
+    if secrets:
+        return [ops.run(h, code, what="pull", effect=Effect.PULLED, timeout=cfg.ssh.command_timeout),
+                *secrets, ops.run(h, build, what="build")]
+    return [ops.run(h, code + build, what="pull", effect=Effect.PULLED)]
+
+
+def pull_stages(cfg: Config, app: list[Host], inp: DeployInputs, vals,
+                previous: dict[str, str | None]) -> list[Stage]:
+    """The release on every app host. With a build host (`artifact.build`): built there once and
+    packed (its sha256 recorded), served from there to the other app hosts, which fetch it,
+    verify it and unpack it (hard-linking what their `previous` release has unchanged), then
+    write their own secret files; the server stops. Else each host builds it."""
+    builder = cfg.build_host
+    if builder is None or inp.artifact_token is None or builder.name not in {h.name for h in app}:
+        return [pull_stage(cfg, app, inp, vals)]
+    rel, deploy_to = inp.release, cfg.deploy_to
+    others = [h for h in app if h.name != builder.name]
+    # the release's own secret files stay out of the artifact: each host writes its own
+    private = [p for p, _ in inp.secret_files if cfg.playbook.per_release(p)]
+    pack = Action(host=builder.name, command=A.pack(deploy_to, rel, private), what="pack artifact",
+                  records=(RecordArtifact(0, rel, built=True),), timeout=cfg.ssh.command_timeout)
+    acts = _build(cfg, builder, inp, vals) + [pack]
+    if not others:
+        return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}", (Lane(builder.name, tuple(acts)),))]
+    port = inp.artifact_port
+    acts.append(Action(host=builder.name, command=A.serve(deploy_to, rel, builder.address, port, cfg.artifact.serve_for),
+                       stdin=Secret(inp.artifact_token.reveal() + "\n"), timeout=30, what="artifact server"))
+    where = Secret(A.url(builder.address, port, inp.artifact_token.reveal()) + "\n")
+    fetches = ops.lanes([(h, [Action(host=h.name, command=A.fetch(deploy_to, rel, previous.get(h.name)), stdin=where,
+                                     records=(RecordArtifact(0, rel, built=False),), effect=Effect.PULLED,
+                                     timeout=cfg.ssh.command_timeout, what="fetch artifact"),
+                              *_secrets(cfg, h, inp)]) for h in others])
+    stop = Action(host=builder.name, command=A.stop(deploy_to), timeout=30, what="artifact server stop")
+    return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}", (Lane(builder.name, tuple(acts)),)),
+            Stage(StageName.PULL, f"artifact from {builder.name}:{port}", fetches),
+            Stage(StageName.PULL, "artifact server stopped", (Lane(builder.name, (stop,)),), best_effort=True)]
 
 
 def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stage:

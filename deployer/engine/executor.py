@@ -14,6 +14,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .. import records as REC
+from ..commands import artifact as A
 from ..commands import backup as B
 from ..commands import fence as FN
 from ..commands import files as F
@@ -258,7 +259,10 @@ class Executor:
                     self._records(a, exc.stdout, failed=True)
                 raise self._failed(stage, a, self._explain(a, exc)) from None
         if a.records:
-            self._records(a, res.stdout)
+            try:
+                self._records(a, res.stdout)
+            except CommandFailed as exc:  # what the host printed is wrong (another artifact)
+                raise self._failed(stage, a, exc) from None
         self.rep.event("host", stage=a.what, host=a.host, state="done", detail=a.what)
 
     def _check_refusal(self, stage: Stage, a: Action, exc: CommandFailed) -> None:
@@ -326,6 +330,18 @@ class Executor:
                     self.write(arc)
                     with self._state_lock:
                         self.st.archives.append(arc)
+                case P.RecordArtifact(release=release, built=built):
+                    sha, size, linked = A.parse(text.strip().splitlines()[-1] if text.strip() else "")
+                    with self._state_lock:
+                        want = self.st.artifact
+                        if built:
+                            self.st.artifact = sha
+                    self.write(REC.Artifact(release=release, host=a.host, sha256=sha, size=size, built=built,
+                                            linked=linked))
+                    if not built and sha != want:
+                        raise CommandFailed(a.host, a.command.display, 4, "", (
+                            f"artifact of {release}: {a.host} unpacked sha256 {sha}, the build host packed "
+                            f"{want or 'nothing'}"), redact=self.redact)
                 case P.RecordBackup(path=path):
                     sha, size = B.parse_dump(text.strip().splitlines()[-1] if text.strip() else "")
                     rec = REC.Backup(path=path, sha256=sha, size=size, host=a.host)

@@ -109,7 +109,17 @@ class RecordFiles:
     paths: tuple[str, ...]  # what it holds (relative to shared/)
 
 
-Recorded = RecordSchema | RecordBackup | RecordProof | RecordFiles
+@dataclass(frozen=True)
+class RecordArtifact:
+    """A release's artifact: packed by the build host (`built`: its sha256 is the release's),
+    or fetched and unpacked by another app host (its sha256 must be the same)."""
+
+    step: int  # the pack or fetch step: its last line is `<sha256> <size>[ <files linked>]`
+    release: str
+    built: bool
+
+
+Recorded = RecordSchema | RecordBackup | RecordProof | RecordFiles | RecordArtifact
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class RunState:
     proofs: list[REC.BackupProof] = field(default_factory=list)  # the run's test restores
     archives: list[REC.FilesBackup] = field(default_factory=list)  # the run's archives of the app's files
     secret_paths: list[str] = field(default_factory=list)  # the secret files the run wrote (paths only)
+    artifact: str = ""  # the sha256 of the release's artifact, as its build host packed it
     migrated: bool = False
     pulled: list[str] = field(default_factory=list)
     switched: list[str] = field(default_factory=list)
@@ -104,6 +105,8 @@ class RunState:
                 st.backup = e.ref()
             elif isinstance(e, REC.FilesBackup):
                 st.archives.append(e)
+            elif isinstance(e, REC.Artifact) and e.built:
+                st.artifact = e.sha256
             elif isinstance(e, REC.SecretFiles):
                 st.secret_paths = list(e.paths)
             elif isinstance(e, REC.Migrated):

@@ -41,6 +41,9 @@ LB_BINARIES = ("socat",)
 #: deployer.commands.fence), and the ledger host appends to the ledger with it. The app hosts'
 #: check has it already (APP_BINARIES); FENCE_BINARIES are checked on every other host.
 FENCE_BINARIES = ("flock",)
+#: with a build host (`artifact.build`), every app host runs the artifact's programs (python3),
+#: and the build host starts its server in a session of its own
+ARTIFACT_BINARIES = ("python3", "setsid")
 #: the roles of the app hosts (what a release runs on)
 APP_ROLES = ("web", "worker")
 
@@ -126,12 +129,13 @@ def binaries_checks(cfg: Config) -> list[Check]:
     the database host, socat on the load balancer, and flock on every other host (FENCE_BINARIES)."""
     app = cfg.app_hosts
     out: list[Check] = []
-    out.append(Check("binaries", binaries_command(APP_BINARIES), APP_ROLES,
-                     parse_binaries(APP_BINARIES), _names(app), about="tools of the pull stage"))
+    tools = APP_BINARIES + (ARTIFACT_BINARIES if cfg.build_host is not None else ())
+    out.append(Check("binaries", binaries_command(tools), APP_ROLES,
+                     parse_binaries(tools), _names(app), about="tools of the pull stage"))
     if cfg.database is not None and cfg.db_host is not None:
         bin_dir = cfg.database.bin_dir
-        tools = tuple(posixpath.join(bin_dir, t) if bin_dir else t for t in DB_TOOLS) + DB_BINARIES
-        out.append(Check("binaries", binaries_command(tools), ("db",), parse_binaries(tools),
+        db_tools = tuple(posixpath.join(bin_dir, t) if bin_dir else t for t in DB_TOOLS) + DB_BINARIES
+        out.append(Check("binaries", binaries_command(db_tools), ("db",), parse_binaries(db_tools),
                          (cfg.db_host.name,), about="PostgreSQL client tools for backups"))
     if cfg.lb is not None and cfg.lb_host is not None:
         out.append(Check("binaries", binaries_command(LB_BINARIES), ("lb",),

@@ -1,0 +1,194 @@
+"""Release artifacts' host programs, run for real on this machine (sh, python3, HTTP on
+loopback): pack on a "build host" tree, serve, fetch into another tree, hard links from the
+previous release, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from deployer.commands import artifact as A
+from deployer.commands import releases as R
+from deployer.layout import Layout
+
+
+def sh(cmd, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", cmd.script], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(root, files: dict[str, str], links: dict[str, str] = {}) -> None:  # noqa: B006
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    for rel, target in links.items():
+        os.symlink(target, root / rel)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    """Two deploy trees: the build host's and another app host's."""
+    b, o = tmp_path / "build" / "app", tmp_path / "other" / "app"
+    for d in (b, o):
+        (d / "releases").mkdir(parents=True)
+    return b, o
+
+
+def ship(b, o, release: str, previous: str | None, port: int) -> tuple[str, int, int]:
+    packed = sh(A.pack(str(b), release, [".env"]))
+    assert packed.returncode == 0, packed.stderr
+    sha, size, _ = A.parse(packed.stdout.splitlines()[-1])
+    token = "tok" + release
+    started = sh(A.serve(str(b), release, "127.0.0.1", port, 30), stdin=token + "\n")
+    assert started.returncode == 0, started.stderr
+    try:
+        got = sh(A.fetch(str(o), release, previous), stdin=A.url("127.0.0.1", port, token) + "\n")
+        assert got.returncode == 0, got.stderr
+    finally:
+        assert sh(A.stop(str(b))).returncode == 0
+    fsha, fsize, linked = A.parse(got.stdout.splitlines()[-1])
+    assert (fsha, fsize) == (sha, size)
+    assert digest(b / os.path.relpath(Layout(str(b)).artifact(release, ".tar"), str(b))) == sha
+    return sha, size, linked
+
+
+def test_a_release_packed_once_arrives_the_same_and_links_what_did_not_change(hosts):
+    b, o = hosts
+    files = {"app.py": "print(1)\n", "lib/dep.py": "x = 1\n" * 1000, "static/a.css": "body{}\n"}
+    r1, r2 = "20261207T080000Z-aaaaaaa", "20261207T090000Z-bbbbbbb"
+    tree(b / "releases" / r1, {**files, ".env": "SECRET=1\n"}, {"storage": str(b / "shared/storage")})
+    os.chmod(b / "releases" / r1 / "app.py", 0o750)
+    ship(b, o, r1, None, free_port())
+    got = o / "releases" / r1
+    assert (got / "app.py").read_text() == "print(1)\n" and (got / "lib/dep.py").read_text() == files["lib/dep.py"]
+    assert os.stat(got / "app.py").st_mode & 0o777 == 0o750
+    assert os.readlink(got / "storage") == str(b / "shared/storage")
+    assert not (got / ".env").exists(), "a release's own secret file never goes in the artifact"
+    # the next release: one file changed, one added; the rest is hard-linked from r1
+    tree(b / "releases" / r2, {**files, "app.py": "print(2)\n", "new.txt": "n\n"})
+    _, _, linked = ship(b, o, r2, r1, free_port())
+    new = o / "releases" / r2
+    assert linked == 2
+    assert os.stat(new / "lib/dep.py").st_ino == os.stat(got / "lib/dep.py").st_ino
+    assert os.stat(new / "app.py").st_ino != os.stat(got / "app.py").st_ino
+    assert (new / "app.py").read_text() == "print(2)\n" and (got / "app.py").read_text() == "print(1)\n"
+    man = json.loads((o / ".deployer/artifacts" / f"{r2}.manifest").read_text())
+    assert set(man) == {"app.py", "lib/dep.py", "static/a.css", "new.txt"}
+    # removing a release removes its artifact files too
+    assert sh(R.remove(str(b), [r1])).returncode == 0
+    assert not list((b / ".deployer/artifacts").glob(f"{r1}.*"))
+
+
+def test_a_corrupted_artifact_is_refused_before_anything_is_unpacked(hosts):
+    b, o = hosts
+    r1 = "20261207T080000Z-aaaaaaa"
+    tree(b / "releases" / r1, {"app.py": "print(1)\n"})
+    assert sh(A.pack(str(b), r1, [])).returncode == 0
+    tar = b / ".deployer/artifacts" / f"{r1}.tar"
+    data = bytearray(tar.read_bytes())
+    data[600] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    port = free_port()
+    assert sh(A.serve(str(b), r1, "127.0.0.1", port, 30), stdin="t\n").returncode == 0
+    try:
+        got = sh(A.fetch(str(o), r1, None), stdin=A.url("127.0.0.1", port, "t") + "\n")
+        wrong = sh(A.fetch(str(o), r1, None), stdin=A.url("127.0.0.1", port, "guess") + "\n")
+    finally:
+        sh(A.stop(str(b)))
+    assert got.returncode != 0 and "nothing unpacked" in got.stderr
+    assert not (o / "releases" / r1).exists()
+    assert wrong.returncode != 0 and "404" in wrong.stderr  # only the capability path answers
+
+
+def test_a_server_that_cannot_listen_fails_its_step_with_the_reason(hosts):
+    b, _ = hosts
+    r1 = "20261207T080000Z-aaaaaaa"
+    tree(b / "releases" / r1, {"app.py": "print(1)\n"})
+    assert sh(A.pack(str(b), r1, [])).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        res = sh(A.serve(str(b), r1, "127.0.0.1", s.getsockname()[1], 30), stdin="t\n")
+    assert res.returncode == 1 and "did not start" in res.stderr and "Address already in use" in res.stderr
+
+
+def test_the_token_is_never_in_a_command_line():
+    cmd = A.serve("/srv/app", "r", "10.0.0.1", 4242, 60)
+    assert "DEPLOYER_ARTIFACT_TOKEN" in cmd.script and "<artifact server>" in cmd.display
+    assert "python3 -c <artifact fetch>" in A.fetch("/srv/app", "r", "p").display
+
+
+def test_parse_refuses_what_is_not_a_digest_line():
+    with pytest.raises(ValueError, match="unexpected output"):
+        A.parse("Traceback (most recent call last):")
+    assert A.parse("a" * 64 + " 10") == ("a" * 64, 10, 0)
+
+
+# -- the plan of a deploy with a build host ------------------------------------------------------
+def _plan(build: str, secret: bool = False):
+    from test_engine_pure import REL, ROOT, canned_facts
+
+    from deployer.config import load_config
+    from deployer.engine.deploy_plan import DeployInputs, deploy_plan
+    from deployer.shell import Secret
+
+    cfg = load_config("prod", root=ROOT, overrides={"artifact.build": build}, environ={})
+    facts = canned_facts(cfg)
+    inp = DeployInputs(release=REL, commit=facts.commit, ref="v2", maintenance=False, token=7,
+                       artifact_token=Secret("capability-xyz") if build != "each" else None,
+                       artifact_port=43210,
+                       secret_files=((".env", Secret("APP_KEY=s3cr3t\n")),) if secret else ())
+    return cfg, deploy_plan(cfg, facts, inp)
+
+
+def test_a_build_host_builds_once_and_the_others_fetch_from_it():
+    from deployer.engine.plan import RecordArtifact
+
+    cfg, plan = _plan("web2")
+    pulls = [st for st in plan.stages if st.name == "pull"]
+    assert [st.detail.split(": ")[-1] for st in pulls] == ["built on web2", "artifact from web2:43210",
+                                                          "artifact server stopped"]
+    build, fetch, stop = pulls
+    assert [lane.subject for lane in build.lanes] == ["web2"]
+    assert [a.what for a in build.actions()] == ["pull", "pack artifact", "artifact server"]
+    assert build.actions()[1].records == (RecordArtifact(0, plan.release, built=True),)
+    others = {h.name for h in cfg.app_hosts} - {"web2"}
+    assert {lane.subject for lane in fetch.lanes} == others
+    for a in fetch.actions():
+        assert a.what == "fetch artifact" and a.records == (RecordArtifact(0, plan.release, built=False),)
+        addr = cfg.host("web2").address
+        assert a.stdin.reveal() == f"http://{addr}:43210/capability-xyz\n"
+    assert stop.best_effort and [a.host for a in stop.actions()] == ["web2"]
+    assert not any(cmd for st in pulls for a in st.actions() for cmd in [a.display()] if "capability-xyz" in cmd)
+    assert "capability-xyz" not in "".join(a.script.script for st in pulls for a in st.actions())
+
+
+def test_secret_files_stay_out_of_the_artifact_and_each_host_writes_its_own():
+    cfg, plan = _plan("first", secret=True)
+    pulls = [st for st in plan.stages if st.name == "pull"]
+    pack = next(a for a in pulls[0].actions() if a.what == "pack artifact")
+    assert pack.command.display.endswith(" .env")  # excluded by name
+    for lane in pulls[1].lanes:
+        assert [a.what for a in lane.actions] == ["fetch artifact", "secret file .env"]
+
+
+def test_without_a_build_host_each_host_builds():
+    cfg, plan = _plan("each")
+    pulls = [st for st in plan.stages if st.name == "pull"]
+    assert len(pulls) == 1 and {lane.subject for lane in pulls[0].lanes} == {h.name for h in cfg.app_hosts}
+    assert not any("artifact" in a.display() for a in pulls[0].actions())
