@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import records as REC
+from ..commands import artifact as A
 from ..commands import backup as B
 from ..commands import databases as DB
 from ..commands import files as F
@@ -113,7 +114,10 @@ def rollback_plan(cfg: Config, st: RunState, token: int | None = None) -> Plan:
         stages.append(Stage(StageName.MAINTENANCE, "off", ops.maintenance_lanes(cfg, app, False, ttl=None)))
         stages += ops.lb_up_stage(cfg, "maintenance", app)
     leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
-    rm = ops.lanes([(h, [ops.run(h, [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
+    builder = cfg.build_host.name if cfg.build_host is not None else None
+    # the build host's artifact server goes too (a fetch that failed left it serving)
+    rm = ops.lanes([(h, [ops.run(h, ([A.stop(cfg.deploy_to)] if h.name == builder else [])
+                                 + [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
     stages.append(Stage(StageName.FINALIZE, f"{st.release} marked bad", rm, best_effort=True))
     stages += unfence_stage(cfg, st.fenced())  # with or without a restore
