@@ -71,6 +71,7 @@ class ReleaseRecord:
     schema_after: int | None = None
     snapshot: REC.Snapshot | None = None  # the snapshot taken before this release's deploy
     backup: REC.BackupRef | None = None  # the backup taken before this release's deploy
+    artifact: str = ""  # the sha256 of its artifact, as the build host packed it (`artifact.build`)
 
     @property
     def snapshot_hosts(self) -> dict[str, str | None]:
@@ -85,6 +86,8 @@ class ReleaseRecord:
         elif isinstance(e, REC.Backup):
             if e.kind == "predeploy" and self.backup is None:
                 self.backup = e.ref()
+        elif isinstance(e, REC.Artifact) and e.built and e.release == self.release:
+            self.artifact = e.sha256
         elif isinstance(e, REC.Migrated):
             self.schema_after = e.after
             if self.schema_before is None:

@@ -220,6 +220,14 @@ def fetch(deploy_to: str, release: str, previous: str | None) -> Command:
     return Command(script, shown)
 
 
+def prune(deploy_to: str, releases: list[str]) -> Command:
+    """The build host's artifacts of `releases` removed (beyond `artifact.keep`, or a bad
+    release's)."""
+    lay = Layout(deploy_to)
+    paths = [lay.artifact(r, ext) for r in releases for ext in (".tar", ".manifest", ".sha256")]
+    return raw("rm -f -- " + " ".join(q(p) for p in paths)) if paths else raw("true")
+
+
 def parse(line: str) -> tuple[str, int, int]:
     """(sha256, size, files linked) from the last line a pack or a fetch printed."""
     m = _LINE_RE.match(line.strip())

@@ -29,7 +29,8 @@ def read_state(deploy_to: str, flag: str | None = "storage/maintenance.json") ->
         f"if [ -e {q(flag_path)} ]; then echo maintenance=on; "
         f"echo maintenance_json=$(head -c 2000 {q(flag_path)} 2>/dev/null | tr -d '\\n'); "
         f"else echo maintenance=off; fi; echo now=$(date +%s); "
-        f"for r in {q(lay.releases)}/*; do [ -e \"$r\" ] && echo \"release=${{r##*/}}\"; done; true"
+        f"for r in {q(lay.releases)}/*; do [ -e \"$r\" ] && echo \"release=${{r##*/}}\"; done; "
+        f"for a in {q(lay.artifacts)}/*.tar; do [ -e \"$a\" ] && a=${{a##*/}} && echo \"artifact=${{a%.tar}}\"; done; true"
     )
 
 
@@ -37,6 +38,7 @@ def read_state(deploy_to: str, flag: str | None = "storage/maintenance.json") ->
 class HostState:
     current: str | None = None  # release id the current symlink points to
     releases: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)  # releases whose artifact the host keeps
     hostname: str = ""
     disk_kb: int | None = None
     maintenance: bool = False
@@ -57,6 +59,8 @@ def parse_state(output: str) -> HostState:
             st.current = posixpath.basename(value.rstrip("/"))
         elif key == "release" and value:
             st.releases.append(value)
+        elif key == "artifact" and value:
+            st.artifacts.append(value)
         elif key == "hostname":
             st.hostname = value
         elif key == "disk_kb" and value.isdigit():
@@ -77,6 +81,7 @@ def parse_state(output: str) -> HostState:
         st.maintenance = False  # expired: the app serves again (dead-man expiry)
         st.maintenance_expired = True
     st.releases.sort()
+    st.artifacts.sort()
     return st
 
 
@@ -129,11 +134,13 @@ def remove(deploy_to: str, releases: list[str]) -> Command:
     moves = " && ".join(f"{{ [ ! -e {p} ] || mv -T {p} {trash}/$$/{q(r)} 2>/dev/null || rm -rf -- {p}; }}"
                         for r, p in zip(releases, paths, strict=True))
     sweep = f'rm -rf -- "$1"; find {trash} -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf -- {{}} + 2>/dev/null'
-    # with them, their artifacts (`artifact.build`) and manifests
-    arts = " ".join(q(lay.artifact(r, ext)) for r in releases for ext in (".tar", ".manifest", ".sha256"))
+    # with them, their manifests (`artifact.build`), unless the host keeps their artifact (the
+    # build host: `artifact.keep`, pruned apart)
+    arts = "; ".join(f"[ -e {q(lay.artifact(r, '.tar'))} ] || rm -f -- {q(lay.artifact(r, '.manifest'))} "
+                     f"{q(lay.artifact(r, '.sha256'))}" for r in releases)
     return raw(f"if mkdir -p {trash}/$$ 2>/dev/null; then {moves} && "
                f"{{ setsid sh -c {q(sweep)} sh {trash}/$$ </dev/null >/dev/null 2>&1 & }}; "
-               f"else rm -rf -- {' '.join(paths)}; fi && rm -f -- {arts}")
+               f"else rm -rf -- {' '.join(paths)}; fi && {{ {arts}; }}")
 
 
 def in_order(releases, order) -> list[str]:

@@ -138,11 +138,14 @@ class Artifact(_Model):
     once and packs it with its sha256; the other app hosts fetch it from that host over HTTP on
     its address (`port`, 0: a random one per deploy; a capability path) and hard-link the files
     unchanged since their previous release. The server stops after the fetch, or after
-    `serve_for` seconds whatever happens."""
+    `serve_for` seconds whatever happens. The build host keeps the artifacts of the newest `keep`
+    good releases (more than `keep_releases`: `rollback --to` a release no host still has
+    fetches its artifact from there)."""
 
     build: Name = "each"
     port: Annotated[Int, Field(ge=0, le=65535)] = 0
     serve_for: Annotated[Int, Field(ge=10, le=86400)] = 600
+    keep: Annotated[Int, Field(ge=1)] = 20
 
 
 class Health(_Model):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import records as REC
 from ..commands import artifact as A
@@ -15,12 +15,12 @@ from ..config import Config, Host
 from ..errors import Refused
 from ..facts import Facts
 from ..ledger import History
-from ..shell import raw
+from ..shell import Secret, raw
 from ..stages import StageName
 from ..state.backups import Kind
 from . import ops
 from .deploy_plan import DeployInputs, offsite, pull_stage, unfence_stage
-from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage, fenced
+from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordArtifact, RecordBackup, Stage, fenced
 from .state import RunState
 
 DOWN_REFUSED = 97  # exit status of the down-migration action when they cannot all run
@@ -116,7 +116,8 @@ def rollback_plan(cfg: Config, st: RunState, token: int | None = None) -> Plan:
     leftovers = [h for h in app if h.name in st.pulled and snap.get(h.name) != st.release]
     builder = cfg.build_host.name if cfg.build_host is not None else None
     # the build host's artifact server goes too (a fetch that failed left it serving)
-    rm = ops.lanes([(h, [ops.run(h, ([A.stop(cfg.deploy_to)] if h.name == builder else [])
+    rm = ops.lanes([(h, [ops.run(h, ([A.stop(cfg.deploy_to), A.prune(cfg.deploy_to, [st.release])]
+                                     if h.name == builder else [])
                                  + [R.remove(cfg.deploy_to, [st.release])], what="remove failed release")])
                     for h in leftovers])
     stages.append(Stage(StageName.FINALIZE, f"{st.release} marked bad", rm, best_effort=True))
@@ -143,11 +144,38 @@ def files_stage(cfg: Config, hosts: list[Host], found: dict[str, REC.FilesBackup
 
 @dataclass(frozen=True)
 class Rebuild:
-    """`rollback --to` a release some hosts no longer have: built there again from its commit."""
+    """`rollback --to` a release some hosts no longer have: fetched there from the artifact the
+    build host keeps (`source`), else built there again from its commit."""
 
     hosts: tuple[str, ...]
     commit: str
     ref: str
+    source: str | None = None  # the build host that keeps the release's artifact
+    token: Secret | None = None  # its server's capability path (on stdin only)
+    port: int = 0
+    current: tuple[tuple[str, str | None], ...] = ()  # what each of `hosts` serves (hard links)
+    sha256: str = ""  # the artifact's, as the ledger recorded it when it was packed
+
+    def how(self) -> str:
+        """How the hosts get it back, for the notice."""
+        if self.source:
+            return f"fetched there from the artifact {self.source} keeps"
+        return f"built again there from its commit {self.commit[:7]}"
+
+
+def from_artifact(cfg: Config, rebuild: Rebuild | None, history: History, target: str, facts: Facts,
+                  token: Secret | None = None, port: int = 0) -> Rebuild | None:
+    """`rebuild` from the build host's artifact when it still keeps the release's and the ledger
+    recorded its sha256 (`token`, `port`: its server's for this run); else as it is (built from
+    the commit)."""
+    builder, rec = cfg.build_host, history.releases.get(target)
+    if rebuild is None or builder is None or token is None or rec is None or not rec.artifact:
+        return rebuild
+    st = facts.hosts.get(builder.name)
+    if st is None or target not in st.artifacts:
+        return rebuild
+    current = tuple((h, facts.hosts[h].current if h in facts.hosts else None) for h in rebuild.hosts)
+    return replace(rebuild, source=builder.name, token=token, port=port, current=current, sha256=rec.artifact)
 
 
 def rebuild_of(history: History, target: str, facts: Facts) -> Rebuild | None:
@@ -165,6 +193,27 @@ def rebuild_of(history: History, target: str, facts: Facts) -> Rebuild | None:
     return Rebuild(tuple(missing), rec.commit, rec.ref)
 
 
+def fetch_stages(cfg: Config, target: str, rebuild: Rebuild) -> list[Stage]:
+    """`target`'s artifact served by the build host that keeps it, fetched, verified and unpacked
+    by the hosts that lost the release (the build host too, from itself), its shared files
+    linked again (the release's own secret files never were in the artifact); the server stops."""
+    src, deploy_to = cfg.host(rebuild.source), cfg.deploy_to
+    where = Secret(A.url(src.address, rebuild.port, rebuild.token.reveal()) + "\n")
+    pb, current = cfg.playbook, dict(rebuild.current)
+    serve = Action(host=src.name, command=A.serve(deploy_to, target, src.address, rebuild.port, cfg.artifact.serve_for),
+                   stdin=Secret(rebuild.token.reveal() + "\n"), timeout=30, what="artifact server")
+    fetches = tuple(Lane(h, (Action(host=h, command=A.fetch(deploy_to, target, current.get(h)), stdin=where,
+                                    records=(RecordArtifact(0, target, built=False, sha256=rebuild.sha256),),
+                                    effect=Effect.PULLED, timeout=cfg.ssh.command_timeout, what="fetch artifact"),
+                             Action(host=h, command=R.prepare(deploy_to, target, pb.shared_files, pb.shared_dirs),
+                                    what="link shared files")))
+                    for h in rebuild.hosts)
+    stop = Action(host=src.name, command=A.stop(deploy_to), timeout=30, what="artifact server stop")
+    return [Stage(StageName.PULL, f"artifact of {target} kept by {src.name}", (Lane(src.name, (serve,)),)),
+            Stage(StageName.PULL, f"artifact from {src.name}:{rebuild.port}", fetches),
+            Stage(StageName.PULL, "artifact server stopped", (Lane(src.name, (stop,)),), best_effort=True)]
+
+
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,
                          safety_path: str | None, token: int | None = None,
                          files: dict[str, REC.FilesBackup] | None = None, work: str = "",
@@ -174,7 +223,9 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     back from its archive before the switch; with `rebuild`, the release built again first on the
     hosts that lost it (nothing else changes before every host has it)."""
     stages: list[Stage] = []
-    if rebuild is not None:
+    if rebuild is not None and rebuild.source is not None:
+        stages += fetch_stages(cfg, target, rebuild)
+    elif rebuild is not None:
         inp = DeployInputs(release=target, commit=rebuild.commit, ref=rebuild.ref, maintenance=False)
         stages.append(pull_stage(cfg, [h for h in hosts if h.name in rebuild.hosts], inp, lambda h, **extra: ops.values(
             cfg, h, target, commit=rebuild.commit, ref=rebuild.ref, **extra)))

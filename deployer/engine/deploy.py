@@ -119,6 +119,16 @@ def announce_assumed(rep: Reporter, notes: tuple[str, ...]) -> None:
         rep.event("notice", message=f"  - {note}")
 
 
+def artifact_server(cfg: Config) -> dict:
+    """With a build host (`artifact.build`), this run's artifact server: `token`, its capability
+    path (random, handed on stdin only) and `port` (`artifact.port`, or a random unprivileged
+    one); none without."""
+    if cfg.build_host is None:
+        return {}
+    port = cfg.artifact.port or secrets.SystemRandom().randint(20000, 60999)
+    return dict(token=Secret(secrets.token_urlsafe(24)), port=port)
+
+
 class DeployRun:
     def __init__(self, cfg: Config, reporter: Reporter, *, ref: str, maintenance: bool | None = None,
                  lock_wait: float = 0.0, reason: str = "", force: bool = False, session: Session | None = None,
@@ -171,15 +181,7 @@ class DeployRun:
             release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance,
             secret_files=self.secret_files, protected=protected, bad=bad,
             order=tuple(history.order) if history else (), token=token, migrate=not self.rotating,
-            **self.artifact_inputs()))
-
-    def artifact_inputs(self) -> dict:
-        """With a build host: the artifact server's capability token (random, on stdin only) and
-        port (`artifact.port`, or a random unprivileged one for this run)."""
-        if self.cfg.build_host is None:
-            return {}
-        port = self.cfg.artifact.port or secrets.SystemRandom().randint(20000, 60999)
-        return dict(artifact_token=Secret(secrets.token_urlsafe(24)), artifact_port=port)
+            **{f"artifact_{k}": v for k, v in artifact_server(self.cfg).items()}))
 
     def prepare(self) -> tuple[F.Facts, str]:
         cfg = self.cfg

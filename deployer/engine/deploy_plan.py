@@ -306,8 +306,22 @@ def cleanup_targets(cfg: Config, facts: Facts, inp: DeployInputs, snapshot: dict
     return out
 
 
+def artifacts_to_prune(cfg: Config, facts: Facts, inp: DeployInputs) -> list[str]:
+    """The build host's artifacts beyond `artifact.keep` (the ledger's order, the new one last),
+    and those of bad releases; never one a live snapshot refers to."""
+    builder = cfg.build_host
+    st = facts.hosts.get(builder.name) if builder is not None and inp.artifact_token is not None else None
+    if st is None:
+        return []
+    have = R.in_order(set(st.artifacts) - {inp.release}, inp.order) + [inp.release]
+    good = [r for r in have if r not in inp.bad]
+    doomed = R.to_remove(good, cfg.artifact.keep, set(inp.protected) | {inp.release})
+    return sorted(set(doomed) | {r for r in have if r in inp.bad and r not in inp.protected})
+
+
 def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot: dict) -> Stage:
     doomed = cleanup_targets(cfg, facts, inp, snapshot)
+    pruned = artifacts_to_prune(cfg, facts, inp)
     pairs = []
     for h in cfg.app_hosts:
         cmds = []
@@ -317,6 +331,8 @@ def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot:
         # the release's own secret files passed the gate: later releases link them from shared/
         cmds += [R.promote_secret(cfg.layout.release(inp.release), cfg.layout.shared, rel)
                  for rel in inp.secret_paths() if cfg.playbook.per_release(rel)]
+        if pruned and cfg.build_host is not None and h.name == cfg.build_host.name:
+            cmds.append(A.prune(cfg.deploy_to, pruned))
         if doomed.get(h.name):
             cmds.append(R.remove(cfg.deploy_to, doomed[h.name]))
         effect = Effect.MAINTENANCE_OFF if inp.maintenance else None

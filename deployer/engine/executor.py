@@ -330,10 +330,10 @@ class Executor:
                     self.write(arc)
                     with self._state_lock:
                         self.st.archives.append(arc)
-                case P.RecordArtifact(release=release, built=built):
+                case P.RecordArtifact(release=release, built=built, sha256=expected):
                     sha, size, linked = A.parse(text.strip().splitlines()[-1] if text.strip() else "")
                     with self._state_lock:
-                        want = self.st.artifact
+                        want = expected or self.st.artifact
                         if built:
                             self.st.artifact = sha
                     self.write(REC.Artifact(release=release, host=a.host, sha256=sha, size=size, built=built,

@@ -117,6 +117,7 @@ class RecordArtifact:
     step: int  # the pack or fetch step: its last line is `<sha256> <size>[ <files linked>]`
     release: str
     built: bool
+    sha256: str = ""  # a fetch's expected sha256 ("": the one this run's build host packed)
 
 
 Recorded = RecordSchema | RecordBackup | RecordProof | RecordFiles | RecordArtifact

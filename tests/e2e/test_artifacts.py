@@ -59,6 +59,7 @@ def test_a_release_built_once_reaches_every_host_with_the_same_bytes(fleet, cli,
     assert [e["linked"] for e in recs if e["host"] == "web2"][0] > 10
     assert not _servers(fleet)
     assert fleet.sh("web2", f"test -e /srv/app/.deployer/artifacts/{r2}.tar", check=False).returncode == 1
+    r1_files = _tree(fleet, "web1", r1)
 
     # a bad release shipped the same way: the gate fails, every host goes back to r2, and
     # neither the bad release nor its artifact nor its server stays behind
@@ -70,4 +71,21 @@ def test_a_release_built_once_reaches_every_host_with_the_same_bytes(fleet, cli,
     for h in ("web1", "web2", "web3"):
         assert fleet.sh(h, f"ls /srv/app/releases/{gone} /srv/app/.deployer/artifacts/{gone}.tar",
                         check=False).returncode != 0, h
+    assert not _servers(fleet)
+
+    # r1 gone from every host (keep_releases, hosts replaced): web1 still keeps its artifact, so
+    # `rollback --to` fetches it from there, checks it against the ledger's sha256, and switches
+    for h in ("web1", "web2", "web3"):
+        fleet.sh(h, f"rm -rf /srv/app/releases/{r1}")
+    back = cli("rollback", "--env", "local", "--to", r1, "--yes", *ART, check=0)
+    assert "fetched there from the artifact web1 keeps" in back.stdout + back.stderr
+    assert set(serving(fleet).values()) == {r1}
+    for h in fleet.spec.web_hosts:
+        assert health(fleet, h).get("release") == r1
+        assert _tree(fleet, h.name, r1) == r1_files, h.name
+    run = [e for e in _ledger(fleet) if e["type"] == "rollback.start"][-1]["run"]
+    again = [e for e in _ledger(fleet) if e["type"] == "artifact" and e.get("run") == run]
+    assert sorted(e["host"] for e in again) == ["web1", "web2", "web3"]
+    packed = [e for e in _ledger(fleet) if e["type"] == "artifact" and e["release"] == r1 and e["built"]]
+    assert {e["sha256"] for e in again} == {packed[0]["sha256"]}
     assert not _servers(fleet)

@@ -89,8 +89,13 @@ def test_a_release_packed_once_arrives_the_same_and_links_what_did_not_change(ho
     assert (new / "app.py").read_text() == "print(2)\n" and (got / "app.py").read_text() == "print(1)\n"
     man = json.loads((o / ".deployer/artifacts" / f"{r2}.manifest").read_text())
     assert set(man) == {"app.py", "lib/dep.py", "static/a.css", "new.txt"}
-    # removing a release removes its artifact files too
-    assert sh(R.remove(str(b), [r1])).returncode == 0
+    # removing a release: the build host keeps its artifact (pruned apart, `artifact.keep`);
+    # a host that only unpacked it drops the manifest with the release
+    assert sh(R.remove(str(b), [r1])).returncode == 0 and sh(R.remove(str(o), [r1])).returncode == 0
+    assert sorted(p.name for p in (b / ".deployer/artifacts").glob(f"{r1}.*")) == [
+        f"{r1}.manifest", f"{r1}.sha256", f"{r1}.tar"]
+    assert not list((o / ".deployer/artifacts").glob(f"{r1}.*"))
+    assert sh(A.prune(str(b), [r1])).returncode == 0
     assert not list((b / ".deployer/artifacts").glob(f"{r1}.*"))
 
 
@@ -192,3 +197,64 @@ def test_without_a_build_host_each_host_builds():
     pulls = [st for st in plan.stages if st.name == "pull"]
     assert len(pulls) == 1 and {lane.subject for lane in pulls[0].lanes} == {h.name for h in cfg.app_hosts}
     assert not any("artifact" in a.display() for a in pulls[0].actions())
+
+
+# -- `rollback --to` a release no host has: its artifact, kept by the build host -----------------
+def test_rollback_to_a_release_no_host_has_fetches_the_artifact_the_build_host_keeps():
+    from test_engine_pure import ROOT
+
+    from deployer.config import load_config
+    from deployer.engine.back_plan import from_artifact, manual_rollback_plan, rebuild_of
+    from deployer.engine.plan import RecordArtifact
+    from deployer.facts import Facts
+    from deployer.ledger import History
+    from deployer.shell import Secret
+
+    old, now = "20261101T000000Z-bbbbbbb", "20261104T000000Z-ccccccc"
+    sha = "ab" * 32
+    ledger = [{"type": "deploy.start", "run": "r1", "release": old, "ref": "v2", "commit": "b" * 40},
+              {"type": "artifact", "run": "r1", "release": old, "host": "web1", "sha256": sha, "size": 10,
+               "built": True},
+              {"type": "deploy.end", "run": "r1", "outcome": "success"}]
+    cfg = load_config("prod", root=ROOT, overrides={"artifact.build": "first"}, environ={})
+    history = History.fold(ledger)
+    assert history.releases[old].artifact == sha
+    facts = Facts(schema=2)
+    for h in cfg.app_hosts:
+        facts.hosts[h.name] = R.HostState(current=now, releases=[now], artifacts=[old] if h.name == "web1" else [])
+    token = Secret("cap-123")
+    rebuild = from_artifact(cfg, rebuild_of(history, old, facts), history, old, facts, token, 40000)
+    assert rebuild.source == "web1" and "fetched there from the artifact web1 keeps" in rebuild.how()
+    plan = manual_rollback_plan(cfg, old, cfg.app_hosts, backup=None, safety_path=None, token=3, rebuild=rebuild)
+    pulls = [st for st in plan.stages if st.name == "pull"]
+    assert [a.what for a in pulls[0].actions()] == ["artifact server"]
+    fetches = [a for a in pulls[1].actions() if a.what == "fetch artifact"]
+    assert sorted(a.host for a in fetches) == sorted(h.name for h in cfg.app_hosts)  # web1 from itself
+    assert all(a.records == (RecordArtifact(0, old, built=False, sha256=sha),) for a in fetches)
+    assert "git" not in " ".join(a.display() for st in pulls for a in st.actions())
+    assert all("cap-123" not in a.display() for st in plan.stages for a in st.actions())
+    # the build host no longer keeps it, or the ledger has no sha256 for it: built from the commit
+    for h in facts.hosts.values():
+        h.artifacts = []
+    assert from_artifact(cfg, rebuild_of(history, old, facts), history, old, facts, token, 40000).source is None
+    assert from_artifact(cfg, rebuild_of(History.fold(ledger[:1]), old, facts), History.fold(ledger[:1]), old,
+                         facts, token, 40000).source is None
+
+
+def test_the_build_host_keeps_artifacts_beyond_keep_releases_and_prunes_past_artifact_keep():
+    from test_engine_pure import REL, ROOT, canned_facts
+
+    from deployer.config import load_config
+    from deployer.engine.deploy_plan import DeployInputs, artifacts_to_prune
+    from deployer.shell import Secret
+
+    cfg = load_config("prod", root=ROOT, overrides={"artifact.build": "first", "artifact.keep": 3}, environ={})
+    facts = canned_facts(cfg)
+    olds = [f"202610{d:02d}T000000Z-aaaaaaa" for d in range(1, 7)]
+    facts.hosts["web1"].artifacts = list(olds)
+    inp = DeployInputs(release=REL, commit=facts.commit, ref="v2", maintenance=False,
+                       artifact_token=Secret("t"), order=tuple(olds), bad=frozenset({olds[5]}),
+                       protected=frozenset({olds[0]}))
+    # the newest 3 good ones stay (the new one counts), the protected one stays, the bad one goes
+    assert artifacts_to_prune(cfg, facts, inp) == [olds[1], olds[2], olds[5]]
+    assert R.parse_state(R.STATE_MARK + "\nartifact=" + olds[0] + "\n").artifacts == [olds[0]]
