@@ -60,6 +60,7 @@ DIRS = {"fabric": "/srv/cmp-fabric", "deployer": "/srv/cmp-deployer"}
 
 
 EVENTS: Path | None = None
+ARTIFACT: str | None = None  # deployer with artifact.build=ARTIFACT (--artifact)
 
 
 def log(msg: str) -> None:
@@ -145,7 +146,8 @@ def fabric_argv(fl: dict, repo: Path) -> list[str]:
 
 def deployer_argv(inventory: Path) -> list[str]:
     return [sys.executable, "-m", "deployer", "deploy", "--env", "cmp", "--inventory", str(inventory),
-            "--ref", app_repo.TAG, "--output", "json", "--yes"]
+            "--ref", app_repo.TAG, "--output", "json", "--yes"] + (["--set", f"artifact.build={ARTIFACT}"]
+                                                                    if ARTIFACT else [])
 
 
 def write_inventory(path: Path, fl: dict, repo: Path) -> None:
@@ -220,8 +222,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="measured runs of each tool per size")
     ap.add_argument("--events", type=Path, help="keep each deployer run's JSON events in this directory "
                                                 "(timestamped: where its time goes)")
+    ap.add_argument("--artifact", metavar="BUILD", help="deployer with artifact.build=BUILD (first: the first "
+                                                         "web host builds, the others fetch from it)")
     args = ap.parse_args()
-    global EVENTS
+    global EVENTS, ARTIFACT
+    ARTIFACT = args.artifact
     EVENTS = args.events
     if EVENTS:
         EVENTS.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ def measured(argv: list[str], env: dict) -> tuple[int, float, float, float, str]
     return proc.returncode, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, err[-2000:]
 
 
-def run(web: int, parallel: int) -> None:
+def run(web: int, parallel: int, artifact: str | None = None) -> None:
     fleet = Fleet()
     try:
         t0 = time.monotonic()
@@ -94,11 +94,15 @@ def run(web: int, parallel: int) -> None:
               f"to settle, load {os.getloadavg()[0]:.1f}); machine: {os.cpu_count()} cores, "
               f"{mem['total']} MiB, {mem['available']} MiB available with the fleet up; "
               f"state s3://{S.S3_BUCKET}/{prefix}/ at {fleet.s3_endpoint}; parallel {parallel}", flush=True)
-        print(f"{'phase':<22} {'web hosts':>9} {'exit':>4} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12}", flush=True)
+        extra = ["--set", f"artifact.build={artifact}"] if artifact else []
+        print(f"artifact.build: {artifact or 'each'}", flush=True)
+        print(f"{'phase':<22} {'web hosts':>9} {'exit':>4} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12} "
+              f"{'cpu ms/host':>11} {'RSS MiB/host':>12}", flush=True)
         for ref, what in (("v1", "deploy v1 (cold)"), ("v2", "deploy v2 (warm)")):
             code, wall, cpu, rss, err = measured(cli + ["deploy", "--env", "local", "--ref", ref, "--yes",
-                                                        "--inventory", str(inv)], env)
-            print(f"{what:<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f}", flush=True)
+                                                        "--inventory", str(inv), *extra], env)
+            print(f"{what:<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f} "
+                  f"{cpu * 1000 / web:>11.1f} {rss / web:>12.2f}", flush=True)
             if code != 0:
                 print(err, file=sys.stderr)
                 raise SystemExit(f"{what}: exit {code}")
@@ -126,6 +130,8 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=0, help="measure memory with N web hosts first")
     ap.add_argument("--web", type=int, default=0, help="web hosts to deploy to (default: what a probe says fits)")
     ap.add_argument("--parallel", type=int, default=30)
+    ap.add_argument("--artifact", metavar="BUILD", help="deploy with artifact.build=BUILD (first: the first web "
+                                                         "host builds, the others fetch from it)")
     args = ap.parse_args()
     web = args.web
     if args.probe:
@@ -134,7 +140,7 @@ def main() -> None:
             print("(run again with --web N to measure the deploys)")
             return
         web = min(web, fits)
-    run(web or 100, args.parallel)
+    run(web or 100, args.parallel, args.artifact)
 
 
 if __name__ == "__main__":

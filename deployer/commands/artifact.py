@@ -193,8 +193,8 @@ def serve(deploy_to: str, release: str, bind: str, port: int, ttl: int) -> Comma
              f"setsid timeout {int(ttl)} {{prog}} </dev/null >{q(log)} 2>&1 & echo $! > {q(pid)}; "
              f"unset DEPLOYER_ARTIFACT_TOKEN; i=0; while [ ! -e {q(ready)} ]; do "
              f"kill -0 \"$(cat {q(pid)})\" 2>/dev/null || {{ echo \"artifact server on {bind}:{port} did not start: "
-             f"$(tail -n 3 {q(log)})\" >&2; exit 1; }}; i=$((i+1)); [ $i -lt 100 ] || "
-             f"{{ echo 'artifact server: not listening after 10s' >&2; exit 1; }}; sleep 0.1; done")
+             f"$(tail -n 3 {q(log)})\" >&2; exit 1; }}; i=$((i+1)); [ $i -lt 500 ] || "
+             f"{{ echo 'artifact server: not listening after 10s' >&2; exit 1; }}; sleep 0.02; done")
     return Command(start.replace("{prog}", prog), start.replace("{prog}", shown))
 
 
