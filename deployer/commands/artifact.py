@@ -29,6 +29,7 @@ from ..shell import Command, q, raw
 _LINE_RE = re.compile(r"^([0-9a-f]{64}) (\d+)(?: (\d+))?$")
 
 PACK_PY = r'''
+# deployer: artifact pack
 import hashlib, json, os, sys, tarfile
 src, art, release = sys.argv[1:4]
 skip = set(sys.argv[4:])
@@ -65,6 +66,7 @@ print(w.h.hexdigest(), w.n)
 '''
 
 SERVE_PY = r'''
+# deployer: artifact server
 import http.server, os, sys
 art, release, bind, port, ready = sys.argv[1:6]
 token = os.environ.pop("DEPLOYER_ARTIFACT_TOKEN")
@@ -91,6 +93,7 @@ srv.serve_forever()
 '''
 
 FETCH_PY = r'''
+# deployer: artifact fetch
 import hashlib, json, os, shutil, stat, sys, tarfile, urllib.request
 art, release, dest, prev_dir, prev_man = sys.argv[1:6]
 base = sys.stdin.readline().strip()

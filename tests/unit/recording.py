@@ -17,6 +17,7 @@ from deployer.shell import STEP_MARK
 from deployer.transport import GroupResult, Result
 
 SHA = "3f8cb52" + "0" * 33
+ARTIFACT_SHA = "af" * 32  # what a build host's artifact pack prints
 
 
 #: how a host script's fencing token check (`fence.guard`) starts
@@ -70,6 +71,7 @@ class Fleet:
         # machine's (an int), per host (a dict; hosts not in it are on time), or None: on time
         self.clock_offset: int | dict[str, int] | None = None
         self.fence_left = False  # the write fence is in the database (db1)
+        self.unpacked: dict[str, str] = {}  # host -> the sha256 its artifact fetch prints (default: the build's)
 
     def next_token(self) -> int:
         self.counter += 1
@@ -196,6 +198,10 @@ class RecordingTransport:
         if "paused.taken" in step:  # `lock.adopt`: the paused run's lock taken over, a new token
             f.holder = json.loads(stdin) if stdin else f.holder
             return f"token={f.next_token()}"
+        if "# deployer: artifact pack" in step:
+            return f"{ARTIFACT_SHA} 4096"
+        if "# deployer: artifact fetch" in step:
+            return f"{f.unpacked.get(host, ARTIFACT_SHA)} 4096 12"
         if "pg_dump" in step:
             return "a" * 64 + " 1234"
         if "schema-version" in step or "max(\"batch\")" in step:

@@ -258,3 +258,51 @@ def test_the_build_host_keeps_artifacts_beyond_keep_releases_and_prunes_past_art
     # the newest 3 good ones stay (the new one counts), the protected one stays, the bad one goes
     assert artifacts_to_prune(cfg, facts, inp) == [olds[1], olds[2], olds[5]]
     assert R.parse_state(R.STATE_MARK + "\nartifact=" + olds[0] + "\n").artifacts == [olds[0]]
+
+
+# -- whole runs through the recording transport ---------------------------------------------------
+def _run(tmp_path, monkeypatch, unpacked: dict[str, str]):
+    import io
+
+    from recording import FakeHttp, Fleet, RecordingTransport, fake_bake
+    from test_engine_pure import ROOT
+
+    from deployer.config import load_config
+    from deployer.engine.deploy import DeployRun
+    from deployer.output import JsonReporter
+    from deployer.session import Session
+
+    monkeypatch.setenv("DEPLOYER_STATE_DIR", str(tmp_path / "state"))
+    cfg = load_config("prod", root=ROOT, overrides={"artifact.build": "first"}, environ={})
+    fleet = Fleet([h.name for h in cfg.hosts], "20261101T000000Z-aaaaaaa")
+    fleet.unpacked = unpacked
+    out = io.StringIO()
+    rep = JsonReporter(out)
+    t = RecordingTransport(fleet)
+    d = DeployRun(cfg, rep, ref="v2", session=Session(cfg, rep, transport=t, http_check=FakeHttp(), bake=fake_bake))
+    try:
+        code = d.run()
+    except Exception as exc:  # noqa: BLE001 - the CLI's exit code of it
+        code = getattr(exc, "exit_code", 99)
+    ledger = [json.loads(line) for line in fleet.ledger.splitlines() if line.strip()]
+    return cfg, fleet, code, ledger
+
+
+def test_every_host_must_unpack_the_build_hosts_sha256(tmp_path, monkeypatch):
+    from recording import ARTIFACT_SHA
+
+    cfg, fleet, code, ledger = _run(tmp_path, monkeypatch, {})
+    assert code == 0
+    arts = [e for e in ledger if e["type"] == "artifact"]
+    assert [e["host"] for e in arts if e["built"]] == ["web1"]
+    assert sorted(e["host"] for e in arts if not e["built"]) == sorted(h.name for h in cfg.app_hosts[1:])
+    assert {e["sha256"] for e in arts} == {ARTIFACT_SHA}
+
+    # web3 unpacked other bytes: the deploy fails before any host is switched, and says why
+    cfg, fleet, code, ledger = _run(tmp_path / "2", monkeypatch, {"web3": "cd" * 32})
+    assert code == 1
+    assert set(fleet.current.values()) == {"20261101T000000Z-aaaaaaa"}
+    failed = [e for e in ledger if e["type"] == "step.failed"]
+    assert failed and failed[0]["host"] == "web3"
+    assert f"web3 unpacked sha256 {'cd' * 32}, the build host packed {ARTIFACT_SHA}" in failed[0]["stderr"]
+    assert [e["outcome"] for e in ledger if e["type"] == "deploy.end"] == ["rolled_back"]
