@@ -1,8 +1,9 @@
 """Release artifacts: a release built once (on the build host), packed with its sha256, and
 fetched by the other app hosts straight from the build host (never through the orchestrator).
 
-Each host side is a short Python 3 program run with `python3 -c` (the standard library only:
-Python 3 is on the app hosts of every Debian and Ubuntu release; preflight checks it):
+The build host's side is a short Python 3 program run with `python3 -c` (the standard library
+only; preflight checks python3 there); the other hosts' side is POSIX sh and C tools (curl,
+sha256sum, sort, comm, GNU cp and tar), as it runs on every host at once:
 
 - **pack** (build host): the release tree, minus its own secret files, into
   `<artifacts>/<release>.tar` (a temporary name, renamed), with `<release>.manifest` (the sha256
@@ -11,9 +12,10 @@ Python 3 is on the app hosts of every Debian and Ubuntu release; preflight check
 - **serve** (build host): those three files, and nothing else, over HTTP on the host's private
   address under a capability path (a random token handed on stdin, never in argv); a detached
   process bounded by timeout(1), stopped after the other hosts fetched.
-- **fetch** (every other app host): the tar (the URL on stdin), verified against the served
-  sha256 before anything is unpacked; each regular file whose sha256 and mode the previous
-  release's manifest has too is hard-linked from that release instead of written again; prints
+- **fetch** (every other app host): the manifest and the tar (the URL on stdin), verified
+  against the served sha256 before anything is unpacked; each regular file whose sha256 and mode
+  the previous release's manifest has too is hard-linked from that release instead of written
+  again (the manifest: `<sha256> <octal mode> <path>` lines, sorted); prints
   `<sha256> <size> <linked files>`, which the orchestrator compares with the build's.
 """
 
@@ -30,7 +32,7 @@ _LINE_RE = re.compile(r"^([0-9a-f]{64}) (\d+)(?: (\d+))?$")
 
 PACK_PY = r'''
 # deployer: artifact pack
-import hashlib, json, os, sys, tarfile
+import hashlib, os, sys, tarfile
 src, art, release = sys.argv[1:4]
 skip = set(sys.argv[4:])
 os.umask(0o077)
@@ -45,8 +47,9 @@ def sha(p):
     return h.hexdigest()
 def keep(ti):
     if ti.name in skip: return None
+    if "\n" in ti.name: sys.exit("artifact: a file name with a newline: %r" % ti.name)
     ti.uid = ti.gid = 0; ti.uname = ti.gname = ""
-    if ti.isfile(): man[ti.name] = [sha(os.path.join(src, ti.name)), ti.mode]
+    if ti.isfile(): man[ti.name] = "%s %o %s" % (sha(os.path.join(src, ti.name)), ti.mode & 0o7777, ti.name)
     return ti
 tmp = os.path.join(art, release + ".tar.partial")
 os.makedirs(art, exist_ok=True)
@@ -56,7 +59,7 @@ with open(tmp, "wb") as f:
         for name in sorted(os.listdir(src)):
             t.add(os.path.join(src, name), arcname=name, filter=keep)
     f.flush(); os.fsync(f.fileno())
-mtext = json.dumps(man, sort_keys=True).encode()
+mtext = "".join(line + "\n" for line in sorted(man.values())).encode("utf-8", "surrogateescape")
 with open(os.path.join(art, release + ".manifest.partial"), "wb") as f: f.write(mtext)
 with open(os.path.join(art, release + ".sha256.partial"), "w") as f:
     f.write(w.h.hexdigest() + " " + hashlib.sha256(mtext).hexdigest() + "\n")
@@ -92,71 +95,6 @@ open(ready, "w").close()
 srv.serve_forever()
 '''
 
-FETCH_PY = r'''
-# deployer: artifact fetch
-import hashlib, json, os, shutil, stat, sys, tarfile, urllib.request
-art, release, dest, prev_dir, prev_man = sys.argv[1:6]
-base = sys.stdin.readline().strip()
-os.makedirs(art, exist_ok=True)
-def get(name):
-    return urllib.request.urlopen(base + "/" + release + name, timeout=30)
-want_tar, want_man = get(".sha256").read().decode().split()[:2]
-mtext = get(".manifest").read()
-if hashlib.sha256(mtext).hexdigest() != want_man:
-    sys.exit("artifact: the manifest of %s does not match its sha256" % release)
-man = json.loads(mtext)
-tmp = os.path.join(art, release + ".tar.partial")
-h, n = hashlib.sha256(), 0
-with get(".tar") as r, open(tmp, "wb") as f:
-    while True:
-        b = r.read(1 << 20)
-        if not b: break
-        h.update(b); n += len(b); f.write(b)
-if h.hexdigest() != want_tar:
-    os.unlink(tmp)
-    sys.exit("artifact: %s arrived with sha256 %s, the build host's is %s: nothing unpacked"
-             % (release, h.hexdigest(), want_tar))
-try:
-    with open(prev_man) as f: old = json.load(f)
-except (OSError, ValueError):
-    old = {}
-part = dest + ".partial"
-shutil.rmtree(part, ignore_errors=True)
-os.makedirs(part)
-linked = 0
-dirs = []
-with tarfile.open(tmp, "r:") as t:
-    for m in t:
-        name = m.name
-        if name.startswith("/") or ".." in name.split("/"):
-            sys.exit("artifact: refusing member %r" % name)
-        p = os.path.join(part, name)
-        if m.isdir():
-            os.makedirs(p, exist_ok=True); dirs.append((p, m)); continue
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        if m.issym():
-            os.symlink(m.linkname, p); continue
-        if not m.isfile():
-            continue
-        q = os.path.join(prev_dir, name)
-        if man.get(name) and old.get(name) == man[name]:
-            try:
-                if os.lstat(q).st_size == m.size and stat.S_ISREG(os.lstat(q).st_mode):
-                    os.link(q, p); linked += 1; continue
-            except OSError:
-                pass
-        with t.extractfile(m) as src, open(p, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-        os.chmod(p, m.mode & 0o7777)
-        os.utime(p, (m.mtime, m.mtime))
-for p, m in reversed(dirs):
-    os.chmod(p, m.mode & 0o7777)
-with open(os.path.join(art, release + ".manifest"), "wb") as f: f.write(mtext)
-shutil.rmtree(dest, ignore_errors=True)
-os.rename(part, dest)
-os.unlink(tmp)
-print(h.hexdigest(), n, linked)
-'''
 
 
 def _py(program: str, shown: str, *args: str) -> tuple[str, str]:
@@ -215,12 +153,39 @@ def url(address: str, port: int, token: str) -> str:
 
 def fetch(deploy_to: str, release: str, previous: str | None) -> Command:
     """On an app host: fetch, verify and unpack `release` (the URL on stdin), hard-linking the
-    files unchanged since `previous` (the release it serves); prints `<sha256> <size> <linked>`."""
+    files unchanged since `previous` (the release it serves); prints `<sha256> <size> <linked>`.
+    POSIX sh and C tools (curl, sha256sum, sort, comm, GNU cp and tar): on a hundred hosts,
+    this runs a hundred times at once."""
     lay = Layout(deploy_to)
-    prev = previous or "none"
-    script, shown = _py(FETCH_PY, "artifact fetch", lay.artifacts, release, lay.release(release), lay.release(prev),
-                        lay.artifact(prev, ".manifest"))
-    return Command(script, shown)
+    art, dest = lay.artifacts, lay.release(release)
+    t, m, h = (q(lay.artifact(release, ext + ".partial")) for ext in (".tar", ".manifest", ".sha256"))
+    part, same = q(dest + ".partial"), q(lay.artifact(release, ".same"))
+    prev, pm = q(lay.release(previous or "none")), q(lay.artifact(previous or "none", ".manifest"))
+    get = "curl -fsS --connect-timeout 10 --max-time 600 -o"
+    script = (
+        f": deployer artifact fetch; IFS= read -r base || exit 1; mkdir -p {q(art)} || exit 1; "
+        f"fail() {{ rm -f {t} {m} {h} {same}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
+        # one curl for the three files (one process, one connection)
+        f"{get} {h} \"$base/\"{q(release + '.sha256')} -o {m} \"$base/\"{q(release + '.manifest')} "
+        f"-o {t} \"$base/\"{q(release + '.tar')} || fail 'cannot fetch it from the build host'; "
+        f"read -r want_tar want_man < {h} || fail 'an empty checksum file'; "
+        f"[ \"$(sha256sum < {m} | cut -c1-64)\" = \"$want_man\" ] || "
+        f"fail 'the manifest of {release} does not match its sha256'; "
+        f"got=$(sha256sum < {t} | cut -c1-64); [ \"$got\" = \"$want_tar\" ] || "
+        f"fail \"{release} arrived with sha256 $got, the build host's is $want_tar: nothing unpacked\"; "
+        f"size=$(($(wc -c < {t}))); rm -rf {part} && mkdir -p {part} || fail 'cannot make {dest}.partial'; "
+        # the files the release it serves has with the same sha256 and mode: hard links
+        f"linked=0; : > {same}; if [ -f {pm} ] && [ -d {prev} ]; then "
+        # (both sorted by the pack; out of order, comm only finds fewer lines: fewer links)
+        f"LC_ALL=C comm -12 --nocheck-order {pm} {m} | cut -d' ' -f3- > {same}; "
+        f"if [ -s {same} ] && (cd {prev} && tr '\\n' '\\0' < {same} | xargs -0 cp -l --parents -t {part} --); "
+        f"then linked=$(($(wc -l < {same}))); else : > {same}; rm -rf {part}; mkdir -p {part}; fi; fi; "
+        f"tar -x -p --no-same-owner -f {t} -C {part} --anchored --no-wildcards -X {same} || fail 'cannot unpack'; "
+        f"mv -f {m} {q(lay.artifact(release, '.manifest'))} && rm -f {t} {h} {same} && "
+        f"rm -rf {q(dest)} && mv -T {part} {q(dest)} || fail 'cannot move {dest} into place'; "
+        f"echo \"$got $size $linked\""
+    )
+    return Command(script, f"artifact fetch {release} into {dest} (linking from {previous or 'nothing'})")
 
 
 def prune(deploy_to: str, releases: list[str]) -> Command:

@@ -200,7 +200,7 @@ class RecordingTransport:
             return f"token={f.next_token()}"
         if "# deployer: artifact pack" in step:
             return f"{ARTIFACT_SHA} 4096"
-        if "# deployer: artifact fetch" in step:
+        if ": deployer artifact fetch;" in step:
             return f"{f.unpacked.get(host, ARTIFACT_SHA)} 4096 12"
         if "pg_dump" in step:
             return "a" * 64 + " 1234"
