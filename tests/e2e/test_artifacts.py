@@ -20,9 +20,11 @@ def _tree(fleet, host: str, release: str) -> str:
 
 
 def _servers(fleet) -> str:
-    """The artifact server processes on the fleet (the bracket keeps this shell's own command
-    line from matching)."""
-    return fleet.sh("web1", "pgrep -af 'DEPLOYER_ARTIFACT_[T]OKEN' || true").stdout.strip()
+    """web1's artifact server processes: the hosts share this machine's process table, so the
+    pattern names web1's own address (the bracket keeps this shell's command line from
+    matching)."""
+    addr = fleet.spec.host("web1").address.replace(".", "\\.")
+    return fleet.sh("web1", f"pgrep -af 'DEPLOYER_ARTIFACT_[T]OKEN.* {addr} ' || true").stdout.strip()
 
 
 def test_a_release_built_once_reaches_every_host_with_the_same_bytes(fleet, cli, consistent):
