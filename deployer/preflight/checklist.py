@@ -41,9 +41,11 @@ LB_BINARIES = ("socat",)
 #: deployer.commands.fence), and the ledger host appends to the ledger with it. The app hosts'
 #: check has it already (APP_BINARIES); FENCE_BINARIES are checked on every other host.
 FENCE_BINARIES = ("flock",)
-#: with a build host (`artifact.build`), every app host runs the artifact's programs (python3),
-#: and the build host starts its server in a session of its own
-ARTIFACT_BINARIES = ("python3", "setsid")
+#: with a build host (`artifact.build`), every app host fetches artifacts with curl (and GNU
+#: cp, tar, comm: coreutils); the build host packs and serves them with python3, its server in
+#: a session of its own
+ARTIFACT_BINARIES = ("curl", "comm")
+BUILD_BINARIES = ("python3", "setsid")
 #: the roles of the app hosts (what a release runs on)
 APP_ROLES = ("web", "worker")
 
@@ -132,6 +134,9 @@ def binaries_checks(cfg: Config) -> list[Check]:
     tools = APP_BINARIES + (ARTIFACT_BINARIES if cfg.build_host is not None else ())
     out.append(Check("binaries", binaries_command(tools), APP_ROLES,
                      parse_binaries(tools), _names(app), about="tools of the pull stage"))
+    if cfg.build_host is not None:
+        out.append(Check("binaries", binaries_command(BUILD_BINARIES), APP_ROLES, parse_binaries(BUILD_BINARIES),
+                         (cfg.build_host.name,), about="python3, to pack and serve release artifacts"))
     if cfg.database is not None and cfg.db_host is not None:
         bin_dir = cfg.database.bin_dir
         db_tools = tuple(posixpath.join(bin_dir, t) if bin_dir else t for t in DB_TOOLS) + DB_BINARIES
