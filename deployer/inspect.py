@@ -247,14 +247,22 @@ def releases(cfg: Config, reporter: Reporter) -> int:
     for name, st in states.results.items():
         if st.current:
             serving.setdefault(st.current, []).append(name)
+    # with release artifacts: each release's sha256, and whether the build host still keeps it
+    # (what `rollback --to` a release no host has fetches)
+    builder = cfg.build_host
+    kept = set(states.results[builder.name].artifacts) if builder and builder.name in states.results else set()
+    artifacts = builder is not None or any(r.artifact for r in history.releases.values())
     rows = []
     for rid in reversed(history.order):  # newest first, as the ledger has them
         rec = history.releases[rid]
         outcome = rec.outcome + (" (BAD)" if rec.bad else "")
-        rows.append([rid, rec.ref, rec.commit[:7], rec.who, rec.at[:19], outcome,
-                     ", ".join(sorted(serving.get(rid, [])))])
-    _rows_table(f"{cfg.env}: releases", ["release", "ref", "commit", "who", "when", "outcome", "served by"],
-                rows, reporter)
+        row = [rid, rec.ref, rec.commit[:7], rec.who, rec.at[:19], outcome, ", ".join(sorted(serving.get(rid, [])))]
+        if artifacts:
+            row.append(rec.artifact[:12] + (f" (on {builder.name})" if builder and rid in kept else "")
+                       if rec.artifact else "")
+        rows.append(row)
+    _rows_table(f"{cfg.env}: releases", ["release", "ref", "commit", "who", "when", "outcome", "served by"]
+                + (["artifact"] if artifacts else []), rows, reporter)
     if cfg.file_backups or history.archives():
         _rows_table(f"{cfg.env}: file archives (newest {ARCHIVE_NIGHTS} nights)",
                     ["taken", "hosts", "size", "paths", "restore with"], archive_rows(cfg, history), reporter)
