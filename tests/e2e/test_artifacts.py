@@ -4,6 +4,7 @@ and leaves neither its files nor its server behind."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from .conftest import health, serving
@@ -62,8 +63,10 @@ def test_a_release_built_once_reaches_every_host_with_the_same_bytes(fleet, cli,
     assert not _servers(fleet)
     assert fleet.sh("web2", f"test -e /srv/app/.deployer/artifacts/{r2}.tar", check=False).returncode == 1
     r1_files = _tree(fleet, "web1", r1)
-    listed = cli("releases", "--env", "local", *ART, check=0).stdout
-    assert f"{sha[:12]} (on web1)" in listed, listed[-2000:]
+    listed = cli("releases", "--env", "local", "--output", "json", *ART, check=0).stdout
+    rows = {e["release"]: e for e in map(json.loads, filter(None, listed.splitlines())) if e.get("event") == "row"
+            and "release" in e}
+    assert rows[r2]["artifact"] == f"{sha[:12]} (on web1)", rows[r2]
 
     # a bad release shipped the same way: the gate fails, every host goes back to r2, and
     # neither the bad release nor its artifact nor its server stays behind
