@@ -64,7 +64,7 @@ def test_a_release_built_once_reaches_every_host_with_the_same_bytes(fleet, cli,
     assert fleet.sh("web2", f"test -e /srv/app/.deployer/artifacts/{r2}.tar", check=False).returncode == 1
     r1_files = _tree(fleet, "web1", r1)
     listed = cli("releases", "--env", "local", "--output", "json", *ART, check=0).stdout
-    rows = {e["release"]: e for e in map(json.loads, filter(None, listed.splitlines())) if e.get("event") == "row"
+    rows = {e["release"]: e for e in (json.loads(x) for x in listed.splitlines() if x.startswith("{")) if e.get("event") == "row"
             and "release" in e}
     assert rows[r2]["artifact"] == f"{sha[:12]} (on web1)", rows[r2]
 
