@@ -19,8 +19,8 @@ from ..shell import Secret, raw
 from ..stages import StageName
 from ..state.backups import Kind
 from . import ops
-from .deploy_plan import DeployInputs, offsite, pull_stage, unfence_stage
-from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordArtifact, RecordBackup, Stage, fenced
+from .deploy_plan import DeployInputs, offsite, pull_stage, shipping, unfence_stage
+from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage, fenced
 from .state import RunState
 
 DOWN_REFUSED = 97  # exit status of the down-migration action when they cannot all run
@@ -197,21 +197,13 @@ def fetch_stages(cfg: Config, target: str, rebuild: Rebuild) -> list[Stage]:
     """`target`'s artifact served by the build host that keeps it, fetched, verified and unpacked
     by the hosts that lost the release (the build host too, from itself), its shared files
     linked again (the release's own secret files never were in the artifact); the server stops."""
-    src, deploy_to = cfg.host(rebuild.source), cfg.deploy_to
-    where = Secret(A.url(src.address, rebuild.port, rebuild.token.reveal()) + "\n")
-    pb, current = cfg.playbook, dict(rebuild.current)
-    serve = Action(host=src.name, command=A.serve(deploy_to, target, src.address, rebuild.port, cfg.artifact.serve_for),
-                   stdin=Secret(rebuild.token.reveal() + "\n"), timeout=30, what="artifact server")
-    fetches = tuple(Lane(h, (Action(host=h, command=A.fetch(deploy_to, target, current.get(h)), stdin=where,
-                                    records=(RecordArtifact(0, target, built=False, sha256=rebuild.sha256),),
-                                    effect=Effect.PULLED, timeout=cfg.ssh.command_timeout, what="fetch artifact"),
-                             Action(host=h, command=R.prepare(deploy_to, target, pb.shared_files, pb.shared_dirs),
-                                    what="link shared files")))
-                    for h in rebuild.hosts)
-    stop = Action(host=src.name, command=A.stop(deploy_to), timeout=30, what="artifact server stop")
-    return [Stage(StageName.PULL, f"artifact of {target} kept by {src.name}", (Lane(src.name, (serve,)),)),
-            Stage(StageName.PULL, f"artifact from {src.name}:{rebuild.port}", fetches),
-            Stage(StageName.PULL, "artifact server stopped", (Lane(src.name, (stop,)),), best_effort=True)]
+    src, pb = cfg.host(rebuild.source), cfg.playbook
+    link = R.prepare(cfg.deploy_to, target, pb.shared_files, pb.shared_dirs)
+    serve, fetch, stop = shipping(cfg, target, src, list(rebuild.hosts), rebuild.token, rebuild.port,
+                                  dict(rebuild.current), lambda h: [Action(host=h, command=link,
+                                                                           what="link shared files")],
+                                  sha256=rebuild.sha256)
+    return [Stage(StageName.PULL, f"artifact of {target} kept by {src.name}", (Lane(src.name, (serve,)),)), fetch, stop]
 
 
 def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup: REC.BackupRef | None,

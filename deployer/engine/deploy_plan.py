@@ -7,6 +7,7 @@ before and after any stage, on its hosts. The plan is the only description of a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..commands import artifact as A
@@ -201,18 +202,29 @@ def pull_stages(cfg: Config, app: list[Host], inp: DeployInputs, vals,
     acts = _build(cfg, builder, inp, vals) + [pack]
     if not others:
         return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}", (Lane(builder.name, tuple(acts)),))]
-    port = inp.artifact_port
-    acts.append(Action(host=builder.name, command=A.serve(deploy_to, rel, builder.address, port, cfg.artifact.serve_for),
-                       stdin=Secret(inp.artifact_token.reveal() + "\n"), timeout=30, what="artifact server"))
-    where = Secret(A.url(builder.address, port, inp.artifact_token.reveal()) + "\n")
-    fetches = ops.lanes([(h, [Action(host=h.name, command=A.fetch(deploy_to, rel, previous.get(h.name)), stdin=where,
-                                     records=(RecordArtifact(0, rel, built=False),), effect=Effect.PULLED,
-                                     timeout=cfg.ssh.command_timeout, what="fetch artifact"),
-                              *_secrets(cfg, h, inp)]) for h in others])
-    stop = Action(host=builder.name, command=A.stop(deploy_to), timeout=30, what="artifact server stop")
-    return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}", (Lane(builder.name, tuple(acts)),)),
-            Stage(StageName.PULL, f"artifact from {builder.name}:{port}", fetches),
-            Stage(StageName.PULL, "artifact server stopped", (Lane(builder.name, (stop,)),), best_effort=True)]
+    serve, fetch, stop = shipping(cfg, rel, builder, [h.name for h in others], inp.artifact_token, inp.artifact_port,
+                                  previous, lambda name: _secrets(cfg, cfg.host(name), inp))
+    return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}",
+                  (Lane(builder.name, tuple(acts) + (serve,)),)), fetch, stop]
+
+
+def shipping(cfg: Config, release: str, source: Host, hosts: list[str], token: Secret, port: int,
+             previous: Mapping[str, str | None], then, sha256: str = "") -> tuple[Action, Stage, Stage]:
+    """`release`'s artifact shipped from `source`: the action that starts its server (the token
+    on stdin), the stage where each of `hosts` fetches, verifies and unpacks it (hard-linking
+    from its `previous` release; the sha256 it unpacked must be `sha256`, or the one this run's
+    build packed), followed by `then(host)`'s actions, and the stage that stops the server."""
+    deploy_to = cfg.deploy_to
+    serve = Action(host=source.name, command=A.serve(deploy_to, release, source.address, port, cfg.artifact.serve_for),
+                   stdin=Secret(token.reveal() + "\n"), timeout=30, what="artifact server")
+    where = Secret(A.url(source.address, port, token.reveal()) + "\n")
+    fetches = tuple(Lane(h, (Action(host=h, command=A.fetch(deploy_to, release, previous.get(h)), stdin=where,
+                                    records=(RecordArtifact(0, release, built=False, sha256=sha256),),
+                                    effect=Effect.PULLED, timeout=cfg.ssh.command_timeout, what="fetch artifact"),
+                             *then(h))) for h in hosts)
+    stop = Action(host=source.name, command=A.stop(deploy_to), timeout=30, what="artifact server stop")
+    return (serve, Stage(StageName.PULL, f"artifact from {source.name}:{port}", fetches),
+            Stage(StageName.PULL, "artifact server stopped", (Lane(source.name, (stop,)),), best_effort=True))
 
 
 def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stage:
