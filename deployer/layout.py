@@ -14,6 +14,8 @@ STATE = ".deployer"
 BACKUPS = "backups"  # archives of the app's files (`backup.files`)
 #: what deployer writes under deploy_to (`current` is a symlink, replaced by rename)
 ENTRIES = (RELEASES, SHARED, REPO, STATE, BACKUPS)
+#: the files of a release's artifact (`artifact.build`): the tar, its manifest, their sha256
+ARTIFACT_FILES = (".tar", ".manifest", ".sha256")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Layout:
         return posixpath.join(self.state, "artifacts")
 
     def artifact(self, release: str, ext: str) -> str:
-        """`release`'s artifact file: `.tar`, `.manifest` or `.sha256`."""
+        """`release`'s artifact file: one of ARTIFACT_FILES (`.tar`, `.manifest`, `.sha256`)."""
         return posixpath.join(self.artifacts, release + ext)
 
     def release(self, release: str) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from ..layout import Layout
+from ..layout import ARTIFACT_FILES, Layout
 from ..shell import Command, q, raw
 
 #: what each host prints last: the artifact's sha256 and size (fetch: and the files linked)
@@ -158,7 +158,7 @@ def fetch(deploy_to: str, release: str, previous: str | None) -> Command:
     this runs a hundred times at once."""
     lay = Layout(deploy_to)
     art, dest = lay.artifacts, lay.release(release)
-    t, m, h = (q(lay.artifact(release, ext + ".partial")) for ext in (".tar", ".manifest", ".sha256"))
+    t, m, h = (q(lay.artifact(release, ext + ".partial")) for ext in ARTIFACT_FILES)
     part, same = q(dest + ".partial"), q(lay.artifact(release, ".same"))
     prev, pm = q(lay.release(previous or "none")), q(lay.artifact(previous or "none", ".manifest"))
     get = "curl -fsS --connect-timeout 10 --max-time 600 -o"
@@ -192,7 +192,7 @@ def prune(deploy_to: str, releases: list[str]) -> Command:
     """The build host's artifacts of `releases` removed (beyond `artifact.keep`, or a bad
     release's)."""
     lay = Layout(deploy_to)
-    paths = [lay.artifact(r, ext) for r in releases for ext in (".tar", ".manifest", ".sha256")]
+    paths = [lay.artifact(r, ext) for r in releases for ext in ARTIFACT_FILES]
     return raw("rm -f -- " + " ".join(q(p) for p in paths)) if paths else raw("true")
 
 

@@ -159,12 +159,12 @@ def pull_stage(cfg: Config, app: list[Host], inp: DeployInputs, vals) -> Stage:
     return Stage(StageName.PULL, inp.commit[:12], ops.lanes([(h, _build(cfg, h, inp, vals)) for h in app]))
 
 
-def _secrets(cfg: Config, h: Host, inp: DeployInputs) -> list[Action]:
-    """The run's secret files on `h`: a file the releases link from shared/ goes in this
+def _secrets(cfg: Config, host: str, inp: DeployInputs) -> list[Action]:
+    """The run's secret files on `host`: a file the releases link from shared/ goes in this
     release as its own copy (a rollback gives the previous one back; finalize promotes it); any
     other goes to shared/ itself. Each on stdin: a round trip of its own."""
     release_path, pb = cfg.layout.release(inp.release), cfg.playbook
-    return [Action(host=h.name, command=R.write_secret(release_path if pb.per_release(rel) else cfg.layout.shared,
+    return [Action(host=host, command=R.write_secret(release_path if pb.per_release(rel) else cfg.layout.shared,
                                                        rel), stdin=secret, timeout=60, what=f"secret file {rel}")
             for rel, secret in inp.secret_files]
 
@@ -177,7 +177,7 @@ def _build(cfg: Config, h: Host, inp: DeployInputs, vals) -> list[Action]:
     code = [GIT.fetch(cfg.repo, mirror, inp.commit), GIT.export(mirror, inp.commit, release_path),
             R.prepare(cfg.deploy_to, inp.release, pb.shared_files, pb.shared_dirs)]
     build = ops.step_commands(cfg, pb.steps("build"), h, vals(h), cwd=release_path)
-    secrets = _secrets(cfg, h, inp)
+    secrets = _secrets(cfg, h.name, inp)
     if secrets:
         return [ops.run(h, code, what="pull", effect=Effect.PULLED, timeout=cfg.ssh.command_timeout),
                 *secrets, ops.run(h, build, what="build")]
@@ -203,7 +203,7 @@ def pull_stages(cfg: Config, app: list[Host], inp: DeployInputs, vals,
     if not others:
         return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}", (Lane(builder.name, tuple(acts)),))]
     serve, fetch, stop = shipping(cfg, rel, builder, [h.name for h in others], inp.artifact_token, inp.artifact_port,
-                                  previous, lambda name: _secrets(cfg, cfg.host(name), inp))
+                                  previous, lambda name: _secrets(cfg, name, inp))
     return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}",
                   (Lane(builder.name, tuple(acts) + (serve,)),)), fetch, stop]
 
