@@ -106,7 +106,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
         pulls = pull_stages(cfg, app, inp, vals, snapshot)
         stages += hooks(cfg, Hook.BEFORE, StageName.PULL, app, rel, common) + pulls
         stages += hooks(cfg, Hook.AFTER, StageName.PULL, app, rel, common)
-        stages += around(cfg, migrate_stage(cfg, web, inp, vals), app, rel, common)
+        stages += around(cfg, migrate_stage(cfg, web, inp, vals, facts), app, rel, common)
         warm = ops.lanes([(h, [ops.run(h, ops.step_commands(cfg, cfg.playbook.steps("cache_warm"), h, vals(h)),
                                        what="cache warm")]) for h in app])
         stages += around(cfg, Stage(StageName.CACHE_WARM, lanes=warm), app, rel, common)
@@ -227,11 +227,16 @@ def shipping(cfg: Config, release: str, source: Host, hosts: list[str], token: S
             Stage(StageName.PULL, "artifact server stopped", (Lane(source.name, (stop,)),), best_effort=True))
 
 
-def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals) -> Stage:
+def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals, facts: Facts | None = None) -> Stage:
+    """The migration on the migrate host; none when the playbook's `migrate.pending` probe read
+    no pending migration in the new code (`facts.pending == []`: nothing to apply, the schema
+    version stays the snapshot's)."""
     steps = cfg.playbook.steps("migrate", "run")
     host = cfg.migrate_host
     if not inp.migrate:
         return Stage(StageName.MIGRATE, "the code the hosts run: nothing to migrate")
+    if facts is not None and facts.pending == [] and not inp.maintenance:
+        return Stage(StageName.MIGRATE, "no pending migration")
     if not steps or host is None:
         return Stage(StageName.MIGRATE, "nothing to migrate")
     version = cfg.playbook.steps("migrate", "version")

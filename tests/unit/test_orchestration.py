@@ -327,3 +327,24 @@ def test_a_lock_that_could_not_be_released_either_is_reported_with_its_remedy(tm
     assert fleet.lock
     assert "the lock may be held by this run" in err.value.message
     assert "inv recover --env local" in err.value.message
+
+
+def test_a_deploy_with_no_pending_migration_runs_no_migration(tmp_path):
+    """The playbook's `migrate.pending` probe read no pending migration in the new code: the
+    migrate stage runs nothing (no `migrate` on the migrate host), the hosts serve the new release,
+    and the ledger keeps the schema version the snapshot read. With one pending, it migrates."""
+    cfg = config("local", tmp_path)
+    hosts = [h.name for h in cfg.hosts]
+    fleet = Fleet(hosts, OLD, schema=3)
+    fleet.pending = "[]"
+    code, out, t = run_deploy(cfg, fleet)
+    assert code == 0
+    assert not [c for _, c in t.calls if "PGAPPNAME" in c], "a migration ran with none pending"
+    assert "no pending migration" in [e["detail"] for e in events(out, "stage") if e["stage"] == "migrate"]
+    new = {fleet.current[h.name] for h in cfg.app_hosts}
+    assert len(new) == 1 and new != {OLD}
+    recs = [json.loads(line) for line in fleet.ledger.splitlines() if line.strip()]
+    assert [r for r in recs if r["type"] == "deploy.end"][-1]["outcome"] == "success"
+    fleet.pending = '[{"name": "0004_more", "online_safe": true}]'
+    code, out, t = run_deploy(cfg, fleet)
+    assert code == 0 and [c for _, c in t.calls if "PGAPPNAME" in c]
