@@ -1,5 +1,6 @@
 """Release artifacts: a release built once (on the build host), packed with its sha256, and
-fetched by the other app hosts straight from the build host (never through the orchestrator).
+fetched by the other app hosts straight from the build host or from the state's bucket (never
+through the orchestrator).
 
 The build host's side is a short Python 3 program run with `python3 -c` (the standard library
 only; preflight checks python3 there); the other hosts' side is POSIX sh and C tools (curl,
@@ -12,7 +13,10 @@ sha256sum, sort, comm, GNU cp and tar), as it runs on every host at once:
 - **serve** (build host): those three files, and nothing else, over HTTP on the host's private
   address under a capability path (a random token handed on stdin, never in argv); a detached
   process bounded by timeout(1), stopped after the other hosts fetched.
-- **fetch** (every other app host): the manifest and the tar (the URL on stdin), verified
+- **upload** (build host, `artifact.store: bucket`): the three files sent to the bucket with one
+  curl, to presigned PUT URLs read on stdin, the sha256 last.
+- **fetch** (every other app host): the manifest and the tar (their URLs on stdin: the build
+  host's server's, or the bucket's presigned ones), verified
   against the served sha256 before anything is unpacked; each regular file whose sha256 and mode
   the previous release's manifest has too is hard-linked from that release instead of written
   again (the manifest: `<sha256> <octal mode> <path>` lines, sorted); prints
@@ -145,14 +149,31 @@ def stop(deploy_to: str) -> Command:
     return raw(f"if [ -s {pid} ]; then kill \"$(cat {pid})\" 2>/dev/null; rm -f {pid}; fi; true")
 
 
-def url(address: str, port: int, token: str) -> str:
-    """Where the other hosts fetch the artifact (followed by `/<release>.tar`)."""
+def urls(address: str, port: int, token: str, release: str) -> str:
+    """Where the other hosts fetch `release`'s artifact from the build host's server: the URLs of
+    its `.sha256`, `.manifest` and `.tar`, one per line (what `fetch` reads on stdin)."""
     host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{port}/{token}"
+    return "".join(f"http://{host}:{port}/{token}/{release}{ext}\n" for ext in (".sha256", ".manifest", ".tar"))
 
 
-def fetch(deploy_to: str, release: str, previous: str | None) -> Command:
-    """On an app host: fetch, verify and unpack `release` (the URL on stdin), hard-linking the
+def upload(deploy_to: str, release: str) -> Command:
+    """On the build host: `release`'s artifact sent to the bucket with one `curl`, to the three
+    presigned PUT URLs read on stdin (the tar's, the manifest's, then the sha256's: the last one
+    says the artifact is whole)."""
+    lay = Layout(deploy_to)
+    t, m, h = (q(lay.artifact(release, ext)) for ext in ARTIFACT_FILES)
+    script = (
+        ": deployer artifact upload; IFS= read -r ut && IFS= read -r um && IFS= read -r uh || exit 1; "
+        f"curl -fsS --connect-timeout 10 --max-time 1800 -T {t} \"$ut\" -o /dev/null -T {m} \"$um\" -o /dev/null "
+        f"-T {h} \"$uh\" -o /dev/null "
+        "|| { echo 'artifact: cannot upload it to the bucket' >&2; exit 1; }"
+    )
+    return Command(script, f"artifact upload {release} to the bucket")
+
+
+def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the build host") -> Command:
+    """On an app host: fetch, verify and unpack `release` (the URLs of its `.sha256`, `.manifest`
+    and `.tar` on stdin, one per line: `urls`, or the bucket's presigned ones), hard-linking the
     files unchanged since `previous` (the release it serves); prints `<sha256> <size> <linked>`.
     POSIX sh and C tools (curl, sha256sum, sort, comm, GNU cp and tar): on a hundred hosts,
     this runs a hundred times at once."""
@@ -163,16 +184,16 @@ def fetch(deploy_to: str, release: str, previous: str | None) -> Command:
     prev, pm = q(lay.release(previous or "none")), q(lay.artifact(previous or "none", ".manifest"))
     get = "curl -fsS --connect-timeout 10 --max-time 600 -o"
     script = (
-        f": deployer artifact fetch; IFS= read -r base || exit 1; mkdir -p {q(art)} || exit 1; "
+        ": deployer artifact fetch; IFS= read -r uh && IFS= read -r um && IFS= read -r ut || exit 1; "
+        f"mkdir -p {q(art)} || exit 1; "
         f"fail() {{ rm -f {t} {m} {h} {same}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
         # one curl for the three files (one process, one connection)
-        f"{get} {h} \"$base/\"{q(release + '.sha256')} -o {m} \"$base/\"{q(release + '.manifest')} "
-        f"-o {t} \"$base/\"{q(release + '.tar')} || fail 'cannot fetch it from the build host'; "
+        f"{get} {h} \"$uh\" -o {m} \"$um\" -o {t} \"$ut\" || fail {q('cannot fetch it from ' + source)}; "
         f"read -r want_tar want_man < {h} || fail 'an empty checksum file'; "
         f"[ \"$(sha256sum < {m} | cut -c1-64)\" = \"$want_man\" ] || "
         f"fail 'the manifest of {release} does not match its sha256'; "
         f"got=$(sha256sum < {t} | cut -c1-64); [ \"$got\" = \"$want_tar\" ] || "
-        f"fail \"{release} arrived with sha256 $got, the build host's is $want_tar: nothing unpacked\"; "
+        f"fail \"{release} arrived with sha256 $got, {source} says $want_tar: nothing unpacked\"; "
         f"size=$(($(wc -c < {t}))); rm -rf {part} && mkdir -p {part} || fail 'cannot make {dest}.partial'; "
         # the files the release it serves has with the same sha256 and mode: hard links
         f"linked=0; : > {same}; if [ -f {pm} ] && [ -d {prev} ]; then "

@@ -140,9 +140,14 @@ class Artifact(_Model):
     unchanged since their previous release. The server stops after the fetch, or after
     `serve_for` seconds whatever happens. The build host keeps the artifacts of the newest `keep`
     good releases (more than `keep_releases`: `rollback --to` a release no host still has
-    fetches its artifact from there)."""
+    fetches its artifact from there). `store: bucket` (the default with S3 state): the build
+    host also uploads it to the state's bucket (`<prefix>/<env>/artifacts/`, the same `keep`)
+    with presigned URLs, and the other hosts fetch it from there: no server on the build host,
+    and a release stays restorable when the build host is gone; `store: host`: host to host
+    only."""
 
     build: Name = "each"
+    store: Literal["auto", "bucket", "host"] = "auto"
     port: Annotated[Int, Field(ge=0, le=65535)] = 0
     serve_for: Annotated[Int, Field(ge=10, le=86400)] = 600
     keep: Annotated[Int, Field(ge=1)] = 20

@@ -249,6 +249,10 @@ def _cross_check(settings: Inventory, playbook: Playbook, layers: list[_Layer]) 
             err(("artifact", "build"), f"expected each, first or the name of an app host (one with "
                 f"role web or worker: {', '.join(app) or 'none'}), not {build!r}")
 
+    if settings.artifact.store == "bucket" and settings.state.backend != "s3":
+        err(("artifact", "store"), "bucket needs the S3 state backend (state.backend: s3); "
+            "without it, artifacts go host to host (store: host)")
+
     for key in ("key", "known_hosts"):
         path = getattr(settings.ssh, key)
         if path is not None and not path.is_file():

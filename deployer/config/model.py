@@ -202,6 +202,13 @@ class Config:
         return next((h for h in app if h.name == build), app[0])
 
     @property
+    def artifact_bucket(self) -> bool:
+        """Artifacts also go through the state's bucket (`artifact.store`: bucket, or auto with
+        S3 state), when a build host builds them."""
+        store = self.artifact.store
+        return self.build_host is not None and (store == "bucket" or (store == "auto" and self.state.backend == "s3"))
+
+    @property
     def web_hosts(self) -> list[Host]:
         return self.hosts_with("web")
 

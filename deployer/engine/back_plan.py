@@ -19,7 +19,7 @@ from ..shell import Secret, raw
 from ..stages import StageName
 from ..state.backups import Kind
 from . import ops
-from .deploy_plan import DeployInputs, offsite, pull_stage, shipping, unfence_stage
+from .deploy_plan import DeployInputs, fetch_stage, offsite, pull_stage, shipping, unfence_stage
 from .plan import Action, Effect, EnsureBackup, Lane, Plan, RecordBackup, Stage, fenced
 from .state import RunState
 
@@ -151,6 +151,7 @@ class Rebuild:
     commit: str
     ref: str
     source: str | None = None  # the build host that keeps the release's artifact
+    bucket: Secret | None = None  # or: the presigned URLs of the bucket's copy (on stdin only)
     token: Secret | None = None  # its server's capability path (on stdin only)
     port: int = 0
     current: tuple[tuple[str, str | None], ...] = ()  # what each of `hosts` serves (hard links)
@@ -158,23 +159,29 @@ class Rebuild:
 
     def how(self) -> str:
         """How the hosts get it back, for the notice."""
+        if self.bucket is not None:
+            return "fetched there from its artifact in the bucket"
         if self.source:
             return f"fetched there from the artifact {self.source} keeps"
         return f"built again there from its commit {self.commit[:7]}"
 
 
 def from_artifact(cfg: Config, rebuild: Rebuild | None, history: History, target: str, facts: Facts,
-                  token: Secret | None = None, port: int = 0) -> Rebuild | None:
-    """`rebuild` from the build host's artifact when it still keeps the release's and the ledger
-    recorded its sha256 (`token`, `port`: its server's for this run); else as it is (built from
-    the commit)."""
+                  token: Secret | None = None, port: int = 0,
+                  bucket: tuple[str, Secret] | None = None) -> Rebuild | None:
+    """`rebuild` from the release's artifact when the ledger recorded its sha256: the bucket's
+    (`bucket`: the sha256 its copy names and its presigned URLs) when it names the same, else the
+    build host's when it still keeps it (`token`, `port`: its server's for this run); else as it
+    is (built from the commit)."""
     builder, rec = cfg.build_host, history.releases.get(target)
-    if rebuild is None or builder is None or token is None or rec is None or not rec.artifact:
-        return rebuild
-    st = facts.hosts.get(builder.name)
-    if st is None or target not in st.artifacts:
+    if rebuild is None or builder is None or rec is None or not rec.artifact:
         return rebuild
     current = tuple((h, facts.hosts[h].current if h in facts.hosts else None) for h in rebuild.hosts)
+    if bucket is not None and bucket[0] == rec.artifact:
+        return replace(rebuild, bucket=bucket[1], current=current, sha256=rec.artifact)
+    st = facts.hosts.get(builder.name)
+    if token is None or st is None or target not in st.artifacts:
+        return rebuild
     return replace(rebuild, source=builder.name, token=token, port=port, current=current, sha256=rec.artifact)
 
 
@@ -196,13 +203,20 @@ def rebuild_of(history: History, target: str, facts: Facts) -> Rebuild | None:
 def fetch_stages(cfg: Config, target: str, rebuild: Rebuild) -> list[Stage]:
     """`target`'s artifact served by the build host that keeps it, fetched, verified and unpacked
     by the hosts that lost the release (the build host too, from itself), its shared files
-    linked again (the release's own secret files never were in the artifact); the server stops."""
-    src, pb = cfg.host(rebuild.source), cfg.playbook
+    linked again (the release's own secret files never were in the artifact); the server stops.
+    Or fetched from the bucket's copy (`rebuild.bucket`), with no server."""
+    pb = cfg.playbook
     link = R.prepare(cfg.deploy_to, target, pb.shared_files, pb.shared_dirs)
+
+    def then(h: str) -> list[Action]:
+        return [Action(host=h, command=link, what="link shared files")]
+
+    if rebuild.bucket is not None:
+        return [fetch_stage(cfg, target, list(rebuild.hosts), rebuild.bucket, dict(rebuild.current), then,
+                            rebuild.sha256, source="the bucket", detail=f"artifact of {target} from the bucket")]
+    src = cfg.host(rebuild.source)
     serve, fetch, stop = shipping(cfg, target, src, list(rebuild.hosts), rebuild.token, rebuild.port,
-                                  dict(rebuild.current), lambda h: [Action(host=h, command=link,
-                                                                           what="link shared files")],
-                                  sha256=rebuild.sha256)
+                                  dict(rebuild.current), then, sha256=rebuild.sha256)
     return [Stage(StageName.PULL, f"artifact of {target} kept by {src.name}", (Lane(src.name, (serve,)),)), fetch, stop]
 
 
@@ -215,7 +229,7 @@ def manual_rollback_plan(cfg: Config, target: str, hosts: list[Host], *, backup:
     back from its archive before the switch; with `rebuild`, the release built again first on the
     hosts that lost it (nothing else changes before every host has it)."""
     stages: list[Stage] = []
-    if rebuild is not None and rebuild.source is not None:
+    if rebuild is not None and (rebuild.source is not None or rebuild.bucket is not None):
         stages += fetch_stages(cfg, target, rebuild)
     elif rebuild is not None:
         inp = DeployInputs(release=target, commit=rebuild.commit, ref=rebuild.ref, maintenance=False)

@@ -24,7 +24,8 @@ from ..release_id import new_release_id, validate_ref
 from ..session import Session, who
 from ..shell import Secret
 from ..stages import StageName
-from .deploy_plan import DeployInputs, deploy_plan
+from .back_plan import Rebuild, from_artifact, rebuild_of
+from .deploy_plan import BucketUrls, DeployInputs, deploy_plan
 from .plan import Plan
 from .runs import Run, journaled, session_of
 from .state import RunState
@@ -119,11 +120,43 @@ def announce_assumed(rep: Reporter, notes: tuple[str, ...]) -> None:
         rep.event("notice", message=f"  - {note}")
 
 
+#: how long the bucket's presigned URLs of a run's artifact stay valid beyond `artifact.serve_for`
+#: (the upload comes after the build, which may take that long)
+BUCKET_URL_SLACK = 3600
+
+
+def artifact_bucket(cfg: Config, s: Session | None, release: str) -> dict:
+    """With `artifact.store: bucket`, this run's presigned URLs of `release`'s artifact in the
+    state's bucket (`bucket`: signed here, no request made); none without. A plan that is only
+    shown (`s` None: an offline dry run) gets empty ones: they are never shown anyway."""
+    if not cfg.artifact_bucket:
+        return {}
+    if s is None:
+        return dict(bucket=BucketUrls(put=Secret(""), get=Secret("")))
+    ttl = BUCKET_URL_SLACK + cfg.artifact.serve_for
+    return dict(bucket=BucketUrls(put=Secret(s.state.artifact_urls(release, put=True, ttl=ttl)),
+                                  get=Secret(s.state.artifact_urls(release, put=False, ttl=ttl))))
+
+
+def restorable(s: Session, cfg: Config, history: History, target: str, facts: F.Facts) -> Rebuild | None:
+    """How `rollback --to target` gives the release back to the hosts that no longer have it
+    (None: they all have it): fetched from its artifact in the bucket (`artifact.store: bucket`),
+    else from the one the build host keeps, else built again from its commit."""
+    rebuild = rebuild_of(history, target, facts)
+    bucket = None
+    if rebuild is not None and cfg.artifact_bucket:
+        sha = s.state.artifact_sha256(target)
+        if sha:
+            ttl = BUCKET_URL_SLACK + cfg.artifact.serve_for
+            bucket = (sha, Secret(s.state.artifact_urls(target, put=False, ttl=ttl)))
+    return from_artifact(cfg, rebuild, history, target, facts, bucket=bucket, **artifact_server(cfg))
+
+
 def artifact_server(cfg: Config) -> dict:
     """With a build host (`artifact.build`), this run's artifact server: `token`, its capability
     path (random, handed on stdin only) and `port` (`artifact.port`, or a random unprivileged
     one); none without."""
-    if cfg.build_host is None:
+    if cfg.build_host is None or cfg.artifact_bucket:
         return {}
     port = cfg.artifact.port or secrets.SystemRandom().randint(20000, 60999)
     return dict(token=Secret(secrets.token_urlsafe(24)), port=port)
@@ -181,7 +214,8 @@ class DeployRun:
             release=release, commit=facts.commit, ref=self.ref, maintenance=maintenance,
             secret_files=self.secret_files, protected=protected, bad=bad,
             order=tuple(history.order) if history else (), token=token, migrate=not self.rotating,
-            **{f"artifact_{k}": v for k, v in artifact_server(self.cfg).items()}))
+            **{f"artifact_{k}": v for k, v in (artifact_server(self.cfg)
+                                               | artifact_bucket(self.cfg, self._session, release)).items()}))
 
     def prepare(self) -> tuple[F.Facts, str]:
         cfg = self.cfg

@@ -26,6 +26,7 @@ from .plan import (
     Hook,
     Lane,
     Plan,
+    PruneArtifacts,
     RecordArtifact,
     RecordBackup,
     RecordSchema,
@@ -36,6 +37,15 @@ from .plan import (
 )
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"
+
+
+@dataclass(frozen=True)
+class BucketUrls:
+    """A release's artifact in the state's bucket (`artifact.store: bucket`): the presigned URLs
+    of its three files, one per line (capabilities: on stdin only, never shown)."""
+
+    put: Secret  # the build host's upload (`state.artifacts.UPLOAD_ORDER`)
+    get: Secret  # every other host's fetch (`state.artifacts.FETCH_ORDER`)
 MIGRATION_MESSAGE = "Upgrading the database, back shortly"
 
 
@@ -58,6 +68,13 @@ class DeployInputs:
     #: on (handed on stdin, never in argv), and its port
     artifact_token: Secret | None = None
     artifact_port: int = 0
+    #: with `artifact.store: bucket`: the artifact goes through the bucket instead (no server)
+    artifact_bucket: BucketUrls | None = None
+
+    @property
+    def shipped(self) -> bool:
+        """A build host builds the release once and the others fetch it (`artifact.build`)."""
+        return self.artifact_token is not None or self.artifact_bucket is not None
 
     def secret_paths(self) -> list[str]:
         """The secret files this run puts in its release (finalize promotes them to shared/)."""
@@ -114,6 +131,7 @@ def deploy_plan(cfg: Config, facts: Facts, inp: DeployInputs) -> Plan:
     stages += around(cfg, finalize_stage(cfg, facts, inp, vals, snapshot), app, rel, common)
     if inp.maintenance:  # done only when users get the app again through the load balancer
         stages += ops.lb_up_stage(cfg, "finalize", app)
+    stages += bucket_retention(cfg, inp)
     stages += unfence_stage(cfg, inp.maintenance)
     keepalive = {}
     if inp.maintenance and ttl:
@@ -191,7 +209,7 @@ def pull_stages(cfg: Config, app: list[Host], inp: DeployInputs, vals,
     verify it and unpack it (hard-linking what their `previous` release has unchanged), then
     write their own secret files; the server stops. Else each host builds it."""
     builder = cfg.build_host
-    if builder is None or inp.artifact_token is None or builder.name not in {h.name for h in app}:
+    if builder is None or not inp.shipped or builder.name not in {h.name for h in app}:
         return [pull_stage(cfg, app, inp, vals)]
     rel, deploy_to = inp.release, cfg.deploy_to
     others = [h for h in app if h.name != builder.name]
@@ -200,12 +218,20 @@ def pull_stages(cfg: Config, app: list[Host], inp: DeployInputs, vals,
     pack = Action(host=builder.name, command=A.pack(deploy_to, rel, private), what="pack artifact",
                   records=(RecordArtifact(0, rel, built=True),), timeout=cfg.ssh.command_timeout)
     acts = _build(cfg, builder, inp, vals) + [pack]
+    built = f"{inp.commit[:12]}: built on {builder.name}"
+    if inp.artifact_bucket is not None:  # through the bucket: uploaded, then fetched from there
+        acts.append(Action(host=builder.name, command=A.upload(deploy_to, rel), stdin=inp.artifact_bucket.put,
+                           timeout=cfg.ssh.command_timeout, what="artifact upload"))
+        stages = [Stage(StageName.PULL, built + ", to the bucket", (Lane(builder.name, tuple(acts)),))]
+        if others:
+            stages.append(fetch_stage(cfg, rel, [h.name for h in others], inp.artifact_bucket.get, previous,
+                                      lambda name: _secrets(cfg, name, inp), source="the bucket"))
+        return stages
     if not others:
-        return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}", (Lane(builder.name, tuple(acts)),))]
+        return [Stage(StageName.PULL, built, (Lane(builder.name, tuple(acts)),))]
     serve, fetch, stop = shipping(cfg, rel, builder, [h.name for h in others], inp.artifact_token, inp.artifact_port,
                                   previous, lambda name: _secrets(cfg, name, inp))
-    return [Stage(StageName.PULL, f"{inp.commit[:12]}: built on {builder.name}",
-                  (Lane(builder.name, tuple(acts) + (serve,)),)), fetch, stop]
+    return [Stage(StageName.PULL, built, (Lane(builder.name, tuple(acts) + (serve,)),)), fetch, stop]
 
 
 def shipping(cfg: Config, release: str, source: Host, hosts: list[str], token: Secret, port: int,
@@ -217,14 +243,24 @@ def shipping(cfg: Config, release: str, source: Host, hosts: list[str], token: S
     deploy_to = cfg.deploy_to
     serve = Action(host=source.name, command=A.serve(deploy_to, release, source.address, port, cfg.artifact.serve_for),
                    stdin=Secret(token.reveal() + "\n"), timeout=30, what="artifact server")
-    where = Secret(A.url(source.address, port, token.reveal()) + "\n")
-    fetches = tuple(Lane(h, (Action(host=h, command=A.fetch(deploy_to, release, previous.get(h)), stdin=where,
-                                    records=(RecordArtifact(0, release, built=False, sha256=sha256),),
-                                    effect=Effect.PULLED, timeout=cfg.ssh.command_timeout, what="fetch artifact"),
-                             *then(h))) for h in hosts)
+    where = Secret(A.urls(source.address, port, token.reveal(), release))
     stop = Action(host=source.name, command=A.stop(deploy_to), timeout=30, what="artifact server stop")
-    return (serve, Stage(StageName.PULL, f"artifact from {source.name}:{port}", fetches),
+    return (serve, fetch_stage(cfg, release, hosts, where, previous, then, sha256,
+                               detail=f"artifact from {source.name}:{port}"),
             Stage(StageName.PULL, "artifact server stopped", (Lane(source.name, (stop,)),), best_effort=True))
+
+
+def fetch_stage(cfg: Config, release: str, hosts: list[str], where: Secret, previous: Mapping[str, str | None],
+                then, sha256: str = "", *, source: str = "the build host", detail: str = "") -> Stage:
+    """The stage where each of `hosts` fetches `release`'s artifact from the URLs `where` holds
+    (on stdin), verifies it and unpacks it (hard-linking from its `previous` release; the sha256
+    it unpacked must be `sha256`, or the one this run's build packed), followed by `then(host)`'s
+    actions."""
+    lanes = tuple(Lane(h, (Action(host=h, command=A.fetch(cfg.deploy_to, release, previous.get(h), source),
+                                  stdin=where, records=(RecordArtifact(0, release, built=False, sha256=sha256),),
+                                  effect=Effect.PULLED, timeout=cfg.ssh.command_timeout, what="fetch artifact"),
+                           *then(h))) for h in hosts)
+    return Stage(StageName.PULL, detail or f"artifact from {source}", lanes)
 
 
 def migrate_stage(cfg: Config, web: list[Host], inp: DeployInputs, vals, facts: Facts | None = None) -> Stage:
@@ -327,13 +363,27 @@ def artifacts_to_prune(cfg: Config, facts: Facts, inp: DeployInputs) -> list[str
     """The build host's artifacts beyond `artifact.keep` (the ledger's order, the new one last),
     and those of bad releases; never one a live snapshot refers to."""
     builder = cfg.build_host
-    st = facts.hosts.get(builder.name) if builder is not None and inp.artifact_token is not None else None
+    st = facts.hosts.get(builder.name) if builder is not None and inp.shipped else None
     if st is None:
         return []
     have = R.in_order(set(st.artifacts) - {inp.release}, inp.order) + [inp.release]
     good = [r for r in have if r not in inp.bad]
     doomed = R.to_remove(good, cfg.artifact.keep, set(inp.protected) | {inp.release})
     return sorted(set(doomed) | {r for r in have if r in inp.bad and r not in inp.protected})
+
+
+def bucket_retention(cfg: Config, inp: DeployInputs) -> list[Stage]:
+    """With artifacts in the bucket: those of the newest `artifact.keep` good releases (the
+    ledger's order, the new one last) and of any a live snapshot refers to are kept, the others
+    deleted; best effort (the next deploy prunes what this one could not)."""
+    builder = cfg.build_host
+    if builder is None or inp.artifact_bucket is None:
+        return []
+    good = [r for r in inp.order if r not in inp.bad and r != inp.release] + [inp.release]
+    keep = tuple(sorted(set(good[-cfg.artifact.keep:]) | set(inp.protected)))
+    act = Action(host=builder.name, backend=PruneArtifacts(keep), what="bucket artifacts pruned")
+    return [Stage(StageName.FINALIZE, "artifacts in the bucket pruned", (Lane(builder.name, (act,)),),
+                  best_effort=True)]
 
 
 def finalize_stage(cfg: Config, facts: Facts, inp: DeployInputs, vals, snapshot: dict) -> Stage:

@@ -238,6 +238,9 @@ class Executor:
                 rec = self.s.state.upload_backup(a.host, path, state=self.st, kind=kind)
             case P.EnsureBackup(path=path, sha256=sha256, kind=kind):
                 rec = self.s.state.ensure_backup(a.host, path, sha256, state=self.st, kind=kind)
+            case P.PruneArtifacts(keep=keep):
+                self.s.state.prune_artifacts(set(keep))
+                rec = None
             case other:
                 raise TypeError(f"unknown state backend operation {other!r}")
         if rec is not None:

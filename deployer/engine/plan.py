@@ -72,7 +72,18 @@ class EnsureBackup:
 _VERB = {Kind.DATABASE: "backup", Kind.FILES: "files"}
 
 
-BackendOp = UploadBackup | EnsureBackup
+@dataclass(frozen=True)
+class PruneArtifacts:
+    """Delete the bucket's release artifacts (`artifact.store: bucket`) of every release but
+    `keep`."""
+
+    keep: tuple[str, ...]
+
+    def display(self) -> str:
+        return f"prune_artifacts keeping {' '.join(self.keep)}"
+
+
+BackendOp = UploadBackup | EnsureBackup | PruneArtifacts
 
 
 # -- what an action's output records (by step of its batched script) -------------------------

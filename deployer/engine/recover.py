@@ -20,8 +20,8 @@ from ..output import Reporter
 from ..session import Session
 from ..stages import StageName
 from . import ops
-from .back_plan import from_artifact, manual_rollback_plan, rebuild_of, rollback_plan
-from .deploy import artifact_server
+from .back_plan import manual_rollback_plan, rollback_plan
+from .deploy import restorable
 from .deploy_plan import unfence_stage
 from .maint_plan import mode_plan
 from .plan import Lane, Plan, Stage
@@ -192,8 +192,7 @@ class Recover:
         facts = self.s.facts(cfg.app_hosts)
         facts.require_reachable("recover")
         # it died while building the release again
-        rebuild = from_artifact(cfg, rebuild_of(history, target, facts), history, target, facts,
-                                **artifact_server(cfg))
+        rebuild = restorable(self.s, cfg, history, target, facts)
         with journaled(self.s, self.rep, RunState(run=run_id, release=target)) as run:
             try:
                 run.ex.run(manual_rollback_plan(cfg, target, cfg.app_hosts, backup=None, safety_path=None,

@@ -16,8 +16,8 @@ from ..ledger import History
 from ..output import Reporter
 from ..release_id import validate_release_id
 from ..session import Session, who
-from .back_plan import from_artifact, manual_rollback_plan, rebuild_of
-from .deploy import announce, announce_assumed, artifact_server, read_facts, succeed
+from .back_plan import manual_rollback_plan
+from .deploy import announce, announce_assumed, read_facts, restorable, succeed
 from .deploy_plan import DeployInputs, deploy_plan, offsite
 from .restore import complete, need_files
 from .runs import journaled, session_of
@@ -130,8 +130,7 @@ class Rollback:
         safety = None
         if backup is not None:
             safety = DB.of(cfg.database).backup_path(cfg.env, s.run_id.split("-")[0], kind="prerollback")
-        rebuild = from_artifact(cfg, rebuild_of(history, target, facts), history, target, facts,
-                                **artifact_server(cfg))
+        rebuild = restorable(s, cfg, history, target, facts)
         if rebuild is not None:
             self.rep.event("notice", message=f"release {target} is gone from {', '.join(rebuild.hosts)}: "
                                              f"{rebuild.how()} before the switch")

@@ -257,7 +257,8 @@ class Fleet(Faults, S3Part):
                           f"route add default via {S.GATEWAY}"]
             else:
                 inside = [f"addr add {h.address}/{S.PRIVATE_SUBNET.prefixlen} dev eth0",
-                          "link set eth0 up", "link set lo up"]
+                          "link set eth0 up", "link set lo up",
+                          f"route add {S.S3_ADDRESS}/32 via {S.S3_PRIVATE}"]
             _run(["ip", "-n", h.netns, "-batch", "-"], input="\n".join(inside) + "\n")
             if h.public:  # on both networks, and no router between them (a new namespace's IPv4
                 # settings are copied from this machine's, which may forward)

@@ -45,11 +45,18 @@ class S3Part:
         from . import s3 as weed
 
         h = S.S3_HOST
+        # eth0 on the public bridge; eth1 on the private one, where the app hosts' route to
+        # S3_ADDRESS leads (this namespace answers for its address on either leg)
+        private = S.PRIVATE_VETH_PREFIX + h.name
         _run(["ip", "-batch", "-"], input=f"netns add {h.netns}\nlink add {h.veth} type veth peer name "
-                                          f"eth0 netns {h.netns}\nlink set {h.veth} master {S.BRIDGE} up\n")
+                                          f"eth0 netns {h.netns}\nlink set {h.veth} master {S.BRIDGE} up\n"
+                                          f"link add {private} type veth peer name eth1 netns {h.netns}\n"
+                                          f"link set {private} master {S.PRIVATE_BRIDGE} up\n")
         _run(["ip", "-n", h.netns, "-batch", "-"],
              input=f"addr add {h.address}/{S.SUBNET.prefixlen} dev eth0\nlink set eth0 up\n"
+                   f"addr add {S.S3_PRIVATE}/{S.PRIVATE_SUBNET.prefixlen} dev eth1\nlink set eth1 up\n"
                    f"link set lo up\nroute add default via {S.GATEWAY}\n")
+        _run(["ip", "netns", "exec", h.netns, "sysctl", "-qw", "net.ipv4.ip_forward=0"])
         try:
             env = S.parse_env_file(self.s3_env_path.read_text())
             access, secret = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]

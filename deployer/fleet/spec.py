@@ -24,6 +24,9 @@ DB_ADDRESS = "10.78.0.20"
 BASTION_PUBLIC = "10.77.0.5"  # the jump host (role bastion): in no inventory, reaches every host
 BASTION_ADDRESS = "10.78.0.5"
 S3_ADDRESS = "10.77.0.30"  # SeaweedFS's S3 gateway, in its own network namespace
+#: its leg on the private network: the app hosts' one route out goes there, to S3_ADDRESS only
+#: (as a VPC's gateway endpoint lets private hosts reach the bucket and nothing else)
+S3_PRIVATE = "10.78.0.30"
 DEPLOY_USER = "deploy"  # the OS user deployer logs in as on every host
 S3_PORT = 8333
 S3_BUCKET = "deployer-state"

@@ -120,3 +120,17 @@ class StateBackend(Protocol):
     def apply_retention(self, keep: set[str], kind: Kind = ...) -> list[str]:
         """Delete the copies not in `keep`; the names deleted."""
         ...
+
+    # -- release artifacts (`artifact.store: bucket`: only a backend with a bucket has them) ----
+    def artifact_urls(self, release: str, *, put: bool, ttl: int) -> str:
+        """The presigned URLs of `release`'s artifact files, one per line (a capability: stdin
+        only)."""
+        ...
+
+    def artifact_sha256(self, release: str) -> str:
+        """The sha256 of `release`'s whole artifact in the bucket ("" when it has none)."""
+        ...
+
+    def prune_artifacts(self, keep: set[str]) -> list[str]:
+        """Delete the artifacts of the releases not in `keep`; the releases deleted."""
+        ...

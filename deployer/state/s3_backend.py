@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..commands.lock import LockInfo
 from ..shell import argv, q, raw
+from . import artifacts as ART
 from . import backups as B
 from .ledger import S3Ledger
 from .lock import LockHeld, LockLost, S3Lock
@@ -307,3 +308,17 @@ class S3State:
 
     def apply_retention(self, keep: set[str], kind: B.Kind = B.Kind.DATABASE) -> list[str]:
         return B.apply_retention(self.location, self.env, keep, s3=self.s3, kind=kind)
+
+    # -- release artifacts ------------------------------------------------------------------------
+    def artifact_urls(self, release: str, *, put: bool, ttl: int) -> str:
+        return ART.presigned(self.location, self.env, release, put=put, ttl=ttl, s3=self.s3)
+
+    def artifact_sha256(self, release: str) -> str:
+        return ART.sha256_of(self.location, self.env, release, s3=self.s3)
+
+    def prune_artifacts(self, keep: set[str]) -> list[str]:
+        gone = ART.prune(self.location, self.env, keep, s3=self.s3)
+        if gone:
+            self.reporter.event("notice", message=f"artifacts of {', '.join(gone)} deleted from "
+                                                   f"s3://{self.location.bucket}/{self.location.env_prefix(self.env, ART.FOLDER)}")
+        return gone

@@ -132,3 +132,12 @@ class SshState:
 
     def apply_retention(self, keep: set[str], kind: Any = None) -> list[str]:
         raise self._no_backups()
+
+    def artifact_urls(self, release: str, *, put: bool, ttl: int) -> str:
+        raise self._no_backups()
+
+    def artifact_sha256(self, release: str) -> str:
+        raise self._no_backups()
+
+    def prune_artifacts(self, keep: set[str]) -> list[str]:
+        raise self._no_backups()

@@ -78,6 +78,8 @@ def test_app_hosts_are_not_reachable_from_the_orchestrator(fleet):
     # and an app host has no route out of the private network
     out = fleet.sh("web1", "ip -4 route", check=False).stdout
     assert "default" not in out and str(S.SUBNET) not in out
+    # but to the bucket's endpoint (S3_ADDRESS alone, as a gateway endpoint would)
+    assert [ln.split()[0] for ln in out.splitlines() if " via " in ln] == [S.S3_ADDRESS], out
 
 
 def test_root_cannot_log_in_to_app_hosts_and_deploy_sudo_is_the_playbooks(fleet):

@@ -380,3 +380,52 @@ def test_file_archives_go_to_the_bucket_and_come_back_for_a_restore(fleet, s3f, 
     assert fleet.sh("web1", f"sha256sum {recs['web1']['path']}").stdout.split()[0] == recs["web1"]["sha256"]
     for h in _web(fleet):
         assert _tree(fleet, h) == {k: v for k, v in before[h].items() if k != "uploads/upload.tmp"}
+
+
+def test_artifacts_go_through_the_bucket_and_a_release_comes_back_from_it(fleet, s3f, consistent):
+    """With S3 state and a build host, the artifact goes through the bucket: web1 builds, packs and
+    uploads it with presigned URLs, the other hosts fetch it from the bucket (no server on web1),
+    every host has the same bytes; the bucket keeps the newest `artifact.keep`. A release gone
+    from every host and from web1 too (the build host replaced) comes back from the bucket for
+    `rollback --to`, checked against the ledger's sha256."""
+    from deployer.state import artifacts as ART
+
+    from .test_artifacts import _servers, _tree
+
+    art = ("--set", "artifact.build=web1", "--set", "artifact.keep=2")
+    releases = []
+    for _ in range(3):
+        s3f.cli("deploy", "--env", ENV, "--ref", "v2", "--yes", *art, check=0)
+        releases.append(next(iter(serving(fleet).values())))
+    r1, r2, r3 = releases
+    assert set(serving(fleet).values()) == {r3}
+    recs = [e for e in s3f.ledger() if e.get("type") == "artifact"]
+    built = {e["release"]: e["sha256"] for e in recs if e["built"]}
+    assert sorted(built) == releases
+    assert {e["sha256"] for e in recs if e["release"] == r3} == {built[r3]}
+    assert sorted(e["host"] for e in recs if e["release"] == r3 and not e["built"]) == ["web2", "web3"]
+    want = _tree(fleet, "web1", r3)
+    assert all(_tree(fleet, h, r3) == want for h in ("web2", "web3"))
+    assert not _servers(fleet)
+    # the bucket: the newest two artifacts (artifact.keep), whole, with the ledger's sha256
+    there = ART.releases(s3f.loc, ENV, s3=s3f.s3)
+    assert sorted(there) == [r2, r3] and all(len(keys) == 3 for keys in there.values())
+    assert ART.sha256_of(s3f.loc, ENV, r2, s3=s3f.s3) == built[r2]
+    r2_files = _tree(fleet, "web1", r2)
+
+    # r2 gone from every host, and web1 lost its artifacts (a new build host): from the bucket
+    for h in ("web1", "web2", "web3"):
+        fleet.sh(h, f"rm -rf /srv/app/releases/{r2} /srv/app/.deployer/artifacts")
+    back = s3f.cli("rollback", "--env", ENV, "--to", r2, "--yes", *art, check=0)
+    assert "fetched there from its artifact in the bucket" in back.stdout + back.stderr
+    assert set(serving(fleet).values()) == {r2}
+    for h in fleet.spec.web_hosts:
+        assert health(fleet, h).get("release") == r2
+        assert _tree(fleet, h.name, r2) == r2_files, h.name
+    run = [e for e in s3f.ledger() if e.get("type") == "rollback.start"][-1]["run"]
+    again = [e for e in s3f.ledger() if e.get("type") == "artifact" and e.get("run") == run]
+    assert sorted(e["host"] for e in again) == ["web1", "web2", "web3"]
+    assert {e["sha256"] for e in again} == {built[r2]}
+    assert not _servers(fleet)
+    # neither the presigned URLs nor the credentials are in anything the CLI printed
+    assert "X-Amz-Signature" not in back.stdout + back.stderr

@@ -57,7 +57,7 @@ def ship(b, o, release: str, previous: str | None, port: int) -> tuple[str, int,
     started = sh(A.serve(str(b), release, "127.0.0.1", port, 30), stdin=token + "\n")
     assert started.returncode == 0, started.stderr
     try:
-        got = sh(A.fetch(str(o), release, previous), stdin=A.url("127.0.0.1", port, token) + "\n")
+        got = sh(A.fetch(str(o), release, previous), stdin=A.urls("127.0.0.1", port, token, release))
         assert got.returncode == 0, got.stderr
     finally:
         assert sh(A.stop(str(b))).returncode == 0
@@ -112,13 +112,92 @@ def test_a_corrupted_artifact_is_refused_before_anything_is_unpacked(hosts):
     port = free_port()
     assert sh(A.serve(str(b), r1, "127.0.0.1", port, 30), stdin="t\n").returncode == 0
     try:
-        got = sh(A.fetch(str(o), r1, None), stdin=A.url("127.0.0.1", port, "t") + "\n")
-        wrong = sh(A.fetch(str(o), r1, None), stdin=A.url("127.0.0.1", port, "guess") + "\n")
+        got = sh(A.fetch(str(o), r1, None), stdin=A.urls("127.0.0.1", port, "t", r1))
+        wrong = sh(A.fetch(str(o), r1, None), stdin=A.urls("127.0.0.1", port, "guess", r1))
     finally:
         sh(A.stop(str(b)))
     assert got.returncode != 0 and "nothing unpacked" in got.stderr
     assert not (o / "releases" / r1).exists()
     assert wrong.returncode != 0 and "404" in wrong.stderr  # only the capability path answers
+
+
+class _Bucket:
+    """A bucket as the hosts see it through presigned URLs: PUT and GET of a path whose query
+    string must be the signature handed out (else 403), on loopback."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        objects, bucket = {}, self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _key(s):
+                path, _, query = s.path.partition("?")
+                return path if query == "X-Amz-Signature=ok" else None
+
+            def do_PUT(s):  # noqa: N802
+                key = s._key()
+                body = s.rfile.read(int(s.headers.get("Content-Length", 0)))
+                if key is None:
+                    s.send_error(403)
+                    return
+                objects[key] = body
+                bucket.puts.append(key)
+                s.send_response(200)
+                s.send_header("Content-Length", "0")
+                s.end_headers()
+
+            def do_GET(s):  # noqa: N802
+                key = s._key()
+                if key is None or key not in objects:
+                    s.send_error(403 if key is None else 404)
+                    return
+                s.send_response(200)
+                s.send_header("Content-Length", str(len(objects[key])))
+                s.end_headers()
+                s.wfile.write(objects[key])
+
+            def log_message(s, *a):
+                pass
+
+        self.objects, self.puts = objects, []
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def urls(self, release: str, exts: tuple[str, ...], sig: str = "ok") -> str:
+        port = self.srv.server_address[1]
+        return "".join(f"http://127.0.0.1:{port}/b/env/artifacts/{release}{e}?X-Amz-Signature={sig}\n" for e in exts)
+
+
+def test_an_artifact_goes_through_the_bucket_with_presigned_urls(hosts):
+    """`artifact.store: bucket`: the build host uploads the three files with one curl to the
+    presigned PUT URLs on stdin (the sha256 last: it says the artifact is whole); another host
+    fetches them with the presigned GET URLs and unpacks the same bytes. A wrong signature is
+    refused with nothing unpacked."""
+    from deployer.state.artifacts import FETCH_ORDER, UPLOAD_ORDER
+
+    b, o = hosts
+    r1 = "20261207T080000Z-aaaaaaa"
+    tree(b / "releases" / r1, {"app.py": "print(1)\n", "lib/x.py": "x = 1\n"})
+    packed = sh(A.pack(str(b), r1, []))
+    sha, size, _ = A.parse(packed.stdout.splitlines()[-1])
+    bucket = _Bucket()
+    try:
+        up = sh(A.upload(str(b), r1), stdin=bucket.urls(r1, UPLOAD_ORDER))
+        assert up.returncode == 0, up.stderr
+        assert [k.rsplit("/", 1)[1] for k in bucket.puts] == [f"{r1}.tar", f"{r1}.manifest", f"{r1}.sha256"]
+        assert bucket.objects[f"/b/env/artifacts/{r1}.sha256"].split()[0].decode() == sha
+        denied = sh(A.fetch(str(o), r1, None, "the bucket"), stdin=bucket.urls(r1, FETCH_ORDER, sig="forged"))
+        assert denied.returncode != 0 and "cannot fetch it from the bucket" in denied.stderr
+        assert not (o / "releases" / r1).exists()
+        got = sh(A.fetch(str(o), r1, None, "the bucket"), stdin=bucket.urls(r1, FETCH_ORDER))
+        assert got.returncode == 0, got.stderr
+        assert A.parse(got.stdout.splitlines()[-1])[:2] == (sha, size)
+        assert (o / "releases" / r1 / "lib/x.py").read_text() == "x = 1\n"
+        assert "Signature" not in A.upload(str(b), r1).script + A.fetch(str(o), r1, None).script
+    finally:
+        bucket.srv.shutdown()
 
 
 def test_a_server_that_cannot_listen_fails_its_step_with_the_reason(hosts):
@@ -178,7 +257,8 @@ def test_a_build_host_builds_once_and_the_others_fetch_from_it():
     for a in fetch.actions():
         assert a.what == "fetch artifact" and a.records == (RecordArtifact(0, plan.release, built=False),)
         addr = cfg.host("web2").address
-        assert a.stdin.reveal() == f"http://{addr}:43210/capability-xyz\n"
+        assert a.stdin.reveal() == A.urls(addr, 43210, "capability-xyz", plan.release)
+        assert a.stdin.reveal().splitlines()[0] == f"http://{addr}:43210/capability-xyz/{plan.release}.sha256"
     assert stop.best_effort and [a.host for a in stop.actions()] == ["web2"]
     assert not any(cmd for st in pulls for a in st.actions() for cmd in [a.display()] if "capability-xyz" in cmd)
     assert "capability-xyz" not in "".join(a.script.script for st in pulls for a in st.actions())
@@ -307,3 +387,82 @@ def test_every_host_must_unpack_the_build_hosts_sha256(tmp_path, monkeypatch):
     assert failed and failed[0]["host"] == "web3"
     assert f"web3 unpacked sha256 {'cd' * 32}, the build host packed {ARTIFACT_SHA}" in failed[0]["stderr"]
     assert [e["outcome"] for e in ledger if e["type"] == "deploy.end"] == ["rolled_back"]
+
+
+# -- artifacts through the state's bucket (`artifact.store: bucket`) ---------------------------
+def _bucket_cfg(**extra):
+    from test_engine_pure import ROOT
+
+    from deployer.config import load_config
+
+    return load_config("prod", root=ROOT, environ={}, overrides={
+        "artifact.build": "web2", "state.backend": "s3", "state.bucket": "acme-deploy", **extra})
+
+
+def test_with_s3_state_the_artifact_goes_through_the_bucket_and_no_server_runs():
+    from test_engine_pure import REL, canned_facts
+
+    from deployer.engine.deploy_plan import BucketUrls, DeployInputs, deploy_plan
+    from deployer.engine.plan import PruneArtifacts, RecordArtifact
+    from deployer.shell import Secret
+
+    cfg = _bucket_cfg()
+    assert cfg.artifact_bucket
+    facts = canned_facts(cfg)
+    urls = BucketUrls(put=Secret("https://put?X-Amz-Signature=p\n" * 3), get=Secret("https://get?X-Amz-Signature=g\n" * 3))
+    inp = DeployInputs(release=REL, commit=facts.commit, ref="v2", maintenance=False, token=7, artifact_bucket=urls,
+                       order=("r1", "r2", "r3"), bad=frozenset({"r2"}), protected=frozenset({"r0"}))
+    plan = deploy_plan(cfg, facts, inp)
+    pulls = [st for st in plan.stages if st.name == "pull"]
+    build, fetch = pulls
+    assert [a.what for a in build.actions()] == ["pull", "pack artifact", "artifact upload"]
+    assert build.actions()[2].stdin is urls.put and build.detail.endswith("built on web2, to the bucket")
+    assert {a.host for a in fetch.actions()} == {h.name for h in cfg.app_hosts} - {"web2"}
+    for a in fetch.actions():
+        assert a.stdin is urls.get and a.records == (RecordArtifact(0, REL, built=False),)
+        assert "from the bucket" in a.command.script
+    assert not [a for st in plan.stages for a in st.actions() if "server" in a.what]
+    assert not [row for row in plan.rows() if "Signature" in row[2]]
+    retention = [a.backend for st in plan.stages for a in st.actions() if isinstance(a.backend, PruneArtifacts)]
+    assert retention == [PruneArtifacts(tuple(sorted(("r0", "r1", "r3", REL))))]
+    assert [st for st in plan.stages if st.detail == "artifacts in the bucket pruned"][0].best_effort
+    # host to host when asked, and bucket refused without S3 state
+    assert not _bucket_cfg(**{"artifact.store": "host"}).artifact_bucket
+    from test_engine_pure import ROOT
+
+    from deployer.config import load_config
+    from deployer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="artifact.store"):
+        load_config("prod", root=ROOT, environ={}, overrides={"artifact.build": "web2", "artifact.store": "bucket"})
+
+
+def test_rollback_to_a_release_only_the_bucket_keeps_fetches_it_from_there():
+    from deployer.engine.back_plan import from_artifact, manual_rollback_plan, rebuild_of
+    from deployer.engine.plan import RecordArtifact
+    from deployer.facts import Facts
+    from deployer.ledger import History
+    from deployer.shell import Secret
+
+    old, now, sha = "20261101T000000Z-bbbbbbb", "20261104T000000Z-ccccccc", "cd" * 32
+    history = History.fold([
+        {"type": "deploy.start", "run": "r1", "release": old, "ref": "v2", "commit": "b" * 40},
+        {"type": "artifact", "run": "r1", "release": old, "host": "web2", "sha256": sha, "size": 10, "built": True},
+        {"type": "deploy.end", "run": "r1", "outcome": "success"}])
+    cfg = _bucket_cfg()
+    facts = Facts(schema=2)
+    for h in cfg.app_hosts:  # the build host is gone and came back empty: no host keeps anything
+        facts.hosts[h.name] = R.HostState(current=now, releases=[now], artifacts=[])
+    urls = Secret("https://get?X-Amz-Signature=g\n" * 3)
+    rebuild = from_artifact(cfg, rebuild_of(history, old, facts), history, old, facts, bucket=(sha, urls))
+    assert rebuild.bucket is urls and "from its artifact in the bucket" in rebuild.how()
+    plan = manual_rollback_plan(cfg, old, cfg.app_hosts, backup=None, safety_path=None, token=3, rebuild=rebuild)
+    pulls = [st for st in plan.stages if st.name == "pull"]
+    assert len(pulls) == 1 and pulls[0].detail == f"artifact of {old} from the bucket"
+    fetches = [a for a in pulls[0].actions() if a.what == "fetch artifact"]
+    assert sorted(a.host for a in fetches) == sorted(h.name for h in cfg.app_hosts)
+    assert all(a.stdin is urls and a.records == (RecordArtifact(0, old, built=False, sha256=sha),) for a in fetches)
+    assert [a.what for a in pulls[0].actions()].count("link shared files") == len(fetches)
+    # the bucket's copy names another sha256 than the ledger's: not that one (built from the commit)
+    other = from_artifact(cfg, rebuild_of(history, old, facts), history, old, facts, bucket=("ef" * 32, urls))
+    assert other.bucket is None and other.source is None and "built again" in other.how()
