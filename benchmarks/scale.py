@@ -60,11 +60,21 @@ def probe(n: int) -> int:
     return best
 
 
-def measured(argv: list[str], env: dict) -> tuple[int, float, float, float, str]:
-    """Run one CLI process; (exit code, wall s, cpu s, peak RSS MiB, stderr tail)."""
+EVENTS: Path | None = None  # keep each deploy's JSON events here (--events)
+
+
+def measured(argv: list[str], env: dict, name: str = "") -> tuple[int, float, float, float, str]:
+    """Run one CLI process; (exit code, wall s, cpu s, peak RSS MiB, stderr tail). With --events
+    and a `name`, its JSON events go to EVENTS/<name>.jsonl."""
+    out = subprocess.DEVNULL
+    if EVENTS and name:
+        argv = argv + ["--output", "json"]
+        out = open(EVENTS / f"{name}.jsonl", "w")  # noqa: SIM115 - closed below
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     err = proc.stderr.read()
+    if out is not subprocess.DEVNULL:
+        out.close()
     _, status, ru = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
@@ -100,7 +110,7 @@ def run(web: int, parallel: int, artifact: str | None = None) -> None:
               f"{'cpu ms/host':>11} {'RSS MiB/host':>12}", flush=True)
         for ref, what in (("v1", "deploy v1 (cold)"), ("v2", "deploy v2 (warm)")):
             code, wall, cpu, rss, err = measured(cli + ["deploy", "--env", "local", "--ref", ref, "--yes",
-                                                        "--inventory", str(inv), *extra], env)
+                                                        "--inventory", str(inv), *extra], env, ref)
             print(f"{what:<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f} "
                   f"{cpu * 1000 / web:>11.1f} {rss / web:>12.2f}", flush=True)
             if code != 0:
@@ -130,9 +140,14 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=0, help="measure memory with N web hosts first")
     ap.add_argument("--web", type=int, default=0, help="web hosts to deploy to (default: what a probe says fits)")
     ap.add_argument("--parallel", type=int, default=30)
+    ap.add_argument("--events", type=Path, help="keep each deploy's JSON events in this directory")
     ap.add_argument("--artifact", metavar="BUILD", help="deploy with artifact.build=BUILD (first: the first web "
                                                          "host builds, the others fetch from it)")
     args = ap.parse_args()
+    global EVENTS
+    EVENTS = args.events
+    if EVENTS:
+        EVENTS.mkdir(parents=True, exist_ok=True)
     web = args.web
     if args.probe:
         fits = probe(args.probe)

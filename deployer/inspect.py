@@ -241,14 +241,15 @@ def releases(cfg: Config, reporter: Reporter) -> int:
         app_hosts = cfg.app_hosts
         states = s.host_states(app_hosts)
         history: History = s.history()
+        in_bucket = s.state.artifact_releases() if cfg.artifact_bucket else set()
     finally:
         s.close()
     serving: dict[str, list[str]] = {}
     for name, st in states.results.items():
         if st.current:
             serving.setdefault(st.current, []).append(name)
-    # with release artifacts: each release's sha256, and whether the build host still keeps it
-    # (what `rollback --to` a release no host has fetches)
+    # with release artifacts: each release's sha256, and whether the build host (or the bucket)
+    # still keeps it (what `rollback --to` a release no host has fetches)
     builder = cfg.build_host
     kept = set(states.results[builder.name].artifacts) if builder and builder.name in states.results else set()
     artifacts = builder is not None or any(r.artifact for r in history.releases.values())
@@ -258,8 +259,8 @@ def releases(cfg: Config, reporter: Reporter) -> int:
         outcome = rec.outcome + (" (BAD)" if rec.bad else "")
         row = [rid, rec.ref, rec.commit[:7], rec.who, rec.at[:19], outcome, ", ".join(sorted(serving.get(rid, [])))]
         if artifacts:
-            row.append(rec.artifact[:12] + (f" (on {builder.name})" if builder and rid in kept else "")
-                       if rec.artifact else "")
+            where = ([builder.name] if builder and rid in kept else []) + (["the bucket"] if rid in in_bucket else [])
+            row.append(rec.artifact[:12] + (f" (on {' and '.join(where)})" if where else "") if rec.artifact else "")
         rows.append(row)
     _rows_table(f"{cfg.env}: releases", ["release", "ref", "commit", "who", "when", "outcome", "served by"]
                 + (["artifact"] if artifacts else []), rows, reporter)

@@ -11,6 +11,7 @@ from .. import windows as W
 from ..commands import lock as LK
 from ..config import Config, Host
 from ..errors import ConfigError
+from ..shell import argv
 from . import fixes as FX
 from . import rights as RT
 from . import shared as SH
@@ -48,6 +49,25 @@ ARTIFACT_BINARIES = ("curl", "comm")
 BUILD_BINARIES = ("python3", "setsid")
 #: the roles of the app hosts (what a release runs on)
 APP_ROLES = ("web", "worker")
+
+
+def bucket_endpoint(cfg: Config) -> str:
+    """Where the app hosts reach the state's bucket (what its presigned URLs name)."""
+    st = cfg.state
+    if st.endpoint_url:
+        return st.endpoint_url.rstrip("/") + "/"
+    return f"https://{st.bucket}.s3.{st.region}.amazonaws.com/" if st.region else f"https://{st.bucket}.s3.amazonaws.com/"
+
+
+def parse_bucket(where: str) -> Parse:
+    def parse(stdout: str, exit_status: int | None) -> tuple[bool, str]:
+        code = stdout.strip()[-3:]
+        if exit_status == 0 and code.isdigit() and code != "000":
+            return True, f"{where} answers (HTTP {code})"
+        return False, (f"{where} does not answer from this host: artifacts go through the bucket "
+                       "(artifact.store); open the way to it, or set artifact.store: host")
+
+    return parse
 
 
 # ---------------------------------------------------------------- window
@@ -137,6 +157,11 @@ def binaries_checks(cfg: Config) -> list[Check]:
     if cfg.build_host is not None:
         out.append(Check("binaries", binaries_command(BUILD_BINARIES), APP_ROLES, parse_binaries(BUILD_BINARIES),
                          (cfg.build_host.name,), about="python3, to pack and serve release artifacts"))
+    if cfg.artifact_bucket:
+        where = bucket_endpoint(cfg)
+        out.append(Check("bucket", argv("curl", "-sS", "-o", "/dev/null", "--max-time", "5", "-w", "%{http_code}",
+                                        where), APP_ROLES, parse_bucket(where), _names(app),
+                         about="the state's bucket answers the app hosts (artifacts go through it)"))
     if cfg.database is not None and cfg.db_host is not None:
         bin_dir = cfg.database.bin_dir
         db_tools = tuple(posixpath.join(bin_dir, t) if bin_dir else t for t in DB_TOOLS) + DB_BINARIES

@@ -134,3 +134,7 @@ class StateBackend(Protocol):
     def prune_artifacts(self, keep: set[str]) -> list[str]:
         """Delete the artifacts of the releases not in `keep`; the releases deleted."""
         ...
+
+    def artifact_releases(self) -> set[str]:
+        """The releases whose artifact the bucket holds."""
+        ...

@@ -316,6 +316,9 @@ class S3State:
     def artifact_sha256(self, release: str) -> str:
         return ART.sha256_of(self.location, self.env, release, s3=self.s3)
 
+    def artifact_releases(self) -> set[str]:
+        return set(ART.releases(self.location, self.env, s3=self.s3))
+
     def prune_artifacts(self, keep: set[str]) -> list[str]:
         gone = ART.prune(self.location, self.env, keep, s3=self.s3)
         if gone:

@@ -141,3 +141,6 @@ class SshState:
 
     def prune_artifacts(self, keep: set[str]) -> list[str]:
         raise self._no_backups()
+
+    def artifact_releases(self) -> set[str]:
+        raise self._no_backups()

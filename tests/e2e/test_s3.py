@@ -393,6 +393,11 @@ def test_artifacts_go_through_the_bucket_and_a_release_comes_back_from_it(fleet,
     from .test_artifacts import _servers, _tree
 
     art = ("--set", "artifact.build=web1", "--set", "artifact.keep=2")
+    checked = s3f.cli("preflight", "--env", ENV, "--output", "json", *art, check=0).stdout
+    bucket_rows = [r for r in map(json.loads, (ln for ln in checked.splitlines() if ln.startswith("{")))
+                   if r.get("check") == "bucket"]
+    assert sorted(r["host"] for r in bucket_rows) == ["web1", "web2", "web3"], checked[-2000:]
+    assert all(r["result"] == "PASS" and "answers (HTTP" in r["detail"] for r in bucket_rows), bucket_rows
     releases = []
     for _ in range(3):
         s3f.cli("deploy", "--env", ENV, "--ref", "v2", "--yes", *art, check=0)
@@ -412,6 +417,11 @@ def test_artifacts_go_through_the_bucket_and_a_release_comes_back_from_it(fleet,
     assert sorted(there) == [r2, r3] and all(len(keys) == 3 for keys in there.values())
     assert ART.sha256_of(s3f.loc, ENV, r2, s3=s3f.s3) == built[r2]
     r2_files = _tree(fleet, "web1", r2)
+    listed = s3f.cli("releases", "--env", ENV, "--output", "json", *art, check=0).stdout
+    rows = {r["release"]: r for r in map(json.loads, (ln for ln in listed.splitlines() if ln.startswith("{")))
+            if r.get("event") == "row" and "release" in r}
+    assert rows[r3]["artifact"] == f"{built[r3][:12]} (on web1 and the bucket)", rows[r3]
+    assert rows[r1]["artifact"] == built[r1][:12]  # pruned from both
 
     # r2 gone from every host, and web1 lost its artifacts (a new build host): from the bucket
     for h in ("web1", "web2", "web3"):

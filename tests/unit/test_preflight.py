@@ -397,3 +397,20 @@ def test_app_env_command_reports_findings_and_never_the_content(tmp_path):
     write("APP_ENV=production\n", 0o600)
     assert run() == (False, ".env is tracked by git (in the repo's HEAD tree): remove it from the "
                             "repository and rotate its secrets")
+
+
+def test_with_artifacts_through_the_bucket_each_app_host_must_reach_it():
+    from deployer.preflight.checklist import binaries_checks, parse_bucket
+
+    cfg = load_config("prod", environ={}, overrides={
+        "artifact.build": "web2", "state.backend": "s3", "state.bucket": "acme-deploy", "state.region": "eu-west-3"})
+    checks = [c for c in binaries_checks(cfg) if c.name == "bucket"]
+    assert len(checks) == 1 and set(checks[0].hosts) == {h.name for h in cfg.app_hosts}
+    assert "https://acme-deploy.s3.eu-west-3.amazonaws.com/" in checks[0].command.script
+    ok, detail = parse_bucket("https://x/")("403", 0)
+    assert ok and "HTTP 403" in detail
+    ok, detail = parse_bucket("https://x/")("000", 7)
+    assert not ok and "artifact.store: host" in detail
+    host_to_host = load_config("prod", environ={}, overrides={
+        "artifact.build": "web2", "state.backend": "s3", "state.bucket": "acme-deploy", "artifact.store": "host"})
+    assert not [c for c in binaries_checks(host_to_host) if c.name == "bucket"]
