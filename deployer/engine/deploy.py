@@ -141,7 +141,8 @@ def artifact_bucket(cfg: Config, s: Session | None, release: str) -> dict:
 def restorable(s: Session, cfg: Config, history: History, target: str, facts: F.Facts) -> Rebuild | None:
     """How `rollback --to target` gives the release back to the hosts that no longer have it
     (None: they all have it): fetched from its artifact in the bucket (`artifact.store: bucket`),
-    else from the one the build host keeps, else built again from its commit."""
+    else from the one the build host keeps (its server started for this run), else built again
+    from its commit."""
     rebuild = rebuild_of(history, target, facts)
     bucket = None
     if rebuild is not None and cfg.artifact_bucket:
@@ -149,14 +150,16 @@ def restorable(s: Session, cfg: Config, history: History, target: str, facts: F.
         if sha:
             ttl = BUCKET_URL_SLACK + cfg.artifact.serve_for
             bucket = (sha, Secret(s.state.artifact_urls(target, put=False, ttl=ttl)))
-    return from_artifact(cfg, rebuild, history, target, facts, bucket=bucket, **artifact_server(cfg))
+    # the bucket's copy first; the one the build host keeps when the bucket has none
+    return from_artifact(cfg, rebuild, history, target, facts, bucket=bucket, **artifact_server(cfg, fallback=True))
 
 
-def artifact_server(cfg: Config) -> dict:
-    """With a build host (`artifact.build`), this run's artifact server: `token`, its capability
-    path (random, handed on stdin only) and `port` (`artifact.port`, or a random unprivileged
-    one); none without."""
-    if cfg.build_host is None or cfg.artifact_bucket:
+def artifact_server(cfg: Config, fallback: bool = False) -> dict:
+    """With a build host (`artifact.build`) that serves the artifact itself (not through the
+    bucket, unless `fallback`: a release the bucket does not hold), this run's artifact server:
+    `token`, its capability path (random, handed on stdin only) and `port` (`artifact.port`, or
+    a random unprivileged one); none without."""
+    if cfg.build_host is None or (cfg.artifact_bucket and not fallback):
         return {}
     port = cfg.artifact.port or secrets.SystemRandom().randint(20000, 60999)
     return dict(token=Secret(secrets.token_urlsafe(24)), port=port)

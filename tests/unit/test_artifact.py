@@ -466,3 +466,11 @@ def test_rollback_to_a_release_only_the_bucket_keeps_fetches_it_from_there():
     # the bucket's copy names another sha256 than the ledger's: not that one (built from the commit)
     other = from_artifact(cfg, rebuild_of(history, old, facts), history, old, facts, bucket=("ef" * 32, urls))
     assert other.bucket is None and other.source is None and "built again" in other.how()
+    # the bucket has none, the build host still keeps it: served by the build host for this run
+    from deployer.engine.deploy import artifact_server
+
+    assert artifact_server(cfg) == {}  # a deploy through the bucket starts no server
+    facts.hosts["web2"].artifacts = [old]
+    local = from_artifact(cfg, rebuild_of(history, old, facts), history, old, facts, bucket=None,
+                          **artifact_server(cfg, fallback=True))
+    assert local.source == "web2" and local.bucket is None and local.token is not None
