@@ -74,24 +74,48 @@ print(w.h.hexdigest(), w.n)
 
 SERVE_PY = r'''
 # deployer: artifact server
-import http.server, os, sys
+import http.server, os, sys, tarfile, threading
 art, release, bind, port, ready = sys.argv[1:6]
 token = os.environ.pop("DEPLOYER_ARTIFACT_TOKEN")
 files = {"/%s/%s%s" % (token, release, ext): os.path.join(art, release + ext)
          for ext in (".tar", ".manifest", ".sha256")}
+tar = os.path.join(art, release + ".tar")
+members, mu = [], threading.Lock()
+def index():
+    # each member's bytes in the tar: (start, end, name, regular file); headers read once
+    with mu:
+        if not members:
+            with tarfile.open(tar) as t:
+                for m in t:
+                    members.append((m.offset, m.offset_data + (m.size + 511) // 512 * 512, m.name, m.isreg()))
+        return members
 class H(http.server.BaseHTTPRequestHandler):
+    def send(s, f, ranges, extra=b""):
+        s.send_response(200)
+        s.send_header("Content-Length", str(sum(b - a for a, b in ranges) + len(extra)))
+        s.end_headers()
+        for a, b in ranges:
+            f.seek(a)
+            while a < b:
+                chunk = f.read(min(1 << 20, b - a))
+                if not chunk: raise OSError("short read")
+                s.wfile.write(chunk); a += len(chunk)
+        s.wfile.write(extra)
     def do_GET(s):
         p = files.get(s.path)
         if p is None:
             s.send_error(404); return
         with open(p, "rb") as f:
-            s.send_response(200)
-            s.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
-            s.end_headers()
-            while True:
-                b = f.read(1 << 20)
-                if not b: break
-                s.wfile.write(b)
+            s.send(f, [(0, os.fstat(f.fileno()).st_size)])
+    def do_POST(s):
+        # a tar of the regular files named in the body (one path a line) and of every folder
+        # and link: the members' bytes as packed, then the end of the archive
+        n = int(s.headers.get("Content-Length") or 0)
+        if files.get(s.path) != tar or n > (64 << 20):
+            s.send_error(404 if n <= (64 << 20) else 413); return
+        want = set(s.rfile.read(n).decode("utf-8", "surrogateescape").split("\n"))
+        with open(tar, "rb") as f:
+            s.send(f, [(a, b) for a, b, name, reg in index() if not reg or name in want], b"\0" * 1024)
     def log_message(s, *a): pass
 http.server.ThreadingHTTPServer.daemon_threads = True
 srv = http.server.ThreadingHTTPServer((bind, int(port)), H)
@@ -171,38 +195,55 @@ def upload(deploy_to: str, release: str) -> Command:
     return Command(script, f"artifact upload {release} to the bucket")
 
 
-def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the build host") -> Command:
+def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the build host",
+          delta: bool = True) -> Command:
     """On an app host: fetch, verify and unpack `release` (the URLs of its `.sha256`, `.manifest`
     and `.tar` on stdin, one per line: `urls`, or the bucket's presigned ones), hard-linking the
-    files unchanged since `previous` (the release it serves); prints `<sha256> <size> <linked>`.
-    POSIX sh and C tools (curl, sha256sum, sort, comm, GNU cp and tar): on a hundred hosts,
-    this runs a hundred times at once."""
+    files unchanged since `previous` (the release it serves); prints `<sha256> <bytes fetched>
+    <files linked>`. POSIX sh and C tools (curl, sha256sum, comm, GNU cp and tar): on a hundred
+    hosts, this runs a hundred times at once.
+
+    The manifest is checked against the sha256 file first. Then, with `delta` (the build host's
+    server) and files to link, only the other files come (a POST of their paths: the server
+    sends their members as packed, with every folder and link), each checked against the
+    manifest's sha256 before anything moves into place; else the whole tar comes, checked
+    against its sha256 before anything is unpacked."""
     lay = Layout(deploy_to)
     art, dest = lay.artifacts, lay.release(release)
     t, m, h = (q(lay.artifact(release, ext + ".partial")) for ext in ARTIFACT_FILES)
     part, same = q(dest + ".partial"), q(lay.artifact(release, ".same"))
+    need, check = q(lay.artifact(release, ".need")), q(lay.artifact(release, ".check"))
     prev, pm = q(lay.release(previous or "none")), q(lay.artifact(previous or "none", ".manifest"))
-    get = "curl -fsS --connect-timeout 10 --max-time 600 -o"
+    curl = "curl -fsS --connect-timeout 10 --max-time 600"
+    cannot = q("cannot fetch it from " + source)
+    whole = (f"{curl} -o {t} \"$ut\" || fail {cannot}; "
+             f"got=$(sha256sum < {t} | cut -c1-64); [ \"$got\" = \"$want_tar\" ] || "
+             f"fail \"{release} arrived with sha256 $got, {source} says $want_tar: nothing unpacked\"; "
+             f"tar -x -p --no-same-owner -f {t} -C {part} --anchored --no-wildcards -X {same} || fail 'cannot unpack'; ")
+    only = (f"LC_ALL=C comm -13 --nocheck-order {pm} {m} > {need} && cut -d' ' -f3- {need} > {check} && "
+            f"{curl} -H 'Expect:' --data-binary @{check} -o {t} \"$ut\" || fail {cannot}; got=$want_tar; "
+            f"tar -x -p --no-same-owner -f {t} -C {part} || fail 'cannot unpack'; "
+            f"sed 's/^\\([0-9a-f]\\{{64\\}}\\) [0-7]* /\\1  /' {need} > {check}; "
+            f"[ ! -s {check} ] || (cd {part} && sha256sum --quiet --strict -c -) < {check} >/dev/null 2>&1 || "
+            f"fail \"{release}: a file arrived with another sha256 than its manifest says: nothing moved into place\"; ")
     script = (
         ": deployer artifact fetch; IFS= read -r uh && IFS= read -r um && IFS= read -r ut || exit 1; "
         f"mkdir -p {q(art)} || exit 1; "
-        f"fail() {{ rm -f {t} {m} {h} {same}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
-        # one curl for the three files (one process, one connection)
-        f"{get} {h} \"$uh\" -o {m} \"$um\" -o {t} \"$ut\" || fail {q('cannot fetch it from ' + source)}; "
+        f"fail() {{ rm -f {t} {m} {h} {same} {need} {check}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
+        f"{curl} -o {h} \"$uh\" -o {m} \"$um\" || fail {cannot}; "
         f"read -r want_tar want_man < {h} || fail 'an empty checksum file'; "
         f"[ \"$(sha256sum < {m} | cut -c1-64)\" = \"$want_man\" ] || "
         f"fail 'the manifest of {release} does not match its sha256'; "
-        f"got=$(sha256sum < {t} | cut -c1-64); [ \"$got\" = \"$want_tar\" ] || "
-        f"fail \"{release} arrived with sha256 $got, {source} says $want_tar: nothing unpacked\"; "
-        f"size=$(($(wc -c < {t}))); rm -rf {part} && mkdir -p {part} || fail 'cannot make {dest}.partial'; "
+        f"rm -rf {part} && mkdir -p {part} || fail 'cannot make {dest}.partial'; "
         # the files the release it serves has with the same sha256 and mode: hard links
         f"linked=0; : > {same}; if [ -f {pm} ] && [ -d {prev} ]; then "
         # (both sorted by the pack; out of order, comm only finds fewer lines: fewer links)
         f"LC_ALL=C comm -12 --nocheck-order {pm} {m} | cut -d' ' -f3- > {same}; "
         f"if [ -s {same} ] && (cd {prev} && tr '\\n' '\\0' < {same} | xargs -0 cp -l --parents -t {part} --); "
         f"then linked=$(($(wc -l < {same}))); else : > {same}; rm -rf {part}; mkdir -p {part}; fi; fi; "
-        f"tar -x -p --no-same-owner -f {t} -C {part} --anchored --no-wildcards -X {same} || fail 'cannot unpack'; "
-        f"mv -f {m} {q(lay.artifact(release, '.manifest'))} && rm -f {t} {h} {same} && "
+        + (f"if [ -s {same} ]; then {only}else {whole}fi; " if delta else whole)
+        + f"size=$(($(wc -c < {t}))); "
+        f"mv -f {m} {q(lay.artifact(release, '.manifest'))} && rm -f {t} {h} {same} {need} {check} && "
         f"rm -rf {q(dest)} && mv -T {part} {q(dest)} || fail 'cannot move {dest} into place'; "
         f"echo \"$got $size $linked\""
     )

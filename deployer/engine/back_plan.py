@@ -213,7 +213,8 @@ def fetch_stages(cfg: Config, target: str, rebuild: Rebuild) -> list[Stage]:
 
     if rebuild.bucket is not None:
         return [fetch_stage(cfg, target, list(rebuild.hosts), rebuild.bucket, dict(rebuild.current), then,
-                            rebuild.sha256, source="the bucket", detail=f"artifact of {target} from the bucket")]
+                            rebuild.sha256, source="the bucket", detail=f"artifact of {target} from the bucket",
+                            delta=False)]
     src = cfg.host(rebuild.source)
     serve, fetch, stop = shipping(cfg, target, src, list(rebuild.hosts), rebuild.token, rebuild.port,
                                   dict(rebuild.current), then, sha256=rebuild.sha256)

@@ -225,7 +225,7 @@ def pull_stages(cfg: Config, app: list[Host], inp: DeployInputs, vals,
         stages = [Stage(StageName.PULL, built + ", to the bucket", (Lane(builder.name, tuple(acts)),))]
         if others:
             stages.append(fetch_stage(cfg, rel, [h.name for h in others], inp.artifact_bucket.get, previous,
-                                      lambda name: _secrets(cfg, name, inp), source="the bucket"))
+                                      lambda name: _secrets(cfg, name, inp), source="the bucket", delta=False))
         return stages
     if not others:
         return [Stage(StageName.PULL, built, (Lane(builder.name, tuple(acts)),))]
@@ -251,12 +251,14 @@ def shipping(cfg: Config, release: str, source: Host, hosts: list[str], token: S
 
 
 def fetch_stage(cfg: Config, release: str, hosts: list[str], where: Secret, previous: Mapping[str, str | None],
-                then, sha256: str = "", *, source: str = "the build host", detail: str = "") -> Stage:
+                then, sha256: str = "", *, source: str = "the build host", detail: str = "",
+                delta: bool = True) -> Stage:
     """The stage where each of `hosts` fetches `release`'s artifact from the URLs `where` holds
     (on stdin), verifies it and unpacks it (hard-linking from its `previous` release; the sha256
     it unpacked must be `sha256`, or the one this run's build packed), followed by `then(host)`'s
-    actions."""
-    lanes = tuple(Lane(h, (Action(host=h, command=A.fetch(cfg.deploy_to, release, previous.get(h), source),
+    actions. `delta`: the source sends only the files a host does not have (the build host's
+    server; not the bucket, which sends whole objects)."""
+    lanes = tuple(Lane(h, (Action(host=h, command=A.fetch(cfg.deploy_to, release, previous.get(h), source, delta),
                                   stdin=where, records=(RecordArtifact(0, release, built=False, sha256=sha256),),
                                   effect=Effect.PULLED, timeout=cfg.ssh.command_timeout, what="fetch artifact"),
                            *then(h))) for h in hosts)

@@ -61,10 +61,10 @@ def ship(b, o, release: str, previous: str | None, port: int) -> tuple[str, int,
         assert got.returncode == 0, got.stderr
     finally:
         assert sh(A.stop(str(b))).returncode == 0
-    fsha, fsize, linked = A.parse(got.stdout.splitlines()[-1])
-    assert (fsha, fsize) == (sha, size)
+    fsha, fetched, linked = A.parse(got.stdout.splitlines()[-1])
+    assert fsha == sha and (fetched == size or (linked and fetched < size))  # whole, or only what differs
     assert digest(b / os.path.relpath(Layout(str(b)).artifact(release, ".tar"), str(b))) == sha
-    return sha, size, linked
+    return sha, fetched, linked
 
 
 def test_a_release_packed_once_arrives_the_same_and_links_what_did_not_change(hosts):
@@ -81,7 +81,9 @@ def test_a_release_packed_once_arrives_the_same_and_links_what_did_not_change(ho
     assert not (got / ".env").exists(), "a release's own secret file never goes in the artifact"
     # the next release: one file changed, one added; the rest is hard-linked from r1
     tree(b / "releases" / r2, {**files, "app.py": "print(2)\n", "new.txt": "n\n"})
-    _, _, linked = ship(b, o, r2, r1, free_port())
+    _, fetched, linked = ship(b, o, r2, r1, free_port())
+    # only the two files that differ came (with the folders and links), not lib/dep.py's 6 kB
+    assert fetched + 6000 <= os.path.getsize(b / ".deployer/artifacts" / f"{r2}.tar")
     new = o / "releases" / r2
     assert linked == 2
     assert os.stat(new / "lib/dep.py").st_ino == os.stat(got / "lib/dep.py").st_ino
@@ -198,6 +200,35 @@ def test_an_artifact_goes_through_the_bucket_with_presigned_urls(hosts):
         assert "Signature" not in A.upload(str(b), r1).script + A.fetch(str(o), r1, None).script
     finally:
         bucket.srv.shutdown()
+
+
+def test_a_changed_file_that_arrives_other_than_its_manifest_says_is_refused(hosts):
+    """Only the files that differ come from the build host's server; each is checked against
+    the manifest's sha256 before the release moves into place (the tar's own sha256 cannot be:
+    the host has only some of its members)."""
+    import tarfile
+
+    b, o = hosts
+    r1, r2 = "20261207T080000Z-aaaaaaa", "20261207T090000Z-bbbbbbb"
+    tree(b / "releases" / r1, {"app.py": "print(1)\n", "lib/dep.py": "x = 1\n" * 100})
+    ship(b, o, r1, None, free_port())
+    tree(b / "releases" / r2, {"app.py": "print(2)\n", "lib/dep.py": "x = 1\n" * 100})
+    assert sh(A.pack(str(b), r2, [])).returncode == 0
+    tar = b / ".deployer/artifacts" / f"{r2}.tar"
+    with tarfile.open(tar) as t:
+        at = t.getmember("app.py").offset_data
+    data = bytearray(tar.read_bytes())
+    data[at + 6] = ord("9")  # print(9): the bytes the server sends are not the packed ones
+    tar.write_bytes(bytes(data))
+    port = free_port()
+    assert sh(A.serve(str(b), r2, "127.0.0.1", port, 30), stdin="t\n").returncode == 0
+    try:
+        got = sh(A.fetch(str(o), r2, r1), stdin=A.urls("127.0.0.1", port, "t", r2))
+    finally:
+        sh(A.stop(str(b)))
+    assert got.returncode != 0 and "another sha256 than its manifest" in got.stderr, got.stderr
+    assert not (o / "releases" / r2).exists() and not (o / "releases" / f"{r2}.partial").exists()
+    assert (o / "releases" / r1 / "app.py").read_text() == "print(1)\n"
 
 
 def test_a_server_that_cannot_listen_fails_its_step_with_the_reason(hosts):
