@@ -90,7 +90,8 @@ def test_a_failing_migration_shows_what_it_printed_on_stdout_and_the_ledger_keep
         "    run: \"echo 'SQLSTATE[42P01]: relation missing'; exit 1\"\n")
     inv = tmp_path / "inv.yaml"
     inv.write_text(fleet.inventory_path.read_text().replace("playbook: demo", "playbook: stdout-migrate.yaml"))
-    proc = cli("deploy", "--env", "local", "--ref", "v2", "--inventory", str(inv), check=1)
+    # v3: a migration is pending (with none pending, the migrate stage runs nothing)
+    proc = cli("deploy", "--env", "local", "--ref", "v3", "--inventory", str(inv), check=1)
     assert "stdout:\n  SQLSTATE[42P01]: relation missing" in proc.stderr, proc.stderr[-3000:]
     assert "migrate" in proc.stderr and "exited 1" in proc.stderr
     assert set(serving(fleet).values()) == {before}
