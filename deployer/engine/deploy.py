@@ -133,9 +133,13 @@ def artifact_bucket(cfg: Config, s: Session | None, release: str) -> dict:
         return {}
     if s is None:
         return dict(bucket=BucketUrls(put=Secret(""), get=Secret("")))
-    ttl = BUCKET_URL_SLACK + cfg.artifact.serve_for
-    return dict(bucket=BucketUrls(put=Secret(s.state.artifact_urls(release, put=True, ttl=ttl)),
-                                  get=Secret(s.state.artifact_urls(release, put=False, ttl=ttl))))
+    return dict(bucket=BucketUrls(put=presigned(s, cfg, release, put=True), get=presigned(s, cfg, release, put=False)))
+
+
+def presigned(s: Session, cfg: Config, release: str, *, put: bool) -> Secret:
+    """The presigned URLs of `release`'s artifact files in the bucket (PUT or GET), valid
+    `artifact.serve_for` + BUCKET_URL_SLACK seconds."""
+    return Secret(s.state.artifact_urls(release, put=put, ttl=BUCKET_URL_SLACK + cfg.artifact.serve_for))
 
 
 def restorable(s: Session, cfg: Config, history: History, target: str, facts: F.Facts) -> Rebuild | None:
@@ -148,8 +152,7 @@ def restorable(s: Session, cfg: Config, history: History, target: str, facts: F.
     if rebuild is not None and cfg.artifact_bucket:
         sha = s.state.artifact_sha256(target)
         if sha:
-            ttl = BUCKET_URL_SLACK + cfg.artifact.serve_for
-            bucket = (sha, Secret(s.state.artifact_urls(target, put=False, ttl=ttl)))
+            bucket = (sha, presigned(s, cfg, target, put=False))
     # the bucket's copy first; the one the build host keeps when the bucket has none
     return from_artifact(cfg, rebuild, history, target, facts, bucket=bucket, **artifact_server(cfg, fallback=True))
 
