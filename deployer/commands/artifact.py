@@ -31,6 +31,12 @@ import re
 from ..layout import ARTIFACT_FILES, Layout
 from ..shell import Command, q, raw
 
+#: the order `upload` reads its URLs in: the tar, the manifest, and last the sha256 that says
+#: the artifact is whole
+UPLOAD_ORDER = (".tar", ".manifest", ".sha256")
+#: the order `fetch` reads its URLs in (the sha256 first: it says what to expect)
+FETCH_ORDER = (".sha256", ".manifest", ".tar")
+
 #: what each host prints last: the artifact's sha256 and size (fetch: and the files linked)
 _LINE_RE = re.compile(r"^([0-9a-f]{64}) (\d+)(?: (\d+))?$")
 
@@ -177,7 +183,7 @@ def urls(address: str, port: int, token: str, release: str) -> str:
     """Where the other hosts fetch `release`'s artifact from the build host's server: the URLs of
     its `.sha256`, `.manifest` and `.tar`, one per line (what `fetch` reads on stdin)."""
     host = f"[{address}]" if ":" in address else address
-    return "".join(f"http://{host}:{port}/{token}/{release}{ext}\n" for ext in (".sha256", ".manifest", ".tar"))
+    return "".join(f"http://{host}:{port}/{token}/{release}{ext}\n" for ext in FETCH_ORDER)
 
 
 def upload(deploy_to: str, release: str) -> Command:

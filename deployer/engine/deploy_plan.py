@@ -37,6 +37,7 @@ from .plan import (
 )
 
 MAINTENANCE_MESSAGE = "Deploying, back shortly"
+MIGRATION_MESSAGE = "Upgrading the database, back shortly"
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,8 @@ class BucketUrls:
     """A release's artifact in the state's bucket (`artifact.store: bucket`): the presigned URLs
     of its three files, one per line (capabilities: on stdin only, never shown)."""
 
-    put: Secret  # the build host's upload (`state.artifacts.UPLOAD_ORDER`)
-    get: Secret  # every other host's fetch (`state.artifacts.FETCH_ORDER`)
-MIGRATION_MESSAGE = "Upgrading the database, back shortly"
+    put: Secret  # the build host's upload (`commands.artifact.UPLOAD_ORDER`)
+    get: Secret  # every other host's fetch (`commands.artifact.FETCH_ORDER`)
 
 
 @dataclass(frozen=True)

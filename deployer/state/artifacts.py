@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..commands.artifact import FETCH_ORDER, UPLOAD_ORDER
 from ..layout import ARTIFACT_FILES
 from .s3 import S3Location, client, is_not_found
 
 FOLDER = "artifacts"
-#: the upload order: the tar, the manifest, and last the sha256 that says the artifact is whole
-UPLOAD_ORDER = (".tar", ".manifest", ".sha256")
-#: the order the fetch reads its URLs in (the sha256 first: it says what to expect)
-FETCH_ORDER = (".sha256", ".manifest", ".tar")
 
 
 def key(location: S3Location, env: str, release: str, ext: str) -> str:
