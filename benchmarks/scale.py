@@ -11,6 +11,7 @@ that fleet with its S3 server, then deploys v1 (cold: every host clones the repo
 fleet's SeaweedFS through boto3, and prints for each: wall seconds, the orchestrator's CPU
 seconds (user + sys, all its threads) and its peak RSS (from wait4), and the time `releases`
 takes to read the ledger back from the bucket. The fleet is brought down at the end.
+`--cpu` adds, for the warm deploy, where the machine's CPU went, by command (benchmarks/cpu.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu import CpuAccount  # noqa: E402
 from deployer.fleet import spec as S  # noqa: E402
 from deployer.fleet.harness import Fleet  # noqa: E402
 
@@ -81,7 +83,7 @@ def measured(argv: list[str], env: dict, name: str = "") -> tuple[int, float, fl
     return proc.returncode, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, err[-2000:]
 
 
-def run(web: int, parallel: int, artifact: str | None = None) -> None:
+def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bool = False) -> None:
     fleet = Fleet()
     try:
         t0 = time.monotonic()
@@ -108,14 +110,23 @@ def run(web: int, parallel: int, artifact: str | None = None) -> None:
         print(f"artifact.build: {artifact or 'each'}", flush=True)
         print(f"{'phase':<22} {'web hosts':>9} {'exit':>4} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12} "
               f"{'cpu ms/host':>11} {'RSS MiB/host':>12}", flush=True)
+        accounts = []
         for ref, what in (("v1", "deploy v1 (cold)"), ("v2", "deploy v2 (warm)")):
-            code, wall, cpu, rss, err = measured(cli + ["deploy", "--env", "local", "--ref", ref, "--yes",
-                                                        "--inventory", str(inv), *extra], env, ref)
+            argv = cli + ["deploy", "--env", "local", "--ref", ref, "--yes", "--inventory", str(inv), *extra]
+            if cpu_by_command and ref == "v2":
+                with CpuAccount() as acct:
+                    code, wall, cpu, rss, err = measured(argv, env, ref)
+                accounts.append((what, acct))
+            else:
+                code, wall, cpu, rss, err = measured(argv, env, ref)
             print(f"{what:<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f} "
                   f"{cpu * 1000 / web:>11.1f} {rss / web:>12.2f}", flush=True)
             if code != 0:
                 print(err, file=sys.stderr)
                 raise SystemExit(f"{what}: exit {code}")
+        for what, acct in accounts:
+            print(f"{what}, the machine's CPU by command (all hosts, the orchestrator, the S3 server):\n"
+                  f"{acct.table(per=web)}", flush=True)
         code, wall, cpu, rss, err = measured(cli + ["releases", "--env", "local", "--output", "json",
                                                     "--inventory", str(inv)], env)
         print(f"{'releases (from S3)':<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f}", flush=True)
@@ -143,6 +154,7 @@ def main() -> None:
     ap.add_argument("--events", type=Path, help="keep each deploy's JSON events in this directory")
     ap.add_argument("--artifact", metavar="BUILD", help="deploy with artifact.build=BUILD (first: the first web "
                                                          "host builds, the others fetch from it)")
+    ap.add_argument("--cpu", action="store_true", help="the warm deploy's CPU by command, all processes")
     args = ap.parse_args()
     global EVENTS
     EVENTS = args.events
@@ -155,7 +167,7 @@ def main() -> None:
             print("(run again with --web N to measure the deploys)")
             return
         web = min(web, fits)
-    run(web or 100, args.parallel, args.artifact)
+    run(web or 100, args.parallel, args.artifact, args.cpu)
 
 
 if __name__ == "__main__":
