@@ -10,7 +10,8 @@ Two sources, so that nothing is counted twice or missed:
   process with its user and system time; a process that was alive when the window opened has
   its CPU at that moment (read from /proc) taken off;
 - the processes still alive when it closes (PostgreSQL backends, gunicorn, supervisord, the
-  demo's workers): /proc/<pid>/stat read at both ends, the difference.
+  demo's workers): /proc/<pid>/stat read at both ends, the difference; an interpreter still
+  alive is named with its script (`python3 worker.py`), one that exited by its command only.
 
 The machine's total (from /proc/stat) is printed beside it: what the two sources miss (kernel
 threads, interrupts) shows as the gap.
@@ -49,8 +50,8 @@ def _machine_ticks() -> int:
     return sum(ticks) - ticks[3] - ticks[4]
 
 
-def _live() -> dict[tuple[int, int], tuple[str, float]]:
-    """(pid, start epoch second) -> (command, cpu seconds so far) of every process."""
+def _live() -> dict[tuple[int, int], tuple[str, float, str]]:
+    """(pid, start epoch second) -> (command, cpu seconds so far, script) of every process."""
     boot, out = _boot_time(), {}
     for d in os.scandir("/proc"):
         if not d.name.isdigit():
@@ -62,11 +63,30 @@ def _live() -> dict[tuple[int, int], tuple[str, float]]:
         comm = raw[raw.index("(") + 1:raw.rindex(")")]
         rest = raw[raw.rindex(")") + 2:].split()
         utime, stime, start = int(rest[11]), int(rest[12]), int(rest[19])
-        out[(int(d.name), int(boot + start / HZ))] = (comm[:15], (utime + stime) / HZ)
+        out[(int(d.name), int(boot + start / HZ))] = (comm[:15], (utime + stime) / HZ, _script(d.path, comm))
     return out
 
 
-def _near(before: dict[tuple[int, int], tuple[str, float]], pid: int, btime: int) -> float:
+def _script(proc: str, comm: str) -> str:
+    """A long-lived interpreter's script (`python worker.py`), else ""."""
+    if not comm.startswith("python"):
+        return ""
+    try:
+        argv = Path(proc, "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    args = iter(a.decode(errors="replace") for a in argv[1:] if a)
+    for a in args:
+        if a == "-c":
+            return "-c"
+        if a == "-m":
+            return next(args, "")
+        if not a.startswith("-"):
+            return os.path.basename(a)
+    return ""
+
+
+def _near(before: dict[tuple[int, int], tuple[str, float, str]], pid: int, btime: int) -> float:
     for b in (btime, btime - 1, btime + 1):
         if (pid, b) in before:
             return before[(pid, b)][1]
@@ -106,10 +126,11 @@ class CpuAccount:
             cpu = (utime + stime) / AHZ - _near(self._before, pid, btime)
             self._add(comm, max(cpu, 0.0))
             exited.add((pid, comm))
-        for (pid, start), (comm, cpu) in after.items():
+        for (pid, start), (comm, cpu, script) in after.items():
             if (pid, comm) in exited:
                 continue
-            self._add(comm, max(cpu - _near(self._before, pid, start), 0.0), count=(pid, start) not in self._before)
+            self._add(f"{comm} {script}".strip(), max(cpu - _near(self._before, pid, start), 0.0),
+                      count=(pid, start) not in self._before)
         os.unlink(self._file)
         os.rmdir(self._dir)
 
@@ -123,13 +144,13 @@ class CpuAccount:
         counted = sum(cpu for _, cpu in self.by_command.values())
         lines = [f"CPU over {self.wall:.1f} s: machine {self.machine:.1f} CPU s busy "
                  f"({self.machine / max(self.wall, 1e-9):.2f} cores), {counted:.1f} CPU s by process"]
-        head = f"  {'command':<16} {'processes':>9} {'cpu s':>8} {'share':>6}"
+        head = f"  {'command':<24} {'processes':>9} {'cpu s':>8} {'share':>6}"
         lines.append(head + (f" {'cpu ms/host':>11}" if per else ""))
         rows = sorted(self.by_command.items(), key=lambda kv: -kv[1][1])
         for comm, (n, cpu) in rows[:top]:
-            line = f"  {comm:<16} {int(n):>9} {cpu:>8.1f} {cpu / max(counted, 1e-9):>6.1%}"
+            line = f"  {comm[:24]:<24} {int(n):>9} {cpu:>8.1f} {cpu / max(counted, 1e-9):>6.1%}"
             lines.append(line + (f" {cpu * 1000 / per:>11.0f}" if per else ""))
         rest = sum(cpu for _, (_, cpu) in rows[top:])
-        lines.append(f"  {'(the others)':<16} {sum(int(n) for _, (n, _) in rows[top:]):>9} {rest:>8.1f} "
+        lines.append(f"  {'(the others)':<24} {sum(int(n) for _, (n, _) in rows[top:]):>9} {rest:>8.1f} "
                      f"{rest / max(counted, 1e-9):>6.1%}")
         return "\n".join(lines)

@@ -11,7 +11,8 @@ that fleet with its S3 server, then deploys v1 (cold: every host clones the repo
 fleet's SeaweedFS through boto3, and prints for each: wall seconds, the orchestrator's CPU
 seconds (user + sys, all its threads) and its peak RSS (from wait4), and the time `releases`
 takes to read the ledger back from the bucket. The fleet is brought down at the end.
-`--cpu` adds, for the warm deploy, where the machine's CPU went, by command (benchmarks/cpu.py).
+`--cpu` adds, for the warm deploy, where the machine's CPU went, by command (benchmarks/cpu.py),
+and the same over `--idle` seconds after it with nothing deployed: the fleet's own load.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def measured(argv: list[str], env: dict, name: str = "") -> tuple[int, float, fl
     return proc.returncode, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, err[-2000:]
 
 
-def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bool = False) -> None:
+def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bool = False,
+        idle: float = 20.0) -> None:
     fleet = Fleet()
     try:
         t0 = time.monotonic()
@@ -124,6 +126,10 @@ def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bo
             if code != 0:
                 print(err, file=sys.stderr)
                 raise SystemExit(f"{what}: exit {code}")
+        if cpu_by_command and idle:
+            with CpuAccount() as acct:
+                time.sleep(idle)
+            accounts.append((f"idle {idle:g} s after it", acct))
         for what, acct in accounts:
             print(f"{what}, the machine's CPU by command (all hosts, the orchestrator, the S3 server):\n"
                   f"{acct.table(per=web)}", flush=True)
@@ -155,6 +161,7 @@ def main() -> None:
     ap.add_argument("--artifact", metavar="BUILD", help="deploy with artifact.build=BUILD (first: the first web "
                                                          "host builds, the others fetch from it)")
     ap.add_argument("--cpu", action="store_true", help="the warm deploy's CPU by command, all processes")
+    ap.add_argument("--idle", type=float, default=20.0, help="with --cpu: seconds of the idle fleet measured too")
     args = ap.parse_args()
     global EVENTS
     EVENTS = args.events
@@ -167,7 +174,7 @@ def main() -> None:
             print("(run again with --web N to measure the deploys)")
             return
         web = min(web, fits)
-    run(web or 100, args.parallel, args.artifact, args.cpu)
+    run(web or 100, args.parallel, args.artifact, args.cpu, args.idle)
 
 
 if __name__ == "__main__":
