@@ -11,6 +11,10 @@ that fleet with its S3 server, then deploys v1 (cold: every host clones the repo
 fleet's SeaweedFS through boto3, and prints for each: wall seconds, the orchestrator's CPU
 seconds (user + sys, all its threads) and its peak RSS (from wait4), and the time `releases`
 takes to read the ledger back from the bucket. The fleet is brought down at the end.
+The fleet runs with production intervals (HAProxy's default 2 s check interval, the demo worker
+polling for jobs every second) unless `--test-intervals` (the tests' 500 ms and 0.2 s): at the
+tests' intervals 100 idle hosts take about one of this machine's two cores, which real hosts,
+each on its own CPU, would not take from each other.
 `--cpu` adds, for the warm deploy, where the machine's CPU went, by command (benchmarks/cpu.py),
 and the same over `--idle` seconds after it with nothing deployed: the fleet's own load.
 """
@@ -85,11 +89,11 @@ def measured(argv: list[str], env: dict, name: str = "") -> tuple[int, float, fl
 
 
 def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bool = False,
-        idle: float = 20.0) -> None:
+        idle: float = 20.0, production: bool = True) -> None:
     fleet = Fleet()
     try:
         t0 = time.monotonic()
-        fleet.up(web, log=lambda *_: None)
+        fleet.up(web, production=production, log=lambda *_: None)
         up_s = time.monotonic() - t0
         settle = time.monotonic()
         while os.getloadavg()[0] > 1.5 and time.monotonic() - settle < 90:  # the hosts' services start
@@ -108,6 +112,9 @@ def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bo
               f"to settle, load {os.getloadavg()[0]:.1f}); machine: {os.cpu_count()} cores, "
               f"{mem['total']} MiB, {mem['available']} MiB available with the fleet up; "
               f"state s3://{S.S3_BUCKET}/{prefix}/ at {fleet.s3_endpoint}; parallel {parallel}", flush=True)
+        spec = fleet.spec
+        print(f"intervals: {'production' if production else 'the tests'}' (HAProxy checks every "
+              f"{spec.check_inter}, the demo worker polls every {spec.worker_poll:g} s)", flush=True)
         extra = ["--set", f"artifact.build={artifact}"] if artifact else []
         print(f"artifact.build: {artifact or 'each'}", flush=True)
         print(f"{'phase':<22} {'web hosts':>9} {'exit':>4} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12} "
@@ -161,6 +168,8 @@ def main() -> None:
     ap.add_argument("--artifact", metavar="BUILD", help="deploy with artifact.build=BUILD (first: the first web "
                                                          "host builds, the others fetch from it)")
     ap.add_argument("--cpu", action="store_true", help="the warm deploy's CPU by command, all processes")
+    ap.add_argument("--test-intervals", action="store_true",
+                    help="the tests' HAProxy check and worker poll intervals (500 ms, 0.2 s)")
     ap.add_argument("--idle", type=float, default=20.0, help="with --cpu: seconds of the idle fleet measured too")
     args = ap.parse_args()
     global EVENTS
@@ -174,7 +183,7 @@ def main() -> None:
             print("(run again with --web N to measure the deploys)")
             return
         web = min(web, fits)
-    run(web or 100, args.parallel, args.artifact, args.cpu, args.idle)
+    run(web or 100, args.parallel, args.artifact, args.cpu, args.idle, not args.test_intervals)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ class Fleet(Faults, S3Part):
         st = self.state
         if not st:
             raise FleetError("fleet: not up (run `inv fleet.up`)")
-        return S.FleetSpec.of(st["web"])
+        return S.FleetSpec.of(st["web"], production=st.get("production", False))
 
     @property
     def inventory_path(self) -> Path:
@@ -106,12 +106,14 @@ class Fleet(Faults, S3Part):
         return int(self.state["pids"][name])
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def up(self, web: int = 3, *, keep_data: bool = False, s3: bool | None = None, log=print) -> dict:
+    def up(self, web: int = 3, *, keep_data: bool = False, s3: bool | None = None, production: bool = False,
+           log=print) -> dict:
         """Bring up a fleet of `web` web hosts, db1, lb1 and the jump host bastion1 (and the S3 server unless `s3` is
         False or DEPLOYER_FLEET_S3=0). Clears whatever a crash left first; the hosts (and the
-        bucket) start empty unless keep_data (then /srv, the database and the ledger survive)."""
+        bucket) start empty unless keep_data (then /srv, the database and the ledger survive).
+        `production`: HAProxy's and the demo worker's production intervals (`FleetSpec`)."""
         require_root()
-        spec = S.FleetSpec.of(web)
+        spec = S.FleetSpec.of(web, production=production)
         if s3 is None:
             s3 = os.environ.get("DEPLOYER_FLEET_S3", "1").strip().lower() not in ("0", "no", "false", "off")
         t0 = time.monotonic()
@@ -137,7 +139,7 @@ class Fleet(Faults, S3Part):
             self._prepare_host(host, spec, db_password, cfg)
         for host in spec.hosts:
             pids[host.name] = self._start_host(host)
-        record = {"web": web, "pids": pids, "tags": tags}
+        record = {"web": web, "pids": pids, "tags": tags, "production": production}
         self.state_file.write_text(json.dumps(record, indent=2))
         self._wait_ready(spec)
         self._write_known_hosts(spec)

@@ -130,7 +130,7 @@ def prepare_host(d: Path, host: S.FleetHost, spec: S.FleetSpec, *, authorized_ke
         (srv / "app").mkdir(exist_ok=True)
     if "web" in host.roles:
         (srv / "supervisor" / "log").mkdir(parents=True, exist_ok=True)
-        (srv / "supervisor" / "supervisord.conf").write_text(S.supervisord_config())
+        (srv / "supervisor" / "supervisord.conf").write_text(S.supervisord_config(spec.worker_poll))
         chown_tree(srv / "supervisor" / "log")
         shared = srv / "app" / "shared"
         for sub in ("storage/logs", "storage/cache"):
@@ -145,7 +145,7 @@ def prepare_host(d: Path, host: S.FleetHost, spec: S.FleetSpec, *, authorized_ke
         chown_tree(srv / "app")
     if "lb" in host.roles:
         (srv / "haproxy").mkdir(exist_ok=True)
-        (srv / "haproxy" / "haproxy.cfg").write_text(S.haproxy_config(spec.web_hosts))
+        (srv / "haproxy" / "haproxy.cfg").write_text(S.haproxy_config(spec.web_hosts, check_inter=spec.check_inter))
     if "db" in host.roles:
         (srv / "backups").mkdir(exist_ok=True)
         os.chmod(srv / "backups", 0o700)

@@ -37,6 +37,16 @@ def test_haproxy_admin_socket_for_the_deploy_group_and_the_gate_header():
     assert "    server web1 10.78.0.101:8000 check" in cfg and "    server web2 10.78.0.102:8000 check" in cfg
 
 
+def test_production_intervals_check_every_2s_and_poll_jobs_every_second():
+    test, prod = S.FleetSpec.of(2), S.FleetSpec.of(2, production=True)
+    assert "    server web1 10.78.0.101:8000 check inter 500ms fall 2" in S.haproxy_config(
+        test.web_hosts, check_inter=test.check_inter)
+    assert "    server web1 10.78.0.101:8000 check inter 2s fall 2" in S.haproxy_config(
+        prod.web_hosts, check_inter=prod.check_inter)
+    assert "current/worker.py\n" in S.supervisord_config(test.worker_poll)
+    assert "current/worker.py --poll 1\n" in S.supervisord_config(prod.worker_poll)
+
+
 def test_sshd_root_only_on_the_bastion_and_app_hosts_on_their_private_address():
     app = S.sshd_config(Path("/h"), Path("/k"), listen="10.78.0.10")
     assert "PermitRootLogin no\n" in app and "ListenAddress 10.78.0.10\n" in app
