@@ -237,7 +237,7 @@ class SSHServer:
         server = _Server(self.user, self.keys, self.forwards)
         try:
             t.start_server(server=server)
-        except (paramiko.SSHException, EOFError):
+        except (paramiko.SSHException, EOFError, OSError):  # the client refused us (a reset)
             return
         while t.is_active():
             chan = t.accept(0.5)
