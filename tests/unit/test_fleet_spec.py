@@ -43,7 +43,7 @@ def test_production_intervals_check_every_2s_and_poll_jobs_every_second():
         test.web_hosts, check_inter=test.check_inter)
     assert "    server web1 10.78.0.101:8000 check inter 2s fall 2" in S.haproxy_config(
         prod.web_hosts, check_inter=prod.check_inter)
-    assert "current/worker.py\n" in S.supervisord_config(test.worker_poll)
+    assert "current/worker.py --poll 0.2\n" in S.supervisord_config(test.worker_poll)
     assert "current/worker.py --poll 1\n" in S.supervisord_config(prod.worker_poll)
 
 
