@@ -22,6 +22,7 @@ and the same over `--idle` seconds after it with nothing deployed: the fleet's o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -113,7 +114,7 @@ def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bo
               f"{mem['total']} MiB, {mem['available']} MiB available with the fleet up; "
               f"state s3://{S.S3_BUCKET}/{prefix}/ at {fleet.s3_endpoint}; parallel {parallel}", flush=True)
         spec = fleet.spec
-        print(f"intervals: {'production' if production else 'the tests'}' (HAProxy checks every "
+        print(f"intervals: {'production' if production else 'the tests'} (HAProxy checks every "
               f"{spec.check_inter}, the demo worker polls every {spec.worker_poll:g} s)", flush=True)
         extra = ["--set", f"artifact.build={artifact}"] if artifact else []
         print(f"artifact.build: {artifact or 'each'}", flush=True)
@@ -122,12 +123,11 @@ def run(web: int, parallel: int, artifact: str | None = None, cpu_by_command: bo
         accounts = []
         for ref, what in (("v1", "deploy v1 (cold)"), ("v2", "deploy v2 (warm)")):
             argv = cli + ["deploy", "--env", "local", "--ref", ref, "--yes", "--inventory", str(inv), *extra]
-            if cpu_by_command and ref == "v2":
-                with CpuAccount() as acct:
-                    code, wall, cpu, rss, err = measured(argv, env, ref)
-                accounts.append((what, acct))
-            else:
+            counted = cpu_by_command and ref == "v2"
+            with CpuAccount() if counted else contextlib.nullcontext() as acct:
                 code, wall, cpu, rss, err = measured(argv, env, ref)
+            if counted:
+                accounts.append((what, acct))
             print(f"{what:<22} {web:>9} {code:>4} {wall:>7.1f} {cpu:>6.2f} {rss:>12.1f} "
                   f"{cpu * 1000 / web:>11.1f} {rss / web:>12.2f}", flush=True)
             if code != 0:
