@@ -20,6 +20,7 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
+from . import startup
 from .errors import ConnectError
 from .sshconfig import Endpoint, default_key_files
 
@@ -246,6 +247,7 @@ class Connector:
     @retry(retry=retry_if_exception_type((socket.timeout, ConnectionResetError, EOFError)),
            stop=stop_after_attempt(2), wait=wait_fixed(0.5), reraise=True)
     def open(self, ep: Endpoint) -> Connection:
+        startup.over()  # the first host contacted: the program's startup is over
         hops = ep.jumps or ((self.settings.jump,) if self.settings.jump else ())
         sock = self._channel(hops, ep, ep) if hops else None
         return self._connect(ep, sock, f"{ep.name} ({ep.address})", f"{ep.name} ({ep.address}:{ep.port})")

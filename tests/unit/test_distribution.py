@@ -19,7 +19,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 def test_the_distribution_name_is_deployers_own():
     assert PROJECT["name"] == deployer.DISTRIBUTION != "deployer"
     assert PROJECT["dynamic"] == ["version"]
-    assert PROJECT["scripts"] == {"deployer": "deployer.cli:main"}
+    assert PROJECT["scripts"] == {"deployer": "deployer.program:main"}
 
 
 def test_the_ci_examples_install_that_distribution():

@@ -264,13 +264,13 @@ def _relay(chan, dest) -> None:
         try:
             while data := src.recv(32768):
                 dst.sendall(data)
-        except OSError:
+        except (OSError, EOFError):  # a paramiko channel ends with EOFError when its transport is gone
             pass
         finally:
             for s in (src, dst):
                 try:
                     s.close()
-                except OSError:
+                except (OSError, EOFError):
                     pass
 
     threading.Thread(target=pump, args=(chan, sock), daemon=True).start()
