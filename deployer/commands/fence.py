@@ -89,8 +89,8 @@ def guard(name: str, token: int) -> Command:
     def text(t: str) -> str:
         return (f"(command -v flock >/dev/null 2>&1 || {{ echo \"fence: flock is not installed on this host "
                 f"(the fencing token check needs it)\" >&2; exit 1; }}; d={RECORD_DIR}; f=\"$d\"/{q(name)}; "
-                f"mkdir -p \"$d\" && exec 9>>\"$f.lock\" && flock -w 30 9 || {{ echo \"fence: cannot lock $f.lock\" >&2; "
-                f"exit 1; }}; s=$(cat \"$f\" 2>/dev/null); case ${{s:-0}} in *[!0-9]*) echo \"fence: $f holds '$s'\" >&2; "
+                f"{{ [ -d \"$d\" ] || mkdir -p \"$d\"; }} && exec 9>>\"$f.lock\" && flock -w 30 9 || {{ echo \"fence: cannot lock $f.lock\" >&2; "
+                f"exit 1; }}; s=; [ ! -e \"$f\" ] || {{ read -r s < \"$f\"; }} 2>/dev/null; case ${{s:-0}} in *[!0-9]*) echo \"fence: $f holds '$s'\" >&2; "
                 f"exit 1;; esac; if [ ${{s:-0}} -gt {t} ]; then echo \"fenced: host has seen token $s > {t}\" >&2; "
                 f"exit {FENCED_EXIT}; fi; [ ${{s:-0}} -eq {t} ] || {{ echo {t} > \"$f.new\" && mv -f \"$f.new\" \"$f\"; }})")
 

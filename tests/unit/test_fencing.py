@@ -150,6 +150,15 @@ def test_the_host_check_refuses_a_smaller_token_and_keeps_the_largest(tmp_path):
     assert sh(FN.seen(name), env=env).stdout.strip() == "5"
     other = FN.record("prod", "/srv/shop")  # another project's env of the same name: its own record
     assert sh(FN.fenced(raw("true"), FN.guard(other, 1)), env=env).returncode == 0
+    # a record that is not a number (a hand edit): refused, named, nothing run, left as it is
+    (home / ".deployer" / name).write_text("5x\n")
+    bad = run(6)
+    assert bad.returncode == 1 and "holds '5x'" in bad.stderr
+    assert marker.read_text().split() == ["3", "5", "5"]
+    assert (home / ".deployer" / name).read_text() == "5x\n"
+    # a record without its newline (written by hand): read all the same
+    (home / ".deployer" / name).write_text("7")
+    assert run(6).returncode == FN.FENCED_EXIT and run(7).returncode == 0
 
 
 def test_the_host_check_says_what_is_missing(tmp_path):
