@@ -20,6 +20,10 @@ run by
   and the snapshot in the ledger (on web1, the migrate host, as there is no ledger host), the
   local journal shipped to the ledger, health check (1 pass) per host right after its switch.
 
+The fleet runs with production intervals (HAProxy's default 2 s check interval, the demo worker
+polling for jobs every second), as in benchmarks/scale.py, unless `--test-intervals` (the tests'
+500 ms and 0.2 s): the idle fleet's own load is not what either tool costs.
+
 Both run byte-compiled, as installed (deployer's package is compiled first, as a wheel install
 does: a checkout run under PYTHONDONTWRITEBYTECODE would compile its sources on every run).
 Each tool deploys to its own directory (/srv/cmp-fabric, /srv/cmp-deployer). One unmeasured run
@@ -61,6 +65,7 @@ DIRS = {"fabric": "/srv/cmp-fabric", "deployer": "/srv/cmp-deployer"}
 
 EVENTS: Path | None = None
 ARTIFACT: str | None = None  # deployer with artifact.build=ARTIFACT (--artifact)
+INTERVALS = "production"  # the fleet's HAProxy check and demo worker poll intervals (--test-intervals)
 
 
 def log(msg: str) -> None:
@@ -104,8 +109,8 @@ def helper_main(args: list[str]) -> None:
         from deployer.engine.deploy import DeployRun
         from deployer.output import JsonReporter
 
-        n = int(args[1])
-        fleet.up(n, log=log)
+        n, production = int(args[1]), args[2] == "production"
+        fleet.up(n, production=production, log=log)
         cfg = load_config("local", inventory=fleet.inventory_path, overrides={"parallel": n})
         t0 = time.monotonic()
         DeployRun(cfg, JsonReporter(io.StringIO()), ref="v1").run()
@@ -177,7 +182,7 @@ def check_run(tool: str, res: dict) -> str:
 
 def run_size(n: int, runs: int, repo: Path, tmp: Path) -> tuple[list[tuple], float]:
     log(f"{n} web hosts:")
-    fl = helper("up", str(n))
+    fl = helper("up", str(n), INTERVALS)
     inventory = tmp / f"cmp-{n}.yaml"
     write_inventory(inventory, fl, repo)
     env = dict(os.environ, DEPLOYER_STATE_DIR=str(tmp / f"state-{n}"))
@@ -224,9 +229,13 @@ def main() -> None:
                                                 "(timestamped: where its time goes)")
     ap.add_argument("--artifact", metavar="BUILD", help="deployer with artifact.build=BUILD (first: the first "
                                                          "web host builds, the others fetch from it)")
+    ap.add_argument("--test-intervals", action="store_true",
+                    help="the fleet at the tests' intervals (HAProxy checks every 500 ms, the demo worker polls "
+                         "every 0.2 s) instead of production ones (2 s, 1 s)")
     args = ap.parse_args()
-    global EVENTS, ARTIFACT
+    global EVENTS, ARTIFACT, INTERVALS
     ARTIFACT = args.artifact
+    INTERVALS = "tests" if args.test_intervals else "production"
     EVENTS = args.events
     if EVENTS:
         EVENTS.mkdir(parents=True, exist_ok=True)
@@ -257,7 +266,9 @@ def main() -> None:
     if own >= smallest:
         log(f"WARNING: this process peaked at {own:.1f} MiB, not below every child's peak ({smallest:.1f} "
             f"MiB): peak RSS figures are an upper bound")
-    print(f"medians of {args.runs} runs each (fabric and deployer interleaved); one wave, no db, no lb")
+    print(f"medians of {args.runs} runs each (fabric and deployer interleaved); one wave, no db, no lb; "
+          f"{'deployer with artifact.build=' + ARTIFACT + '; ' if ARTIFACT else ''}the fleet at "
+          f"{'the tests' if args.test_intervals else 'production'} intervals")
     print(f"{'web hosts':>9}  {'tool':<8} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12} {'wall ratio':>10}")
     fabric = {}
     for n, tool, wall, cpu, rss in rows:
