@@ -4,7 +4,7 @@ through the orchestrator).
 
 The build host's side is a short Python 3 program run with `python3 -c` (the standard library
 only; preflight checks python3 there); the other hosts' side is POSIX sh and C tools (curl,
-sha256sum, sort, comm, GNU cp and tar), as it runs on every host at once:
+sha256sum, awk, GNU xargs, cp and tar), as it runs on every host at once:
 
 - **pack** (build host): the release tree, minus its own secret files, into
   `<artifacts>/<release>.tar` (a temporary name, renamed), with `<release>.manifest` (the sha256
@@ -206,8 +206,8 @@ def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the
     """On an app host: fetch, verify and unpack `release` (the URLs of its `.sha256`, `.manifest`
     and `.tar` on stdin, one per line: `urls`, or the bucket's presigned ones), hard-linking the
     files unchanged since `previous` (the release it serves); prints `<sha256> <bytes fetched>
-    <files linked>`. POSIX sh and C tools (curl, sha256sum, comm, GNU cp and tar): on a hundred
-    hosts, this runs a hundred times at once.
+    <files linked>`. POSIX sh and C tools (curl, sha256sum, awk, GNU xargs, cp and tar), about a
+    dozen processes: on a hundred hosts, this runs a hundred times at once.
 
     The manifest is checked against the sha256 file first. Then, with `delta` (the build host's
     server) and files to link, only the other files come (a POST of their paths: the server
@@ -218,39 +218,46 @@ def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the
     art, dest = lay.artifacts, lay.release(release)
     t, m, h = (q(lay.artifact(release, ext + ".partial")) for ext in ARTIFACT_FILES)
     part, same = q(dest + ".partial"), q(lay.artifact(release, ".same"))
-    need, check = q(lay.artifact(release, ".need")), q(lay.artifact(release, ".check"))
+    want, sums, out = (q(lay.artifact(release, ext)) for ext in (".want", ".sums", ".out"))
     prev, pm = q(lay.release(previous or "none")), q(lay.artifact(previous or "none", ".manifest"))
+    # curl prints the bytes it received (into `out`, read back by the shell): no `wc` process
     curl = "curl -fsS --connect-timeout 10 --max-time 600"
     cannot = q("cannot fetch it from " + source)
-    whole = (f"{curl} -o {t} \"$ut\" || fail {cannot}; "
-             f"got=$(sha256sum < {t} | cut -c1-64); [ \"$got\" = \"$want_tar\" ] || "
+    whole = (f"{curl} -w '%{{size_download}}\\n' -o {t} \"$ut\" > {out} || fail {cannot}; read -r size < {out}; "
+             f"sha256sum < {t} > {out} && read -r got _ < {out} && [ \"$got\" = \"$want_tar\" ] || "
              f"fail \"{release} arrived with sha256 $got, {source} says $want_tar: nothing unpacked\"; "
              f"tar -x -p --no-same-owner -f {t} -C {part} --anchored --no-wildcards -X {same} || fail 'cannot unpack'; ")
-    only = (f"LC_ALL=C comm -13 --nocheck-order {pm} {m} > {need} && cut -d' ' -f3- {need} > {check} && "
-            f"{curl} -H 'Expect:' --data-binary @{check} -o {t} \"$ut\" || fail {cannot}; got=$want_tar; "
+    only = (f"{curl} -H 'Expect:' --data-binary @{want} -w '%{{size_download}}\\n' -o {t} \"$ut\" > {out} || "
+            f"fail {cannot}; read -r size < {out}; got=$want_tar; "
             f"tar -x -p --no-same-owner -f {t} -C {part} || fail 'cannot unpack'; "
-            f"sed 's/^\\([0-9a-f]\\{{64\\}}\\) [0-7]* /\\1  /' {need} > {check}; "
-            f"[ ! -s {check} ] || (cd {part} && sha256sum --quiet --strict -c -) < {check} >/dev/null 2>&1 || "
+            f"[ ! -s {sums} ] || (cd {part} && sha256sum --quiet --strict -c -) < {sums} >/dev/null 2>&1 || "
             f"fail \"{release}: a file arrived with another sha256 than its manifest says: nothing moved into place\"; ")
+    # One awk pass over both manifests (`<sha256> <octal mode> <path>` lines): the lines the
+    # served release's manifest has too (same bytes, same mode: their paths, to hard-link), the
+    # others (their paths, to ask for; their sha256 and path, to check what arrives), how many
+    # are linked. No order assumed.
+    # (its four file names from the environment: awk's -v would read backslashes as escapes)
+    split = ("NR == FNR { old[$0]; next } { p = $0; sub(/^[^ ]* [^ ]* /, \"\", p) } "
+             "$0 in old { print p > ENVIRON[\"S\"]; k++; next } "
+             "{ print p > ENVIRON[\"W\"]; print $1 \"  \" p > ENVIRON[\"C\"] } END { print k + 0 > ENVIRON[\"O\"] }")
     script = (
         ": deployer artifact fetch; IFS= read -r uh && IFS= read -r um && IFS= read -r ut || exit 1; "
-        f"mkdir -p {q(art)} || exit 1; "
-        f"fail() {{ rm -f {t} {m} {h} {same} {need} {check}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
+        f"[ -d {q(art)} ] || mkdir -p {q(art)} || exit 1; "
+        f"fail() {{ rm -f {t} {m} {h} {same} {want} {sums} {out}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
         f"{curl} -o {h} \"$uh\" -o {m} \"$um\" || fail {cannot}; "
         f"read -r want_tar want_man < {h} || fail 'an empty checksum file'; "
-        f"[ \"$(sha256sum < {m} | cut -c1-64)\" = \"$want_man\" ] || "
+        f"sha256sum < {m} > {out} && read -r got _ < {out} && [ \"$got\" = \"$want_man\" ] || "
         f"fail 'the manifest of {release} does not match its sha256'; "
-        f"rm -rf {part} && mkdir -p {part} || fail 'cannot make {dest}.partial'; "
+        f"{{ [ ! -e {part} ] || rm -rf {part}; }} && mkdir -p {part} || fail 'cannot make {dest}.partial'; "
         # the files the release it serves has with the same sha256 and mode: hard links
-        f"linked=0; : > {same}; if [ -f {pm} ] && [ -d {prev} ]; then "
-        # (both sorted by the pack; out of order, comm only finds fewer lines: fewer links)
-        f"LC_ALL=C comm -12 --nocheck-order {pm} {m} | cut -d' ' -f3- > {same}; "
-        f"if [ -s {same} ] && (cd {prev} && tr '\\n' '\\0' < {same} | xargs -0 cp -l --parents -t {part} --); "
-        f"then linked=$(($(wc -l < {same}))); else : > {same}; rm -rf {part}; mkdir -p {part}; fi; fi; "
+        f"linked=0; : > {same}; : > {want}; : > {sums}; if [ -f {pm} ] && [ -d {prev} ]; then "
+        f"S={same} W={want} C={sums} O={out} LC_ALL=C awk {q(split)} {pm} {m} || "
+        f"fail 'cannot compare the manifests'; "
+        f"if [ -s {same} ] && (cd {prev} && xargs -d '\\n' cp -l --parents -t {part} -- < {same}); "
+        f"then read -r linked < {out}; else : > {same}; rm -rf {part}; mkdir -p {part}; fi; fi; "
         + (f"if [ -s {same} ]; then {only}else {whole}fi; " if delta else whole)
-        + f"size=$(($(wc -c < {t}))); "
-        f"mv -f {m} {q(lay.artifact(release, '.manifest'))} && rm -f {t} {h} {same} {need} {check} && "
-        f"rm -rf {q(dest)} && mv -T {part} {q(dest)} || fail 'cannot move {dest} into place'; "
+        + f"mv -f {m} {q(lay.artifact(release, '.manifest'))} && rm -f {t} {h} {same} {want} {sums} {out} && "
+        f"{{ [ ! -e {q(dest)} ] || rm -rf {q(dest)}; }} && mv -T {part} {q(dest)} || fail 'cannot move {dest} into place'; "
         f"echo \"$got $size $linked\""
     )
     return Command(script, f"artifact fetch {release} into {dest} (linking from {previous or 'nothing'})")

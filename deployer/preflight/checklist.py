@@ -42,10 +42,10 @@ LB_BINARIES = ("socat",)
 #: deployer.commands.fence), and the ledger host appends to the ledger with it. The app hosts'
 #: check has it already (APP_BINARIES); FENCE_BINARIES are checked on every other host.
 FENCE_BINARIES = ("flock",)
-#: with a build host (`artifact.build`), every app host fetches artifacts with curl (and GNU
-#: cp, tar, comm: coreutils); the build host packs and serves them with python3, its server in
-#: a session of its own
-ARTIFACT_BINARIES = ("curl", "comm")
+#: with a build host (`artifact.build`), every app host fetches artifacts with curl and awk (and
+#: GNU cp, tar, xargs: coreutils, findutils); the build host packs and serves them with python3,
+#: its server in a session of its own
+ARTIFACT_BINARIES = ("curl", "awk")
 BUILD_BINARIES = ("python3", "setsid")
 #: the roles of the app hosts (what a release runs on)
 APP_ROLES = ("web", "worker")
