@@ -109,7 +109,7 @@ def helper_main(args: list[str]) -> None:
         from deployer.engine.deploy import DeployRun
         from deployer.output import JsonReporter
 
-        n, production = int(args[1]), args[2] == "production"
+        n, production = int(args[1]), args[2] == "production"  # INTERVALS
         fleet.up(n, production=production, log=log)
         cfg = load_config("local", inventory=fleet.inventory_path, overrides={"parallel": n})
         t0 = time.monotonic()
@@ -235,7 +235,7 @@ def main() -> None:
     args = ap.parse_args()
     global EVENTS, ARTIFACT, INTERVALS
     ARTIFACT = args.artifact
-    INTERVALS = "tests" if args.test_intervals else "production"
+    INTERVALS = "test" if args.test_intervals else "production"
     EVENTS = args.events
     if EVENTS:
         EVENTS.mkdir(parents=True, exist_ok=True)
@@ -267,8 +267,7 @@ def main() -> None:
         log(f"WARNING: this process peaked at {own:.1f} MiB, not below every child's peak ({smallest:.1f} "
             f"MiB): peak RSS figures are an upper bound")
     print(f"medians of {args.runs} runs each (fabric and deployer interleaved); one wave, no db, no lb; "
-          f"{'deployer with artifact.build=' + ARTIFACT + '; ' if ARTIFACT else ''}the fleet at "
-          f"{'the tests' if args.test_intervals else 'production'} intervals")
+          f"{'deployer with artifact.build=' + ARTIFACT + '; ' if ARTIFACT else ''}the fleet at {INTERVALS} intervals")
     print(f"{'web hosts':>9}  {'tool':<8} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12} {'wall ratio':>10}")
     fabric = {}
     for n, tool, wall, cpu, rss in rows:

@@ -220,6 +220,7 @@ def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the
     part, same = q(dest + ".partial"), q(lay.artifact(release, ".same"))
     want, sums, out = (q(lay.artifact(release, ext)) for ext in (".want", ".sums", ".out"))
     prev, pm = q(lay.release(previous or "none")), q(lay.artifact(previous or "none", ".manifest"))
+    scratch = " ".join((t, h, same, want, sums, out))  # removed on success and on failure (with the manifest)
     # curl prints the bytes it received (into `out`, read back by the shell): no `wc` process
     curl = "curl -fsS --connect-timeout 10 --max-time 600"
     cannot = q("cannot fetch it from " + source)
@@ -243,7 +244,7 @@ def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the
     script = (
         ": deployer artifact fetch; IFS= read -r uh && IFS= read -r um && IFS= read -r ut || exit 1; "
         f"[ -d {q(art)} ] || mkdir -p {q(art)} || exit 1; "
-        f"fail() {{ rm -f {t} {m} {h} {same} {want} {sums} {out}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
+        f"fail() {{ rm -f {m} {scratch}; rm -rf {part}; echo \"artifact: $*\" >&2; exit 1; }}; "
         f"{curl} -o {h} \"$uh\" -o {m} \"$um\" || fail {cannot}; "
         f"read -r want_tar want_man < {h} || fail 'an empty checksum file'; "
         f"sha256sum < {m} > {out} && read -r got _ < {out} && [ \"$got\" = \"$want_man\" ] || "
@@ -256,7 +257,7 @@ def fetch(deploy_to: str, release: str, previous: str | None, source: str = "the
         f"if [ -s {same} ] && (cd {prev} && xargs -d '\\n' cp -l --parents -t {part} -- < {same}); "
         f"then read -r linked < {out}; else : > {same}; rm -rf {part}; mkdir -p {part}; fi; fi; "
         + (f"if [ -s {same} ]; then {only}else {whole}fi; " if delta else whole)
-        + f"mv -f {m} {q(lay.artifact(release, '.manifest'))} && rm -f {t} {h} {same} {want} {sums} {out} && "
+        + f"mv -f {m} {q(lay.artifact(release, '.manifest'))} && rm -f {scratch} && "
         f"{{ [ ! -e {q(dest)} ] || rm -rf {q(dest)}; }} && mv -T {part} {q(dest)} || fail 'cannot move {dest} into place'; "
         f"echo \"$got $size $linked\""
     )
