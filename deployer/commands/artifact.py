@@ -49,25 +49,36 @@ os.umask(0o077)
 class W:
     def __init__(s, f): s.f, s.h, s.n = f, hashlib.sha256(), 0
     def write(s, b): s.h.update(b); s.n += len(b); return s.f.write(b)
+# the owners are zeroed below: no user or group database lookup per file
+tarfile.pwd = tarfile.grp = None
 man = {}
-def sha(p):
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
-    return h.hexdigest()
-def keep(ti):
-    if ti.name in skip: return None
-    if "\n" in ti.name: sys.exit("artifact: a file name with a newline: %r" % ti.name)
-    ti.uid = ti.gid = 0; ti.uname = ti.gname = ""
-    if ti.isfile(): man[ti.name] = "%s %o %s" % (sha(os.path.join(src, ti.name)), ti.mode & 0o7777, ti.name)
-    return ti
+class R:
+    # a regular file read once: hashed for the manifest as it is copied into the tar
+    def __init__(s, f): s.f, s.h = f, hashlib.sha256()
+    def read(s, n=-1):
+        b = s.f.read(n); s.h.update(b); return b
+def put(t, path, name):
+    ti = t.gettarinfo(path, name)
+    if ti is None or name in skip: return
+    if "\n" in name: sys.exit("artifact: a file name with a newline: %r" % name)
+    # whole seconds: a float mtime would cost every member a pax header of its own
+    ti.uid = ti.gid = 0; ti.uname = ti.gname = ""; ti.mtime = int(ti.mtime)
+    if ti.isreg():
+        with open(path, "rb") as f:
+            r = R(f)
+            t.addfile(ti, r)
+        man[name] = "%s %o %s" % (r.h.hexdigest(), ti.mode & 0o7777, name)
+        return
+    t.addfile(ti)
+    if ti.isdir():
+        for n in sorted(os.listdir(path)): put(t, os.path.join(path, n), name + "/" + n)
 tmp = os.path.join(art, release + ".tar.partial")
 os.makedirs(art, exist_ok=True)
 with open(tmp, "wb") as f:
     w = W(f)
     with tarfile.open(fileobj=w, mode="w|", format=tarfile.PAX_FORMAT) as t:
         for name in sorted(os.listdir(src)):
-            t.add(os.path.join(src, name), arcname=name, filter=keep)
+            put(t, os.path.join(src, name), name)
     f.flush(); os.fsync(f.fileno())
 mtext = "".join(line + "\n" for line in sorted(man.values())).encode("utf-8", "surrogateescape")
 with open(os.path.join(art, release + ".manifest.partial"), "wb") as f: f.write(mtext)
@@ -125,6 +136,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(s, *a): pass
 http.server.ThreadingHTTPServer.daemon_threads = True
 srv = http.server.ThreadingHTTPServer((bind, int(port)), H)
+# the members are indexed while the hosts compare their manifests, before they ask
+threading.Thread(target=index, daemon=True).start()
 open(ready, "w").close()
 srv.serve_forever()
 '''

@@ -65,19 +65,23 @@ def build_wheelhouse(dest: Path, requirements: Path = REQUIREMENTS, log=print) -
 
 
 def supervisor_programs() -> str:
-    common = ("autostart=true\nautorestart=true\nstartsecs=1\nstartretries=2\nstopsignal=TERM\n"
+    # the web program: `startsecs=0`, as the playbook advises (the deploy's health check tells
+    # whether gunicorn serves); the worker keeps supervisord's one second
+    common = ("autostart=true\nautorestart=true\nstartretries=2\nstopsignal=TERM\n"
               "stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\n")
     return f"""{_BEGIN}
 [program:{WEB_PROGRAM}]
 command={DEPLOY_TO}/current/.venv/bin/gunicorn --bind 0.0.0.0:{PORT} --workers 2 --graceful-timeout 10 project.wsgi
 directory={DEPLOY_TO}/current
 stopwaitsecs=15
+startsecs=0
 stdout_logfile=/srv/supervisor/log/{WEB_PROGRAM}.log
 {S.PROGRAM_USER}{common}
 [program:{WORKER_PROGRAM}]
 command={DEPLOY_TO}/current/.venv/bin/celery -A project worker --concurrency 1 --loglevel INFO --without-gossip --without-mingle --without-heartbeat
 directory={DEPLOY_TO}/current
 stopwaitsecs=30
+startsecs=1
 stdout_logfile=/srv/supervisor/log/{WORKER_PROGRAM}.log
 {S.PROGRAM_USER}{common}{_END}
 """

@@ -243,6 +243,47 @@ def test_a_server_that_cannot_listen_fails_its_step_with_the_reason(hosts):
     assert res.returncode == 1 and "did not start" in res.stderr and "Address already in use" in res.stderr
 
 
+def test_the_artifact_holds_each_file_once_with_its_bytes_mode_and_second_and_no_owner(hosts):
+    """What the build host packs: every file, folder and link of the release but its own secret
+    files (nested ones too), owned by no one (uid 0, no names), mtimes to the second; the
+    manifest has each regular file's sha256 and mode; a short name costs one header block (no
+    extended header per file), a long one its own."""
+    import tarfile
+
+    b, _ = hosts
+    rel = "20261207T080000Z-aaaaaaa"
+    root = b / "releases" / rel
+    deep = "lib/" + "d" * 60 + "/" + "m" * 60 + ".py"  # past ustar's 100 characters
+    files = {"app.py": "print(1)\n", "lib/dep.py": "x = 1\n" * 300, deep: "y = 2\n", "config/secret.env": "K=1\n",
+             ".env": "SECRET=1\n"}
+    tree(root, files, {"storage": "/srv/shared/storage"})
+    os.chmod(root / "app.py", 0o750)
+    os.utime(root / "app.py", (1_700_000_000.75, 1_700_000_000.75))
+    os.link(root / "lib/dep.py", root / "lib/same.py")  # a hard link inside the release
+    packed = sh(A.pack(str(b), rel, [".env", "config/secret.env"]))
+    assert packed.returncode == 0, packed.stderr
+    sha, size, _ = A.parse(packed.stdout.splitlines()[-1])
+    tar = b / ".deployer/artifacts" / f"{rel}.tar"
+    assert digest(tar) == sha and tar.stat().st_size == size
+    with tarfile.open(tar) as t:
+        members = {m.name: m for m in t}
+        for m in members.values():
+            assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "") and m.mtime == int(m.mtime)
+        assert members["app.py"].mtime == 1_700_000_000 and members["app.py"].mode == 0o750
+        for name in ("app.py", "lib/dep.py", deep):
+            assert t.extractfile(members[name]).read().decode() == files[name]
+        assert members["lib/same.py"].islnk() and members["lib/same.py"].linkname == "lib/dep.py"
+        assert members["storage"].issym() and members["storage"].linkname == "/srv/shared/storage"
+        assert ".env" not in members and "config/secret.env" not in members and "config" in members
+        # one 512-byte header a member, its data padded to 512, the long name's extended header,
+        # the end of the archive and the padding to a 10 kB record
+        data = sum(512 + (m.size + 511) // 512 * 512 for m in members.values())
+        assert size <= data + 1024 + 10240
+    man = (b / ".deployer/artifacts" / f"{rel}.manifest").read_text().splitlines()
+    assert man == sorted(f"{digest(root / n)} {os.stat(root / n).st_mode & 0o7777:o} {n}"
+                         for n in ("app.py", "lib/dep.py", deep))
+
+
 def test_the_token_is_never_in_a_command_line():
     cmd = A.serve("/srv/app", "r", "10.0.0.1", 4242, 60)
     assert "DEPLOYER_ARTIFACT_TOKEN" in cmd.script and "<artifact server>" in cmd.display

@@ -110,7 +110,7 @@ RULES = {
                   "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
     "django": ["Cmnd_Alias DEPLOYER_SHOP = \\"]
               + [f"    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf {c}, \\"
-                 for c in ("stop celery", "status celery", "start celery", "stop gunicorn", "start gunicorn")]
+                 for c in ("stop celery", "status celery", "start celery", "restart gunicorn", "restart celery")]
               + ["    /usr/bin/supervisorctl -c /etc/supervisor/supervisord.conf pid celery",
                  "deploy ALL=(root) NOPASSWD: DEPLOYER_SHOP"],
     "node": ["Cmnd_Alias DEPLOYER_SHOP = \\"]
