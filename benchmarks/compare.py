@@ -109,7 +109,7 @@ def helper_main(args: list[str]) -> None:
         from deployer.engine.deploy import DeployRun
         from deployer.output import JsonReporter
 
-        n, production = int(args[1]), args[2] == "production"  # INTERVALS
+        n, production = int(args[1]), args[2] == "production"  # main's INTERVALS: "production" or "test"
         fleet.up(n, production=production, log=log)
         cfg = load_config("local", inventory=fleet.inventory_path, overrides={"parallel": n})
         t0 = time.monotonic()
