@@ -78,7 +78,7 @@ def ready_and_wait_up(socket: str, backend: str, server: str, wait: float = 10,
         f"st=$(echo {q(f'show servers state {backend}')} | socat stdio {sock} | "
         f"awk -v s={q(server)} '$4==s {{print $6}}'); "
         f"[ \"$st\" = 2 ] && exit 0; sleep 0.1; i=$((i+1)); done; "
-        f"printf '%s is not UP at the load balancer after %ss (operational state %s)\\n' {q(server)} "
+        f"printf '%s is not UP at the load balancer after %ss (operational state %s; lb.up_timeout sets the wait)\\n' {q(server)} "
         f"{q(f'{wait:g}')} \"$st\" >&2; exit 1"
     )
 
@@ -94,5 +94,5 @@ def wait_all_up(socket: str, backend: str, servers: list[str], wait: float = 10)
         f"printf '%s\\n' \"$st\" | awk -v s=\"$s\" '$4==s && $6==2 {{f=1}} END {{exit !f}}' || down=\"$down $s\"; "
         f"done; [ -z \"$down\" ] && exit 0; [ $i -ge {int(wait * 10)} ] && break; sleep 0.1; i=$((i+1)); done; "
         f"printf 'not UP at the load balancer after %ss:%s (its own health check decides what users get, "
-        f"in maintenance too: see docs/servers.md)\\n' {q(f'{wait:g}')} \"$down\" >&2; exit 1"
+        f"in maintenance too: see docs/servers.md; lb.up_timeout sets the wait)\\n' {q(f'{wait:g}')} \"$down\" >&2; exit 1"
     )

@@ -219,6 +219,9 @@ class LoadBalancer(_Model):
     backend: Name
     socket: AbsPath
     server_name: Name = "{host}"
+    #: seconds to wait for HAProxy's own health check to see a server UP (a server put back,
+    #: every server at the end of a run); at least its `inter` x `rise`, with a margin
+    up_timeout: Annotated[Float, Field(gt=0, le=600)] = 10.0
 
 
 class HostEntry(_Model):

@@ -108,6 +108,11 @@ def drain(cfg: Config, host: Host) -> Action:
                   timeout=30, effect=Effect.DRAINED, what=f"drain {name}")
 
 
+def _up_timeout(wait: float) -> float:
+    """The command timeout of a wait for UP servers: the wait, and room for the socket's answers."""
+    return max(30.0, wait + 20.0)
+
+
 def undrain(cfg: Config, host: Host, missing_ok: bool = False, wait_up: bool = True) -> Action:
     """Put the host back and wait until the load balancer itself sees it UP: its own health
     check decides what users get (in maintenance too: its check carries the gate header, so a
@@ -116,10 +121,10 @@ def undrain(cfg: Config, host: Host, missing_ok: bool = False, wait_up: bool = T
     a rollback under maintenance, which must bring the site back even behind a load balancer
     that rejects the maintenance page: it waits for every server once maintenance is off."""
     name = cfg.lb_server_name(host)
+    wait = cfg.lb.up_timeout if wait_up else 0
     return Action(host=cfg.lb_host.name,
-                  command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=10 if wait_up else 0,
-                                               missing_ok=missing_ok),
-                  timeout=30, effect=Effect.UNDRAINED, what=f"put back {name}")
+                  command=LB.ready_and_wait_up(cfg.lb.socket, cfg.lb.backend, name, wait=wait, missing_ok=missing_ok),
+                  timeout=_up_timeout(wait), effect=Effect.UNDRAINED, what=f"put back {name}")
 
 
 def lb_up(cfg: Config, hosts: list[Host], what: str = "load balancer: every server UP") -> Action | None:
@@ -127,8 +132,9 @@ def lb_up(cfg: Config, hosts: list[Host], what: str = "load balancer: every serv
     names = [cfg.lb_server_name(h) for h in hosts if behind_lb(cfg, h)]
     if not names:
         return None
-    return Action(host=cfg.lb_host.name, command=LB.wait_all_up(cfg.lb.socket, cfg.lb.backend, names, wait=10),
-                  timeout=30, what=what)
+    wait = cfg.lb.up_timeout
+    return Action(host=cfg.lb_host.name, command=LB.wait_all_up(cfg.lb.socket, cfg.lb.backend, names, wait=wait),
+                  timeout=_up_timeout(wait), what=what)
 
 
 def lb_up_stage(cfg: Config, stage: str, hosts: list[Host]) -> list[Stage]:

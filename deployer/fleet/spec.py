@@ -300,6 +300,7 @@ def inventory(spec: FleetSpec, fleet_dir: Path, repo: Path) -> str:
         "  kind: haproxy",
         "  backend: web",
         "  socket: /srv/haproxy/admin.sock",
+        "  up_timeout: 5  # its checks: every 500 ms (2 s with production intervals), rise 1",
         "schedules:",
         '  - {name: maintenance, cron: "0 3 * * 0", command: maintenance.run}',
         "hosts:",

@@ -760,3 +760,17 @@ def test_errors_through_merge_keys_still_name_the_file_and_the_line_or_key(root:
     assert error_of(root) == "hosts/prod.yaml: line 13: invalid YAML: duplicate key 'name'"
     write(root, "prod", MERGED_INVENTORY.replace("<<: *db", "<<: *nosuch"))
     assert error_of(root) == "hosts/prod.yaml: line 11: invalid YAML: found undefined alias 'nosuch'"
+
+
+def test_lb_up_timeout_is_a_bounded_number_of_seconds(root: Path):
+    lb = {"backend": "web", "socket": "/srv/haproxy/admin.sock"}
+    write(root, "prod", local(lb=lb))
+    assert load_config("prod", root=root, environ={}).lb.up_timeout == 10.0
+    write(root, "prod", local(lb={**lb, "up_timeout": 45}))
+    assert load_config("prod", root=root, environ={}).lb.up_timeout == 45.0
+    write(root, "prod", local(lb={**lb, "up_timeout": 0}))
+    assert error_of(root) == "hosts/prod.yaml: lb.up_timeout: must be > 0"
+    write(root, "prod", local(lb={**lb, "up_timeout": 3600}))
+    assert error_of(root) == "hosts/prod.yaml: lb.up_timeout: must be <= 600"
+    write(root, "prod", local(lb={**lb, "up_timeout": "10s"}))
+    assert error_of(root) == "hosts/prod.yaml: lb.up_timeout: expected a number"

@@ -104,3 +104,19 @@ def test_wait_all_up_reads_haproxys_states_and_names_the_servers_not_up(tmp_path
     down = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
     assert down.returncode == 1
     assert down.stderr.startswith("not UP at the load balancer after 0.3s: web2 (its own health check")
+
+
+def test_lb_up_timeout_bounds_every_wait_for_up_servers_and_each_command_outlasts_it():
+    cfg = prod(**{"lb.up_timeout": 45})
+    plan = deploy_plan(cfg, canned_facts(cfg), DeployInputs(release=REL, commit="c" * 40, ref="v2", maintenance=True))
+    waits = [a for st in plan.stages for a in st.actions()
+             if a.what.startswith("put back") or a.what == "load balancer: every server UP"]
+    assert len(waits) == 5
+    for a in waits:
+        assert "[ $i -lt 450 ]" in a.command.script or "[ $i -ge 450 ]" in a.command.script, a.command.script
+        assert "after %ss" in a.command.script and " 45 " in a.command.script and "lb.up_timeout" in a.command.script
+        assert a.timeout >= 45 + 20
+    default = prod()
+    plan = deploy_plan(default, canned_facts(default), DeployInputs(release=REL, commit="c" * 40, ref="v2",
+                                                                 maintenance=True))
+    assert {a.timeout for st in plan.stages for a in st.actions() if a.what.startswith("put back")} == {30}
