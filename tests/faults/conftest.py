@@ -33,9 +33,6 @@ def fault_env(fleet, tmp_path_factory) -> FaultEnv:
     data = yaml.safe_load(fleet.inventory_path.read_text())
     data["ssh"].update({"connect_timeout": 3, "keepalive": 3, "command_timeout": 40})
     data["maintenance_ttl"] = 60
-    # a gate that cannot pass (the database cut off, say) fails within 75 x 0.1 + 3 x 2 = 13.5 s,
-    # not the demo playbook's 22.5 s: each probe gets 2 s (the app answers in milliseconds)
-    data["health"] = {**data.get("health", {}), "timeout": 2.0}
     data["rollout"] = [{"size": 1}, {"size": "100%"}]  # a canary, then the rest
     data["secret_files"] = [{"path": "fault-canary.secret", "from_env": "FAULT_CANARY_SECRET"}]
     # finalize always has a command (a SIGKILL "at finalize" then lands while it runs, not after
