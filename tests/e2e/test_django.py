@@ -1,6 +1,7 @@
 """A real Django project (examples/django-app) deployed with the shipped `django` playbook: a
 virtualenv per release, gunicorn and a Celery worker under supervisord, Django's own migrations,
-an automatic rollback with its database, a rollback by hand."""
+an automatic rollback with its database, a rollback by hand; its releases built once and shipped
+(release artifacts), then built on each host."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from .conftest import CLI, ROOT, http, psql, release_of_ref, serving
 from .userland import ALIASES, run_installed, user_env, user_home
 
 ENV = ("--env", "django")
+#: the release, virtualenv included, built once (on web1) and shipped to the other host at the
+#: same path
+ART = ("--set", "artifact.build=first")
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +70,19 @@ def release_of(dj: CLI, ref: str) -> str:
     return release_of_ref(dj, ref, env=ENV[1])[-1]
 
 
+def artifacts(fleet, release: str) -> list[dict]:
+    """The ledger's artifact records of `release` (the ledger is on db1)."""
+    text = fleet.sh("db1", f"cat {DEPLOY_TO}/.deployer/ledger.jsonl").stdout
+    return [e for e in map(json.loads, filter(None, text.splitlines()))
+            if e.get("type") == "artifact" and e.get("release") == release]
+
+
 def test_django_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, dj):
     web1, web2 = web_hosts(fleet.spec)
 
-    # v1 on an empty database: Django's and the app's migrations under maintenance mode
-    dj("deploy", *ENV, "--ref", "v1", check=0)
+    # v1 on an empty database: Django's and the app's migrations under maintenance mode; the
+    # release and its virtualenv built on web1 only
+    dj("deploy", *ENV, "--ref", "v1", *ART, check=0)
     v1 = release_of(dj, "v1")
     on_release(fleet, v1)
     assert migrations(fleet) == ["0001_initial"]
@@ -78,9 +90,19 @@ def test_django_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, dj
     assert "DEBUG off, ALLOWED_HOSTS" in proc.stdout and "APP_DEBUG" not in proc.stdout
 
     # v2: an online-safe migration, no maintenance; the worker runs the new code
-    dj("deploy", *ENV, "--ref", "v2", check=0)
+    dj("deploy", *ENV, "--ref", "v2", *ART, check=0)
     v2 = release_of(dj, "v2")
     on_release(fleet, v2)
+    # web2 unpacked the very bytes web1 packed; requirements unchanged: its virtualenv's files
+    # hard-linked from v1's, not written again
+    recs = artifacts(fleet, v2)
+    assert [e["host"] for e in recs if e["built"]] == ["web1"], recs
+    assert [e["host"] for e in recs if not e["built"]] == ["web2"], recs
+    assert len({e["sha256"] for e in recs}) == 1
+    assert next(e["linked"] for e in recs if e["host"] == "web2") > 1000, recs
+    pkg = ".venv/lib/python3*/site-packages/django/__init__.py"
+    ino = fleet.sh("web2", f"stat -c %i {DEPLOY_TO}/releases/{v1}/{pkg} {DEPLOY_TO}/releases/{v2}/{pkg}").stdout.split()
+    assert ino[0] == ino[1], ino
     assert migrations(fleet) == ["0001_initial", "0002_note_processed_by"]
     status, note = get(fleet, web2, "/notes/", {"text": "hello"})
     assert status == 201
@@ -101,7 +123,7 @@ def test_django_deploy_upgrade_auto_rollback_and_manual_rollback(fleet, site, dj
 
     # v3-bad: migration 0003 applied, then /health answers 500: code and database roll back
     rows = sql(fleet, "SELECT id, text, processed_by FROM notes_note ORDER BY id")
-    proc = dj("deploy", *ENV, "--ref", "v3-bad", check=1)
+    proc = dj("deploy", *ENV, "--ref", "v3-bad", *ART, check=1)
     assert "rolled back" in (proc.stdout + proc.stderr).lower(), proc.stderr[-2000:]
     on_release(fleet, v2)
     assert migrations(fleet) == ["0001_initial", "0002_note_processed_by"]
