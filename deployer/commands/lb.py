@@ -62,7 +62,7 @@ def drain_and_wait(socket: str, backend: str, server: str, wait: float = 15) -> 
     )
 
 
-def ready_and_wait_up(socket: str, backend: str, server: str, wait: float = 10,
+def ready_and_wait_up(socket: str, backend: str, server: str, wait: float,
                       missing_ok: bool = False) -> Command:
     """Put one server back and wait (bounded) until the load balancer itself sees it UP: a host
     HAProxy's own health check marks DOWN is not back, whatever a direct check said. wait=0:
@@ -83,7 +83,7 @@ def ready_and_wait_up(socket: str, backend: str, server: str, wait: float = 10,
     )
 
 
-def wait_all_up(socket: str, backend: str, servers: list[str], wait: float = 10) -> Command:
+def wait_all_up(socket: str, backend: str, servers: list[str], wait: float) -> Command:
     """Wait (bounded) until the load balancer sees every one of `servers` UP (its own health
     checks: what users get), in one round trip; exit 1 naming those still not UP."""
     sock = q("UNIX-CONNECT:" + socket)

@@ -125,7 +125,7 @@ def inventory(spec: S.FleetSpec, fleet_dir: Path, repo: Path) -> str:
         "  kind: haproxy",
         "  backend: django",
         f"  socket: {LB_DIR}/admin.sock",
-        "  up_timeout: 5  # its checks: every 500 ms, rise 1",
+        f"  up_timeout: {S.LB_UP_TIMEOUT}",
         "hosts:",
     ]
     for h in [spec.host("lb1"), spec.host("db1"), *web_hosts(spec)]:

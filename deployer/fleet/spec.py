@@ -20,6 +20,9 @@ VETH_PREFIX = "dv-"  # a host's leg on its first network (eth0)
 PRIVATE_VETH_PREFIX = "dp-"  # the private leg (eth1) of a host on both networks
 LB_PUBLIC = "10.77.0.10"  # HAProxy's frontend (:80)
 LB_ADDRESS = "10.78.0.10"  # lb1's private leg: its sshd and the admin side
+#: lb.up_timeout of the fleet's inventories: its HAProxy checks every 500 ms (2 s with production
+#: intervals), rise 1
+LB_UP_TIMEOUT = 5
 DB_ADDRESS = "10.78.0.20"
 BASTION_PUBLIC = "10.77.0.5"  # the jump host (role bastion): in no inventory, reaches every host
 BASTION_ADDRESS = "10.78.0.5"
@@ -304,7 +307,7 @@ def inventory(spec: FleetSpec, fleet_dir: Path, repo: Path) -> str:
         "  kind: haproxy",
         "  backend: web",
         "  socket: /srv/haproxy/admin.sock",
-        "  up_timeout: 5  # its checks: every 500 ms (2 s with production intervals), rise 1",
+        f"  up_timeout: {LB_UP_TIMEOUT}",
         "health:",
         f"  timeout: {spec.probe_timeout:g}",
         "schedules:",
